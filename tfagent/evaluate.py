@@ -6,6 +6,7 @@
 import json
 import os
 import sys
+import time
 
 from absl import app, flags, logging
 import numpy as np
@@ -22,13 +23,16 @@ def predict_probabilities(predict_fn, test_ds: tf.data.Dataset, batch_size: int)
   """Runs `predict_fn(<string>[batch]) -> <float>[batch, C]` over the test split.
 
   Returns:
-    `(labels <int>[n], probabilities <float>[n, C])` as numpy arrays.
+    `(labels <int>[n], probabilities <float>[n, C], seconds)`: numpy arrays and
+    the wall time spent in `predict_fn`.
   """
-  labels, probs = [], []
+  labels, probs, seconds = [], [], 0.0
   for text, label in test_ds.batch(batch_size):
+    start = time.perf_counter()
     probs.append(np.asarray(predict_fn(text)))
+    seconds += time.perf_counter() - start
     labels.append(label.numpy())
-  return np.concatenate(labels), np.concatenate(probs)
+  return np.concatenate(labels), np.concatenate(probs), seconds
 
 
 def compute_metrics(labels, probabilities, class_names) -> dict:
@@ -67,8 +71,9 @@ def plot_confusion(matrix, class_names, path: str) -> None:
 
 def evaluate(predict_fn, test_ds, class_names, out_dir: str, batch_size: int = 256) -> dict:
   """Evaluates on the test split and writes `metrics.json` and `confusion_matrix.png`."""
-  labels, probs = predict_probabilities(predict_fn, test_ds, batch_size)
+  labels, probs, seconds = predict_probabilities(predict_fn, test_ds, batch_size)
   result = compute_metrics(labels, probs, class_names)
+  result["inference_examples_per_second"] = len(labels) / max(seconds, 1e-9)
   os.makedirs(out_dir, exist_ok=True)
   with open(os.path.join(out_dir, "metrics.json"), "w", encoding="utf-8") as f:
     json.dump(result, f, indent=2)

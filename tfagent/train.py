@@ -7,6 +7,7 @@ import json
 import math
 import os
 import sys
+import time
 
 from absl import app, flags, logging
 import keras
@@ -117,13 +118,20 @@ def train_and_evaluate(cfg: config.Config) -> dict:
                       for s in ("train", "validation"))
   logging.info("Model %s: %d parameters, vocabulary %d.", cfg.model.name,
                model.count_params(), len(tokenizer.vocabulary()))
-  classifier.fit(train_ds, validation_data=val_ds, epochs=cfg.train.epochs,
-                 callbacks=make_callbacks(cfg, model), verbose=fit_verbosity(cfg.train),
-                 shuffle=False)  # tf.data shuffles; Keras cannot shuffle a dataset.
+  start = time.perf_counter()
+  history = classifier.fit(
+      train_ds, validation_data=val_ds, epochs=cfg.train.epochs,
+      callbacks=make_callbacks(cfg, model), verbose=fit_verbosity(cfg.train),
+      shuffle=False)  # tf.data shuffles; Keras cannot shuffle a dataset.
+  train_seconds = time.perf_counter() - start
+  epochs_run = len(history.history.get("loss", []))
   path = export.export_model(model, info.class_names, cfg.export)
   result = evaluate.evaluate(evaluate.saved_model_predict_fn(path), splits["test"],
                              info.class_names, os.path.join(cfg.train.model_dir, "eval"))
-  result["saved_model"] = path
+  result.update(saved_model=path, train_seconds=train_seconds, epochs_run=epochs_run,
+                train_examples=n_train,
+                # Includes the validation pass of each epoch, as a user's wall clock does.
+                train_examples_per_second=n_train * epochs_run / max(train_seconds, 1e-9))
   with open(os.path.join(cfg.train.model_dir, "eval", "metrics.json"), "w") as f:
     json.dump(result, f, indent=2)
   return result
@@ -160,6 +168,8 @@ def define_flags() -> None:
   flags.DEFINE_integer("num_heads", 4, "Attention heads per Transformer block.")
   flags.DEFINE_integer("intermediate_dim", 256, "Transformer feed-forward width.")
   flags.DEFINE_float("dropout", 0.2, "Dropout rate; small corpora overfit without it.")
+  flags.DEFINE_bool("token_bag", False, "Add a linear bag-of-tokens path to the logits "
+                    "(wide & deep): what TF-IDF + logistic regression sees, learned jointly.")
   flags.DEFINE_string("model_dir", "runs/default", "Run directory: config, checkpoints, logs, eval.")
   flags.DEFINE_integer("epochs", 5, "Maximum epochs; early stopping may end sooner.")
   flags.DEFINE_float("learning_rate", 2e-3, "Peak learning rate after warm-up.")
