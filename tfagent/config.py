@@ -43,7 +43,6 @@ class ModelConfig:
   num_heads: int = 4
   intermediate_dim: int = 256  # Transformer feed-forward width.
   dropout: float = 0.2
-  token_bag: bool = False  # Adds a linear bag-of-tokens path to the logits (wide & deep).
 
 
 @dataclasses.dataclass(frozen=True)

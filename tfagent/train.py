@@ -168,8 +168,6 @@ def define_flags() -> None:
   flags.DEFINE_integer("num_heads", 4, "Attention heads per Transformer block.")
   flags.DEFINE_integer("intermediate_dim", 256, "Transformer feed-forward width.")
   flags.DEFINE_float("dropout", 0.2, "Dropout rate; small corpora overfit without it.")
-  flags.DEFINE_bool("token_bag", False, "Add a linear bag-of-tokens path to the logits "
-                    "(wide & deep): what TF-IDF + logistic regression sees, learned jointly.")
   flags.DEFINE_string("model_dir", "runs/default", "Run directory: config, checkpoints, logs, eval.")
   flags.DEFINE_integer("epochs", 5, "Maximum epochs; early stopping may end sooner.")
   flags.DEFINE_float("learning_rate", 2e-3, "Peak learning rate after warm-up.")

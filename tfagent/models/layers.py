@@ -92,20 +92,3 @@ class MaskedMeanMaxPooling(keras.layers.Layer):
   def compute_output_shape(self, input_shape):
     return (input_shape[0], 2 * input_shape[-1])
 
-
-def with_token_bag(ids, logits, vocab_size: int, num_classes: int):
-  """Adds a linear bag-of-tokens path (the "wide" part) to a model's logits.
-
-  The mean over the unpadded tokens of a per-token, per-class weight is a
-  linear model on token frequencies, the same family as TF-IDF + logistic
-  regression; with `ngrams=2` its features are characters and their bigrams.
-  The sequence model then only has to learn what the bag cannot see.
-
-  Args:
-    ids: `<int64>[batch, seq_len]` token ids, 0 = padding.
-    logits: `<float32>[batch, num_classes]` of the sequence model.
-  """
-  bag = keras.layers.Embedding(vocab_size, num_classes, mask_zero=True,
-                               embeddings_initializer="zeros", name="token_bag")(ids)
-  bag = keras.layers.GlobalAveragePooling1D(name="token_bag_mean")(bag)
-  return keras.layers.Add(dtype="float32", name="wide_and_deep")([logits, bag])

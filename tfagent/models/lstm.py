@@ -2,7 +2,7 @@
 
 import keras
 
-from tfagent.models.layers import MaskedMeanMaxPooling, with_token_bag
+from tfagent.models.layers import MaskedMeanMaxPooling
 
 
 def build_lstm(cfg, num_classes: int) -> keras.Model:
@@ -25,6 +25,4 @@ def build_lstm(cfg, num_classes: int) -> keras.Model:
   x = keras.layers.Dropout(cfg.dropout)(x)
   # float32 logits keep the softmax and loss stable under mixed precision.
   logits = keras.layers.Dense(num_classes, dtype="float32", name="logits")(x)
-  if cfg.token_bag:
-    logits = with_token_bag(ids, logits, cfg.vocab_size, num_classes)
   return keras.Model(ids, logits, name="classifier")

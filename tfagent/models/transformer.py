@@ -3,7 +3,7 @@
 import keras
 import keras_hub
 
-from tfagent.models.layers import MaskedMeanMaxPooling, with_token_bag
+from tfagent.models.layers import MaskedMeanMaxPooling
 
 
 def build_transformer(cfg, num_classes: int) -> keras.Model:
@@ -30,6 +30,4 @@ def build_transformer(cfg, num_classes: int) -> keras.Model:
   x = MaskedMeanMaxPooling(name="pool")(x, mask=mask)
   x = keras.layers.Dropout(cfg.dropout)(x)
   logits = keras.layers.Dense(num_classes, dtype="float32", name="logits")(x)
-  if cfg.token_bag:
-    logits = with_token_bag(ids, logits, cfg.vocab_size, num_classes)
   return keras.Model(ids, logits, name="classifier")
