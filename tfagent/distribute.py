@@ -79,11 +79,45 @@ def tpu_strategy(tpu: str) -> tf.distribute.Strategy:
   return tf.distribute.TPUStrategy(resolver)
 
 
+def _mean_over_workers(values, strategy):
+  """All-reduces each (scalar) log value to its mean over every replica of every worker."""
+  def mean(value):
+    if not isinstance(value, tf.distribute.DistributedValues):  # One replica a worker.
+      value = strategy.experimental_distribute_values_from_function(lambda _: value)
+    return strategy.reduce("MEAN", value, axis=None)
+  return tf.nest.map_structure(mean, values)
+
+
+def fix_keras_multi_worker_logs() -> None:
+  """Makes Keras 3 fit/evaluate logs work, and agree, across workers.
+
+  Keras 3.15 reduces a step's logs under MultiWorkerMirroredStrategy with
+  `strategy.reduce("MEAN", v, axis=0)`, which fails on the scalar logs
+  ("Invalid reduction dimension 0 for input with 0 dimensions",
+  tensorflow/tensorflow#72388). Each worker's logs are its own metrics; they
+  are averaged over the workers here, so every worker sees the same loss and
+  makes the same early-stopping and checkpoint decisions.
+  """
+  from keras.src.backend.tensorflow import trainer as tf_trainer  # pylint: disable=g-import-not-at-top
+  keras_reduce = tf_trainer.reduce_per_replica
+  if getattr(keras_reduce, "fixed_by_tfagent", False):
+    return
+
+  def reduce_per_replica(values, strategy, reduction="auto"):
+    if (reduction in ("auto", "mean") and isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+        and strategy.extended._in_multi_worker_mode()):  # pylint: disable=protected-access
+      return _mean_over_workers(values, strategy)
+    return keras_reduce(values, strategy, reduction)
+  reduce_per_replica.fixed_by_tfagent = True
+  tf_trainer.reduce_per_replica = reduce_per_replica
+
+
 def multi_worker_strategy() -> tf.distribute.Strategy:
   """MultiWorkerMirroredStrategy from TF_CONFIG (checked first); one worker without it."""
   tf_config = read_tf_config()
   if tf_config and "ps" in tf_config["cluster"]:
     raise _tf_config_error("has a 'ps' job, which multi_worker_mirrored does not use")
+  fix_keras_multi_worker_logs()
   return tf.distribute.MultiWorkerMirroredStrategy()
 
 

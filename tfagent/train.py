@@ -165,6 +165,20 @@ def build_and_compile(cfg: config.Config, strategy, train_ds, class_names, total
   return model, classifier
 
 
+def build_from_spec(classifier: keras.Model, strategy, element_spec) -> None:
+  """Builds metrics, loss and optimizer from the input's element spec, not a real batch.
+
+  Under a strategy, Keras 3.15's TF trainer builds a model at the start of fit
+  and evaluate by MEAN-reducing the first distributed batch across replicas,
+  which fails (or, across workers, cannot agree) when replicas' batches differ
+  in shape: length buckets, a partial last batch, another worker's shard. Only
+  shapes and dtypes are needed, so build from the spec and skip that step.
+  """
+  with strategy.scope():
+    classifier._symbolic_build(data_batch=element_spec)  # pylint: disable=protected-access
+  classifier._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
+
+
 def write_shard_report(ds, contexts: list, strategy, cfg: config.Config) -> None:
   """Writes `shards/TASK.json`: hashes of the training texts this worker's pipelines read."""
   task_type, task_id = distribute.task_of(strategy)
@@ -246,12 +260,13 @@ def train_in(cfg: config.Config, out: config.Config, strategy) -> dict:
   steps_per_epoch = max(1, n_train // cfg.data.batch_size)
   model, classifier = build_and_compile(cfg, strategy, splits["train"], info.class_names,
                                         steps_per_epoch * cfg.train.epochs)
+  tokenizer = model.get_layer(models.TOKENIZER)
+  val_fn = data.make_input_fn(splits["validation"], tokenizer, cfg.data, training=False)
+  build_from_spec(classifier, strategy, val_fn().element_spec)
+  val_ds = strategy.distribute_datasets_from_function(val_fn)
   with strategy.scope():
     start = backup.restore(classifier, os.path.join(cfg.train.model_dir, "backup"),
                            steps_per_epoch)
-  tokenizer = model.get_layer(models.TOKENIZER)
-  val_ds = strategy.distribute_datasets_from_function(
-      data.make_input_fn(splits["validation"], tokenizer, cfg.data, training=False))
   logging.info("Model %s: %d parameters, vocabulary %d; %d steps an epoch of %d examples.",
                cfg.model.name, model.count_params(), len(tokenizer.vocabulary()),
                steps_per_epoch, cfg.data.batch_size)

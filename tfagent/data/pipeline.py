@@ -123,8 +123,12 @@ def make_input_fn(ds: tf.data.Dataset, preprocess, data_cfg, training: bool,
         tokens = tokens.shuffle(data_cfg.shuffle_buffer, seed=data_cfg.seed,
                                 reshuffle_each_iteration=True)
       tokens = tokens.repeat() if stream else tokens
-      local = batch_by_length(tokens, batch, getattr(preprocess, "sequence_length", None),
-                              data_cfg)
+      # The replicas this pipeline feeds share one length bucket each step: a batch
+      # for all of them is cut into equal-width per-replica batches (as one device
+      # would see it, and XLA and Keras' first-batch build need equal shapes).
+      local = batch_by_length(tokens, batch * batches_per_step,
+                              getattr(preprocess, "sequence_length", None), data_cfg)
+      local = local.rebatch(batch) if batches_per_step > 1 else local
     if stream:
       local = local.skip(start_step * batches_per_step)
     return local.prefetch(tf.data.AUTOTUNE).with_options(pipeline_options(data_cfg))
