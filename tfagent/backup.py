@@ -19,6 +19,7 @@ import os
 
 from absl import logging
 import keras
+import numpy as np
 
 STATE_FILE = "state.json"
 
@@ -53,15 +54,18 @@ def replace_atomically(write, final: str) -> None:
   _fsync_dir(folder)
 
 
-def read_position(backup_dir: str) -> tuple:
-  """Returns `(Position, weights_path)` of the last backup, or `(Position(), None)`."""
+def read_state(backup_dir: str) -> dict:
+  """The last backup's `state.json`, or None when there is none."""
   path = os.path.join(backup_dir, STATE_FILE)
   if not os.path.exists(path):
-    return Position(), None
+    return None
   with open(path, encoding="utf-8") as f:
-    state = json.load(f)
-  weights = os.path.join(backup_dir, state["weights"])
-  return Position(state["epoch"], state["step"], state.get("callbacks", {})), weights
+    return json.load(f)
+
+
+def rng_variables(model: keras.Model) -> list:
+  """The dropout layers' seed-generator states: not weights, yet needed to replay a run."""
+  return [v for v in model.variables if v.path.endswith("seed_generator_state")]
 
 
 def restore(model: keras.Model, backup_dir: str, steps_per_epoch: int) -> Position:
@@ -69,12 +73,15 @@ def restore(model: keras.Model, backup_dir: str, steps_per_epoch: int) -> Positi
 
   Call inside the strategy's scope: the optimizer's slots are created here.
   """
-  position, weights = read_position(backup_dir)
-  if weights is None:
-    return position
+  state = read_state(backup_dir)
+  if state is None:
+    return Position()
   if not model.optimizer.built:
     model.optimizer.build(model.trainable_variables)
-  model.load_weights(weights)
+  model.load_weights(os.path.join(backup_dir, state["weights"]))
+  for variable, value in zip(rng_variables(model), state["rng"]):
+    variable.assign(value)
+  position = Position(state["epoch"], state["step"], state["callbacks"])
   logging.info("Resumed from epoch %d step %d (global step %d) of %s.", position.epoch + 1,
                position.step, position.global_step(steps_per_epoch), backup_dir)
   return position
@@ -142,6 +149,7 @@ class StepBackup(keras.callbacks.Callback):
     name = f"ckpt-{self.global_step}.weights.h5"
     replace_atomically(self.model.save_weights, os.path.join(self.backup_dir, name))
     state = {"epoch": epoch, "step": step, "global_step": self.global_step, "weights": name,
+             "rng": [np.asarray(v.numpy()).tolist() for v in rng_variables(self.model)],
              "callbacks": {k: c.get_state() for k, c in self.resumables.items()}}
 
     def write_state(path):
