@@ -72,8 +72,9 @@ def test_parameter_server_says_what_to_use_instead():
 def test_auto_without_gpus_or_tpu_is_the_default_strategy():
   assert distribute.resolve_auto(tpu="") == "default"
   assert distribute.resolve_auto(tpu="my-tpu") == "tpu"
-  strategy = distribute.get_strategy("auto")
-  assert strategy.num_replicas_in_sync == 1 and distribute.is_chief(strategy)
+  for name in ("auto", "default", "one_device"):
+    strategy = distribute.get_strategy(name)
+    assert strategy.num_replicas_in_sync == 1 and distribute.is_chief(strategy)
 
 
 def test_bad_precision_and_profile_flags_name_the_flag():
