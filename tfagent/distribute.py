@@ -98,14 +98,16 @@ def fix_keras_multi_worker_logs() -> None:
   are averaged over the workers here, so every worker sees the same loss and
   makes the same early-stopping and checkpoint decisions.
   """
-  from keras.src.backend.tensorflow import trainer as tf_trainer  # pylint: disable=g-import-not-at-top
+  # Keras internals, imported only when a multi-worker strategy is made.
+  from keras.src.backend.tensorflow import trainer as tf_trainer  # pylint: disable=C0415
   keras_reduce = tf_trainer.reduce_per_replica
   if getattr(keras_reduce, "fixed_by_tfagent", False):
     return
 
   def reduce_per_replica(values, strategy, reduction="auto"):
-    if (reduction in ("auto", "mean") and isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
-        and strategy.extended._in_multi_worker_mode()):  # pylint: disable=protected-access
+    multi_worker = (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+                    and strategy.extended._in_multi_worker_mode())  # pylint: disable=W0212
+    if reduction in ("auto", "mean") and multi_worker:
       return _mean_over_workers(values, strategy)
     return keras_reduce(values, strategy, reduction)
   reduce_per_replica.fixed_by_tfagent = True
