@@ -54,7 +54,14 @@ class TrainConfig:
   weight_decay: float = 1e-4
   warmup_fraction: float = 0.1  # Share of all steps spent warming up.
   early_stopping_patience: int = 2  # Epochs without val_loss improvement.
-  strategy: str = "default"
+  strategy: str = "auto"  # TPU if `tpu` is set, Mirrored on 2+ GPUs, else default.
+  tpu: str = ""  # TPU name or grpc:// address; "local" for a TPU VM.
+  mixed_precision: str = "float32"  # bfloat16 / mixed_float16: float32 logits and loss.
+  jit_compile: bool = False  # XLA; with bucketing it compiles once per bucket width.
+  backup_every_steps: int = 50  # Step-level backup: a crash loses at most this many.
+  profile_steps: str = ""  # "FIRST,LAST" global steps traced by the profiler; "" off.
+  misclassified_examples: int = 8  # Validation mistakes shown as text in TensorBoard.
+  shard_report: bool = False  # Each worker writes hashes of the texts of its shard.
   seed: int = 42
   verbose: int = -1  # -1: progress bar on a terminal, one line per epoch otherwise.
 

@@ -3,6 +3,9 @@
   python -m tfagent.train --flagfile=configs/quickstart.flags
 """
 
+import contextlib
+import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -13,19 +16,25 @@ from absl import app, flags, logging
 import keras
 import tensorflow as tf
 
-from tfagent import config, data, distribute, evaluate, export, models
+from tfagent import backup, config, data, distribute, evaluate, export, models, summaries
 from tfagent.data import flags as data_flags
 from tfagent.errors import ConfigError, TfagentError
 
 FLAGS = flags.FLAGS
 
 
-class AtomicModelCheckpoint(keras.callbacks.Callback):
+PRECISION_POLICIES = {"float32": "float32", "bfloat16": "mixed_bfloat16",
+                      "mixed_float16": "mixed_float16"}
+
+
+class AtomicModelCheckpoint(backup.Resumable, keras.callbacks.Callback):
   """Saves the whole string-input model as `last.keras` and `best.keras`.
 
-  Each file is written beside its final name and moved with os.replace, so a
-  crash never leaves a half-written checkpoint under the final name.
+  Each file is written beside its final name, fsynced and moved with
+  os.replace, so a crash never leaves a half-written checkpoint under the final
+  name. `best` survives a restart (it is saved with the step backup).
   """
+  STATE = ("best",)
 
   def __init__(self, model_to_save: keras.Model, directory: str, monitor="val_loss"):
     super().__init__()
@@ -33,20 +42,26 @@ class AtomicModelCheckpoint(keras.callbacks.Callback):
     self.best = math.inf
 
   def _save(self, name: str) -> None:
-    final = os.path.join(self.directory, name)
-    tmp = os.path.join(self.directory, f".tmp-{name}")
-    self.model_to_save.save(tmp)
-    os.replace(tmp, final)
+    backup.replace_atomically(self.model_to_save.save, os.path.join(self.directory, name))
 
   def on_epoch_end(self, epoch, logs=None):
     os.makedirs(self.directory, exist_ok=True)
     self._save("last.keras")
     value = (logs or {}).get(self.monitor, math.inf)
     if value < self.best:
-      self.best = value
+      self.best = float(value)
       self._save("best.keras")
       logging.info("Epoch %d: %s improved to %.4f, saved best.keras", epoch + 1,
                    self.monitor, value)
+
+
+class ResumableEarlyStopping(backup.Resumable, keras.callbacks.EarlyStopping):
+  """EarlyStopping whose patience count and best value survive a restart.
+
+  Best weights are not held here: they come back from `checkpoints/best.keras`
+  after training (see restore_best), which a restart does not lose.
+  """
+  STATE = ("wait", "best", "best_epoch")
 
 
 def prepare_run_dir(model_dir: str, cfg: config.Config) -> None:
@@ -76,15 +91,37 @@ def make_optimizer(train_cfg, total_steps: int) -> keras.optimizers.Optimizer:
   return optimizer
 
 
-def make_callbacks(cfg: config.Config, model: keras.Model) -> list:
-  """TensorBoard, early stopping, atomic checkpoints and backup/restore."""
+def profile_range(steps: str):
+  """Parses --profile_steps "FIRST,LAST" (1-based steps of a fit) for Keras' profile_batch."""
+  if not steps:
+    return 0
+  parts = steps.split(",")
+  if len(parts) != 2 or not all(p.strip().isdigit() and int(p) > 0 for p in parts) \
+      or int(parts[0]) > int(parts[1]):
+    raise config_error("profile_steps", steps, "two positive steps FIRST,LAST, e.g. 5,8")
+  return int(parts[0]), int(parts[1])
+
+
+def config_error(flag: str, value, valid: str) -> ConfigError:
+  return ConfigError(f"--{flag}={value!r} is invalid; expected {valid}.")
+
+
+def make_callbacks(cfg: config.Config, model: keras.Model, start: backup.Position,
+                   steps_per_epoch: int) -> list:
+  """Throughput, TensorBoard, early stopping, atomic checkpoints and step backups."""
   run = cfg.train.model_dir
+  stopping = ResumableEarlyStopping("val_loss", patience=cfg.train.early_stopping_patience,
+                                    verbose=1)
+  checkpoint = AtomicModelCheckpoint(model, os.path.join(run, "checkpoints"))
   return [
-      keras.callbacks.TensorBoard(os.path.join(run, "logs")),  # logs/train, logs/validation
-      keras.callbacks.EarlyStopping("val_loss", patience=cfg.train.early_stopping_patience,
-                                    restore_best_weights=True, verbose=1),
-      AtomicModelCheckpoint(model, os.path.join(run, "checkpoints")),
-      keras.callbacks.BackupAndRestore(os.path.join(run, "backup")),
+      summaries.Throughput(cfg.data.batch_size),  # Before TensorBoard, which logs it.
+      keras.callbacks.TensorBoard(summaries.log_dirs(run)[0],  # logs/train, logs/validation
+                                  profile_batch=profile_range(cfg.train.profile_steps)),
+      stopping, checkpoint,
+      # Last: it saves the state the callbacks above reached at the epoch's end.
+      backup.StepBackup(os.path.join(run, "backup"), cfg.train.backup_every_steps,
+                        steps_per_epoch, start, {"early_stopping": stopping,
+                                                 "checkpoint": checkpoint}),
   ]
 
 
@@ -95,45 +132,187 @@ def fit_verbosity(train_cfg) -> int:
   return 1 if sys.stdout.isatty() else 2
 
 
+@contextlib.contextmanager
+def precision_policy(name: str):
+  """Sets Keras' global dtype policy for the run; logits and loss stay float32."""
+  if name not in PRECISION_POLICIES:
+    raise config_error("mixed_precision", name, " or ".join(PRECISION_POLICIES))
+  previous = keras.mixed_precision.global_policy()
+  keras.mixed_precision.set_global_policy(PRECISION_POLICIES[name])
+  try:
+    yield
+  finally:
+    keras.mixed_precision.set_global_policy(previous)
+
+
+def for_this_worker(cfg: config.Config, scratch: str) -> config.Config:
+  """The config whose directories this worker writes: the real ones on the chief."""
+  if scratch is None:
+    return cfg
+  return dataclasses.replace(
+      cfg, train=dataclasses.replace(cfg.train, model_dir=os.path.join(scratch, "run")),
+      export=dataclasses.replace(cfg.export, export_dir=os.path.join(scratch, "saved_models")))
+
+
+def build_and_compile(cfg: config.Config, strategy, train_ds, class_names, total_steps: int):
+  """Builds the string model and compiles its classifier inside `strategy.scope()`."""
+  with strategy.scope():
+    model = models.build_model(cfg.model, class_names,
+                               train_ds.map(lambda text, _: text).batch(1024))
+    classifier = model.get_layer(models.CLASSIFIER)
+    classifier.compile(optimizer=make_optimizer(cfg.train, total_steps),
+                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                       metrics=["accuracy"], jit_compile=cfg.train.jit_compile)
+  return model, classifier
+
+
+def build_from_spec(classifier: keras.Model, strategy, element_spec) -> None:
+  """Builds metrics, loss and optimizer from the input's element spec, not a real batch.
+
+  Under a strategy, Keras 3.15's TF trainer builds a model at the start of fit
+  and evaluate by MEAN-reducing the first distributed batch across replicas,
+  which fails (or, across workers, cannot agree) when replicas' batches differ
+  in shape: length buckets, a partial last batch, another worker's shard. Only
+  shapes and dtypes are needed, so build from the spec and skip that step.
+  """
+  with strategy.scope():
+    classifier._symbolic_build(data_batch=element_spec)  # pylint: disable=protected-access
+  classifier._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
+
+
+def write_shard_report(ds, contexts: list, strategy, cfg: config.Config) -> None:
+  """Writes `shards/TASK.json`: hashes of the training texts this worker's pipelines read."""
+  task_type, task_id = distribute.task_of(strategy)
+  hashes = []
+  for num_pipelines, pipeline_id in contexts:
+    for text, _ in ds.shard(num_pipelines, pipeline_id).as_numpy_iterator():
+      hashes.append(hashlib.sha1(text).hexdigest())
+  folder = os.path.join(cfg.train.model_dir, "shards")
+  os.makedirs(folder, exist_ok=True)
+  with open(os.path.join(folder, f"{task_type or 'local'}-{task_id}.json"), "w") as f:
+    json.dump({"input_pipelines": contexts, "examples": len(hashes),
+               "text_sha1": sorted(hashes)}, f)
+
+
+def train_input(strategy, split, tokenizer, data_cfg, start_step: int, contexts: list):
+  """The distributed endless training stream from `start_step`; records input contexts."""
+  input_fn = data.make_input_fn(split, tokenizer, data_cfg, training=True, start_step=start_step)
+
+  def recorded(ctx):
+    contexts.append((ctx.num_input_pipelines, ctx.input_pipeline_id))
+    return input_fn(ctx)
+  return strategy.distribute_datasets_from_function(recorded)
+
+
+def fit_remaining(classifier, make_train, val_ds, cfg, callbacks, steps_per_epoch,
+                  start: backup.Position) -> dict:
+  """Runs the epochs left after `start`; a resumed partial epoch is a fit of its own.
+
+  Returns the Keras history of all epochs run, as one dict of lists.
+  """
+  history, first = {}, start.epoch
+  plan = [(first, first + 1, steps_per_epoch - start.step)] if start.step else []
+  first += bool(start.step)
+  plan.append((first, cfg.train.epochs, steps_per_epoch))
+  for initial, end, steps in plan:
+    if initial >= end:
+      continue
+    skip = initial * steps_per_epoch + steps_per_epoch - steps
+    run = classifier.fit(make_train(skip), validation_data=val_ds, initial_epoch=initial,
+                         epochs=end, steps_per_epoch=steps, callbacks=callbacks,
+                         verbose=fit_verbosity(cfg.train),
+                         shuffle=False)  # tf.data shuffles; Keras cannot shuffle a dataset.
+    for key, values in run.history.items():
+      history.setdefault(key, []).extend(float(v) for v in values)
+    if classifier.stop_training:
+      break
+  return history
+
+
+def restore_best(classifier: keras.Model, checkpoint_dir: str) -> None:
+  """Loads the classifier weights of the best epoch (lowest val_loss), saved atomically."""
+  path = os.path.join(checkpoint_dir, "best.keras")
+  if os.path.exists(path):
+    best = keras.saving.load_model(path, compile=False)
+    classifier.set_weights(best.get_layer(models.CLASSIFIER).get_weights())
+
+
 def train_and_evaluate(cfg: config.Config) -> dict:
-  """Trains, exports the SavedModel and evaluates the export on the test split."""
-  prepare_run_dir(cfg.train.model_dir, cfg)
+  """Trains under the configured strategy, exports the SavedModel and evaluates it.
+
+  The strategy comes first: multi-worker collectives must be set up before
+  other TensorFlow work. Workers other than the chief write into a scratch
+  folder that is removed at the end; all of them read the chief's backup.
+  """
+  strategy = distribute.get_strategy(cfg.train.strategy, cfg.train.tpu)
+  with distribute.worker_scratch(strategy) as scratch, \
+      precision_policy(cfg.train.mixed_precision):
+    return train_in(cfg, for_this_worker(cfg, scratch), strategy)
+
+
+def train_in(cfg: config.Config, out: config.Config, strategy) -> dict:
+  """Data, model, resume, fit, export, evaluate; `out` names the folders this worker writes."""
+  prepare_run_dir(out.train.model_dir, cfg)
   keras.utils.set_random_seed(cfg.train.seed)
   splits, info = data.load_splits(cfg.data)
-  strategy = distribute.get_strategy(cfg.train.strategy)
-  data.write_report(info, os.path.join(cfg.train.model_dir, "data_report.json"))
+  data.write_report(info, os.path.join(out.train.model_dir, "data_report.json"))
   # Streamed sources may not know their size: count train in one streaming pass.
   n_train = info.split_sizes["train"] if info.split_sizes else data.count_examples(splits["train"])
-  steps = math.ceil(n_train / cfg.data.batch_size) * cfg.train.epochs
-  with strategy.scope():
-    model = models.build_model(cfg.model, info.class_names,
-                               splits["train"].map(lambda text, _: text).batch(1024))
-    classifier = model.get_layer(models.CLASSIFIER)
-    classifier.compile(optimizer=make_optimizer(cfg.train, steps),
-                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                       metrics=["accuracy"])
+  steps_per_epoch = max(1, n_train // cfg.data.batch_size)
+  model, classifier = build_and_compile(cfg, strategy, splits["train"], info.class_names,
+                                        steps_per_epoch * cfg.train.epochs)
   tokenizer = model.get_layer(models.TOKENIZER)
-  train_ds, val_ds = (strategy.distribute_datasets_from_function(
-      data.make_input_fn(splits[s], tokenizer, cfg.data, training=s == "train"))
-                      for s in ("train", "validation"))
-  logging.info("Model %s: %d parameters, vocabulary %d.", cfg.model.name,
-               model.count_params(), len(tokenizer.vocabulary()))
-  start = time.perf_counter()
-  history = classifier.fit(
-      train_ds, validation_data=val_ds, epochs=cfg.train.epochs,
-      callbacks=make_callbacks(cfg, model), verbose=fit_verbosity(cfg.train),
-      shuffle=False)  # tf.data shuffles; Keras cannot shuffle a dataset.
-  train_seconds = time.perf_counter() - start
-  epochs_run = len(history.history.get("loss", []))
-  path = export.export_model(model, info.class_names, cfg.export)
-  result = evaluate.evaluate(evaluate.saved_model_predict_fn(path), splits["test"],
-                             info.class_names, os.path.join(cfg.train.model_dir, "eval"))
-  result.update(saved_model=path, train_seconds=train_seconds, epochs_run=epochs_run,
-                train_examples=n_train,
-                # Includes the validation pass of each epoch, as a user's wall clock does.
-                train_examples_per_second=n_train * epochs_run / max(train_seconds, 1e-9))
-  with open(os.path.join(cfg.train.model_dir, "eval", "metrics.json"), "w") as f:
+  val_fn = data.make_input_fn(splits["validation"], tokenizer, cfg.data, training=False)
+  build_from_spec(classifier, strategy, val_fn().element_spec)
+  val_ds = strategy.distribute_datasets_from_function(val_fn)
+  with strategy.scope():
+    start = backup.restore(classifier, os.path.join(cfg.train.model_dir, "backup"),
+                           steps_per_epoch)
+  logging.info("Model %s: %d parameters, vocabulary %d; %d steps an epoch of %d examples.",
+               cfg.model.name, model.count_params(), len(tokenizer.vocabulary()),
+               steps_per_epoch, cfg.data.batch_size)
+  logdir = summaries.log_dirs(out.train.model_dir)[0]
+  summaries.write_hparams(logdir, cfg.to_dict(), trial_id=os.path.basename(
+      os.path.abspath(cfg.train.model_dir)))
+  contexts = []
+  fit_start = time.perf_counter()
+  history = fit_remaining(
+      classifier, lambda skip: train_input(strategy, splits["train"], tokenizer, cfg.data,
+                                           skip, contexts),
+      val_ds, cfg, make_callbacks(out, model, start, steps_per_epoch), steps_per_epoch, start)
+  train_seconds = time.perf_counter() - fit_start
+  epochs_run = len(history.get("loss", []))
+  if cfg.train.shard_report:
+    write_shard_report(splits["train"], sorted(set(contexts)), strategy, cfg)
+  restore_best(classifier, os.path.join(out.train.model_dir, "checkpoints"))
+  final = classifier.evaluate(val_ds, verbose=0, return_dict=True)
+  path = export.export_model(model, info.class_names, out.export)
+  backup.clear(os.path.join(out.train.model_dir, "backup"))
+  result = {"history": history, "validation": {k: float(v) for k, v in final.items()},
+            "saved_model": path, "train_seconds": train_seconds, "epochs_run": epochs_run,
+            "train_examples": n_train,
+            # Includes each epoch's validation pass, as a user's wall clock does.
+            "train_examples_per_second": n_train * epochs_run / max(train_seconds, 1e-9)}
+  if distribute.is_chief(strategy):
+    result = evaluate_export(cfg, result, splits, info, model)
+  return result
+
+
+def evaluate_export(cfg: config.Config, result: dict, splits, info, model) -> dict:
+  """Chief only: test metrics of the export, `eval/metrics.json`, final summaries."""
+  eval_dir = os.path.join(cfg.train.model_dir, "eval")
+  result = {**evaluate.evaluate(evaluate.saved_model_predict_fn(result["saved_model"]),
+                                splits["test"], info.class_names, eval_dir), **result}
+  with open(os.path.join(eval_dir, "metrics.json"), "w") as f:
     json.dump(result, f, indent=2)
+  logdir, _, val_dir = summaries.log_dirs(cfg.train.model_dir)
+  validation = result["validation"]
+  summaries.write_final_metrics(logdir, {"val_loss": validation["loss"],
+                                         "val_accuracy": validation["accuracy"],
+                                         "test_accuracy": result["accuracy"]},
+                                step=cfg.train.epochs)
+  summaries.write_misclassified(val_dir, model, splits["validation"], info.class_names,
+                                cfg.train.misclassified_examples, step=cfg.train.epochs)
   return result
 
 
@@ -174,7 +353,24 @@ def define_flags() -> None:
   flags.DEFINE_float("weight_decay", 1e-4, "AdamW decoupled weight decay.")
   flags.DEFINE_float("warmup_fraction", 0.1, "Share of steps spent warming up.")
   flags.DEFINE_integer("early_stopping_patience", 2, "Epochs without val_loss gain before stopping.")
-  flags.DEFINE_string("strategy", "default", f"tf.distribute strategy: {', '.join(distribute.STRATEGIES)}.")
+  flags.DEFINE_enum("strategy", "auto", distribute.STRATEGIES, "tf.distribute strategy; "
+                    "auto: TPU with --tpu, Mirrored on 2+ GPUs, else default. "
+                    "multi_worker_mirrored reads TF_CONFIG (docs/distributed.md).")
+  flags.DEFINE_string("tpu", "", "TPU name or grpc://HOST:PORT ('local' on a TPU VM); "
+                      "makes --strategy=auto pick TPUStrategy.")
+  flags.DEFINE_enum("mixed_precision", "float32", list(PRECISION_POLICIES), "Compute dtype; "
+                    "bfloat16 is fast on TPUs and recent CPUs, mixed_float16 on GPUs. "
+                    "Variables, logits and loss stay float32.")
+  flags.DEFINE_bool("jit_compile", False, "Compile train steps with XLA; with bucketing "
+                    "it compiles once per bucket width.")
+  flags.DEFINE_integer("backup_every_steps", 50, "Back up weights, optimizer and position "
+                       "every N steps; a killed run re-run with the same command resumes there.")
+  flags.DEFINE_string("profile_steps", "", "FIRST,LAST steps to trace with the profiler "
+                      "(TensorBoard's Profile tab); empty: off.")
+  flags.DEFINE_integer("misclassified_examples", 8, "Validation mistakes shown as text "
+                       "in TensorBoard.")
+  flags.DEFINE_bool("shard_report", False, "Each worker writes the hashes of the training "
+                    "texts it read to MODEL_DIR/shards/ (checks sharding).")
   flags.DEFINE_integer("verbose", -1, "Keras verbosity; -1 picks a bar on a terminal, 2 otherwise.")
   flags.DEFINE_string("export_dir", "saved_models", "Root of exported SavedModels.")
   flags.DEFINE_string("model_name", "tfagent", "Export name: saved_models/NAME/VERSION.")
@@ -192,8 +388,11 @@ def main(argv):
   except TfagentError as e:
     logging.error("%s", e)
     sys.exit(1)
-  logging.info("Done: test accuracy %.4f; SavedModel %s", result["accuracy"],
-               result["saved_model"])
+  if "accuracy" in result:  # Only the chief evaluates.
+    logging.info("Done: test accuracy %.4f; SavedModel %s", result["accuracy"],
+                 result["saved_model"])
+  else:
+    logging.info("Done: worker finished; the chief writes the SavedModel.")
 
 
 if __name__ == "__main__":

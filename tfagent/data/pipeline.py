@@ -84,7 +84,8 @@ def held_in_memory(ds: tf.data.Dataset) -> bool:
   return n is not None and n >= 0
 
 
-def make_input_fn(ds: tf.data.Dataset, preprocess, data_cfg, training: bool):
+def make_input_fn(ds: tf.data.Dataset, preprocess, data_cfg, training: bool,
+                  start_step: int = None):
   """Returns `input_fn(InputContext) -> dataset` for distribute_datasets_from_function.
 
   Each input pipeline reads its own shard and batches per replica, so the
@@ -93,14 +94,25 @@ def make_input_fn(ds: tf.data.Dataset, preprocess, data_cfg, training: bool):
   the host, so strings never have to be copied to an accelerator. Token ids
   are cached when the split is held in memory (later epochs skip tokenizing)
   and batched by length, so batches are not padded to the longest text.
+
+  With `start_step` None the dataset is one pass over the split. With an
+  integer it is an endless, seeded stream of passes (every worker then runs
+  the same number of steps whatever its shard) that starts after the batches
+  of the first `start_step` global steps, so a resumed run sees exactly the
+  batches an uninterrupted one would.
   """
+  stream = start_step is not None
+
   def input_fn(ctx: tf.distribute.InputContext = None) -> tf.data.Dataset:
-    local, batch = ds, data_cfg.batch_size
+    local, batch, batches_per_step = ds, data_cfg.batch_size, 1
     if ctx is not None:
       local = local.shard(ctx.num_input_pipelines, ctx.input_pipeline_id)
       batch = ctx.get_per_replica_batch_size(batch)
+      # Each replica fed by this pipeline takes one batch per global step.
+      batches_per_step = ctx.num_replicas_in_sync // ctx.num_input_pipelines
     tokens = tokenize_examples(local, preprocess)
     if tokens is None:  # Not a padded-id tokenizer: batch, then preprocess.
+      local = local.repeat() if stream else local
       local = batched(local, batch, training, data_cfg.seed, data_cfg.shuffle_buffer)
       local = local.map(lambda text, label: (preprocess(text), label),
                         num_parallel_calls=tf.data.AUTOTUNE)
@@ -110,8 +122,15 @@ def make_input_fn(ds: tf.data.Dataset, preprocess, data_cfg, training: bool):
       if training:
         tokens = tokens.shuffle(data_cfg.shuffle_buffer, seed=data_cfg.seed,
                                 reshuffle_each_iteration=True)
-      local = batch_by_length(tokens, batch, getattr(preprocess, "sequence_length", None),
-                              data_cfg)
+      tokens = tokens.repeat() if stream else tokens
+      # The replicas this pipeline feeds share one length bucket each step: a batch
+      # for all of them is cut into equal-width per-replica batches (as one device
+      # would see it, and XLA and Keras' first-batch build need equal shapes).
+      local = batch_by_length(tokens, batch * batches_per_step,
+                              getattr(preprocess, "sequence_length", None), data_cfg)
+      local = local.rebatch(batch) if batches_per_step > 1 else local
+    if stream:
+      local = local.skip(start_step * batches_per_step)
     return local.prefetch(tf.data.AUTOTUNE).with_options(pipeline_options(data_cfg))
   return input_fn
 

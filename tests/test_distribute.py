@@ -1,0 +1,201 @@
+"""Distribution: strategies from flags and TF_CONFIG, Mirrored on two virtual CPUs,
+MultiWorkerMirrored on two real worker processes, mixed precision, and bad input."""
+
+import dataclasses
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+import tensorflow as tf
+
+from conftest import tiny_config
+from tfagent import distribute, train
+from tfagent.errors import ConfigError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def subprocess_env(**extra) -> dict:
+  """The environment of a child `python`: this checkout first on the path, quiet TF logs."""
+  env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2", **extra)
+  env.pop("TF_CONFIG", None)
+  env.update(extra)
+  return env
+
+
+def free_ports(n: int) -> list:
+  """Loopback ports free right now (bound then released)."""
+  sockets = [socket.socket() for _ in range(n)]
+  for s in sockets:
+    s.bind(("127.0.0.1", 0))
+  ports = [s.getsockname()[1] for s in sockets]
+  for s in sockets:
+    s.close()
+  return ports
+
+
+# --- Bad input: clear errors that name the flag or field -------------------------------
+
+@pytest.mark.parametrize("raw, field", [
+    ("{not json", "not valid JSON"),
+    ('{"task": {"type": "worker", "index": 0}}', "'cluster'"),
+    ('{"cluster": {"worker": ["localhost"]}, "task": {"type": "worker", "index": 0}}',
+     "'cluster.worker'"),
+    ('{"cluster": {"worker": ["a:1"]}, "task": {"type": "chief", "index": 0}}', "'task.type'"),
+    ('{"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 2}}',
+     "'task.index' must be an integer from 0 to 1"),
+])
+def test_malformed_tf_config_names_the_field(raw, field):
+  with pytest.raises(ConfigError, match=f"TF_CONFIG .*{field}"):
+    distribute.read_tf_config({"TF_CONFIG": raw})
+
+
+def test_well_formed_tf_config_is_returned():
+  raw = '{"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 1}}'
+  assert distribute.read_tf_config({"TF_CONFIG": raw})["task"]["index"] == 1
+  assert distribute.read_tf_config({}) == {}
+
+
+def test_tpu_without_a_tpu_is_a_config_error():
+  with pytest.raises(ConfigError, match="--strategy=tpu needs --tpu"):
+    distribute.get_strategy("tpu")
+
+
+def test_parameter_server_says_what_to_use_instead():
+  with pytest.raises(ConfigError, match="--strategy=parameter_server.*multi_worker_mirrored"):
+    distribute.get_strategy("parameter_server")
+
+
+def test_auto_without_gpus_or_tpu_is_the_default_strategy():
+  assert distribute.resolve_auto(tpu="") == "default"
+  assert distribute.resolve_auto(tpu="my-tpu") == "tpu"
+  for name in ("auto", "default", "one_device"):
+    strategy = distribute.get_strategy(name)
+    assert strategy.num_replicas_in_sync == 1 and distribute.is_chief(strategy)
+
+
+def test_bad_precision_and_profile_flags_name_the_flag():
+  with pytest.raises(ConfigError, match="--mixed_precision='float8'"):
+    with train.precision_policy("float8"):
+      pass
+  with pytest.raises(ConfigError, match="--profile_steps='5'"):
+    train.profile_range("5")
+  assert train.profile_range("2,3") == (2, 3) and train.profile_range("") == 0
+
+
+def test_mixed_bfloat16_keeps_float32_logits(corpus_dir, tmp_path):
+  """bfloat16 compute, float32 variables, logits and loss; the policy is restored."""
+  from tfagent import data, models
+  cfg = tiny_config(corpus_dir, tmp_path / "run", tmp_path / "sm", name="transformer")
+  splits, info = data.load_splits(cfg.data)
+  with train.precision_policy("bfloat16"):
+    model, classifier = train.build_and_compile(cfg, tf.distribute.get_strategy(),
+                                                splits["train"], info.class_names, 10)
+    encoder = classifier.get_layer("encoder_0")
+    assert encoder.compute_dtype == "bfloat16" and encoder.variable_dtype == "float32"
+    assert model(tf.constant(["great movie"])).dtype == tf.float32
+  import keras
+  assert keras.mixed_precision.global_policy().name == "float32"
+
+
+# --- Mirrored on two virtual CPU devices -------------------------------------------------
+
+MIRRORED_SCRIPT = r"""
+import dataclasses, json, sys
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+sys.path.insert(0, "tests")
+from conftest import tiny_config, write_corpus
+from tfagent import train
+corpus = write_corpus(sys.argv[1] + "/corpus")
+out = {}
+for strategy in ("default", "mirrored"):
+  cfg = tiny_config(corpus, f"{sys.argv[1]}/{strategy}", f"{sys.argv[1]}/sm", name="transformer")
+  # No dropout (its randomness differs per device) and batches padded to their longest
+  # (buckets would give the two replicas texts from different buckets).
+  cfg = dataclasses.replace(
+      cfg, data=dataclasses.replace(cfg.data, bucket_width=0),
+      model=dataclasses.replace(cfg.model, dropout=0.0),
+      train=dataclasses.replace(cfg.train, strategy=strategy, epochs=3))
+  result = train.train_and_evaluate(cfg)
+  out[strategy] = {"replicas": train.distribute.get_strategy(strategy).num_replicas_in_sync,
+                   "history": result["history"], "validation": result["validation"]}
+print("RESULT " + json.dumps(out))
+"""
+
+
+@pytest.mark.slow
+def test_mirrored_on_two_cpus_matches_one_device(tmp_path):
+  """Same global batch (32 = 2 x 16) and seed: per-epoch training loss within 1e-4."""
+  proc = subprocess.run([sys.executable, "-c", MIRRORED_SCRIPT, str(tmp_path)], cwd=ROOT,
+                        env=subprocess_env(), capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")][-1]
+  out = json.loads(line[len("RESULT "):])
+  assert out["mirrored"]["replicas"] == 2
+  single, mirrored = out["default"]["history"], out["mirrored"]["history"]
+  assert len(single["loss"]) == len(mirrored["loss"]) == 3
+  assert single["loss"][-1] < single["loss"][0]  # It trained.
+  assert mirrored["loss"] == pytest.approx(single["loss"], rel=1e-4, abs=1e-5)
+  assert mirrored["val_loss"] == pytest.approx(single["val_loss"], rel=1e-4, abs=1e-5)
+
+
+# --- MultiWorkerMirrored on two real worker processes ------------------------------------
+
+def train_command(corpus: str, run_dir, export_dir, *extra) -> list:
+  """The CLI command of a tiny run (LSTM, 16 tokens) used by the process-level tests."""
+  return [sys.executable, "-m", "tfagent.train", f"--dataset=embedded:{corpus}",
+          "--model=lstm", "--vocab_size=200", "--sequence_length=16", "--embedding_dim=8",
+          "--hidden_dim=4", "--dropout=0.1", "--learning_rate=0.01", "--batch_size=16",
+          f"--model_dir={run_dir}", f"--export_dir={export_dir}", "--model_name=tiny",
+          "--verbose=2", *extra]
+
+
+@pytest.mark.slow
+def test_multi_worker_mirrored_two_processes(corpus_dir, tmp_path):
+  """Two workers on loopback train to completion; the chief alone writes the run and
+  export; their shards are disjoint and cover the training split."""
+  ports = free_ports(2)
+  cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+  run_dir, export_dir = tmp_path / "run", tmp_path / "saved_models"
+  command = train_command(corpus_dir, run_dir, export_dir, "--strategy=multi_worker_mirrored",
+                          "--epochs=2", "--shard_report")
+  procs, scratch = [], []
+  for index in range(2):
+    tmp = tmp_path / f"tmp{index}"
+    tmp.mkdir()
+    scratch.append(tmp)
+    tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
+    procs.append(subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, text=True,
+                                  env=subprocess_env(TF_CONFIG=tf_config, TMPDIR=str(tmp))))
+  try:
+    logs = [p.communicate(timeout=540)[0] for p in procs]
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+  for index, (proc, log) in enumerate(zip(procs, logs)):
+    assert proc.returncode == 0, f"worker {index}:\n{log[-4000:]}"
+  assert "replica(s); task worker:0 (chief)" in logs[0] and "task worker:1." in logs[1]
+  assert sorted(os.listdir(export_dir / "tiny")) == ["1"]  # One export, by the chief.
+  assert sorted(os.listdir(run_dir / "checkpoints")) == ["best.keras", "last.keras"]
+  assert os.listdir(run_dir / "backup") == []  # Cleared at the end.
+  for tmp in scratch:  # The worker's scratch run and export were removed.
+    assert not [d for d in os.listdir(tmp) if d.startswith("tfagent-")], os.listdir(tmp)
+  with open(run_dir / "eval" / "metrics.json") as f:
+    assert json.load(f)["examples"] > 0
+  shards = []
+  for index in range(2):
+    with open(run_dir / "shards" / f"worker-{index}.json") as f:
+      shards.append(json.load(f))
+  assert [s["input_pipelines"] for s in shards] == [[[2, 0]], [[2, 1]]]
+  first, second = (set(s["text_sha1"]) for s in shards)
+  assert first and second and not first & second
+  with open(run_dir / "data_report.json") as f:
+    n_train = json.load(f)["split_sizes"]["train"]
+  assert len(first) + len(second) == n_train

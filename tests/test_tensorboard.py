@@ -1,0 +1,85 @@
+"""TensorBoard: the event files hold the scalars, hparams and text a practitioner looks for,
+and the real tensorboard server serves them over its HTTP API."""
+
+import dataclasses
+import glob
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+import requests
+import tensorflow as tf
+
+from conftest import tiny_config
+from test_distribute import free_ports, subprocess_env
+from tfagent import train
+
+
+@pytest.fixture(scope="module")
+def tb_run(corpus_dir, tmp_path_factory):
+  """A tiny Transformer run in bfloat16 with a profiler trace of steps 2-3."""
+  root = tmp_path_factory.mktemp("tb")
+  cfg = tiny_config(corpus_dir, root / "run", root / "sm", name="transformer")
+  cfg = dataclasses.replace(cfg, train=dataclasses.replace(
+      cfg.train, mixed_precision="bfloat16", profile_steps="2,3"))
+  train.train_and_evaluate(cfg)
+  return os.path.join(cfg.train.model_dir, "logs")
+
+
+def tags_in(folder: str) -> dict:
+  """tag -> plugin name, over the event files directly in `folder`."""
+  tags = {}
+  for path in glob.glob(os.path.join(folder, "events.out.tfevents.*")):
+    for event in tf.compat.v1.train.summary_iterator(path):
+      for value in event.summary.value:
+        tags[value.tag] = value.metadata.plugin_data.plugin_name
+  return tags
+
+
+def test_event_files_hold_scalars_hparams_and_text(tb_run):
+  train_tags = tags_in(os.path.join(tb_run, "train"))
+  for tag in ("epoch_loss", "epoch_accuracy", "epoch_learning_rate",
+              "epoch_examples_per_second"):
+    assert tag in train_tags, sorted(train_tags)
+  val_tags = tags_in(os.path.join(tb_run, "validation"))
+  assert {"epoch_loss", "epoch_accuracy"} <= set(val_tags)
+  assert val_tags["misclassified_validation_examples"] == "text"
+  root_tags = tags_in(tb_run)
+  assert root_tags["_hparams_/experiment"] == "hparams"
+  assert root_tags["_hparams_/session_start_info"] == "hparams"
+  assert {"final/val_loss", "final/val_accuracy", "final/test_accuracy"} <= set(root_tags)
+
+
+def test_profiler_trace_is_written(tb_run):
+  assert glob.glob(os.path.join(tb_run, "train", "plugins", "profile", "*", "*.xplane.pb"))
+
+
+@pytest.mark.slow
+def test_tensorboard_server_serves_the_run(tb_run, tmp_path):
+  """Starts `tensorboard` on a loopback port and reads the run's tags over HTTP."""
+  port = free_ports(1)[0]
+  server = subprocess.Popen(
+      [sys.executable, "-m", "tensorboard.main", f"--logdir={tb_run}", "--host=127.0.0.1",
+       f"--port={port}", "--reload_interval=1"],
+      env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  try:
+    base, scalars, deadline = f"http://127.0.0.1:{port}/data/plugin", {}, time.monotonic() + 90
+    while time.monotonic() < deadline:
+      try:
+        scalars = requests.get(f"{base}/scalars/tags", timeout=5).json()
+        if "epoch_examples_per_second" in scalars.get("train", {}) and "." in scalars:
+          break
+      except requests.RequestException:
+        pass
+      time.sleep(0.5)
+    assert {"epoch_loss", "epoch_accuracy", "epoch_learning_rate",
+            "epoch_examples_per_second"} <= set(scalars.get("train", {})), scalars
+    assert {"epoch_loss", "epoch_accuracy"} <= set(scalars["validation"])
+    assert "final/test_accuracy" in scalars["."]
+    text = requests.get(f"{base}/text/tags", timeout=5).json()
+    assert "misclassified_validation_examples" in text["validation"]
+  finally:
+    server.terminate()
+    server.wait(timeout=30)

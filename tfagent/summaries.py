@@ -1,0 +1,110 @@
+"""TensorBoard summaries beyond Keras' own: throughput, hparams, misclassified texts.
+
+Keras' TensorBoard callback writes `logs/train` and `logs/validation` (epoch
+loss, accuracy, learning rate, profiler trace). These add what a practitioner
+also looks for: examples/s, the run's config with its final metrics in the
+hparams dashboard, and validation texts the model gets wrong.
+"""
+
+import os
+import time
+
+import keras
+import numpy as np
+from tensorboard.plugins.hparams import api as hp
+import tensorflow as tf
+
+FINAL_METRICS = ("final/val_loss", "final/val_accuracy", "final/test_accuracy")
+
+
+class Throughput(keras.callbacks.Callback):
+  """Adds `examples_per_second` (training steps only, not validation) to the epoch logs.
+
+  Place it before keras.callbacks.TensorBoard, which then writes it to
+  `logs/train` as `epoch_examples_per_second`.
+  """
+
+  def __init__(self, global_batch_size: int):
+    super().__init__()
+    self.global_batch_size = global_batch_size
+
+  def on_epoch_begin(self, epoch, logs=None):
+    self.steps, self.start, self.seconds = 0, time.perf_counter(), None
+
+  def on_train_batch_end(self, batch, logs=None):
+    self.steps += 1
+
+  def on_test_begin(self, logs=None):
+    if self.seconds is None:  # Validation inside fit: stop the clock before it.
+      self.seconds = time.perf_counter() - self.start
+
+  def on_epoch_end(self, epoch, logs=None):
+    seconds = self.seconds or time.perf_counter() - self.start
+    if logs is not None:
+      logs["examples_per_second"] = self.steps * self.global_batch_size / max(seconds, 1e-9)
+
+
+def flat_config(cfg_dict: dict) -> dict:
+  """`{"train": {"epochs": 5}}` -> `{"train.epochs": 5}`, values as hparams accepts them."""
+  flat = {}
+  for section, fields in cfg_dict.items():
+    for name, value in fields.items():
+      ok = isinstance(value, (bool, int, float, str))
+      flat[f"{section}.{name}"] = value if ok else str(value)
+  return flat
+
+
+def write_hparams(logdir: str, cfg_dict: dict, trial_id: str) -> None:
+  """Writes the run's config to the hparams dashboard, with the final metrics as columns."""
+  hparams = flat_config(cfg_dict)
+  with tf.summary.create_file_writer(logdir).as_default():
+    hp.hparams_config(
+        hparams=[hp.HParam(name) for name in sorted(hparams)],
+        metrics=[hp.Metric(tag, display_name=tag.split("/")[1]) for tag in FINAL_METRICS])
+    hp.hparams(hparams, trial_id=trial_id)
+
+
+def write_final_metrics(logdir: str, metrics: dict, step: int) -> None:
+  """Writes `final/NAME` scalars beside the hparams, which the dashboard shows per run."""
+  with tf.summary.create_file_writer(logdir).as_default():
+    for tag in FINAL_METRICS:
+      name = tag.split("/")[1]
+      if metrics.get(name) is not None:
+        tf.summary.scalar(tag, float(metrics[name]), step=step)
+
+
+def misclassified_markdown(texts, labels, probabilities, class_names, limit: int) -> str:
+  """A markdown table of up to `limit` mistakes, most confident first."""
+  predicted = probabilities.argmax(-1)
+  wrong = np.flatnonzero(predicted != labels)
+  wrong = wrong[np.argsort(-probabilities[wrong, predicted[wrong]])][:limit]
+  rows = ["| true | predicted | p | text |", "| --- | --- | --- | --- |"]
+  for i in wrong:
+    text = texts[i].decode("utf-8", "replace")[:300].replace("|", "\\|").replace("\n", " ")
+    rows.append(f"| {class_names[labels[i]]} | {class_names[predicted[i]]} | "
+                f"{probabilities[i, predicted[i]]:.2f} | {text} |")
+  if not len(wrong):
+    rows.append("| - | - | - | no mistakes among the examples checked |")
+  return "\n".join(rows)
+
+
+def write_misclassified(logdir: str, model, val_ds: tf.data.Dataset, class_names,
+                        limit: int, step: int, examples: int = 512) -> None:
+  """Runs the string model on the first `examples` validation texts; writes its mistakes."""
+  texts, labels, probs = [], [], []
+  for text, label in val_ds.take(examples).batch(128):
+    texts.extend(text.numpy())
+    labels.append(label.numpy())
+    probs.append(tf.nn.softmax(tf.cast(model(text, training=False), tf.float32)).numpy())
+  if not texts:
+    return
+  table = misclassified_markdown(texts, np.concatenate(labels), np.concatenate(probs),
+                                 class_names, limit)
+  with tf.summary.create_file_writer(logdir).as_default():
+    tf.summary.text("misclassified_validation_examples", table, step=step)
+
+
+def log_dirs(model_dir: str) -> tuple:
+  """`(root, train, validation)` TensorBoard folders of a run directory."""
+  root = os.path.join(model_dir, "logs")
+  return root, os.path.join(root, "train"), os.path.join(root, "validation")
