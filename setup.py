@@ -22,6 +22,9 @@ setuptools.setup(
         "importlib_resources>=6,<8",  # TFDS 4.9.10 imports it but does not declare it.
         "absl-py>=2.1,<3",
         "grpcio>=1.70,<2",
+        "flask>=3.0,<4",  # tfagent.serve: REST routing and JSON.
+        "waitress>=3.0,<4",  # tfagent.serve: threaded WSGI server for the REST port.
+        "prometheus-client>=0.20,<1",  # tfagent.serve: /monitoring/prometheus/metrics.
         "numpy>=1.26,<3",
         "scikit-learn>=1.5,<2",  # Metrics, and the TF-IDF peer in bench/.
         "matplotlib>=3.8,<4",  # Confusion-matrix and benchmark plots.

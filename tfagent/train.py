@@ -120,7 +120,8 @@ def train_and_evaluate(cfg: config.Config) -> dict:
   classifier.fit(train_ds, validation_data=val_ds, epochs=cfg.train.epochs,
                  callbacks=make_callbacks(cfg, model), verbose=fit_verbosity(cfg.train),
                  shuffle=False)  # tf.data shuffles; Keras cannot shuffle a dataset.
-  path = export.export_model(model, info.class_names, cfg.export)
+  warmup = [t.decode("utf-8") for t, _ in splits["test"].take(4).as_numpy_iterator()]
+  path = export.export_model(model, info.class_names, cfg.export, warmup_texts=warmup)
   result = evaluate.evaluate(evaluate.saved_model_predict_fn(path), splits["test"],
                              info.class_names, os.path.join(cfg.train.model_dir, "eval"))
   result["saved_model"] = path
