@@ -1,0 +1,107 @@
+"""TF Serving's gRPC services, on the stubs that PyPI `tensorflow-serving-api` generates."""
+
+from concurrent import futures
+import time
+
+import grpc
+import tensorflow as tf
+from tensorflow_serving.apis import (model_service_pb2_grpc, predict_pb2,
+                                     prediction_service_pb2_grpc)
+
+from tfagent.serving import api, status
+
+MAX_MESSAGE_BYTES = 2**31 - 1  # TF Serving lifts gRPC's 4 MiB default the same way.
+
+
+def _deadline(context):
+  remaining = context.time_remaining()
+  return None if remaining is None else time.monotonic() + remaining
+
+
+def inputs_from_protos(protos, signature) -> dict:
+  """TensorProtos as arrays, each checked against the signature's dtype."""
+  inputs = {}
+  for name, proto in protos.items():
+    expected = signature.inputs[name].dtype if name in signature.inputs else proto.dtype
+    if proto.dtype != expected:
+      raise status.invalid_argument(
+          f"Expects arg[{name}] to be {tf.as_dtype(expected).name} but "
+          f"{tf.as_dtype(proto.dtype).name} is provided")
+    try:
+      inputs[name] = tf.make_ndarray(proto)
+    except (TypeError, ValueError) as e:
+      raise status.invalid_argument(f"input {name}: {e}") from None
+  return inputs
+
+
+class _Servicer:
+  """Shared: turns ServingErrors into gRPC statuses and records metrics."""
+
+  def __init__(self, manager, metrics):
+    self.manager, self.metrics = manager, metrics
+
+  def _call(self, method: str, request, context, fn):
+    started = time.perf_counter()
+    code = "OK"
+    try:
+      return fn()
+    except status.ServingError as e:
+      code = e.code.name
+      context.abort(e.code, e.message)
+    finally:
+      name = request.model_spec.name
+      self.metrics.observe_request(name if name in self.manager.models else "<unknown>",
+                                   "grpc", method, code, time.perf_counter() - started)
+
+
+class PredictionServicer(_Servicer, prediction_service_pb2_grpc.PredictionServiceServicer):
+  """Predict, Classify and GetModelMetadata."""
+
+  def Predict(self, request, context):
+    def run():
+      servable = self.manager.resolve(*api.spec_parts(request.model_spec))
+      name = request.model_spec.signature_name or "serving_default"
+      inputs = inputs_from_protos(request.inputs, servable.signature(name))
+      outputs = servable.run(name, inputs, _deadline(context))
+      if request.output_filter:
+        missing = set(request.output_filter) - set(outputs)
+        if missing:
+          raise status.invalid_argument(
+              f"output tensor alias not found in signature: {', '.join(sorted(missing))}")
+        outputs = {k: outputs[k] for k in request.output_filter}
+      response = predict_pb2.PredictResponse()
+      api.fill_spec(response.model_spec, servable, name)
+      for key, value in outputs.items():
+        response.outputs[key].CopyFrom(tf.make_tensor_proto(value))
+      return response
+    return self._call("predict", request, context, run)
+
+  def Classify(self, request, context):
+    return self._call("classify", request, context,
+                      lambda: api.classify(self.manager, request, _deadline(context)))
+
+  def GetModelMetadata(self, request, context):
+    return self._call("metadata", request, context, lambda: api.metadata(self.manager, request))
+
+
+class ModelServicer(_Servicer, model_service_pb2_grpc.ModelServiceServicer):
+  """GetModelStatus (HandleReloadConfigRequest stays UNIMPLEMENTED)."""
+
+  def GetModelStatus(self, request, context):
+    return self._call("status", request, context,
+                      lambda: api.model_status(self.manager, request))
+
+
+def start_grpc_server(manager, metrics, address: str, max_threads: int) -> grpc.Server:
+  """Starts both services on `address` (host:port); returns the running server."""
+  server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_threads),
+                       options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)])
+  prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
+      PredictionServicer(manager, metrics), server)
+  model_service_pb2_grpc.add_ModelServiceServicer_to_server(
+      ModelServicer(manager, metrics), server)
+  if server.add_insecure_port(address) == 0:
+    raise OSError(f"gRPC: cannot bind {address}")
+  server.start()
+  return server

@@ -1,0 +1,102 @@
+"""Both ports over one ModelManager: what `python -m tfagent.serve` runs."""
+
+import dataclasses
+import threading
+
+from absl import logging
+import waitress
+
+from tfagent.errors import ConfigError
+from tfagent.serving import batching, grpc_api, manager, metrics, rest
+
+
+@dataclasses.dataclass(frozen=True)
+class ServerOptions:
+  """tensorflow_model_server's options (same names and defaults where they exist)."""
+  port: int = 8500  # gRPC; 0 turns it off.
+  rest_api_port: int = 8501  # 0 turns it off.
+  bind_address: str = "0.0.0.0"
+  model_name: str = "default"
+  model_base_path: str = ""
+  model_config_file: str = ""
+  enable_batching: bool = False
+  batching_parameters_file: str = ""
+  file_system_poll_wait_seconds: float = 1.0
+  rest_api_timeout_in_ms: int = 30_000
+  rest_api_num_threads: int = 64
+  grpc_max_threads: int = 64
+  rest_api_max_body_bytes: int = 32 << 20
+  enable_model_warmup: bool = True
+
+
+def model_configs(options: ServerOptions) -> list:
+  """Models from --model_config_file, else from --model_name/--model_base_path."""
+  if options.model_config_file and options.model_base_path:
+    raise ConfigError("--model_config_file and --model_base_path both given; use one "
+                      "(the config file lists every model and its base_path).")
+  if options.model_config_file:
+    try:
+      with open(options.model_config_file, encoding="utf-8") as f:
+        return manager.parse_model_config(f.read(), options.model_config_file)
+    except OSError as e:
+      raise ConfigError(f"--model_config_file={options.model_config_file}: {e.strerror}.") from None
+  if not options.model_base_path:
+    raise ConfigError("Give --model_base_path (with --model_name) or --model_config_file.")
+  return manager.single_model(options.model_name, options.model_base_path)
+
+
+def batching_options(options: ServerOptions):
+  """BatchingOptions when --enable_batching, from --batching_parameters_file if given."""
+  if not options.enable_batching:
+    if options.batching_parameters_file:
+      raise ConfigError("--batching_parameters_file needs --enable_batching.")
+    return None
+  if not options.batching_parameters_file:
+    return batching.BatchingOptions()
+  try:
+    with open(options.batching_parameters_file, encoding="utf-8") as f:
+      text = f.read()
+  except OSError as e:
+    raise ConfigError(f"--batching_parameters_file={options.batching_parameters_file}: "
+                      f"{e.strerror}.") from None
+  return batching.parse_batching_parameters(text, options.batching_parameters_file)
+
+
+class Server:
+  """Loads the models, then serves gRPC and REST until `stop()`."""
+
+  def __init__(self, options: ServerOptions):
+    self.options = options
+    self.metrics = metrics.Metrics()
+    self.manager = manager.ModelManager(
+        model_configs(options), batching_options(options), options.enable_model_warmup,
+        on_batch=self.metrics.observe_batch)
+    self._grpc = self._rest = None
+
+  def start(self) -> None:
+    """Loads what is on disk (as TF Serving does before opening its ports), then listens."""
+    opts = self.options
+    self.manager.start(opts.file_system_poll_wait_seconds)
+    if opts.port:
+      self._grpc = grpc_api.start_grpc_server(self.manager, self.metrics,
+                                              f"{opts.bind_address}:{opts.port}",
+                                              opts.grpc_max_threads)
+      logging.info("Running gRPC ModelServer at %s:%d ...", opts.bind_address, opts.port)
+    if opts.rest_api_port:
+      app = rest.create_app(self.manager, self.metrics, opts.rest_api_timeout_in_ms,
+                            opts.rest_api_max_body_bytes)
+      # Waitress's own body limit is set above the app's, so the app answers 413 in JSON.
+      self._rest = waitress.create_server(
+          app, host=opts.bind_address, port=opts.rest_api_port,
+          threads=opts.rest_api_num_threads, connection_limit=1000,
+          max_request_body_size=2 * opts.rest_api_max_body_bytes + (1 << 20), ident="tfagent")
+      threading.Thread(target=self._rest.run, daemon=True, name="rest").start()
+      logging.info("Exporting HTTP/REST API at:%s:%d ...", opts.bind_address,
+                   opts.rest_api_port)
+
+  def stop(self) -> None:
+    if self._grpc:
+      self._grpc.stop(grace=2).wait()
+    if self._rest:
+      self._rest.close()
+    self.manager.close()
