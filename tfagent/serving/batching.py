@@ -116,7 +116,11 @@ class Batcher:
       self._cond.notify()
     timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
     if not task.done.wait(timeout):
-      task.cancelled = True
+      with self._cond:
+        task.cancelled = True
+        if task in self._queue:  # Not started: give its place back.
+          self._queue.remove(task)
+          self._queued -= task.size
       raise status.deadline_exceeded()
     if task.error is not None:
       raise task.error
