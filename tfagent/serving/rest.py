@@ -1,22 +1,26 @@
-"""TF Serving's REST API (g3doc/api_rest.md) as a Flask app.
+"""TF Serving's REST API (g3doc/api_rest.md) as a Starlette (ASGI) app.
 
 JSON is turned into arrays by the signature's input dtypes as TF Serving's
 json_tensor.cc does: row (`instances`) or columnar (`inputs`) format,
 `{"b64": ...}` for bytes, and the same error messages and status codes.
 """
 
+import asyncio
 import base64
+import functools
 import json
 import time
 
-from flask import Flask, Response, request
 from google.protobuf import json_format
 import grpc
 import numpy as np
+from starlette.applications import Starlette
+from starlette.convertors import Convertor, register_url_convertor
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
+from starlette.routing import Route
 import tensorflow as tf
 from tensorflow_serving.apis import classification_pb2, get_model_metadata_pb2, model_pb2
-from werkzeug.exceptions import HTTPException
-from werkzeug.routing import BaseConverter
 
 from tfagent.serving import api, status
 
@@ -255,8 +259,19 @@ def proto_json(message) -> dict:
 
 # The app ---------------------------------------------------------------------
 
-class _NameConverter(BaseConverter):
-  regex = r"[^/:]+"  # A model name or label: no slash, no colon (the verb separator).
+class _NameConvertor(Convertor):
+  """A model name or label: no slash, no colon (the colon starts the verb)."""
+  regex = "[^/:]+"
+
+  def convert(self, value: str) -> str:
+    return value
+
+  def to_string(self, value: str) -> str:
+    return value
+
+
+register_url_convertor("name", _NameConvertor())
+VERBS = ("predict", "classify", "regress")
 
 
 def parse_json(body: bytes) -> dict:
@@ -278,100 +293,127 @@ def parse_json(body: bytes) -> dict:
 
 
 def json_response(payload, code: int = 200) -> Response:
-  return Response(json.dumps(payload, ensure_ascii=False), code, mimetype="application/json")
+  return Response(json.dumps(payload, ensure_ascii=False), code, media_type="application/json")
 
 
-def create_app(manager, metrics, timeout_ms: int = 30_000, max_body_bytes: int = 0) -> Flask:
-  """The REST app over `manager`; `max_body_bytes` > 0 caps request bodies (413)."""
-  app = Flask("tfagent.serve")
-  app.url_map.converters["name"] = _NameConverter
-  app.url_map.strict_slashes = False
-  app.config["MAX_CONTENT_LENGTH"] = max_body_bytes or None
+def spec_of(model, version=None, label=None, signature="") -> model_pb2.ModelSpec:
+  spec = model_pb2.ModelSpec(name=model, signature_name=signature)
+  if version is not None:
+    spec.version.value = version
+  if label is not None:
+    spec.version_label = label
+  return spec
 
-  def spec_of(model, version=None, label=None, signature=""):
-    spec = model_pb2.ModelSpec(name=model, signature_name=signature)
-    if version is not None:
-      spec.version.value = version
-    if label is not None:
-      spec.version_label = label
-    return spec
 
-  def handle(model: str, method: str, fn) -> Response:
+class RestApi:
+  """Request handlers; model work runs on a thread pool so the event loop never blocks."""
+
+  def __init__(self, manager, metrics, executor, timeout_ms: int, max_body_bytes: int):
+    self.manager, self.metrics, self.executor = manager, metrics, executor
+    self.timeout_ms, self.max_body_bytes = timeout_ms, max_body_bytes
+
+  async def _handle(self, model: str, method: str, fn, *args) -> Response:
     started = time.perf_counter()
     try:
-      response, code = json_response(fn()), "OK"
+      payload = await asyncio.get_running_loop().run_in_executor(
+          self.executor, functools.partial(fn, *args))
+      response, code = json_response(payload), "OK"
     except status.ServingError as e:
       response, code = json_response({"error": e.message}, e.http_status), e.code.name
-    metrics.observe_request(model if model in manager.models else "<unknown>", "rest",
-                            method, code, time.perf_counter() - started)
+    self.metrics.observe_request(model if model in self.manager.models else "<unknown>",
+                                 "rest", method, code, time.perf_counter() - started)
     return response
 
-  def post(model, version, label, verb):
-    body = request.get_data(cache=False)  # Over MAX_CONTENT_LENGTH raises 413 here.
-    deadline = time.monotonic() + timeout_ms / 1000 if timeout_ms > 0 else None
+  async def _body(self, request) -> bytes:
+    """The body, or a 413 once it passes --rest_api_max_body_bytes."""
+    limit, chunks, size = self.max_body_bytes, [], 0
+    if limit and int(request.headers.get("content-length") or 0) > limit:
+      raise HTTPException(413)
+    async for chunk in request.stream():
+      size += len(chunk)
+      if limit and size > limit:
+        raise HTTPException(413)
+      chunks.append(chunk)
+    return b"".join(chunks)
 
-    def run():
-      doc = parse_json(body)
-      spec = spec_of(model, version, label, doc.get("signature_name", ""))
-      if verb == "classify":
-        return classify_response(api.classify(manager, classification_request(doc, spec),
-                                              deadline).result)
-      servable = manager.resolve(*api.spec_parts(spec))
-      signature = servable.signature(spec.signature_name)
-      if verb == "regress":
-        raise status.invalid_argument(
-            "Expected regression signature method_name to be tensorflow/serving/regress. "
-            f"Was: {signature.method_name}")
-      inputs, fmt = parse_predict_body(doc, signature)
-      return predict_response(servable.run(spec.signature_name, inputs, deadline), fmt)
-    return handle(model, verb, run)
+  async def post(self, request) -> Response:
+    p = request.path_params
+    if p["verb"] not in VERBS:
+      return malformed(request)
+    body = await self._body(request)
+    deadline = time.monotonic() + self.timeout_ms / 1000 if self.timeout_ms > 0 else None
+    return await self._handle(p["model"], p["verb"], self.run_post, body, p["model"],
+                              p.get("version"), p.get("label"), p["verb"], deadline)
 
-  def get(model, version, label, metadata):
-    def run():
-      if not metadata:
-        return proto_json(manager.model_status(model, version, label))
-      req = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=[api.SIGNATURE_DEF])
-      req.model_spec.CopyFrom(spec_of(model, version, label))
-      response = api.metadata(manager, req)
-      signature_map = get_model_metadata_pb2.SignatureDefMap()
-      response.metadata[api.SIGNATURE_DEF].Unpack(signature_map)
-      return {"model_spec": proto_json(response.model_spec),
-              "metadata": {api.SIGNATURE_DEF: proto_json(signature_map)}}
-    return handle(model, "metadata" if metadata else "status", run)
+  def run_post(self, body, model, version, label, verb, deadline) -> dict:
+    doc = parse_json(body)
+    spec = spec_of(model, version, label, doc.get("signature_name", ""))
+    if verb == "classify":
+      request = classification_request(doc, spec)
+      return classify_response(api.classify(self.manager, request, deadline).result)
+    servable = self.manager.resolve(*api.spec_parts(spec))
+    signature = servable.signature(spec.signature_name)
+    if verb == "regress":
+      raise status.invalid_argument(
+          "Expected regression signature method_name to be tensorflow/serving/regress. "
+          f"Was: {signature.method_name}")
+    inputs, fmt = parse_predict_body(doc, signature)
+    return predict_response(servable.run(spec.signature_name, inputs, deadline), fmt)
 
-  verbs = "<any(predict,classify,regress):verb>"
-  for prefix in ("/v1/models/<name:model>", "/v1/models/<name:model>/versions/<int:version>",
-                 "/v1/models/<name:model>/labels/<name:label>"):
-    app.add_url_rule(f"{prefix}:{verbs}", f"post{prefix}", methods=["POST"],
-                     view_func=lambda model, verb, version=None, label=None:
-                     post(model, version, label, verb))
-    for sub in ("", "/metadata"):
-      app.add_url_rule(prefix + sub, f"get{prefix}{sub}", methods=["GET"],
-                       view_func=lambda model, version=None, label=None, _m=bool(sub):
-                       get(model, version, label, _m))
+  async def get(self, request) -> Response:
+    p = request.path_params
+    metadata = request.url.path.endswith("/metadata")
+    return await self._handle(p["model"], "metadata" if metadata else "status", self.run_get,
+                              p["model"], p.get("version"), p.get("label"), metadata)
 
-  @app.route(METRICS_PATH)
-  def prometheus():
-    return Response(metrics.page(), mimetype="text/plain; version=0.0.4")
+  def run_get(self, model, version, label, metadata) -> dict:
+    if not metadata:
+      return proto_json(self.manager.model_status(model, version, label))
+    req = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=[api.SIGNATURE_DEF])
+    req.model_spec.CopyFrom(spec_of(model, version, label))
+    response = api.metadata(self.manager, req)
+    signature_map = get_model_metadata_pb2.SignatureDefMap()
+    response.metadata[api.SIGNATURE_DEF].Unpack(signature_map)
+    return {"model_spec": proto_json(response.model_spec),
+            "metadata": {api.SIGNATURE_DEF: proto_json(signature_map)}}
 
-  @app.route("/v1", methods=["GET", "POST", "PUT", "DELETE"])
-  @app.route("/v1/<path:rest>", methods=["GET", "POST", "PUT", "DELETE"])
-  def malformed(rest=""):
-    return json_response({"error": f"Malformed request: {request.method} {request.path}"},
-                         400)
 
-  @app.errorhandler(HTTPException)
-  def http_error(e):
-    if e.code == 413:
+def malformed(request) -> Response:
+  return json_response({"error": f"Malformed request: {request.method} {request.url.path}"},
+                       400)
+
+
+def create_app(manager, metrics, executor, timeout_ms: int = 30_000,
+               max_body_bytes: int = 0) -> Starlette:
+  """The REST app over `manager`; `max_body_bytes` > 0 caps request bodies (413)."""
+  rest = RestApi(manager, metrics, executor, timeout_ms, max_body_bytes)
+  routes = []
+  for prefix in ("/v1/models/{model:name}", "/v1/models/{model:name}/versions/{version:int}",
+                 "/v1/models/{model:name}/labels/{label:name}"):
+    routes.append(Route(prefix + ":{verb}", rest.post, methods=["POST"]))
+    routes.append(Route(prefix, rest.get, methods=["GET"]))
+    routes.append(Route(prefix + "/metadata", rest.get, methods=["GET"]))
+
+  async def prometheus(request):
+    return Response(metrics.page(), media_type="text/plain; version=0.0.4")
+
+  async def catch_all(request):
+    return malformed(request)
+  routes.append(Route(METRICS_PATH, prometheus, methods=["GET"]))
+  any_method = ["GET", "POST", "PUT", "DELETE", "PATCH"]
+  routes.append(Route("/v1", catch_all, methods=any_method))
+  routes.append(Route("/v1/{rest:path}", catch_all, methods=any_method))
+
+  async def http_error(request, exc):
+    if exc.status_code == 413:
       message = (f"Request body is larger than the limit of {max_body_bytes} bytes "
                  "(--rest_api_max_body_bytes)")
     else:
-      message = f"{e.name}: {request.method} {request.path}"
-    return json_response({"error": message}, e.code)
+      message = f"{exc.detail}: {request.method} {request.url.path}"
+    return json_response({"error": message}, exc.status_code)
 
-  @app.errorhandler(Exception)
-  def internal(e):
-    app.logger.exception("Internal error")
-    return json_response({"error": f"Internal error: {e}"}, status.HTTP_STATUS[grpc.StatusCode.INTERNAL])
-
-  return app
+  async def internal(request, exc):
+    return json_response({"error": f"Internal error: {exc}"},
+                         status.HTTP_STATUS[grpc.StatusCode.INTERNAL])
+  return Starlette(routes=routes, exception_handlers={HTTPException: http_error,
+                                                      Exception: internal})

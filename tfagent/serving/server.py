@@ -1,10 +1,12 @@
 """Both ports over one ModelManager: what `python -m tfagent.serve` runs."""
 
+from concurrent import futures
 import dataclasses
 import threading
+import time
 
 from absl import logging
-import waitress
+import uvicorn
 
 from tfagent.errors import ConfigError
 from tfagent.serving import batching, grpc_api, manager, metrics, rest
@@ -83,20 +85,32 @@ class Server:
                                               opts.grpc_max_threads)
       logging.info("Running gRPC ModelServer at %s:%d ...", opts.bind_address, opts.port)
     if opts.rest_api_port:
-      app = rest.create_app(self.manager, self.metrics, opts.rest_api_timeout_in_ms,
-                            opts.rest_api_max_body_bytes)
-      # Waitress's own body limit is set above the app's, so the app answers 413 in JSON.
-      self._rest = waitress.create_server(
-          app, host=opts.bind_address, port=opts.rest_api_port,
-          threads=opts.rest_api_num_threads, connection_limit=1000,
-          max_request_body_size=2 * opts.rest_api_max_body_bytes + (1 << 20), ident="tfagent")
-      threading.Thread(target=self._rest.run, daemon=True, name="rest").start()
+      self._start_rest()
       logging.info("Exporting HTTP/REST API at:%s:%d ...", opts.bind_address,
                    opts.rest_api_port)
+
+  def _start_rest(self) -> None:
+    """uvicorn (httptools parser, uvloop) in a thread; model calls on a thread pool."""
+    opts = self.options
+    self._executor = futures.ThreadPoolExecutor(opts.rest_api_num_threads, "rest")
+    app = rest.create_app(self.manager, self.metrics, self._executor,
+                          opts.rest_api_timeout_in_ms, opts.rest_api_max_body_bytes)
+    config = uvicorn.Config(app, host=opts.bind_address, port=opts.rest_api_port,
+                            http="httptools", loop="auto", lifespan="off",
+                            log_level="warning", access_log=False, timeout_keep_alive=60)
+    self._rest = uvicorn.Server(config)
+    thread = threading.Thread(target=self._rest.run, daemon=True, name="rest")
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not self._rest.started:
+      if not thread.is_alive() or time.monotonic() > deadline:
+        raise OSError(f"REST: cannot serve on {opts.bind_address}:{opts.rest_api_port}")
+      time.sleep(0.01)
 
   def stop(self) -> None:
     if self._grpc:
       self._grpc.stop(grace=2).wait()
     if self._rest:
-      self._rest.close()
+      self._rest.should_exit = True
+      self._executor.shutdown(wait=False)
     self.manager.close()
