@@ -109,6 +109,13 @@ def load(pool, server: str, protocol: str, clients: int) -> dict:
   return summary(latencies, max(r[2] for r in results), sum(r[1] for r in results))
 
 
+def cpu_seconds(pid: int) -> float:
+  """User + system CPU time of a process so far (Linux /proc)."""
+  with open(f"/proc/{pid}/stat") as f:
+    fields = f.read().rsplit(")", 1)[1].split()
+  return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run_server_cells(pool, base: str, batching: bool, tmp: str) -> dict:
   """Starts one server and loads it at every concurrency over both protocols."""
   from tfagent.serving.launch import serve_in_subprocess
@@ -119,10 +126,14 @@ def run_server_cells(pool, base: str, batching: bool, tmp: str) -> dict:
              f"--batching_parameters_file={os.path.join(base, 'batching_parameters.txt')}"]
   cells = {}
   log = os.path.join(tmp, f"server-{'on' if batching else 'off'}.log")
-  with serve_in_subprocess(args, FLAGS.model_name, log) as (url, grpc_address):
+  with serve_in_subprocess(args, FLAGS.model_name, log) as (url, grpc_address, pid):
     for protocol, server in (("rest", url.removeprefix("http://")), ("grpc", grpc_address)):
       for clients in FLAGS.concurrency:
+        before = cpu_seconds(pid)
         cell = load(pool, server, protocol, int(clients))
+        # Includes each client's two warm-up requests; CPU is what a shared machine hides.
+        cell["server_cpu_ms_per_request"] = (1000 * (cpu_seconds(pid) - before) /
+                                             max(1, cell["requests"]))
         cells[f"{protocol}/{clients}"] = cell
         logging.info("batching %s, %s, %s clients: %s", "on" if batching else "off",
                      protocol, clients, json.dumps(cell))
@@ -130,16 +141,17 @@ def run_server_cells(pool, base: str, batching: bool, tmp: str) -> dict:
 
 
 def table(result: dict) -> str:
-  rows = ["| protocol | clients | batching | requests/s | p50 ms | p99 ms | errors |",
-          "| --- | --- | --- | --- | --- | --- | --- |"]
+  rows = ["| protocol | clients | batching | requests/s | p50 ms | p99 ms | server CPU ms/request "
+          "| errors |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
   for batching in ("off", "on"):
     for key, cell in result[f"batching_{batching}"].items():
       protocol, clients = key.split("/")
       rows.append(f"| {protocol} | {clients} | {batching} | {cell['rps']:.0f} | "
-                  f"{cell['p50_ms']:.2f} | {cell['p99_ms']:.2f} | {cell['errors']} |")
+                  f"{cell['p50_ms']:.2f} | {cell['p99_ms']:.2f} | "
+                  f"{cell['server_cpu_ms_per_request']:.2f} | {cell['errors']} |")
   ip = result["in_process"]
   rows.append(f"| in-process `serving_default` | 1 | - | {ip['rps']:.0f} | {ip['p50_ms']:.2f} | "
-              f"{ip['p99_ms']:.2f} | 0 |")
+              f"{ip['p99_ms']:.2f} | - | 0 |")
   return "\n".join(rows)
 
 
@@ -149,6 +161,8 @@ def ratios(result: dict) -> dict:
   for protocol in ("rest", "grpc"):
     on, off = result["batching_on"][f"{protocol}/{top}"], result["batching_off"][f"{protocol}/{top}"]
     out[f"{protocol} batching on/off throughput at {top} clients"] = on["rps"] / off["rps"]
+    out[f"{protocol} server CPU a request, batching off/on at {top} clients"] = (
+        off["server_cpu_ms_per_request"] / on["server_cpu_ms_per_request"])
     out[f"{protocol} p50 at 1 client (batching off) / in-process p50"] = (
         result["batching_off"][f"{protocol}/1"]["p50_ms"] / result["in_process"]["p50_ms"])
   return out

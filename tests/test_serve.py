@@ -46,7 +46,7 @@ def served(trained_run, tmp_path_factory):
   args = [f"--model_config_file={root / 'models.config'}", "--enable_batching",
           f"--batching_parameters_file={root / 'batching.txt'}",
           f"--rest_api_max_body_bytes={MAX_BODY}"]
-  with run_server(args, "tiny", str(root / "server.log")) as (url, address):
+  with run_server(args, "tiny", str(root / "server.log")) as (url, address, _):
     yield {"url": url, "grpc": address, "path": result["saved_model"]}
 
 

@@ -56,7 +56,7 @@ def test_new_version_is_served_after_warm_up_without_a_failed_request(trained_ru
   log = tmp_path / "server.log"
   args = ["--model_name=m", f"--model_base_path={base}",
           f"--file_system_poll_wait_seconds={POLL_SECONDS}"]
-  with run_server(args, "m", str(log)) as (url, address):
+  with run_server(args, "m", str(log)) as (url, address, _):
     loop = ClientLoop(url, address)
     loop.start()
     time.sleep(1.0)

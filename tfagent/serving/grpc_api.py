@@ -4,7 +4,9 @@ from concurrent import futures
 import time
 
 import grpc
+import numpy as np
 import tensorflow as tf
+from tensorflow.core.framework import tensor_pb2, types_pb2
 from tensorflow_serving.apis import (model_service_pb2_grpc, predict_pb2,
                                      prediction_service_pb2_grpc)
 
@@ -18,6 +20,33 @@ def _deadline(context):
   return None if remaining is None else time.monotonic() + remaining
 
 
+def to_ndarray(proto) -> np.ndarray:
+  """A TensorProto as an array; strings directly, as tf.make_ndarray is slow on them."""
+  if proto.dtype == types_pb2.DT_STRING and not proto.tensor_content:
+    shape = [d.size for d in proto.tensor_shape.dim]
+    values = np.array(list(proto.string_val), dtype=object)
+    if values.size != int(np.prod(shape)):
+      raise ValueError(f"{values.size} values do not fill shape {shape}")
+    return values.reshape(shape)
+  return tf.make_ndarray(proto)
+
+
+def to_tensor_proto(array: np.ndarray) -> tensor_pb2.TensorProto:
+  """An output array as a TensorProto: raw bytes for numbers, string_val for strings."""
+  proto = tensor_pb2.TensorProto()
+  for size in array.shape:
+    proto.tensor_shape.dim.add(size=size)
+  if array.dtype == object:
+    proto.dtype = types_pb2.DT_STRING
+    proto.string_val.extend(array.ravel().tolist())
+  elif array.dtype in (np.float32, np.float64, np.int32, np.int64, np.bool_):
+    proto.dtype = tf.as_dtype(array.dtype).as_datatype_enum
+    proto.tensor_content = np.ascontiguousarray(array).tobytes()
+  else:
+    proto.CopyFrom(tf.make_tensor_proto(array))
+  return proto
+
+
 def inputs_from_protos(protos, signature) -> dict:
   """TensorProtos as arrays, each checked against the signature's dtype."""
   inputs = {}
@@ -28,7 +57,7 @@ def inputs_from_protos(protos, signature) -> dict:
           f"Expects arg[{name}] to be {tf.as_dtype(expected).name} but "
           f"{tf.as_dtype(proto.dtype).name} is provided")
     try:
-      inputs[name] = tf.make_ndarray(proto)
+      inputs[name] = to_ndarray(proto)
     except (TypeError, ValueError) as e:
       raise status.invalid_argument(f"input {name}: {e}") from None
   return inputs
@@ -72,7 +101,7 @@ class PredictionServicer(_Servicer, prediction_service_pb2_grpc.PredictionServic
       response = predict_pb2.PredictResponse()
       api.fill_spec(response.model_spec, servable, name)
       for key, value in outputs.items():
-        response.outputs[key].CopyFrom(tf.make_tensor_proto(value))
+        response.outputs[key].CopyFrom(to_tensor_proto(value))
       return response
     return self._call("predict", request, context, run)
 

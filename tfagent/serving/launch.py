@@ -27,7 +27,7 @@ def _ready(url: str) -> bool:
 
 @contextlib.contextmanager
 def serve_in_subprocess(args: list, model: str, log_path: str, timeout: float = 120.0):
-  """Yields (rest_url, grpc_address) once `model` answers GET /v1/models/{model}.
+  """Yields (rest_url, grpc_address, pid) once `model` answers GET /v1/models/{model}.
 
   The server binds 127.0.0.1 only; it is stopped (SIGTERM, then SIGKILL) on exit.
   """
@@ -46,7 +46,7 @@ def serve_in_subprocess(args: list, model: str, log_path: str, timeout: float = 
           tail = f.read()[-3000:]
         raise RuntimeError(f"server not ready (exit code {proc.poll()}):\n{tail}")
       time.sleep(0.3)
-    yield url, f"127.0.0.1:{grpc_port}"
+    yield url, f"127.0.0.1:{grpc_port}", proc.pid
   finally:
     proc.terminate()
     try:
