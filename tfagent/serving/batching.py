@@ -74,10 +74,10 @@ def parse_batching_parameters(text: str, source: str = "batching parameters") ->
 
 class _Task:
   """One request: its inputs, example count, and a slot for the answer."""
-  __slots__ = ("inputs", "size", "done", "result", "error", "cancelled")
+  __slots__ = ("inputs", "size", "on_done", "done", "result", "error", "cancelled")
 
-  def __init__(self, inputs: dict, size: int):
-    self.inputs, self.size = inputs, size
+  def __init__(self, inputs: dict, size: int, on_done=None):
+    self.inputs, self.size, self.on_done = inputs, size, on_done
     self.done = threading.Event()
     self.result = self.error = None
     self.cancelled = False
@@ -98,15 +98,19 @@ class Batcher:
     for t in self._threads:
       t.start()
 
-  def run(self, inputs: dict, size: int, deadline: float | None = None) -> dict:
-    """Queues one request and waits for its share of a batch's outputs."""
+  def submit(self, inputs: dict, size: int, on_done=None) -> "_Task | None":
+    """Queues one request; `on_done(task)` runs on the batch thread once it has an answer.
+
+    Returns None when the batcher is closed (a version unloading): the caller
+    then runs that one request unbatched.
+    """
     if size > self.options.max_batch_size:
       raise status.invalid_argument(f"Task size {size} is larger than maximum input batch "
                                     f"size {self.options.max_batch_size}")
-    task = _Task(inputs, size)
+    task = _Task(inputs, size, on_done)
     with self._cond:
-      if self._closed:  # A version unloading: finish this one request unbatched.
-        return self.fn(inputs)
+      if self._closed:
+        return None
       limit = self.options.max_enqueued_batches * self.options.max_batch_size
       if self._queued + size > limit:
         raise status.unavailable("The batch scheduling queue to which this task was "
@@ -114,13 +118,24 @@ class Batcher:
       self._queue.append(task)
       self._queued += size
       self._cond.notify()
+    return task
+
+  def cancel(self, task: "_Task") -> None:
+    """Its deadline passed: drop it if no batch has taken it yet."""
+    with self._cond:
+      task.cancelled = True
+      if task in self._queue:
+        self._queue.remove(task)
+        self._queued -= task.size
+
+  def run(self, inputs: dict, size: int, deadline: float | None = None) -> dict:
+    """Queues one request and waits for its share of a batch's outputs."""
+    task = self.submit(inputs, size)
+    if task is None:
+      return self.fn(inputs)
     timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
     if not task.done.wait(timeout):
-      with self._cond:
-        task.cancelled = True
-        if task in self._queue:  # Not started: give its place back.
-          self._queue.remove(task)
-          self._queued -= task.size
+      self.cancel(task)
       raise status.deadline_exceeded()
     if task.error is not None:
       raise task.error
@@ -177,3 +192,5 @@ class Batcher:
             grpc.StatusCode.INTERNAL, str(e))
     for t in batch:
       t.done.set()
+      if t.on_done:
+        t.on_done(t)

@@ -272,6 +272,7 @@ class _NameConvertor(Convertor):
 
 register_url_convertor("name", _NameConvertor())
 VERBS = ("predict", "classify", "regress")
+INLINE_BODY_BYTES = 64 << 10  # Larger bodies are parsed on the thread pool, off the event loop.
 
 
 def parse_json(body: bytes) -> dict:
@@ -312,17 +313,19 @@ class RestApi:
     self.manager, self.metrics, self.executor = manager, metrics, executor
     self.timeout_ms, self.max_body_bytes = timeout_ms, max_body_bytes
 
-  async def _handle(self, model: str, method: str, fn, *args) -> Response:
+  async def _handle(self, model: str, method: str, work) -> Response:
+    """Awaits `work` (the payload); ServingErrors become TF Serving's error answer."""
     started = time.perf_counter()
     try:
-      payload = await asyncio.get_running_loop().run_in_executor(
-          self.executor, functools.partial(fn, *args))
-      response, code = json_response(payload), "OK"
+      response, code = json_response(await work), "OK"
     except status.ServingError as e:
       response, code = json_response({"error": e.message}, e.http_status), e.code.name
     self.metrics.observe_request(model if model in self.manager.models else "<unknown>",
                                  "rest", method, code, time.perf_counter() - started)
     return response
+
+  def _in_pool(self, fn, *args):
+    return asyncio.get_running_loop().run_in_executor(self.executor, functools.partial(fn, *args))
 
   async def _body(self, request) -> bytes:
     """The body, or a 413 once it passes --rest_api_max_body_bytes."""
@@ -342,8 +345,44 @@ class RestApi:
       return malformed(request)
     body = await self._body(request)
     deadline = time.monotonic() + self.timeout_ms / 1000 if self.timeout_ms > 0 else None
-    return await self._handle(p["model"], p["verb"], self.run_post, body, p["model"],
-                              p.get("version"), p.get("label"), p["verb"], deadline)
+    args = (body, p["model"], p.get("version"), p.get("label"), p["verb"], deadline)
+    if p["verb"] == "predict" and len(body) <= INLINE_BODY_BYTES:
+      work = self.predict_batched(*args)
+    else:
+      work = self._in_pool(self.run_post, *args)
+    return await self._handle(p["model"], p["verb"], work)
+
+  async def predict_batched(self, body, model, version, label, verb, deadline) -> dict:
+    """A small predict parsed on the event loop and handed straight to the batcher.
+
+    No thread waits for the batch: the batch thread resolves a future on the
+    loop. Unbatched servables go to the thread pool as before.
+    """
+    doc = parse_json(body)
+    spec = spec_of(model, version, label, doc.get("signature_name", ""))
+    servable = self.manager.resolve(*api.spec_parts(spec))
+    inputs, fmt = parse_predict_body(doc, servable.signature(spec.signature_name))
+    loop = asyncio.get_running_loop()
+    future = loop.create_future()
+
+    def resolve(task):
+      if not future.done():
+        if task.error is not None:
+          future.set_exception(task.error)
+        else:
+          future.set_result(task.result)
+    batcher, task = servable.submit(spec.signature_name, inputs,
+                                    lambda t: loop.call_soon_threadsafe(resolve, t))
+    if batcher is None:
+      outputs = await self._in_pool(servable.run, spec.signature_name, inputs, deadline)
+    else:
+      timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+      try:
+        outputs = await asyncio.wait_for(future, timeout)
+      except asyncio.TimeoutError:
+        batcher.cancel(task)
+        raise status.deadline_exceeded() from None
+    return predict_response(outputs, fmt)
 
   def run_post(self, body, model, version, label, verb, deadline) -> dict:
     doc = parse_json(body)
@@ -363,8 +402,8 @@ class RestApi:
   async def get(self, request) -> Response:
     p = request.path_params
     metadata = request.url.path.endswith("/metadata")
-    return await self._handle(p["model"], "metadata" if metadata else "status", self.run_get,
-                              p["model"], p.get("version"), p.get("label"), metadata)
+    work = self._in_pool(self.run_get, p["model"], p.get("version"), p.get("label"), metadata)
+    return await self._handle(p["model"], "metadata" if metadata else "status", work)
 
   def run_get(self, model, version, label, metadata) -> dict:
     if not metadata:

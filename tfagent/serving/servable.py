@@ -85,22 +85,40 @@ class Servable:
           f'Serving signature name: "{name}" not found in signature def')
     return self.signature_defs[name]
 
-  def run(self, signature_name: str, inputs: dict, deadline: float | None = None) -> dict:
-    """Runs one signature on `inputs` (name -> array), batched when enabled."""
+  def _prepare(self, signature_name: str, inputs: dict) -> tuple:
+    """(signature name, unbatched call, batcher or None, batch size) after input checks."""
     name = signature_name or DEFAULT_SIGNATURE
     signature = self.signature(name)
     check_inputs(inputs, signature)
     fn = lambda x: call_function(self._functions[name], x, signature.inputs)  # noqa: E731
     sizes = {v.shape[0] if v.ndim else None for v in inputs.values()}
     if self._batching is None or len(sizes) != 1 or None in sizes:
-      result = fn(inputs)
-      if deadline is not None and time.monotonic() > deadline:
-        raise status.deadline_exceeded()
-      return result
+      return name, fn, None, None
     if name not in self._batchers:  # Races create at most a spare batcher, harmlessly.
       self._batchers[name] = batching.Batcher(
           fn, self._batching, lambda n: self._on_batch and self._on_batch(self.name, n))
-    return self._batchers[name].run(inputs, sizes.pop(), deadline)
+    return name, fn, self._batchers[name], sizes.pop()
+
+  def run(self, signature_name: str, inputs: dict, deadline: float | None = None) -> dict:
+    """Runs one signature on `inputs` (name -> array), batched when enabled."""
+    _, fn, batcher, size = self._prepare(signature_name, inputs)
+    if batcher is not None:
+      return batcher.run(inputs, size, deadline)
+    result = fn(inputs)
+    if deadline is not None and time.monotonic() > deadline:
+      raise status.deadline_exceeded()
+    return result
+
+  def submit(self, signature_name: str, inputs: dict, on_done) -> tuple:
+    """Queues `inputs` on the signature's batcher without waiting: (batcher, task).
+
+    (None, None) when this call is not batched; the caller then uses `run`.
+    """
+    _, _, batcher, size = self._prepare(signature_name, inputs)
+    if batcher is None:
+      return None, None
+    task = batcher.submit(inputs, size, on_done)
+    return (batcher, task) if task is not None else (None, None)
 
   def warm_up(self) -> int:
     """Replays assets.extra/tf_serving_warmup_requests, as TF Serving does; returns the count."""
