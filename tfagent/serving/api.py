@@ -1,5 +1,9 @@
 """The four calls both protocols share, on numpy arrays and TF Serving's protos."""
 
+import asyncio
+import functools
+import time
+
 import numpy as np
 import tensorflow as tf
 from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
@@ -115,3 +119,31 @@ def metadata(manager, request) -> get_model_metadata_pb2.GetModelMetadataRespons
 def model_status(manager, request):
   name, version, label = spec_parts(request.model_spec)
   return manager.model_status(name, version, label)
+
+
+async def run_async(servable, signature_name: str, inputs: dict, deadline, executor) -> dict:
+  """`servable.run` for an event loop: batched calls wait on a future, not a thread.
+
+  The batch thread resolves the future on the loop; unbatched calls run on
+  `executor`, as model calls must never block the loop.
+  """
+  loop = asyncio.get_running_loop()
+  future = loop.create_future()
+
+  def resolve(task):
+    if not future.done():
+      if task.error is not None:
+        future.set_exception(task.error)
+      else:
+        future.set_result(task.result)
+  batcher, task = servable.submit(signature_name, inputs,
+                                  lambda t: loop.call_soon_threadsafe(resolve, t))
+  if batcher is None:
+    return await loop.run_in_executor(
+        executor, functools.partial(servable.run, signature_name, inputs, deadline))
+  timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+  try:
+    return await asyncio.wait_for(future, timeout)
+  except asyncio.TimeoutError:
+    batcher.cancel(task)
+    raise status.deadline_exceeded() from None

@@ -1,6 +1,9 @@
 """TF Serving's gRPC services, on the stubs that PyPI `tensorflow-serving-api` generates."""
 
+import asyncio
 from concurrent import futures
+import functools
+import threading
 import time
 
 import grpc
@@ -64,19 +67,22 @@ def inputs_from_protos(protos, signature) -> dict:
 
 
 class _Servicer:
-  """Shared: turns ServingErrors into gRPC statuses and records metrics."""
+  """Shared: runs work off the event loop, maps ServingErrors to gRPC statuses, metrics."""
 
-  def __init__(self, manager, metrics):
-    self.manager, self.metrics = manager, metrics
+  def __init__(self, manager, metrics, executor):
+    self.manager, self.metrics, self.executor = manager, metrics, executor
 
-  def _call(self, method: str, request, context, fn):
+  def _in_pool(self, fn, *args):
+    return asyncio.get_running_loop().run_in_executor(self.executor, functools.partial(fn, *args))
+
+  async def _call(self, method: str, request, context, work):
     started = time.perf_counter()
     code = "OK"
     try:
-      return fn()
+      return await work
     except status.ServingError as e:
       code = e.code.name
-      context.abort(e.code, e.message)
+      await context.abort(e.code, e.message)
     finally:
       name = request.model_spec.name
       self.metrics.observe_request(name if name in self.manager.models else "<unknown>",
@@ -86,51 +92,66 @@ class _Servicer:
 class PredictionServicer(_Servicer, prediction_service_pb2_grpc.PredictionServiceServicer):
   """Predict, Classify and GetModelMetadata."""
 
-  def Predict(self, request, context):
-    def run():
-      servable = self.manager.resolve(*api.spec_parts(request.model_spec))
-      name = request.model_spec.signature_name or "serving_default"
-      inputs = inputs_from_protos(request.inputs, servable.signature(name))
-      outputs = servable.run(name, inputs, _deadline(context))
-      if request.output_filter:
-        missing = set(request.output_filter) - set(outputs)
-        if missing:
-          raise status.invalid_argument(
-              f"output tensor alias not found in signature: {', '.join(sorted(missing))}")
-        outputs = {k: outputs[k] for k in request.output_filter}
-      response = predict_pb2.PredictResponse()
-      api.fill_spec(response.model_spec, servable, name)
-      for key, value in outputs.items():
-        response.outputs[key].CopyFrom(to_tensor_proto(value))
-      return response
-    return self._call("predict", request, context, run)
+  async def Predict(self, request, context):
+    return await self._call("predict", request, context, self._predict(request, context))
 
-  def Classify(self, request, context):
-    return self._call("classify", request, context,
-                      lambda: api.classify(self.manager, request, _deadline(context)))
+  async def _predict(self, request, context):
+    servable = self.manager.resolve(*api.spec_parts(request.model_spec))
+    name = request.model_spec.signature_name or "serving_default"
+    inputs = inputs_from_protos(request.inputs, servable.signature(name))
+    outputs = await api.run_async(servable, name, inputs, _deadline(context), self.executor)
+    if request.output_filter:
+      missing = set(request.output_filter) - set(outputs)
+      if missing:
+        raise status.invalid_argument(
+            f"output tensor alias not found in signature: {', '.join(sorted(missing))}")
+      outputs = {k: outputs[k] for k in request.output_filter}
+    response = predict_pb2.PredictResponse()
+    api.fill_spec(response.model_spec, servable, name)
+    for key, value in outputs.items():
+      response.outputs[key].CopyFrom(to_tensor_proto(value))
+    return response
 
-  def GetModelMetadata(self, request, context):
-    return self._call("metadata", request, context, lambda: api.metadata(self.manager, request))
+  async def Classify(self, request, context):
+    return await self._call("classify", request, context, self._in_pool(
+        api.classify, self.manager, request, _deadline(context)))
+
+  async def GetModelMetadata(self, request, context):
+    return await self._call("metadata", request, context,
+                            self._in_pool(api.metadata, self.manager, request))
 
 
 class ModelServicer(_Servicer, model_service_pb2_grpc.ModelServiceServicer):
   """GetModelStatus (HandleReloadConfigRequest stays UNIMPLEMENTED)."""
 
-  def GetModelStatus(self, request, context):
-    return self._call("status", request, context,
-                      lambda: api.model_status(self.manager, request))
+  async def GetModelStatus(self, request, context):
+    return await self._call("status", request, context,
+                            self._in_pool(api.model_status, self.manager, request))
 
 
-def start_grpc_server(manager, metrics, address: str, max_threads: int) -> grpc.Server:
-  """Starts both services on `address` (host:port); returns the running server."""
-  server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_threads),
-                       options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)])
-  prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-      PredictionServicer(manager, metrics), server)
-  model_service_pb2_grpc.add_ModelServiceServicer_to_server(
-      ModelServicer(manager, metrics), server)
-  if server.add_insecure_port(address) == 0:
-    raise OSError(f"gRPC: cannot bind {address}")
-  server.start()
-  return server
+class GrpcServer:
+  """grpc.aio server on its own event loop thread; model calls as in REST."""
+
+  def __init__(self, manager, metrics, address: str, max_threads: int):
+    self.executor = futures.ThreadPoolExecutor(max_threads, "grpc")
+    self.loop = asyncio.SelectorEventLoop()
+    threading.Thread(target=self.loop.run_forever, daemon=True, name="grpc").start()
+    asyncio.run_coroutine_threadsafe(self._start(manager, metrics, address),
+                                     self.loop).result(timeout=60)
+
+  async def _start(self, manager, metrics, address: str) -> None:
+    self.server = grpc.aio.server(options=[
+        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)])
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
+        PredictionServicer(manager, metrics, self.executor), self.server)
+    model_service_pb2_grpc.add_ModelServiceServicer_to_server(
+        ModelServicer(manager, metrics, self.executor), self.server)
+    if self.server.add_insecure_port(address) == 0:
+      raise OSError(f"gRPC: cannot bind {address}")
+    await self.server.start()
+
+  def stop(self, grace: float = 2.0) -> None:
+    asyncio.run_coroutine_threadsafe(self.server.stop(grace), self.loop).result(grace + 5)
+    self.loop.call_soon_threadsafe(self.loop.stop)
+    self.executor.shutdown(wait=False)

@@ -362,26 +362,7 @@ class RestApi:
     spec = spec_of(model, version, label, doc.get("signature_name", ""))
     servable = self.manager.resolve(*api.spec_parts(spec))
     inputs, fmt = parse_predict_body(doc, servable.signature(spec.signature_name))
-    loop = asyncio.get_running_loop()
-    future = loop.create_future()
-
-    def resolve(task):
-      if not future.done():
-        if task.error is not None:
-          future.set_exception(task.error)
-        else:
-          future.set_result(task.result)
-    batcher, task = servable.submit(spec.signature_name, inputs,
-                                    lambda t: loop.call_soon_threadsafe(resolve, t))
-    if batcher is None:
-      outputs = await self._in_pool(servable.run, spec.signature_name, inputs, deadline)
-    else:
-      timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-      try:
-        outputs = await asyncio.wait_for(future, timeout)
-      except asyncio.TimeoutError:
-        batcher.cancel(task)
-        raise status.deadline_exceeded() from None
+    outputs = await api.run_async(servable, spec.signature_name, inputs, deadline, self.executor)
     return predict_response(outputs, fmt)
 
   def run_post(self, body, model, version, label, verb, deadline) -> dict:

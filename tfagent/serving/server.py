@@ -80,9 +80,8 @@ class Server:
     opts = self.options
     self.manager.start(opts.file_system_poll_wait_seconds)
     if opts.port:
-      self._grpc = grpc_api.start_grpc_server(self.manager, self.metrics,
-                                              f"{opts.bind_address}:{opts.port}",
-                                              opts.grpc_max_threads)
+      self._grpc = grpc_api.GrpcServer(self.manager, self.metrics,
+                                       f"{opts.bind_address}:{opts.port}", opts.grpc_max_threads)
       logging.info("Running gRPC ModelServer at %s:%d ...", opts.bind_address, opts.port)
     if opts.rest_api_port:
       self._start_rest()
@@ -109,7 +108,7 @@ class Server:
 
   def stop(self) -> None:
     if self._grpc:
-      self._grpc.stop(grace=2).wait()
+      self._grpc.stop(grace=2)
     if self._rest:
       self._rest.should_exit = True
       self._executor.shutdown(wait=False)
