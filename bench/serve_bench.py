@@ -6,14 +6,19 @@ and off, beside the in-process latency of the same SavedModel, in one run.
 
 Each client sends one text per request, back to back, for --seconds (at most
 --max_requests each); clients run in --client_processes processes so the
-load generator's GIL does not cap the server. Everything targets 127.0.0.1.
+load generator's GIL does not cap the server. Where `wrk` is installed (Debian
+package), the REST cells are run again with it (rows `rest-wrk`): a C load
+generator that leaves the shared cores to the server. Everything targets 127.0.0.1.
 """
 
 import concurrent.futures
 import json
 import multiprocessing
 import os
+import re
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -116,6 +121,37 @@ def cpu_seconds(pid: int) -> float:
   return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+WRK_SCRIPT = """wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = '{"instances": ["%s"]}'
+"""
+
+
+def wrk_load(url: str, clients: int, tmp: str) -> dict:
+  """The same REST load from wrk (C, Debian package `wrk`): almost no client CPU.
+
+  On a shared 2-core machine the Python clients' own CPU competes with the
+  server; wrk shows what the server does with the cores to itself.
+  """
+  script = os.path.join(tmp, "predict.lua")
+  with open(script, "w", encoding="utf-8") as f:
+    f.write(WRK_SCRIPT % TEXTS[0])
+  out = subprocess.run(
+      ["wrk", f"-t{min(clients, 2)}", f"-c{clients}", f"-d{int(FLAGS.seconds)}s", "--latency",
+       "-s", script, f"{url}/v1/models/{FLAGS.model_name}:predict"],
+      capture_output=True, text=True, check=True, timeout=FLAGS.seconds + 60).stdout
+  scale = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+  def latency(q):
+    value, unit = re.search(rf"^\s+{q}%\s+([\d.]+)(us|ms|s)$", out, re.M).groups()
+    return float(value) * scale[unit]
+  errors = sum(int(n) for n in re.findall(r"Non-2xx or 3xx responses: (\d+)", out))
+  errors += sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
+  return {"requests": int(re.search(r"(\d+) requests in", out).group(1)), "errors": errors,
+          "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+          "p50_ms": latency(50), "p99_ms": latency(99)}
+
+
 def run_server_cells(pool, base: str, batching: bool, tmp: str) -> dict:
   """Starts one server and loads it at every concurrency over both protocols."""
   from tfagent.serving.launch import serve_in_subprocess
@@ -137,6 +173,15 @@ def run_server_cells(pool, base: str, batching: bool, tmp: str) -> dict:
         cells[f"{protocol}/{clients}"] = cell
         logging.info("batching %s, %s, %s clients: %s", "on" if batching else "off",
                      protocol, clients, json.dumps(cell))
+    if shutil.which("wrk"):
+      for clients in FLAGS.concurrency:
+        before = cpu_seconds(pid)
+        cell = wrk_load(url, int(clients), tmp)
+        cell["server_cpu_ms_per_request"] = (1000 * (cpu_seconds(pid) - before) /
+                                             max(1, cell["requests"]))
+        cells[f"rest-wrk/{clients}"] = cell
+        logging.info("batching %s, rest (wrk), %s clients: %s", "on" if batching else "off",
+                     clients, json.dumps(cell))
   return cells
 
 
@@ -158,7 +203,9 @@ def table(result: dict) -> str:
 def ratios(result: dict) -> dict:
   top = max(FLAGS.concurrency, key=int)
   out = {}
-  for protocol in ("rest", "grpc"):
+  for protocol in ("rest", "grpc", "rest-wrk"):
+    if f"{protocol}/{top}" not in result["batching_on"]:
+      continue
     on, off = result["batching_on"][f"{protocol}/{top}"], result["batching_off"][f"{protocol}/{top}"]
     out[f"{protocol} batching on/off throughput at {top} clients"] = on["rps"] / off["rps"]
     out[f"{protocol} server CPU a request, batching off/on at {top} clients"] = (

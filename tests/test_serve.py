@@ -4,7 +4,6 @@ plain HTTP (requests) and with the official gRPC stubs of tensorflow-serving-api
 import base64
 import concurrent.futures
 import json
-import os
 import re
 import shutil
 

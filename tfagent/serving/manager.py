@@ -20,7 +20,7 @@ from tensorflow_serving.config import model_server_config_pb2
 from google.protobuf import text_format
 
 from tfagent.errors import ConfigError
-from tfagent.serving import batching, status
+from tfagent.serving import status
 from tfagent.serving.servable import Servable
 
 _State = get_model_status_pb2.ModelVersionStatus

@@ -3,9 +3,7 @@
 import os
 import time
 
-from absl import logging
 import grpc
-import numpy as np
 import tensorflow as tf
 
 from tfagent.serving import batching, status
