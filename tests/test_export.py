@@ -64,7 +64,8 @@ def test_versions_increment_and_existing_version_is_refused(trained_run, tmp_pat
   first = export.export_model(model, ["negative", "positive"], export_cfg)
   second = export.export_model(model, ["negative", "positive"], export_cfg)
   assert [os.path.basename(first), os.path.basename(second)] == ["1", "2"]
-  assert sorted(os.listdir(tmp_path / "m")) == ["1", "2"]  # No temporary directory left.
+  assert sorted(os.listdir(tmp_path / "m")) == [  # No temporary directory left.
+      "1", "2", "batching_parameters.txt", "models.config"]
   assert export.resolve_saved_model(str(tmp_path / "m")) == second
   with pytest.raises(ConfigError, match="--version=1: .* already exists"):
     export.export_model(model, ["negative", "positive"],
@@ -74,3 +75,31 @@ def test_versions_increment_and_existing_version_is_refused(trained_run, tmp_pat
 def test_resolve_saved_model_explains_a_bad_path(tmp_path):
   with pytest.raises(ConfigError, match="no SavedModel here"):
     export.resolve_saved_model(str(tmp_path))
+
+
+def test_export_is_ready_for_tf_serving(trained_run):
+  """classify signature (method fixed), warm-up requests and the server configs."""
+  _, result = trained_run
+  path = result["saved_model"]
+  shown = subprocess.run(["saved_model_cli", "show", "--dir", path, "--all"],
+                         capture_output=True, text=True, check=True).stdout
+  sig = shown.split("signature_def['classify']")[1].split("signature_def[")[0]
+  assert "inputs['inputs'] tensor_info:\n        dtype: DT_STRING\n        shape: (-1)" in sig
+  assert "outputs['classes'] tensor_info:\n        dtype: DT_STRING\n        shape: (-1, 2)" in sig
+  assert "outputs['scores'] tensor_info:\n        dtype: DT_FLOAT\n        shape: (-1, 2)" in sig
+  assert "Method name is: tensorflow/serving/classify" in sig
+  classify = tf.saved_model.load(path).signatures["classify"]
+  example = tf.train.Example()
+  example.features.feature["text"].bytes_list.value.append("great movie".encode())
+  out = classify(inputs=tf.constant([example.SerializeToString()]))
+  assert [c.decode() for c in out["classes"].numpy()[0]] == ["negative", "positive"]
+  np.testing.assert_allclose(out["scores"].numpy().sum(-1), 1.0, atol=1e-5)
+  from tensorflow_serving.apis import prediction_log_pb2
+  logs = [prediction_log_pb2.PredictionLog.FromString(r.numpy()) for r in
+          tf.data.TFRecordDataset(os.path.join(path, "assets.extra", "tf_serving_warmup_requests"))]
+  assert [log.WhichOneof("log_type") for log in logs] == ["predict_log", "classify_log"]
+  assert len(logs[0].predict_log.request.inputs["text"].string_val) == 4  # Real test texts.
+  base = os.path.dirname(path)
+  with open(os.path.join(base, "models.config")) as f:
+    assert 'name: "tiny"' in f.read()
+  assert "max_batch_size" in open(os.path.join(base, "batching_parameters.txt")).read()

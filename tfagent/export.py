@@ -11,6 +11,16 @@ import tensorflow as tf
 from tfagent.errors import ConfigError
 
 SERVING_DEFAULT = "serving_default"
+CLASSIFY = "classify"
+CLASSIFY_METHOD = "tensorflow/serving/classify"
+WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
+# TF Serving batches at most this many texts per model call; 2 ms of waiting buys
+# a full batch under load and costs a lone request little (bench/serve_bench.py).
+BATCHING_PARAMETERS = """max_batch_size { value: 32 }
+batch_timeout_micros { value: 2000 }
+max_enqueued_batches { value: 100 }
+num_batch_threads { value: 1 }
+"""
 
 
 def next_version(base_dir: str) -> int:
@@ -35,12 +45,80 @@ def make_serving_fn(model: keras.Model, class_names) -> tf.types.experimental.Po
   return serve
 
 
-def export_model(model: keras.Model, class_names, export_cfg) -> str:
+def make_classify_fn(model: keras.Model, class_names) -> tf.types.experimental.PolymorphicFunction:
+  """Wraps the model as TF Serving's classify API: serialized tf.Example with `text`."""
+  names = tf.constant(list(class_names), tf.string)
+
+  @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
+  def classify(inputs):
+    text = tf.io.parse_example(inputs, {"text": tf.io.FixedLenFeature([], tf.string)})["text"]
+    scores = tf.nn.softmax(tf.cast(model(text, training=False), tf.float32), -1)
+    return {"classes": tf.tile(names[tf.newaxis], [tf.shape(text)[0], 1]),  # <string>[batch, C]
+            "scores": scores}  # <float32>[batch, C]
+  return classify
+
+
+def set_method_name(export_dir: str, signature: str, method: str) -> None:
+  """Rewrites one SignatureDef's method_name (Keras writes every one as predict).
+
+  The fingerprint holds a checksum of saved_model.pb, so it is written anew.
+  """
+  from tensorflow.core.protobuf import saved_model_pb2
+  from tensorflow.python.saved_model.pywrap_saved_model import fingerprinting
+  path = os.path.join(export_dir, "saved_model.pb")
+  saved_model = saved_model_pb2.SavedModel()
+  with open(path, "rb") as f:
+    saved_model.ParseFromString(f.read())
+  for meta_graph in saved_model.meta_graphs:
+    meta_graph.signature_def[signature].method_name = method
+  with open(path, "wb") as f:
+    f.write(saved_model.SerializeToString())
+  with open(os.path.join(export_dir, "fingerprint.pb"), "wb") as f:
+    f.write(fingerprinting.CreateFingerprintDef(export_dir))
+
+
+def write_warmup_requests(export_dir: str, model_name: str, texts) -> None:
+  """Writes TF Serving's warm-up file: one predict and one classify request of `texts`."""
+  from tensorflow_serving.apis import classification_pb2, predict_pb2, prediction_log_pb2
+  predict = predict_pb2.PredictRequest()
+  predict.model_spec.name, predict.model_spec.signature_name = model_name, SERVING_DEFAULT
+  predict.inputs["text"].CopyFrom(tf.make_tensor_proto(list(texts), tf.string))
+  classify = classification_pb2.ClassificationRequest()
+  classify.model_spec.name, classify.model_spec.signature_name = model_name, CLASSIFY
+  for text in texts:
+    example = classify.input.example_list.examples.add()
+    example.features.feature["text"].bytes_list.value.append(text.encode("utf-8"))
+  os.makedirs(os.path.join(export_dir, "assets.extra"), exist_ok=True)
+  with tf.io.TFRecordWriter(os.path.join(export_dir, WARMUP_FILE)) as writer:
+    for log in (prediction_log_pb2.PredictionLog(predict_log={"request": predict}),
+                prediction_log_pb2.PredictionLog(classify_log={"request": classify})):
+      writer.write(log.SerializeToString())
+
+
+def write_server_configs(base: str, model_name: str) -> None:
+  """Writes `models.config` and `batching_parameters.txt` beside the versions.
+
+  Paths are those of the official image (`/models/NAME`), as the README's
+  `docker run` and deploy/ manifest mount them.
+  """
+  model_config = (f'model_config_list {{\n  config {{\n    name: "{model_name}"\n'
+                  f'    base_path: "/models/{model_name}"\n'
+                  '    model_platform: "tensorflow"\n  }\n}\n')
+  for name, text in (("models.config", model_config),
+                     ("batching_parameters.txt", BATCHING_PARAMETERS)):
+    tmp = os.path.join(base, f".tmp-{name}")
+    with open(tmp, "w", encoding="utf-8") as f:
+      f.write(text)
+    os.replace(tmp, os.path.join(base, name))
+
+
+def export_model(model: keras.Model, class_names, export_cfg, warmup_texts=None) -> str:
   """Writes `<export_dir>/<model_name>/<version>/` atomically and returns its path.
 
   The SavedModel is written into a hidden temporary directory beside the
   versions and renamed into place, so TF Serving, which polls the base path for
-  integer directories, never sees a half-written version.
+  integer directories, never sees a half-written version. `warmup_texts` (a few
+  real texts) become the warm-up requests TF Serving replays before serving.
   """
   base = os.path.join(export_cfg.export_dir, export_cfg.model_name)
   version = export_cfg.version or next_version(base)
@@ -54,11 +132,15 @@ def export_model(model: keras.Model, class_names, export_cfg) -> str:
     archive = keras.export.ExportArchive()
     archive.track(model)
     archive.add_endpoint(SERVING_DEFAULT, make_serving_fn(model, class_names))
+    archive.add_endpoint(CLASSIFY, make_classify_fn(model, class_names))
     archive.write_out(tmp, verbose=False)
+    set_method_name(tmp, CLASSIFY, CLASSIFY_METHOD)
+    write_warmup_requests(tmp, export_cfg.model_name, warmup_texts or ["warm-up"])
     os.rename(tmp, final)
   except BaseException:
     shutil.rmtree(tmp, ignore_errors=True)
     raise
+  write_server_configs(base, export_cfg.model_name)
   logging.info("Exported SavedModel version %d to %s", version, final)
   return final
 

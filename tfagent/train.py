@@ -286,7 +286,9 @@ def train_in(cfg: config.Config, out: config.Config, strategy) -> dict:
     write_shard_report(splits["train"], sorted(set(contexts)), strategy, cfg)
   restore_best(classifier, os.path.join(out.train.model_dir, "checkpoints"))
   final = classifier.evaluate(val_ds, verbose=0, return_dict=True)
-  path = export.export_model(model, info.class_names, out.export)
+  # A few real texts become TF Serving's warm-up requests (assets.extra).
+  warmup = [t.decode("utf-8") for t, _ in splits["validation"].take(4).as_numpy_iterator()]
+  path = export.export_model(model, info.class_names, out.export, warmup_texts=warmup)
   backup.clear(os.path.join(out.train.model_dir, "backup"))
   result = {"history": history, "validation": {k: float(v) for k, v in final.items()},
             "saved_model": path, "train_seconds": train_seconds, "epochs_run": epochs_run,

@@ -1,0 +1,257 @@
+"""Serving benchmark: REST and gRPC at 1, 8 and 32 concurrent clients, batching on
+and off, beside the in-process latency of the same SavedModel, in one run.
+
+  python -m tfagent.train --flagfile=configs/quickstart.flags
+  python bench/serve_bench.py --model_base_path=saved_models/quickstart
+
+Each client sends one text per request, back to back, for --seconds (at most
+--max_requests each); clients run in --client_processes processes so the
+load generator's GIL does not cap the server. Where `wrk` is installed (Debian
+package), the REST cells are run again with it (rows `rest-wrk`): a C load
+generator that leaves the shared cores to the server. Everything targets 127.0.0.1.
+"""
+
+import concurrent.futures
+import json
+import multiprocessing
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+from absl import app, flags, logging
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+FLAGS = flags.FLAGS
+TEXTS = ["这本书写得很好，推荐", "质量太差了，很失望", "物流很快，包装完好", "a great movie, loved it",
+         "屏幕有划痕，客服态度差", "性价比高，下次还买", "terrible, waste of money", "还行吧，一般般"]
+
+
+def percentile(values: list, q: float) -> float:
+  values = sorted(values)
+  return values[min(len(values) - 1, int(q * len(values)))]
+
+
+def in_process_latency(path: str, seconds: float) -> dict:
+  """The exported serving_default called directly on one text: the floor to compare with."""
+  import tensorflow as tf
+  serve = tf.saved_model.load(path).signatures["serving_default"]
+  for text in TEXTS:
+    serve(text=tf.constant([text]))
+  latencies, start, i = [], time.perf_counter(), 0
+  while time.perf_counter() - start < seconds and i < 5000:
+    t = time.perf_counter()
+    serve(text=tf.constant([TEXTS[i % len(TEXTS)]]))["probabilities"].numpy()
+    latencies.append(time.perf_counter() - t)
+    i += 1
+  return summary(latencies, time.perf_counter() - start, 0)
+
+
+def summary(latencies: list, wall: float, errors: int) -> dict:
+  if not latencies:
+    return {"requests": 0, "errors": errors, "rps": 0.0, "p50_ms": float("nan"),
+            "p99_ms": float("nan")}
+  return {"requests": len(latencies), "errors": errors, "rps": len(latencies) / wall,
+          "p50_ms": 1000 * statistics.median(latencies),
+          "p99_ms": 1000 * percentile(latencies, 0.99)}
+
+
+def warm_worker(_) -> int:
+  """Imports the clients' modules (TensorFlow with the gRPC stubs) before any timing."""
+  from tfagent import client  # noqa: F401
+  import tensorflow  # noqa: F401
+  from tensorflow_serving.apis import predict_pb2  # noqa: F401
+  time.sleep(1.0)  # Holds this process so the next warm-up lands on another.
+  return os.getpid()
+
+
+def client_worker(server: str, protocol: str, model: str, threads: int, start_at: float,
+                  seconds: float, max_requests: int) -> tuple:
+  """One load-generating process: `threads` clients from `start_at` for `seconds`."""
+  import threading
+  from tfagent import client
+  c = client.make_client(server, model, protocol)
+  for text in TEXTS[:2]:
+    c.predict([text])  # Connect and warm this process's client.
+  latencies, errors, lock = [], [0], threading.Lock()
+
+  def loop(k):
+    mine, n = [], 0
+    while time.time() < start_at:
+      time.sleep(0.001)
+    while time.time() < start_at + seconds and n < max_requests:
+      t = time.perf_counter()
+      try:
+        c.predict([TEXTS[(k + n) % len(TEXTS)]])
+        mine.append(time.perf_counter() - t)
+      except Exception:  # noqa: BLE001  Counted, reported.
+        errors[0] += 1
+      n += 1
+    with lock:
+      latencies.extend(mine)
+  pool = [threading.Thread(target=loop, args=(k,)) for k in range(threads)]
+  for t in pool:
+    t.start()
+  for t in pool:
+    t.join()
+  return latencies, errors[0], time.time() - start_at
+
+
+def load(pool, server: str, protocol: str, clients: int) -> dict:
+  """`clients` concurrent clients spread over the worker processes; one summary."""
+  procs = min(clients, FLAGS.client_processes)
+  shares = [clients // procs + (i < clients % procs) for i in range(procs)]
+  start_at = time.time() + 2.0
+  futures = [pool.submit(client_worker, server, protocol, FLAGS.model_name, n, start_at,
+                         FLAGS.seconds, FLAGS.max_requests) for n in shares]
+  results = [f.result() for f in futures]
+  latencies = [x for r in results for x in r[0]]
+  return summary(latencies, max(r[2] for r in results), sum(r[1] for r in results))
+
+
+def cpu_seconds(pid: int) -> float:
+  """User + system CPU time of a process so far (Linux /proc)."""
+  with open(f"/proc/{pid}/stat") as f:
+    fields = f.read().rsplit(")", 1)[1].split()
+  return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+WRK_SCRIPT = """wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = '{"instances": ["%s"]}'
+"""
+
+
+def wrk_load(url: str, clients: int, tmp: str) -> dict:
+  """The same REST load from wrk (C, Debian package `wrk`): almost no client CPU.
+
+  On a shared 2-core machine the Python clients' own CPU competes with the
+  server; wrk shows what the server does with the cores to itself.
+  """
+  script = os.path.join(tmp, "predict.lua")
+  with open(script, "w", encoding="utf-8") as f:
+    f.write(WRK_SCRIPT % TEXTS[0])
+  out = subprocess.run(
+      ["wrk", f"-t{min(clients, 2)}", f"-c{clients}", f"-d{int(FLAGS.seconds)}s", "--latency",
+       "-s", script, f"{url}/v1/models/{FLAGS.model_name}:predict"],
+      capture_output=True, text=True, check=True, timeout=FLAGS.seconds + 60).stdout
+  scale = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+  def latency(q):
+    value, unit = re.search(rf"^\s+{q}%\s+([\d.]+)(us|ms|s)$", out, re.M).groups()
+    return float(value) * scale[unit]
+  errors = sum(int(n) for n in re.findall(r"Non-2xx or 3xx responses: (\d+)", out))
+  errors += sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
+  return {"requests": int(re.search(r"(\d+) requests in", out).group(1)), "errors": errors,
+          "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+          "p50_ms": latency(50), "p99_ms": latency(99)}
+
+
+def run_server_cells(pool, base: str, batching: bool, tmp: str) -> dict:
+  """Starts one server and loads it at every concurrency over both protocols."""
+  from tfagent.serving.launch import serve_in_subprocess
+  args = [f"--model_name={FLAGS.model_name}", f"--model_base_path={base}",
+          "--file_system_poll_wait_seconds=0"]
+  if batching:
+    args += ["--enable_batching",
+             f"--batching_parameters_file={os.path.join(base, 'batching_parameters.txt')}"]
+  cells = {}
+  log = os.path.join(tmp, f"server-{'on' if batching else 'off'}.log")
+  with serve_in_subprocess(args, FLAGS.model_name, log) as (url, grpc_address, pid):
+    for protocol, server in (("rest", url.removeprefix("http://")), ("grpc", grpc_address)):
+      for clients in FLAGS.concurrency:
+        before = cpu_seconds(pid)
+        cell = load(pool, server, protocol, int(clients))
+        # Includes each client's two warm-up requests; CPU is what a shared machine hides.
+        cell["server_cpu_ms_per_request"] = (1000 * (cpu_seconds(pid) - before) /
+                                             max(1, cell["requests"]))
+        cells[f"{protocol}/{clients}"] = cell
+        logging.info("batching %s, %s, %s clients: %s", "on" if batching else "off",
+                     protocol, clients, json.dumps(cell))
+    if shutil.which("wrk"):
+      for clients in FLAGS.concurrency:
+        before = cpu_seconds(pid)
+        cell = wrk_load(url, int(clients), tmp)
+        cell["server_cpu_ms_per_request"] = (1000 * (cpu_seconds(pid) - before) /
+                                             max(1, cell["requests"]))
+        cells[f"rest-wrk/{clients}"] = cell
+        logging.info("batching %s, rest (wrk), %s clients: %s", "on" if batching else "off",
+                     clients, json.dumps(cell))
+  return cells
+
+
+def table(result: dict) -> str:
+  rows = ["| protocol | clients | batching | requests/s | p50 ms | p99 ms | server CPU ms/request "
+          "| errors |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+  for batching in ("off", "on"):
+    for key, cell in result[f"batching_{batching}"].items():
+      protocol, clients = key.split("/")
+      rows.append(f"| {protocol} | {clients} | {batching} | {cell['rps']:.0f} | "
+                  f"{cell['p50_ms']:.2f} | {cell['p99_ms']:.2f} | "
+                  f"{cell['server_cpu_ms_per_request']:.2f} | {cell['errors']} |")
+  ip = result["in_process"]
+  rows.append(f"| in-process `serving_default` | 1 | - | {ip['rps']:.0f} | {ip['p50_ms']:.2f} | "
+              f"{ip['p99_ms']:.2f} | - | 0 |")
+  return "\n".join(rows)
+
+
+def ratios(result: dict) -> dict:
+  top = max(FLAGS.concurrency, key=int)
+  out = {}
+  for protocol in ("rest", "grpc", "rest-wrk"):
+    if f"{protocol}/{top}" not in result["batching_on"]:
+      continue
+    on, off = result["batching_on"][f"{protocol}/{top}"], result["batching_off"][f"{protocol}/{top}"]
+    out[f"{protocol} batching on/off throughput at {top} clients"] = on["rps"] / off["rps"]
+    out[f"{protocol} server CPU a request, batching off/on at {top} clients"] = (
+        off["server_cpu_ms_per_request"] / on["server_cpu_ms_per_request"])
+    out[f"{protocol} p50 at 1 client (batching off) / in-process p50"] = (
+        result["batching_off"][f"{protocol}/1"]["p50_ms"] / result["in_process"]["p50_ms"])
+  return out
+
+
+def define_flags() -> None:
+  """Defines this entry point's flags; called only when run as a program."""
+  flags.DEFINE_string("model_base_path", "saved_models/quickstart", "Exported model (base path).")
+  flags.DEFINE_string("model_name", "quickstart", "Name to serve it under.")
+  flags.DEFINE_list("concurrency", ["1", "8", "32"], "Concurrent clients per cell.")
+  flags.DEFINE_float("seconds", 8.0, "Load time per cell.")
+  flags.DEFINE_integer("max_requests", 2000, "Cap on requests per client per cell.")
+  flags.DEFINE_integer("client_processes", 4, "Processes the clients are spread over.")
+  flags.DEFINE_string("output", "bench/results/serve_bench.json", "Where the JSON goes.")
+
+
+def main(argv):
+  del argv
+  from tfagent.export import resolve_saved_model
+  base = os.path.abspath(FLAGS.model_base_path)
+  path = resolve_saved_model(base)
+  result = {"saved_model": path, "cpus": os.cpu_count(), "load_average": os.getloadavg(),
+            "seconds_per_cell": FLAGS.seconds}
+  result["in_process"] = in_process_latency(path, FLAGS.seconds)
+  logging.info("in-process: %s", json.dumps(result["in_process"]))
+  ctx = multiprocessing.get_context("spawn")
+  with tempfile.TemporaryDirectory() as tmp, concurrent.futures.ProcessPoolExecutor(
+      FLAGS.client_processes, mp_context=ctx) as pool:
+    logging.info("Client processes: %s", sorted(set(pool.map(warm_worker,
+                                                           range(FLAGS.client_processes)))))
+    for batching in (False, True):
+      result[f"batching_{'on' if batching else 'off'}"] = run_server_cells(pool, base, batching,
+                                                                           tmp)
+  result["ratios"] = ratios(result)
+  os.makedirs(os.path.dirname(FLAGS.output) or ".", exist_ok=True)
+  with open(FLAGS.output, "w") as f:
+    json.dump(result, f, indent=2)
+  print(table(result))
+  for name, value in result["ratios"].items():
+    print(f"{name}: {value:.2f}")
+
+
+if __name__ == "__main__":
+  define_flags()
+  app.run(main)

@@ -1,0 +1,93 @@
+"""Hot reload: versions appear while a client loop runs, and no request fails."""
+
+import os
+import re
+import shutil
+import threading
+import time
+
+import grpc
+import keras
+import pytest
+import requests
+import tensorflow as tf
+from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+from serving_util import run_server
+from tfagent import config, export
+
+POLL_SECONDS = 1.0
+
+
+class ClientLoop(threading.Thread):
+  """REST and gRPC predicts back to back; records failures and the version that answered."""
+
+  def __init__(self, url: str, address: str):
+    super().__init__(daemon=True)
+    self.url, self.stop = url, threading.Event()
+    self.stub = prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(address))
+    self.failures, self.versions, self.count = [], [], 0
+
+  def run(self):
+    request = predict_pb2.PredictRequest(model_spec={"name": "m"})
+    request.inputs["text"].CopyFrom(tf.make_tensor_proto(["great movie"]))
+    session = requests.Session()
+    while not self.stop.is_set():
+      try:
+        r = session.post(f"{self.url}/v1/models/m:predict", json={"instances": ["a"]}, timeout=30)
+        if r.status_code != 200:
+          self.failures.append(r.text)
+        version = self.stub.Predict(request, timeout=30).model_spec.version.value
+        self.versions.append((time.monotonic(), version))
+        self.count += 2
+        time.sleep(0.01)  # A steady client, not a load test: the CPU is shared.
+      except Exception as e:  # noqa: BLE001  Any failure is what the test looks for.
+        self.failures.append(repr(e))
+
+  def first_seen(self, version: int):
+    return next((t for t, v in list(self.versions) if v == version), None)
+
+
+@pytest.mark.slow
+def test_new_version_is_served_after_warm_up_without_a_failed_request(trained_run, tmp_path):
+  cfg, result = trained_run
+  base = tmp_path / "m"
+  shutil.copytree(result["saved_model"], base / "1")
+  log = tmp_path / "server.log"
+  args = ["--model_name=m", f"--model_base_path={base}",
+          f"--file_system_poll_wait_seconds={POLL_SECONDS}"]
+  with run_server(args, "m", str(log)) as (url, address, _):
+    loop = ClientLoop(url, address)
+    loop.start()
+    time.sleep(1.0)
+    # Half a version (graph, no variables) is never served; version 1 goes on.
+    os.makedirs(base / "3" / "variables")
+    shutil.copy(os.path.join(result["saved_model"], "saved_model.pb"), base / "3")
+    time.sleep(3 * POLL_SECONDS)
+    status = requests.get(f"{url}/v1/models/m", timeout=10).json()["model_version_status"]
+    assert status[0]["version"] == "3" and status[0]["state"] == "END"
+    assert "Failed to load" in status[0]["status"]["error_message"]
+    assert loop.first_seen(3) is None and loop.versions[-1][1] == 1
+    shutil.rmtree(base / "3")
+    # A real export of version 2, written while the server polls.
+    model = keras.saving.load_model(os.path.join(cfg.train.model_dir, "checkpoints",
+                                                 "best.keras"))
+    export.export_model(model, ["negative", "positive"], config.ExportConfig(
+        export_dir=str(tmp_path), model_name="m", version=2), warmup_texts=["great"])
+    exported = time.monotonic()
+    while loop.first_seen(2) is None and time.monotonic() < exported + 60:
+      time.sleep(0.05)
+    switched = loop.first_seen(2)
+    time.sleep(1.0)
+    loop.stop.set()
+    loop.join(timeout=60)
+  assert switched is not None, log.read_text()[-3000:]
+  load_seconds = float(re.search(r"version: 2\} in ([\d.]+) s", log.read_text()).group(1))
+  # Found at the next poll (+ the 0.2 s settle check), then loaded and warmed up.
+  assert switched - exported < POLL_SECONDS + 0.2 + load_seconds + 1.0
+  assert loop.failures == [] and loop.count > 20
+  assert [v for _, v in loop.versions if _ > switched] and all(
+      v == 2 for t, v in loop.versions if t > switched)
+  print(f"version 2 served {switched - exported:.2f} s after the export "
+        f"(poll {POLL_SECONDS} s, load + warm-up {load_seconds:.1f} s); "
+        f"{loop.count} requests, 0 failed")
