@@ -96,24 +96,26 @@ def size_mb(path: str) -> float:
 
 
 def run_row(dataset: str, model: str) -> dict:
-  run_dir = os.path.join(FLAGS.runs_dir, dataset_slug(dataset), model)
-  os.makedirs(run_dir, exist_ok=True)
+  run_dir = os.path.abspath(os.path.join(FLAGS.runs_dir, dataset_slug(dataset), model))
+  if not os.path.relpath(run_dir, ROOT).startswith(".."):
+    run_dir = os.path.relpath(run_dir, ROOT)  # Shorter, copyable commands in the table.
+  os.makedirs(os.path.join(ROOT, run_dir), exist_ok=True)
   cmd = row_command(dataset, model, run_dir, FLAGS.quick, FLAGS.extra_flags)
   logging.info("[%s] %s", model, " ".join(shlex.quote(c) for c in cmd))
-  log_path = os.path.join(run_dir, "bench.log")
+  log_path = os.path.join(ROOT, run_dir, "bench.log")
   rc, wall, rss = run_measured(cmd, log_path)
   if rc != 0:
     with open(log_path, encoding="utf-8") as f:
       tail = f.read()[-2000:]
     raise RuntimeError(f"{model} failed with exit code {rc}; log {log_path}:\n{tail}")
-  with open(os.path.join(run_dir, "eval", "metrics.json"), encoding="utf-8") as f:
+  with open(os.path.join(ROOT, run_dir, "eval", "metrics.json"), encoding="utf-8") as f:
     m = json.load(f)
   row = {
       "model": model, "accuracy": m["accuracy"], "macro_f1": m["macro_f1"],
       "train_seconds": m["train_seconds"],
       "train_examples_per_second": m["train_examples_per_second"],
       "inference_examples_per_second": m["inference_examples_per_second"],
-      "model_size_mb": size_mb(m["saved_model"]), "peak_rss_mb": rss, "wall_seconds": wall,
+      "model_size_mb": size_mb(os.path.join(ROOT, m["saved_model"])), "peak_rss_mb": rss, "wall_seconds": wall,
       "test_examples": m["examples"], "train_examples": m["train_examples"],
       "epochs_run": m["epochs_run"], "command": " ".join(["python"] + [shlex.quote(c) for c in cmd[1:]]),
   }
