@@ -7,6 +7,7 @@ import json
 import math
 import os
 import sys
+import time
 
 from absl import app, flags, logging
 import keras
@@ -120,12 +121,19 @@ def train_and_evaluate(cfg: config.Config) -> dict:
   logging.info("Model %s: %d parameters (%d trainable), vocabulary %d.", cfg.model.name,
                model.count_params(), sum(v.numpy().size for v in model.trainable_variables),
                len(tokenizer.vocabulary()))
-  classifier.fit(train_ds, validation_data=val_ds, epochs=cfg.train.epochs,
-                 callbacks=make_callbacks(cfg, model), verbose=fit_verbosity(cfg.train),
-                 shuffle=False)  # tf.data shuffles; Keras cannot shuffle a dataset.
+  start = time.perf_counter()
+  history = classifier.fit(train_ds, validation_data=val_ds, epochs=cfg.train.epochs,
+                           callbacks=make_callbacks(cfg, model), verbose=fit_verbosity(cfg.train),
+                           shuffle=False)  # tf.data shuffles; Keras cannot shuffle a dataset.
+  fit_s = time.perf_counter() - start
   path = export.export_model(model, info.class_names, cfg.export)
+  start = time.perf_counter()
   result = evaluate.evaluate(evaluate.saved_model_predict_fn(path), splits["test"],
                              info.class_names, os.path.join(cfg.train.model_dir, "eval"))
+  # Fit time includes each epoch's validation pass; test time, the SavedModel's load.
+  result["timing"] = {"epochs": len(history.epoch), "train_examples": n_train,
+                      "fit_seconds_per_epoch": fit_s / max(1, len(history.epoch)),
+                      "test_seconds": time.perf_counter() - start}
   result["saved_model"] = path
   with open(os.path.join(cfg.train.model_dir, "eval", "metrics.json"), "w") as f:
     json.dump(result, f, indent=2)

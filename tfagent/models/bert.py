@@ -196,6 +196,8 @@ def build_bert(cfg, num_classes: int, tokenizer_name: str) -> tuple:
     raise ConfigError(f"--sequence_length={cfg.sequence_length} exceeds the preset's "
                       f"{backbone.max_sequence_length} positions.")
   backbone.trainable = not cfg.freeze_backbone  # A linear probe trains the head only.
+  # BERT's [CLS] pooler is unused (we pool all tokens): no gradient reaches it.
+  backbone.get_layer("pooled_dense").trainable = False
   encoder = WordPieceEncoder(tokenizer.get_vocabulary(), tokenizer.lowercase,
                              cfg.sequence_length, cfg.truncation, name=tokenizer_name)
   return encoder, build_head(backbone, cfg, num_classes)
