@@ -245,3 +245,17 @@ def test_minilm_default_preset_loads_offline_and_tokenizes():
   assert backbone.count_params() == 22_713_216
   ids = model.get_layer(models.TOKENIZER)(tf.constant(["Great movie!"])).numpy()[0]
   assert list(ids) == [101, 2307, 3185, 999, 102]  # bert-base-uncased ids.
+
+
+@pytest.mark.large
+@pytest.mark.slow
+@needs_minilm
+def test_minilm_export_serves_the_same_probabilities_in_a_clean_process(tmp_path):
+  from tfagent import export
+  model = models.build_model(config.ModelConfig(name="bert", sequence_length=32,
+                                                truncation="head_tail"), ["neg", "pos"], None)
+  path = export.export_model(model, ["neg", "pos"],
+                             config.ExportConfig(export_dir=str(tmp_path), model_name="minilm"))
+  texts = TEXTS + ["What a wonderful, moving film; the acting is superb. " * 5]
+  in_process = tf.nn.softmax(model(tf.constant(texts), training=False)).numpy()
+  np.testing.assert_allclose(clean_process_probabilities(path, texts), in_process, atol=1e-4)
