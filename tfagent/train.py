@@ -200,7 +200,7 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   try:
     cfg = config_from_flags()
-    models.check_model_name(cfg.model.name)
+    models.check_model_config(cfg.model)
     logging.info("Config: %s", json.dumps(cfg.to_dict(), sort_keys=True))
     result = train_and_evaluate(cfg)
   except TfagentError as e:

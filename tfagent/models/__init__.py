@@ -6,6 +6,7 @@ import keras
 import tensorflow as tf
 
 from tfagent.errors import ConfigError
+from tfagent.models import bert
 from tfagent.models.bert import BACKBONE, build_bert
 from tfagent.models.layers import TextTokenizer
 from tfagent.models.lstm import build_lstm
@@ -21,6 +22,14 @@ def check_model_name(name: str) -> None:
   if name not in BUILDERS:
     raise ConfigError(f"--model={name!r} is unknown; valid models: "
                       f"{', '.join(sorted(BUILDERS))}.")
+
+
+def check_model_config(cfg) -> None:
+  """Fails fast, before any data is read, on a bad model name, preset or truncation."""
+  check_model_name(cfg.name)
+  if cfg.name == "bert":
+    bert.check_truncation(cfg.truncation)
+    bert.resolve_preset(cfg.preset)
 
 
 def find_backbone(classifier: keras.Model):
