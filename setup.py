@@ -18,6 +18,7 @@ setuptools.setup(
         "tensorboard>=2.21,<2.22",  # No longer a dependency of tensorflow itself.
         "keras>=3.10,<4",
         "keras-hub>=0.32,<0.33",
+        "safetensors>=0.4,<1",  # keras-hub reads Hugging Face BERT folders (--model=bert) with it.
         "tensorflow-datasets>=4.9.9,<5",
         "importlib_resources>=6,<8",  # TFDS 4.9.10 imports it but does not declare it.
         "absl-py>=2.1,<3",

@@ -62,7 +62,12 @@ def flagfile_for(dataset: str, model: str) -> str:
   """The config a user would run for this model on this data set."""
   if model == "tfidf_lr":  # The peer reads the data flags of the LSTM's config.
     model = "lstm"
-  name = f"imdb_{model}.flags" if dataset == "imdb" else f"{model}.flags"
+  if dataset == "imdb":
+    name = f"imdb_{model}.flags"
+  elif model == "bert":  # Fine-tuning MiniLM on all of a corpus is a GPU job; a sample on CPU.
+    name = "bert_quickstart.flags"
+  else:
+    name = f"{model}.flags"
   return os.path.join("configs", name)  # Rows run with the repository root as cwd.
 
 

@@ -46,7 +46,7 @@ def test_flagfiles_follow_the_dataset():
   cmd = accuracy.row_command("csv:x.csv", "lstm", "/r", quick=True, extra="--seed=3")
   assert "--dataset=csv:x.csv" in cmd and cmd[-1] == "--seed=3"
   assert "--max_train_examples=2000" in cmd
+  assert accuracy.flagfile_for("embedded", "bert") == "configs/bert_quickstart.flags"
   for model in accuracy.MODELS:
-    if model != "bert":  # configs/bert*.flags arrive with the BERT model.
-      for dataset in ("embedded", "imdb"):
-        assert os.path.isfile(os.path.join(ROOT, accuracy.flagfile_for(dataset, model)))
+    for dataset in ("embedded", "imdb"):
+      assert os.path.isfile(os.path.join(ROOT, accuracy.flagfile_for(dataset, model)))

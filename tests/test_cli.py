@@ -23,7 +23,17 @@ def assert_clean_error(proc, pattern):
 
 def test_unknown_model_flag():
   assert_clean_error(run("tfagent.train", "--model=cnn"),
-                     "--model='cnn' is unknown; valid models: lstm, transformer")
+                     "--model='cnn' is unknown; valid models: bert, lstm, transformer")
+
+
+def test_missing_bert_preset_names_the_flag_before_reading_data(tmp_path):
+  assert_clean_error(run("tfagent.train", "--model=bert", f"--preset={tmp_path}/nowhere",
+                         f"--model_dir={tmp_path}/run"), f"--preset={tmp_path}/nowhere: no such directory")
+
+
+def test_bad_truncation_flag():
+  assert_clean_error(run("tfagent.train", "--model=bert", "--truncation=middle"),
+                     "--truncation=middle: value should be one of <head|tail|head_tail>")
 
 
 def test_missing_flagfile():

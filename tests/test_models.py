@@ -87,5 +87,5 @@ def test_one_training_step_changes_every_trainable_weight(name):
 
 
 def test_unknown_model_lists_valid_ones():
-  with pytest.raises(ConfigError, match="'cnn' is unknown; valid models: lstm, transformer"):
+  with pytest.raises(ConfigError, match="'cnn' is unknown; valid models: bert, lstm, transformer"):
     models.check_model_name("cnn")

