@@ -182,7 +182,9 @@ def test_multi_worker_mirrored_two_processes(corpus_dir, tmp_path):
   for index, (proc, log) in enumerate(zip(procs, logs)):
     assert proc.returncode == 0, f"worker {index}:\n{log[-4000:]}"
   assert "replica(s); task worker:0 (chief)" in logs[0] and "task worker:1." in logs[1]
-  assert sorted(os.listdir(export_dir / "tiny")) == ["1"]  # One export, by the chief.
+  # One export (version 1) and its serving files, by the chief.
+  assert sorted(os.listdir(export_dir / "tiny")) == [
+      "1", "batching_parameters.txt", "models.config"]
   assert sorted(os.listdir(run_dir / "checkpoints")) == ["best.keras", "last.keras"]
   assert os.listdir(run_dir / "backup") == []  # Cleared at the end.
   for tmp in scratch:  # The worker's scratch run and export were removed.
