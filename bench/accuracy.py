@@ -26,9 +26,10 @@ import time
 
 from absl import app, flags, logging
 
+from bench import imdb
+
 FLAGS = flags.FLAGS
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-IMDB_DIR = os.path.join(ROOT, "..", "shared", "data", "imdb")
 MODELS = ("tfidf_lr", "lstm", "transformer", "bert")
 COLUMNS = (
     ("model", "model", "{}"),
@@ -167,8 +168,8 @@ def main(argv):
   unknown = sorted(set(FLAGS.models) - set(MODELS))
   if unknown:
     raise app.UsageError(f"--models: unknown {unknown}; choose from {', '.join(MODELS)}.")
-  if FLAGS.dataset == "imdb" and not os.path.isdir(IMDB_DIR):
-    raise app.UsageError(f"--dataset=imdb needs {os.path.normpath(IMDB_DIR)} (see its README).")
+  if FLAGS.dataset == "imdb" and not os.path.isdir(imdb.DIR):
+    raise app.UsageError(f"--dataset=imdb needs {imdb.DIR} (see its README).")
   rows = [run_row(FLAGS.dataset, model) for model in FLAGS.models]
   slug = dataset_slug(FLAGS.dataset) + ("_quick" if FLAGS.quick else "")
   os.makedirs(FLAGS.out_dir, exist_ok=True)

@@ -17,11 +17,10 @@ import time
 from absl import app, flags, logging
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from bench import imdb  # noqa: E402
 from tfagent import config, train  # noqa: E402
 
 FLAGS = flags.FLAGS
-IMDB = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data",
-                                     "imdb"))
 
 
 def define_flags() -> None:
@@ -44,12 +43,10 @@ def define_flags() -> None:
 
 def bench_config() -> config.Config:
   """IMDB official split; the bench flags mapped onto a tfagent Config."""
-  train_csv = os.path.join(IMDB, "train.csv.gz")
   return config.Config(
-      data=config.DataConfig(dataset=f"csv:{train_csv}", test_path=train_csv.replace("train", "test"),
-                             class_names="neg,pos", batch_size=FLAGS.batch_size,
-                             max_train_examples=FLAGS.train_examples,
-                             validation_fraction=FLAGS.validation_fraction),
+      data=imdb.official_split(batch_size=FLAGS.batch_size,
+                               max_train_examples=FLAGS.train_examples,
+                               validation_fraction=FLAGS.validation_fraction),
       model=config.ModelConfig(name="bert", preset=FLAGS.preset, sequence_length=FLAGS.sequence_length,
                                truncation=FLAGS.truncation, dropout=0.1,
                                freeze_backbone=FLAGS.freeze_backbone),
@@ -79,8 +76,8 @@ def summarize(cfg: config.Config, result: dict, wall_s: float) -> dict:
 
 def main(argv):
   del argv
-  if not os.path.isdir(IMDB):
-    logging.warning("%s not found (see ../shared/data/README.md): nothing to benchmark.", IMDB)
+  if not os.path.isdir(imdb.DIR):
+    logging.warning("%s not found (see ../shared/data/README.md): nothing to benchmark.", imdb.DIR)
     return
   cfg = bench_config()
   start = time.perf_counter()

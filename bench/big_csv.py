@@ -17,19 +17,18 @@ import sys
 from absl import app, flags, logging
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from bench import imdb  # noqa: E402
 from tfagent import config, data  # noqa: E402
 
 FLAGS = flags.FLAGS
-IMDB_TRAIN = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "imdb",
-                          "train.csv.gz")
 
 
 def write(path: str, megabytes: int) -> None:
   """Writes `text,label` rows from IMDB train until the file reaches `megabytes` MiB."""
-  if not os.path.exists(IMDB_TRAIN):
-    logging.warning("%s not found: nothing to copy; skipping.", IMDB_TRAIN)
+  if not os.path.exists(imdb.TRAIN):
+    logging.warning("%s not found: nothing to copy; skipping.", imdb.TRAIN)
     return
-  with gzip.open(IMDB_TRAIN, "rt", encoding="utf-8", newline="") as f:
+  with gzip.open(imdb.TRAIN, "rt", encoding="utf-8", newline="") as f:
     rows = list(csv.DictReader(f))
   os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
   rng, copy = random.Random(0), 0
@@ -46,7 +45,7 @@ def write(path: str, megabytes: int) -> None:
 
 def read(path: str, cache_max_mb: int) -> None:
   """Loads the CSV as training does and reads every split once."""
-  cfg = config.DataConfig(dataset=f"csv:{path}", class_names="neg,pos",
+  cfg = config.DataConfig(dataset=f"csv:{path}", class_names=imdb.CLASS_NAMES,
                           cache_max_mb=cache_max_mb)
   splits, info = data.load_splits(cfg)
   counts = {s: data.count_examples(ds) for s, ds in splits.items()}

@@ -23,21 +23,19 @@ import numpy as np
 import tensorflow as tf
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from bench import imdb  # noqa: E402
 from tfagent import config, data, models  # noqa: E402
 
 FLAGS = flags.FLAGS
-IMDB = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "imdb")
 
 
 def data_config() -> config.DataConfig:
   """IMDB's official split when the shared copy is there, else the embedded corpus."""
   if FLAGS.dataset:
     return config.DataConfig(dataset=FLAGS.dataset, batch_size=FLAGS.batch_size)
-  train = os.path.normpath(os.path.join(IMDB, "train.csv.gz"))
-  if os.path.exists(train):
-    return config.DataConfig(dataset=f"csv:{train}", test_path=train.replace("train", "test"),
-                             class_names="neg,pos", batch_size=FLAGS.batch_size)
-  logging.warning("%s not found: benchmarking the embedded corpus instead.", train)
+  if os.path.exists(imdb.TRAIN):
+    return imdb.official_split(batch_size=FLAGS.batch_size)
+  logging.warning("%s not found: benchmarking the embedded corpus instead.", imdb.TRAIN)
   return config.DataConfig(batch_size=FLAGS.batch_size)
 
 

@@ -26,15 +26,13 @@ import time
 
 from absl import app, flags, logging
 import keras
-import numpy as np
 import tensorflow as tf
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from bench import imdb  # noqa: E402
 from tfagent import config, data, models, train  # noqa: E402
 
 FLAGS = flags.FLAGS
-IMDB_TRAIN = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..",
-                                           "..", "shared", "data", "imdb", "train.csv.gz"))
 SETUPS = {
     "plain (float32, no XLA, pad to 256)": dict(pad_to_max=True, mixed_precision="float32",
                                                 jit_compile=False),
@@ -55,7 +53,7 @@ flags.DEFINE_string("out", "bench/results/train_bench.json", "Where the figures 
 def bench_config(setup: dict) -> config.Config:
   """configs/transformer.flags sizes at IMDB length (256 tokens), sized for 2 CPU cores."""
   return config.Config(
-      data=config.DataConfig(dataset=f"csv:{IMDB_TRAIN}", class_names="neg,pos",
+      data=config.DataConfig(dataset=f"csv:{imdb.TRAIN}", class_names=imdb.CLASS_NAMES,
                              batch_size=FLAGS.batch_size,
                              max_train_examples=FLAGS.train_examples,
                              bucket_width=0 if setup["pad_to_max"] else FLAGS.bucket_width),
@@ -137,8 +135,8 @@ def run_setup(name: str, setup: dict, splits, info) -> dict:
 
 def main(argv):
   del argv
-  if not os.path.exists(IMDB_TRAIN):
-    logging.warning("%s not found (../shared/data/imdb); nothing to benchmark.", IMDB_TRAIN)
+  if not os.path.exists(imdb.TRAIN):
+    logging.warning("%s not found (../shared/data/imdb); nothing to benchmark.", imdb.TRAIN)
     return
   splits, info = data.load_splits(bench_config(next(iter(SETUPS.values()))).data)
   rows = [run_setup(name, setup, splits, info) for name, setup in SETUPS.items()]
