@@ -69,11 +69,17 @@ def plot_confusion(matrix, class_names, path: str) -> None:
   plt.close(fig)
 
 
-def evaluate(predict_fn, test_ds, class_names, out_dir: str, batch_size: int = 256) -> dict:
-  """Evaluates on the test split and writes `metrics.json` and `confusion_matrix.png`."""
+def evaluate(predict_fn, test_ds, class_names, out_dir: str, batch_size: int = 256,
+             extra: dict = None) -> dict:
+  """Evaluates on the test split and writes `metrics.json` and `confusion_matrix.png`.
+
+  `extra` (e.g. training time and history) is merged into the result, and so
+  into `metrics.json`, over the test metrics.
+  """
   labels, probs, seconds = predict_probabilities(predict_fn, test_ds, batch_size)
   result = compute_metrics(labels, probs, class_names)
   result["inference_examples_per_second"] = len(labels) / max(seconds, 1e-9)
+  result.update(extra or {})
   os.makedirs(out_dir, exist_ok=True)
   with open(os.path.join(out_dir, "metrics.json"), "w", encoding="utf-8") as f:
     json.dump(result, f, indent=2)

@@ -14,7 +14,6 @@ import time
 
 from absl import app, flags, logging
 import keras
-import tensorflow as tf
 
 from tfagent import backup, config, data, distribute, evaluate, export, models, optim, summaries
 from tfagent.data import flags as data_flags
@@ -306,10 +305,8 @@ def train_in(cfg: config.Config, out: config.Config, strategy) -> dict:
 def evaluate_export(cfg: config.Config, result: dict, splits, info, model) -> dict:
   """Chief only: test metrics of the export, `eval/metrics.json`, final summaries."""
   eval_dir = os.path.join(cfg.train.model_dir, "eval")
-  result = {**evaluate.evaluate(evaluate.saved_model_predict_fn(result["saved_model"]),
-                                splits["test"], info.class_names, eval_dir), **result}
-  with open(os.path.join(eval_dir, "metrics.json"), "w") as f:
-    json.dump(result, f, indent=2)
+  result = evaluate.evaluate(evaluate.saved_model_predict_fn(result["saved_model"]),
+                             splits["test"], info.class_names, eval_dir, extra=result)
   logdir, _, val_dir = summaries.log_dirs(cfg.train.model_dir)
   validation = result["validation"]
   summaries.write_final_metrics(logdir, {"val_loss": validation["loss"],
