@@ -54,6 +54,14 @@ def replace_atomically(write, final: str) -> None:
   _fsync_dir(folder)
 
 
+def write_text_atomically(final: str, text: str) -> None:
+  """Writes a small UTF-8 text file through `replace_atomically`."""
+  def write(path):
+    with open(path, "w", encoding="utf-8") as f:
+      f.write(text)
+  replace_atomically(write, final)
+
+
 def read_state(backup_dir: str) -> dict:
   """The last backup's `state.json`, or None when there is none."""
   path = os.path.join(backup_dir, STATE_FILE)
@@ -151,11 +159,7 @@ class StepBackup(keras.callbacks.Callback):
     state = {"epoch": epoch, "step": step, "global_step": self.global_step, "weights": name,
              "rng": [np.asarray(v.numpy()).tolist() for v in rng_variables(self.model)],
              "callbacks": {k: c.get_state() for k, c in self.resumables.items()}}
-
-    def write_state(path):
-      with open(path, "w", encoding="utf-8") as f:
-        json.dump(state, f)
-    replace_atomically(write_state, os.path.join(self.backup_dir, STATE_FILE))
+    write_text_atomically(os.path.join(self.backup_dir, STATE_FILE), json.dumps(state))
     for old in glob.glob(os.path.join(self.backup_dir, "ckpt-*.weights.h5")):
       if os.path.basename(old) != name:
         os.remove(old)

@@ -8,6 +8,7 @@ from absl import logging
 import keras
 import tensorflow as tf
 
+from tfagent import backup
 from tfagent.errors import ConfigError
 
 SERVING_DEFAULT = "serving_default"
@@ -106,10 +107,7 @@ def write_server_configs(base: str, model_name: str) -> None:
                   '    model_platform: "tensorflow"\n  }\n}\n')
   for name, text in (("models.config", model_config),
                      ("batching_parameters.txt", BATCHING_PARAMETERS)):
-    tmp = os.path.join(base, f".tmp-{name}")
-    with open(tmp, "w", encoding="utf-8") as f:
-      f.write(text)
-    os.replace(tmp, os.path.join(base, name))
+    backup.write_text_atomically(os.path.join(base, name), text)
 
 
 def export_model(model: keras.Model, class_names, export_cfg, warmup_texts=None) -> str:
