@@ -89,3 +89,43 @@ def test_one_training_step_changes_every_trainable_weight(name):
 def test_unknown_model_lists_valid_ones():
   with pytest.raises(ConfigError, match="'cnn' is unknown; valid models: bert, lstm, transformer"):
     models.check_model_name("cnn")
+
+
+def test_ensemble_predicts_the_mean_of_its_members_probabilities():
+  model = build("lstm", ensemble_size=3)
+  classifier = model.get_layer(models.CLASSIFIER)
+  ids = model.get_layer(models.TOKENIZER)(tf.constant(CORPUS))
+  member_probs = [tf.nn.softmax(classifier.get_layer(f"member_{k}")(ids)).numpy()
+                  for k in range(3)]
+  assert not np.allclose(member_probs[0], member_probs[1])  # Own initial weights.
+  ensemble_probs = tf.nn.softmax(model(tf.constant(CORPUS))).numpy()
+  np.testing.assert_allclose(ensemble_probs, np.mean(member_probs, axis=0), atol=1e-6)
+
+
+def test_ensemble_step_trains_each_member_on_its_own_batch_and_reloads(tmp_path):
+  model = build("transformer", ensemble_size=2, dropout=0.0)
+  classifier = model.get_layer(models.CLASSIFIER)
+  classifier.compile(optimizer=keras.optimizers.Adam(1e-2),
+                     loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+  tok = model.get_layer(models.TOKENIZER)
+  member_0 = classifier.get_layer("member_0")
+  before = [w.numpy().copy() for w in classifier.trainable_weights]
+  # Each member gets its own batch; labels are [batch, members].
+  ids = (tok(tf.constant(CORPUS)), tok(tf.constant(CORPUS[::-1])))
+  classifier.train_on_batch(ids, np.array([[1, 0], [0, 1], [1, 1], [1, 0], [0, 1]]))
+  unchanged = [w.path for w, b in zip(classifier.trainable_weights, before)
+               if np.array_equal(w.numpy(), b)]
+  assert not unchanged, f"not updated by one step: {unchanged}"
+  assert len(classifier.trainable_weights) == 2 * len(member_0.trainable_weights)
+  path = str(tmp_path / "m.keras")
+  model.save(path)
+  texts = tf.constant(CORPUS)
+  np.testing.assert_allclose(keras.saving.load_model(path)(texts).numpy(),
+                             model(texts).numpy(), atol=1e-6)
+
+
+def test_ensemble_size_is_checked():
+  with pytest.raises(ConfigError, match="--ensemble_size=0 is invalid"):
+    models.check_model_config(tiny("lstm", ensemble_size=0))
+  with pytest.raises(ConfigError, match="--ensemble_size=2 is not supported with --model=bert"):
+    models.check_model_config(tiny("bert", ensemble_size=2))

