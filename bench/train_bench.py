@@ -4,14 +4,17 @@
 
 In one run, on IMDB reviews (../shared/data/imdb/train.csv.gz, split 80/10/10
 by the seeded text hash; training on a seeded sample of --train_examples), the
-same Transformer (256 tokens, the IMDB length used in the configs) is trained
-from the same seed for the same number of steps, once per setup, with the
-training code's own pieces (`train.build_and_compile`, `data.make_input_fn`'s
-training stream, `train.precision_policy`):
+same Transformer (--sequence_length tokens, 512 as in configs/imdb_transformer.flags;
+layer sizes cut for 2 CPU cores) is trained from the same seed for the same
+number of steps, once per setup, with the training code's own pieces
+(`train.build_and_compile`, `data.make_input_fn`'s training stream,
+`train.precision_policy`):
 
-  plain:        float32, no XLA, every batch padded to the maximum length (256);
-  buckets+bf16: length buckets (--bucket_width), mixed bfloat16, no XLA;
-  buckets+XLA+bf16: the same with `jit_compile` (one XLA program per bucket width).
+  plain:            float32, no XLA, every batch padded to --sequence_length;
+  buckets + XLA + bfloat16: length buckets (--bucket_width), XLA (`jit_compile`,
+                    one program per bucket width), mixed bfloat16;
+  and, to show what each part brings: buckets alone, buckets + bfloat16, and
+  buckets + XLA in float32 (--setups picks which run).
 
 Reported per setup: training examples/s over the epochs after the first
 (the first traces, and with XLA compiles each bucket width), the first
@@ -34,30 +37,34 @@ from tfagent import config, data, models, train  # noqa: E402
 
 FLAGS = flags.FLAGS
 SETUPS = {
-    "plain (float32, no XLA, pad to 256)": dict(pad_to_max=True, mixed_precision="float32",
-                                                jit_compile=False),
-    "buckets + bfloat16": dict(pad_to_max=False, mixed_precision="bfloat16",
-                               jit_compile=False),
-    "buckets + XLA + bfloat16": dict(pad_to_max=False, mixed_precision="bfloat16",
-                                     jit_compile=True),
+    "plain": dict(pad_to_max=True, mixed_precision="float32", jit_compile=False),
+    "buckets": dict(pad_to_max=False, mixed_precision="float32", jit_compile=False),
+    "buckets+bf16": dict(pad_to_max=False, mixed_precision="bfloat16", jit_compile=False),
+    "buckets+xla": dict(pad_to_max=False, mixed_precision="float32", jit_compile=True),
+    "buckets+xla+bf16": dict(pad_to_max=False, mixed_precision="bfloat16", jit_compile=True),
 }
 
 flags.DEFINE_integer("train_examples", 4000, "Seeded sample of IMDB train reviews to train on.")
 flags.DEFINE_integer("epochs", 2, "Epochs per setup; examples/s is measured after the first.")
 flags.DEFINE_integer("batch_size", 32, "Global batch size.")
-flags.DEFINE_integer("bucket_width", 32, "Bucket width in tokens for the bucketed setups "
-                     "(XLA compiles one program per width: 256/32 = 8).")
+flags.DEFINE_integer("sequence_length", 512, "Tokens kept per review; the plain setup pads "
+                     "every batch to it (512 as configs/imdb_transformer.flags).")
+flags.DEFINE_integer("bucket_width", 64, "Bucket width in tokens for the bucketed setups "
+                     "(XLA compiles one program per width: 512/64 = 8).")
+flags.DEFINE_list("setups", list(SETUPS), f"Setups to run, the first being the baseline: "
+                  f"{', '.join(SETUPS)}.")
 flags.DEFINE_string("out", "bench/results/train_bench.json", "Where the figures go (JSON).")
 
 
 def bench_config(setup: dict) -> config.Config:
-  """configs/transformer.flags sizes at IMDB length (256 tokens), sized for 2 CPU cores."""
+  """A Transformer at IMDB length (--sequence_length), layers sized for 2 CPU cores."""
   return config.Config(
       data=config.DataConfig(dataset=f"csv:{imdb.TRAIN}", class_names=imdb.CLASS_NAMES,
                              batch_size=FLAGS.batch_size,
                              max_train_examples=FLAGS.train_examples,
                              bucket_width=0 if setup["pad_to_max"] else FLAGS.bucket_width),
-      model=config.ModelConfig(name="transformer", vocab_size=20_000, sequence_length=256,
+      model=config.ModelConfig(name="transformer", vocab_size=20_000,
+                               sequence_length=FLAGS.sequence_length,
                                embedding_dim=64, num_layers=2, num_heads=4,
                                intermediate_dim=128, dropout=0.1),
       train=config.TrainConfig(epochs=FLAGS.epochs, learning_rate=1e-3,
@@ -117,7 +124,8 @@ def run_setup(name: str, setup: dict, splits, info) -> dict:
                                                 info.class_names, steps * cfg.train.epochs)
     tokenizer = model.get_layer(models.TOKENIZER)
     if setup["pad_to_max"]:
-      train_ds = plain_input(splits["train"], padded_to_max(tokenizer, 256), cfg.data)
+      train_ds = plain_input(splits["train"],
+                             padded_to_max(tokenizer, cfg.model.sequence_length), cfg.data)
     else:
       train_ds = data.make_input_fn(splits["train"], tokenizer, cfg.data, training=True,
                                     start_step=0)()
@@ -139,20 +147,25 @@ def main(argv):
     logging.warning("%s not found (../shared/data/imdb); nothing to benchmark.", imdb.TRAIN)
     return
   splits, info = data.load_splits(bench_config(next(iter(SETUPS.values()))).data)
-  rows = [run_setup(name, setup, splits, info) for name, setup in SETUPS.items()]
+  unknown = set(FLAGS.setups) - set(SETUPS)
+  if unknown:
+    raise app.UsageError(f"--setups: unknown {sorted(unknown)}; valid: {', '.join(SETUPS)}")
+  rows = [run_setup(name, SETUPS[name], splits, info) for name in FLAGS.setups]
   plain = rows[0]
   for r in rows:
     r["speedup"] = r["examples_per_s"] / plain["examples_per_s"]
     r["accuracy_points_vs_plain"] = 100 * (r["val_accuracy"] - plain["val_accuracy"])
   summary = {"rows": rows, "train_examples": info.split_sizes["train"],
              "validation_examples": info.split_sizes["validation"], "epochs": FLAGS.epochs,
-             "batch_size": FLAGS.batch_size, "bucket_width": FLAGS.bucket_width}
+             "batch_size": FLAGS.batch_size, "bucket_width": FLAGS.bucket_width,
+             "sequence_length": FLAGS.sequence_length, "cpus": os.cpu_count(),
+             "load_average_at_end": os.getloadavg()}
   os.makedirs(os.path.dirname(FLAGS.out) or ".", exist_ok=True)
   with open(FLAGS.out, "w") as f:
     json.dump(summary, f, indent=2)
-  print(f"{'setup':38} {'ex/s':>8} {'ex/s epoch 1':>13} {'speed-up':>9} {'val acc':>8} {'pts':>6}")
+  print(f"{'setup':20} {'ex/s':>8} {'ex/s epoch 1':>13} {'speed-up':>9} {'val acc':>8} {'pts':>6}")
   for r in rows:
-    print(f"{r['setup']:38} {r['examples_per_s']:8.1f} {r['examples_per_s_first_epoch']:13.1f} "
+    print(f"{r['setup']:20} {r['examples_per_s']:8.1f} {r['examples_per_s_first_epoch']:13.1f} "
           f"{r['speedup']:8.2f}x {r['val_accuracy']:8.4f} {r['accuracy_points_vs_plain']:+6.2f}")
 
 
