@@ -1,8 +1,8 @@
 """Serving benchmark: REST and gRPC at 1, 8 and 32 concurrent clients, batching on
 and off, beside the in-process latency of the same SavedModel, in one run.
 
-  python -m tfagent.train --flagfile=configs/quickstart.flags
-  python bench/serve_bench.py --model_base_path=saved_models/quickstart
+  python -m tfagent.train --flagfile=configs/lstm.flags
+  python bench/serve_bench.py --model_base_path=saved_models/lstm --model_name=lstm
 
 Each client sends one text per request, back to back, for --seconds (at most
 --max_requests each); clients run in --client_processes processes so the
@@ -217,8 +217,9 @@ def ratios(result: dict) -> dict:
 
 def define_flags() -> None:
   """Defines this entry point's flags; called only when run as a program."""
-  flags.DEFINE_string("model_base_path", "saved_models/quickstart", "Exported model (base path).")
-  flags.DEFINE_string("model_name", "quickstart", "Name to serve it under.")
+  flags.DEFINE_string("model_base_path", "saved_models/lstm", "Exported model (base path); "
+                      "configs/lstm.flags writes it.")
+  flags.DEFINE_string("model_name", "lstm", "Name to serve it under.")
   flags.DEFINE_list("concurrency", ["1", "8", "32"], "Concurrent clients per cell.")
   flags.DEFINE_float("seconds", 8.0, "Load time per cell.")
   flags.DEFINE_integer("max_requests", 2000, "Cap on requests per client per cell.")
