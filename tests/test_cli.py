@@ -72,6 +72,15 @@ def test_predict_on_a_missing_model_is_clear(tmp_path):
                      "no SavedModel here")
 
 
+def test_evaluate_cli_on_the_best_checkpoint(trained_run, tmp_path):
+  """Without --saved_model it loads checkpoints/best.keras, saved with its optimizer."""
+  cfg, result = trained_run
+  proc = run("tfagent.evaluate", f"--model_dir={cfg.train.model_dir}", f"--output_dir={tmp_path}")
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  with open(tmp_path / "metrics.json") as f:
+    assert json.load(f)["accuracy"] == pytest.approx(result["accuracy"], abs=1e-6)
+
+
 def test_evaluate_cli_on_the_export(trained_run, tmp_path):
   cfg, result = trained_run
   proc = run("tfagent.evaluate", f"--model_dir={cfg.train.model_dir}",

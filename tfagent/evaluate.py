@@ -99,10 +99,16 @@ def saved_model_predict_fn(path: str):
 
 
 def load_checkpoint(path: str):
-  """Loads a `.keras` checkpoint of any tfagent model (string input, logits out)."""
+  """Loads a `.keras` checkpoint of any tfagent model (string input, logits out).
+
+  The classifier inside was saved compiled, so its optimizer class must be
+  registered too; the top-level model is loaded uncompiled (inference needs none).
+  """
   import keras
-  import tfagent.models  # noqa: F401  Registers the custom layers before deserializing.
-  return keras.saving.load_model(path)
+  # Register the custom layers and the optimizer before deserializing.
+  import tfagent.models  # noqa: F401
+  import tfagent.optim  # noqa: F401
+  return keras.saving.load_model(path, compile=False)
 
 
 def define_flags() -> None:

@@ -237,7 +237,7 @@ def restore_best(classifier: keras.Model, checkpoint_dir: str) -> None:
   """Loads the classifier weights of the best epoch (lowest val_loss), saved atomically."""
   path = os.path.join(checkpoint_dir, "best.keras")
   if os.path.exists(path):
-    best = keras.saving.load_model(path, compile=False)
+    best = evaluate.load_checkpoint(path)
     classifier.set_weights(best.get_layer(models.CLASSIFIER).get_weights())
 
 
