@@ -110,15 +110,13 @@ def make_input_fn(ds: tf.data.Dataset, preprocess, data_cfg, training: bool,
   if members > 1 and training and not stream:
     raise ValueError("An ensemble's training input must be a stream (start_step set).")
 
-  def member_batches(local, batch, batches_per_step, seed):
-    tokens = tokenize_examples(local, preprocess)
+  def member_batches(local, tokens, batch, batches_per_step, seed):
+    """One member's batches: from `tokens` (tokenized once, shared) or, without, from text."""
     if tokens is None:  # Not a padded-id tokenizer: batch, then preprocess.
       local = local.repeat() if stream else local
       local = batched(local, batch, training, seed, data_cfg.shuffle_buffer)
       return local.map(lambda text, label: (preprocess(text), label),
                        num_parallel_calls=tf.data.AUTOTUNE)
-    if held_in_memory(local):
-      tokens = tokens.cache()
     if training:
       tokens = tokens.shuffle(data_cfg.shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     tokens = tokens.repeat() if stream else tokens
@@ -136,14 +134,17 @@ def make_input_fn(ds: tf.data.Dataset, preprocess, data_cfg, training: bool,
       batch = ctx.get_per_replica_batch_size(batch)
       # Each replica fed by this pipeline takes one batch per global step.
       batches_per_step = ctx.num_replicas_in_sync // ctx.num_input_pipelines
+    tokens = tokenize_examples(local, preprocess)
+    if tokens is not None and held_in_memory(local):
+      tokens = tokens.cache()
     if members > 1 and training:
       out = tf.data.Dataset.zip(tuple(
-          member_batches(local, batch, batches_per_step, data_cfg.seed + k)
+          member_batches(local, tokens, batch, batches_per_step, data_cfg.seed + k)
           for k in range(members)))
       out = out.map(lambda *pairs: (tuple(ids for ids, _ in pairs),
                                     tf.stack([label for _, label in pairs], axis=-1)))
     else:
-      out = member_batches(local, batch, batches_per_step, data_cfg.seed)
+      out = member_batches(local, tokens, batch, batches_per_step, data_cfg.seed)
       if members > 1:
         out = out.map(lambda ids, label: ((ids,) * members,
                                           tf.stack([label] * members, axis=-1)))
