@@ -121,6 +121,11 @@ def model_status(manager, request):
   return manager.model_status(name, version, label)
 
 
+def in_pool(executor, fn, *args) -> "asyncio.Future":
+  """`fn(*args)` on `executor`, awaitable from the running event loop (which it never blocks)."""
+  return asyncio.get_running_loop().run_in_executor(executor, functools.partial(fn, *args))
+
+
 async def run_async(servable, signature_name: str, inputs: dict, deadline, executor) -> dict:
   """`servable.run` for an event loop: batched calls wait on a future, not a thread.
 
@@ -139,8 +144,7 @@ async def run_async(servable, signature_name: str, inputs: dict, deadline, execu
   batcher, task = servable.submit(signature_name, inputs,
                                   lambda t: loop.call_soon_threadsafe(resolve, t))
   if batcher is None:
-    return await loop.run_in_executor(
-        executor, functools.partial(servable.run, signature_name, inputs, deadline))
+    return await in_pool(executor, servable.run, signature_name, inputs, deadline)
   timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
   try:
     return await asyncio.wait_for(future, timeout)

@@ -2,7 +2,6 @@
 
 import asyncio
 from concurrent import futures
-import functools
 import threading
 import time
 
@@ -73,7 +72,7 @@ class _Servicer:
     self.manager, self.metrics, self.executor = manager, metrics, executor
 
   def _in_pool(self, fn, *args):
-    return asyncio.get_running_loop().run_in_executor(self.executor, functools.partial(fn, *args))
+    return api.in_pool(self.executor, fn, *args)
 
   async def _call(self, method: str, request, context, work):
     started = time.perf_counter()

@@ -5,9 +5,7 @@ json_tensor.cc does: row (`instances`) or columnar (`inputs`) format,
 `{"b64": ...}` for bytes, and the same error messages and status codes.
 """
 
-import asyncio
 import base64
-import functools
 import json
 import time
 
@@ -325,7 +323,7 @@ class RestApi:
     return response
 
   def _in_pool(self, fn, *args):
-    return asyncio.get_running_loop().run_in_executor(self.executor, functools.partial(fn, *args))
+    return api.in_pool(self.executor, fn, *args)
 
   async def _body(self, request) -> bytes:
     """The body, or a 413 once it passes --rest_api_max_body_bytes."""
