@@ -163,25 +163,23 @@ def run_server_cells(pool, base: str, batching: bool, tmp: str) -> dict:
   cells = {}
   log = os.path.join(tmp, f"server-{'on' if batching else 'off'}.log")
   with serve_in_subprocess(args, FLAGS.model_name, log) as (url, grpc_address, pid):
+
+    def measure(name: str, run_load) -> None:
+      """Runs one cell's load and adds the server's CPU time a request to its figures."""
+      before = cpu_seconds(pid)
+      cell = run_load()
+      # Includes each client's warm-up requests; CPU is what a shared machine hides.
+      cell["server_cpu_ms_per_request"] = (1000 * (cpu_seconds(pid) - before) /
+                                           max(1, cell["requests"]))
+      cells[name] = cell
+      logging.info("batching %s, %s: %s", "on" if batching else "off", name, json.dumps(cell))
+
     for protocol, server in (("rest", url.removeprefix("http://")), ("grpc", grpc_address)):
       for clients in FLAGS.concurrency:
-        before = cpu_seconds(pid)
-        cell = load(pool, server, protocol, int(clients))
-        # Includes each client's two warm-up requests; CPU is what a shared machine hides.
-        cell["server_cpu_ms_per_request"] = (1000 * (cpu_seconds(pid) - before) /
-                                             max(1, cell["requests"]))
-        cells[f"{protocol}/{clients}"] = cell
-        logging.info("batching %s, %s, %s clients: %s", "on" if batching else "off",
-                     protocol, clients, json.dumps(cell))
+        measure(f"{protocol}/{clients}", lambda: load(pool, server, protocol, int(clients)))
     if shutil.which("wrk"):
       for clients in FLAGS.concurrency:
-        before = cpu_seconds(pid)
-        cell = wrk_load(url, int(clients), tmp)
-        cell["server_cpu_ms_per_request"] = (1000 * (cpu_seconds(pid) - before) /
-                                             max(1, cell["requests"]))
-        cells[f"rest-wrk/{clients}"] = cell
-        logging.info("batching %s, rest (wrk), %s clients: %s", "on" if batching else "off",
-                     clients, json.dumps(cell))
+        measure(f"rest-wrk/{clients}", lambda: wrk_load(url, int(clients), tmp))
   return cells
 
 
