@@ -33,7 +33,7 @@ import tensorflow as tf
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bench import imdb  # noqa: E402
-from tfagent import config, data, models, train  # noqa: E402
+from tfagent import config, data, evaluate, models, train  # noqa: E402
 
 FLAGS = flags.FLAGS
 SETUPS = {
@@ -103,13 +103,9 @@ class EpochTimer(keras.callbacks.Callback):
 
 def val_accuracy(model: keras.Model, val_split: tf.data.Dataset) -> float:
   """Accuracy of the string model on the whole validation split (same loop for all setups)."""
-  predict = tf.function(lambda text: tf.argmax(model(text, training=False), -1,
-                                               output_type=tf.int32))
-  right = total = 0
-  for text, label in val_split.batch(256):
-    right += int(tf.reduce_sum(tf.cast(predict(text) == label, tf.int32)))
-    total += int(label.shape[0])
-  return right / total
+  predict = tf.function(lambda text: tf.nn.softmax(model(text, training=False)))
+  labels, probabilities, _ = evaluate.predict_probabilities(predict, val_split, batch_size=256)
+  return float((probabilities.argmax(-1) == labels).mean())
 
 
 def run_setup(name: str, setup: dict, splits, info) -> dict:
