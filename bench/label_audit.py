@@ -19,9 +19,8 @@ import sys
 
 from absl import app, flags, logging
 import numpy as np
-from sklearn.linear_model import LogisticRegression
 
-from bench.tfidf_lr import make_vectorizer, split_texts
+from bench import tfidf_lr
 from tfagent import data, evaluate, train
 from tfagent.errors import TfagentError
 from tfagent.export import resolve_saved_model
@@ -37,15 +36,10 @@ def define_flags() -> None:
   flags.mark_flag_as_required("saved_model")
 
 
-def peer_probabilities(train_split, audited_texts) -> np.ndarray:
+def peer_probabilities(train_split, audited_texts, num_classes: int) -> np.ndarray:
   """The TF-IDF + logistic-regression peer, fitted on train, on `audited_texts`."""
-  texts, labels = split_texts(train_split)
-  vectorizer = make_vectorizer(texts)
-  classifier = LogisticRegression(C=4.0, max_iter=1000).fit(vectorizer.fit_transform(texts), labels)
-  probs = classifier.predict_proba(vectorizer.transform(audited_texts))
-  full = np.zeros((len(audited_texts), int(labels.max()) + 1), np.float32)
-  full[:, classifier.classes_] = probs
-  return full
+  vectorizer, classifier = tfidf_lr.fit(*tfidf_lr.split_texts(train_split))
+  return tfidf_lr.predict(vectorizer, classifier, audited_texts, num_classes)
 
 
 def audit(model_probs, peer_probs, texts, labels, class_names, top: int) -> dict:
@@ -72,7 +66,7 @@ def audit(model_probs, peer_probs, texts, labels, class_names, top: int) -> dict
 
 def run(cfg) -> dict:
   splits, info = data.load_splits(cfg.data)
-  texts, labels = split_texts(splits[FLAGS.split])
+  texts, labels = tfidf_lr.split_texts(splits[FLAGS.split])
   if not texts:
     raise TfagentError(f"The {FLAGS.split} split is empty; nothing to audit.")
   path = resolve_saved_model(FLAGS.saved_model)
@@ -80,8 +74,8 @@ def run(cfg) -> dict:
       evaluate.saved_model_predict_fn(path), splits[FLAGS.split], 256)
   if not np.array_equal(model_labels, labels):  # Both passes must read the same order.
     raise TfagentError(f"The {FLAGS.split} split was read in two different orders.")
-  report = audit(model_probs, peer_probabilities(splits["train"], texts), texts, labels,
-                 info.class_names, FLAGS.top)
+  peer_probs = peer_probabilities(splits["train"], texts, len(info.class_names))
+  report = audit(model_probs, peer_probs, texts, labels, info.class_names, FLAGS.top)
   report.update(saved_model=path, split=FLAGS.split)
   return report
 

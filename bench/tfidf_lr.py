@@ -51,26 +51,39 @@ def make_vectorizer(texts) -> TfidfVectorizer:
                          token_pattern=r"(?u)\b\w[\w']*\b")
 
 
+def fit(texts, labels) -> tuple:
+  """`(vectorizer, classifier)`: the peer fitted on `texts` and their int `labels`."""
+  vectorizer = make_vectorizer(texts)
+  classifier = LogisticRegression(C=4.0, max_iter=1000)
+  classifier.fit(vectorizer.fit_transform(texts), labels)
+  return vectorizer, classifier
+
+
+def predict(vectorizer, classifier, texts, num_classes: int) -> np.ndarray:
+  """`<float32>[len(texts), num_classes]` probabilities.
+
+  Label ids absent from train would make predict_proba narrower than
+  `num_classes`; their columns stay 0.
+  """
+  probs = np.zeros((len(texts), num_classes), np.float32)
+  probs[:, classifier.classes_] = classifier.predict_proba(vectorizer.transform(texts))
+  return probs
+
+
 def fit_and_evaluate(cfg) -> dict:
   """Fits on train, evaluates on test; writes `MODEL_DIR/eval/metrics.json`."""
   train.prepare_run_dir(cfg.train.model_dir, cfg)
   splits, info = data.load_splits(cfg.data)
   train_texts, train_labels = split_texts(splits["train"])
   start = time.perf_counter()
-  vectorizer = make_vectorizer(train_texts)
-  features = vectorizer.fit_transform(train_texts)
-  classifier = LogisticRegression(C=4.0, max_iter=1000)
-  classifier.fit(features, train_labels)
+  vectorizer, classifier = fit(train_texts, train_labels)
   train_seconds = time.perf_counter() - start
   logging.info("TF-IDF (%s, %d features) + LR fitted on %d texts in %.1f s.",
-               vectorizer.analyzer, features.shape[1], len(train_texts), train_seconds)
+               vectorizer.analyzer, len(vectorizer.vocabulary_), len(train_texts), train_seconds)
 
-  # Label ids absent from train would make predict_proba narrower than C.
   def predict_fn(text):
-    texts = [t.decode("utf-8") for t in text.numpy()]
-    probs = np.zeros((len(texts), len(info.class_names)), np.float32)
-    probs[:, classifier.classes_] = classifier.predict_proba(vectorizer.transform(texts))
-    return probs
+    return predict(vectorizer, classifier, [t.decode("utf-8") for t in text.numpy()],
+                   len(info.class_names))
 
   model_path = os.path.join(cfg.train.model_dir, "tfidf_lr.pkl")
   with open(model_path, "wb") as f:

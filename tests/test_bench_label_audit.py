@@ -36,7 +36,7 @@ def test_peer_is_fitted_on_train_and_scores_the_audited_texts():
   train = tf.data.Dataset.from_tensor_slices(
       (good + bad, np.array([1] * len(good) + [0] * len(bad), np.int32)))
 
-  probs = label_audit.peer_probabilities(train, ["非常好用推荐", "差劲失望"])
+  probs = label_audit.peer_probabilities(train, ["非常好用推荐", "差劲失望"], 2)
 
   assert probs.shape == (2, 2)
   np.testing.assert_allclose(probs.sum(-1), 1.0, atol=1e-6)
