@@ -1,5 +1,6 @@
 """tfagent.serve end to end: a real server subprocess on loopback ports, called with
-plain HTTP (requests) and with the official gRPC stubs of tensorflow-serving-api."""
+plain HTTP (requests) and with the official gRPC stubs of tensorflow-serving-api;
+and the in-process Servable's batched and unbatched call paths."""
 
 import base64
 import concurrent.futures
@@ -9,6 +10,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 
 import grpc
 import numpy as np
@@ -21,6 +23,7 @@ from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
 
 from serving_util import run_server
 from tfagent import client
+from tfagent.serving import servable, status
 
 pytestmark = pytest.mark.slow
 TEXTS = ["great movie loved it", "难看 垃圾 失望", "", "an unseen sentence 未见过"]
@@ -246,3 +249,18 @@ def test_negative_thread_count_is_a_clear_error(tmp_path):
   assert out.returncode == 1
   assert "--tensorflow_inter_op_parallelism=-1: give a number of threads" in out.stderr
   assert "Traceback" not in out.stderr
+
+
+def test_unbatched_submit_hands_back_the_prepared_call_with_its_deadline(trained_run):
+  _, result = trained_run
+  inputs = {"text": np.array([b"good", b"bad"], dtype=object)}
+  unbatched = servable.Servable("tiny", 1, result["saved_model"])
+  expected = unbatched.run("", inputs)["probabilities"]
+
+  batcher, call = unbatched.submit("", inputs, on_done=None)
+  assert batcher is None  # No batching: the caller gets the prepared call to run.
+  np.testing.assert_allclose(call()["probabilities"], expected, atol=1e-6)
+  _, late = unbatched.submit("", inputs, on_done=None, deadline=time.monotonic() - 1)
+  with pytest.raises(status.ServingError) as e:
+    late()
+  assert e.value.code == grpc.StatusCode.DEADLINE_EXCEEDED

@@ -141,13 +141,13 @@ async def run_async(servable, signature_name: str, inputs: dict, deadline, execu
         future.set_exception(task.error)
       else:
         future.set_result(task.result)
-  batcher, task = servable.submit(signature_name, inputs,
-                                  lambda t: loop.call_soon_threadsafe(resolve, t))
-  if batcher is None:
-    return await in_pool(executor, servable.run, signature_name, inputs, deadline)
+  batcher, pending = servable.submit(signature_name, inputs,
+                                     lambda t: loop.call_soon_threadsafe(resolve, t), deadline)
+  if batcher is None:  # Not batched: `pending` is the call, run off the loop.
+    return await in_pool(executor, pending)
   timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
   try:
     return await asyncio.wait_for(future, timeout)
   except asyncio.TimeoutError:
-    batcher.cancel(task)
+    batcher.cancel(pending)
     raise status.deadline_exceeded() from None

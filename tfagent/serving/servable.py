@@ -1,5 +1,6 @@
 """One loaded SavedModel version: its SignatureDefs, warm-up, and calls."""
 
+import functools
 import os
 import time
 
@@ -59,6 +60,14 @@ def check_inputs(inputs: dict, signature) -> None:
           f"expects {['?' if d < 0 else d for d in dims]}")
 
 
+def _call_before(fn, inputs: dict, deadline: float | None) -> dict:
+  """`fn(inputs)`; DEADLINE_EXCEEDED if it ends after `deadline` (time.monotonic)."""
+  result = fn(inputs)
+  if deadline is not None and time.monotonic() > deadline:
+    raise status.deadline_exceeded()
+  return result
+
+
 class Servable:
   """A SavedModel version loaded for serving, with one batcher per signature."""
 
@@ -102,21 +111,21 @@ class Servable:
     _, fn, batcher, size = self._prepare(signature_name, inputs)
     if batcher is not None:
       return batcher.run(inputs, size, deadline)
-    result = fn(inputs)
-    if deadline is not None and time.monotonic() > deadline:
-      raise status.deadline_exceeded()
-    return result
+    return _call_before(fn, inputs, deadline)
 
-  def submit(self, signature_name: str, inputs: dict, on_done) -> tuple:
-    """Queues `inputs` on the signature's batcher without waiting: (batcher, task).
+  def submit(self, signature_name: str, inputs: dict, on_done,
+             deadline: float | None = None) -> tuple:
+    """Queues `inputs` on the signature's batcher without waiting.
 
-    (None, None) when this call is not batched; the caller then uses `run`.
+    Returns `(batcher, task)` once queued. When this call is not batched (no
+    batching, inputs of mixed sizes, or the batcher closing), returns `(None,
+    call)`: `call()` runs it unbatched, blocking, so off the event loop.
     """
-    _, _, batcher, size = self._prepare(signature_name, inputs)
-    if batcher is None:
-      return None, None
-    task = batcher.submit(inputs, size, on_done)
-    return (batcher, task) if task is not None else (None, None)
+    _, fn, batcher, size = self._prepare(signature_name, inputs)
+    task = batcher.submit(inputs, size, on_done) if batcher is not None else None
+    if task is None:
+      return None, functools.partial(_call_before, fn, inputs, deadline)
+    return batcher, task
 
   def warm_up(self) -> int:
     """Replays assets.extra/tf_serving_warmup_requests, as TF Serving does; returns the count."""
