@@ -23,7 +23,7 @@ import numpy as np
 from bench import tfidf_lr
 from tfagent import data, evaluate, train
 from tfagent.errors import TfagentError
-from tfagent.export import resolve_saved_model
+from tfagent.versions import resolve_saved_model
 
 FLAGS = flags.FLAGS
 

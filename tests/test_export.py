@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfagent import config, export
+from tfagent import config, export, versions
 from tfagent.errors import ConfigError
 
 TEXTS = ["great movie loved it", "难看 垃圾", "", "an unseen sentence 未见过"]
@@ -66,7 +66,7 @@ def test_versions_increment_and_existing_version_is_refused(trained_run, tmp_pat
   assert [os.path.basename(first), os.path.basename(second)] == ["1", "2"]
   assert sorted(os.listdir(tmp_path / "m")) == [  # No temporary directory left.
       "1", "2", "batching_parameters.txt", "models.config"]
-  assert export.resolve_saved_model(str(tmp_path / "m")) == second
+  assert versions.resolve_saved_model(str(tmp_path / "m")) == second
   with pytest.raises(ConfigError, match="--version=1: .* already exists"):
     export.export_model(model, ["negative", "positive"],
                         config.ExportConfig(export_dir=str(tmp_path), model_name="m", version=1))
@@ -74,7 +74,18 @@ def test_versions_increment_and_existing_version_is_refused(trained_run, tmp_pat
 
 def test_resolve_saved_model_explains_a_bad_path(tmp_path):
   with pytest.raises(ConfigError, match="no SavedModel here"):
-    export.resolve_saved_model(str(tmp_path))
+    versions.resolve_saved_model(str(tmp_path))
+
+
+def test_latest_version_is_the_latest_complete_one_and_a_new_one_skips_every_number(tmp_path):
+  (tmp_path / "1").mkdir()
+  (tmp_path / "1" / "saved_model.pb").write_bytes(b"")
+  (tmp_path / "2").mkdir()  # A copy in progress, or a failed one: no saved_model.pb yet.
+  (tmp_path / "notes").mkdir()
+  assert versions.list_versions(str(tmp_path)) == {1: str(tmp_path / "1")}
+  assert versions.resolve_saved_model(str(tmp_path)) == str(tmp_path / "1")
+  assert versions.next_version(str(tmp_path)) == 3  # Never reuses 2.
+  assert versions.next_version(str(tmp_path / "absent")) == 1
 
 
 def test_export_is_ready_for_tf_serving(trained_run):

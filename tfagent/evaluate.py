@@ -14,6 +14,7 @@ from sklearn import metrics as skm
 import tensorflow as tf
 
 from tfagent import config, data
+from tfagent.versions import resolve_saved_model
 from tfagent.errors import TfagentError
 
 FLAGS = flags.FLAGS
@@ -134,7 +135,6 @@ def main(argv):
     cfg = config.load_json(os.path.join(FLAGS.model_dir, "config.json"))
     splits, info = data.load_splits(cfg.data)
     if FLAGS.saved_model:
-      from tfagent.export import resolve_saved_model
       predict_fn = saved_model_predict_fn(resolve_saved_model(FLAGS.saved_model))
     else:
       model = load_checkpoint(os.path.join(FLAGS.model_dir, "checkpoints", "best.keras"))

@@ -10,6 +10,7 @@ import tensorflow as tf
 
 from tfagent import backup
 from tfagent.errors import ConfigError
+from tfagent.versions import next_version
 
 SERVING_DEFAULT = "serving_default"
 CLASSIFY = "classify"
@@ -25,14 +26,6 @@ batch_timeout_micros { value: 0 }
 max_enqueued_batches { value: 100 }
 num_batch_threads { value: 1 }
 """
-
-
-def next_version(base_dir: str) -> int:
-  """Returns one more than the largest integer version directory (1 if none)."""
-  if not os.path.isdir(base_dir):
-    return 1
-  versions = [int(d) for d in os.listdir(base_dir) if d.isdigit()]
-  return max(versions, default=0) + 1
 
 
 def make_serving_fn(model: keras.Model, class_names) -> tf.types.experimental.PolymorphicFunction:
@@ -144,15 +137,3 @@ def export_model(model: keras.Model, class_names, export_cfg, warmup_texts=None)
   write_server_configs(base, export_cfg.model_name)
   logging.info("Exported SavedModel version %d to %s", version, final)
   return final
-
-
-def resolve_saved_model(path: str) -> str:
-  """Accepts a version directory or a model base path (then its latest version)."""
-  if os.path.isfile(os.path.join(path, "saved_model.pb")):
-    return path
-  if os.path.isdir(path):
-    latest = next_version(path) - 1
-    if latest:
-      return os.path.join(path, str(latest))
-  raise ConfigError(f"{path}: no SavedModel here; expected a version directory "
-                    "with saved_model.pb or a base path holding integer versions.")

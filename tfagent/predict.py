@@ -11,7 +11,7 @@ from absl import app, flags, logging
 import tensorflow as tf
 
 from tfagent.errors import TfagentError
-from tfagent.export import resolve_saved_model
+from tfagent.versions import resolve_saved_model
 
 FLAGS = flags.FLAGS
 

@@ -23,6 +23,7 @@ from google.protobuf import text_format
 from tfagent.errors import ConfigError
 from tfagent.serving import status
 from tfagent.serving.servable import Servable
+from tfagent.versions import list_versions
 
 _State = get_model_status_pb2.ModelVersionStatus
 
@@ -67,16 +68,6 @@ def parse_model_config(text: str, source: str) -> list:
   if not models:
     raise ConfigError(f"{source}: model_config_list lists no model.")
   return models
-
-
-def list_versions(base_path: str) -> dict:
-  """Integer version directories holding a saved_model.pb: version -> path."""
-  try:
-    names = os.listdir(base_path)
-  except OSError:
-    return {}
-  return {int(n): os.path.join(base_path, n) for n in names
-          if n.isdigit() and os.path.isfile(os.path.join(base_path, n, "saved_model.pb"))}
 
 
 def fingerprint(path: str) -> tuple:

@@ -1,0 +1,39 @@
+"""The export layout TF Serving reads: `BASE/<integer version>/saved_model.pb`.
+
+No TensorFlow or Keras here, so the server, `predict` and the bench scripts
+find versions without importing the training stack.
+"""
+
+import os
+
+from tfagent.errors import ConfigError
+
+
+def list_versions(base_path: str) -> dict:
+  """Integer version directories holding a saved_model.pb: version -> path."""
+  try:
+    names = os.listdir(base_path)
+  except OSError:
+    return {}
+  return {int(n): os.path.join(base_path, n) for n in names
+          if n.isdigit() and os.path.isfile(os.path.join(base_path, n, "saved_model.pb"))}
+
+
+def next_version(base_path: str) -> int:
+  """One more than the largest integer directory, complete or not (1 if none)."""
+  try:
+    names = os.listdir(base_path)
+  except OSError:
+    return 1
+  return max((int(n) for n in names if n.isdigit()), default=0) + 1
+
+
+def resolve_saved_model(path: str) -> str:
+  """A version directory as it is, or a base path's latest complete version."""
+  if os.path.isfile(os.path.join(path, "saved_model.pb")):
+    return path
+  versions = list_versions(path)
+  if versions:
+    return versions[max(versions)]
+  raise ConfigError(f"{path}: no SavedModel here; expected a version directory "
+                    "with saved_model.pb or a base path holding integer versions.")
