@@ -1,6 +1,6 @@
 """tfagent.serve end to end: a real server subprocess on loopback ports, called with
 plain HTTP (requests) and with the official gRPC stubs of tensorflow-serving-api;
-and the in-process Servable's batched and unbatched call paths."""
+and the in-process Servable's unbatched call path."""
 
 import base64
 import concurrent.futures

@@ -14,8 +14,8 @@ from sklearn import metrics as skm
 import tensorflow as tf
 
 from tfagent import config, data
-from tfagent.versions import resolve_saved_model
 from tfagent.errors import TfagentError
+from tfagent.versions import resolve_saved_model
 
 FLAGS = flags.FLAGS
 
