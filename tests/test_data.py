@@ -1,5 +1,6 @@
 """Data stage: embedded loading, dedup, splits, validation errors, tf.data batching."""
 
+import hashlib
 import os
 
 import numpy as np
@@ -45,6 +46,31 @@ def test_embedded_corpus_is_deduplicated_and_splits_are_disjoint():
   assert not sets["validation"] & sets["test"]
   for name, frac in sources.SPLIT_FRACTIONS.items():
     assert abs(len(sets[name]) / counts["kept"] - frac) < 0.015
+
+
+# Computed on the code before the embedded source went through validation (commit
+# ea3ecaa): the quickstart's split, in order, must never change by accident.
+EMBEDDED_SPLITS = {
+    "train": (13_887, "af9e159cf50da5d0ff9c8ee0f76f18866676e00f5b767ff587abb5393a4790a8"),
+    "validation": (1_770, "a7d0f089cc1d2c70dee23ecffdf4a50b1967e9d19d8237b5b35886847a976841"),
+    "test": (1_704, "d44a81b4bad8ece833e4dc8fbac10ef4374f0a82262fd0ef9511dfb8f1707208"),
+}
+
+
+def split_digest(ds) -> tuple:
+  """`(examples, sha256 of "text\\0label\\n" in order)` of a split."""
+  digest, n = hashlib.sha256(), 0
+  for text, label in ds.as_numpy_iterator():
+    digest.update(text + b"\0" + str(int(label)).encode() + b"\n")
+    n += 1
+  return n, digest.hexdigest()
+
+
+def test_embedded_default_split_is_pinned():
+  splits, info = data.load_splits(config.DataConfig())
+  assert info.class_names == ("negative", "positive")
+  assert info.split_sizes == {name: n for name, (n, _) in EMBEDDED_SPLITS.items()}
+  assert {name: split_digest(ds) for name, ds in splits.items()} == EMBEDDED_SPLITS
 
 
 def test_load_splits_yields_string_text_and_int32_labels(corpus_dir):
