@@ -1,5 +1,7 @@
 """Models stage: contract (strings in, logits out), tokenizer, save/reload, training step."""
 
+import os
+
 import numpy as np
 import pytest
 import keras
@@ -44,6 +46,32 @@ def test_tokenizer_bigrams_extend_the_vocabulary():
   tok = build("lstm", ngrams=2, sequence_length=32).get_layer(models.TOKENIZER)
   assert "很 好" in tok.vocabulary()
   assert tok(tf.constant(["很好"])).shape[1] == 3  # Two characters and one bigram.
+
+
+def peak_memory_growth_mb(fn) -> float:
+  """Peak resident memory (MB) above the start while `fn` runs; Linux resets the peak on request."""
+  def status(key):
+    with open("/proc/self/status") as f:
+      return next(int(line.split()[1]) for line in f if line.startswith(key))
+  with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")  # Resets VmHWM, the peak, to the current resident size.
+  before = status("VmRSS")
+  fn()
+  return (status("VmHWM") - before) / 1024
+
+
+@pytest.mark.skipif(not os.access("/proc/self/clear_refs", os.W_OK), reason="needs Linux /proc")
+def test_tokenizer_truncates_a_huge_text_before_padding_its_batch():
+  tok = build("lstm", sequence_length=8).get_layer(models.TOKENIZER)
+  texts = tf.constant(["great film " * 500_000] + ["bad movie"] * 39)  # 5.5 MB: 1M tokens.
+  tok(texts[:2])  # Warm-up: the first call's one-time allocations are not the batch's.
+  growth = peak_memory_growth_mb(lambda: tok(texts))
+  ids = tok(texts).numpy()
+  assert ids.shape == (40, 8)
+  assert list(ids[0]) == list(tok(tf.constant(["great film " * 4])).numpy()[0])
+  # Padded before truncation the batch is 40 x 1M int64 ids: 320 MB; truncated first, the
+  # one text's ragged ids and tokens stay well under that.
+  assert growth < 150, f"{growth:.0f} MB"
 
 
 @pytest.mark.parametrize("name", ["lstm", "transformer"])

@@ -37,9 +37,11 @@ class TextTokenizer(keras.layers.Layer):
     self.pad_to_max = pad_to_max
     # ngrams=2 appends the token bigrams after the unigrams: for Chinese these
     # are character bigrams, which carry most of a word's meaning.
+    # Ragged, so that a batch is truncated before it is padded: one 5 MB text must
+    # not widen all its batch-mates to its million tokens (~350 MB for a batch of 40).
     self.vectorize = keras.layers.TextVectorization(
         max_tokens=vocab_size, standardize=standardize, split="whitespace",
-        ngrams=ngrams if ngrams > 1 else None, output_mode="int",
+        ngrams=ngrams if ngrams > 1 else None, output_mode="int", ragged=True,
         vocabulary=vocabulary, name="vectorize")
 
   def build(self, input_shape):
@@ -53,7 +55,7 @@ class TextTokenizer(keras.layers.Layer):
     return self.vectorize.get_vocabulary()
 
   def call(self, text):
-    ids = self.vectorize(text)[:, :self.sequence_length]
+    ids = self.vectorize(text)[:, :self.sequence_length].to_tensor()
     width = self.sequence_length if self.pad_to_max else tf.maximum(tf.shape(ids)[1], 1)
     return tf.pad(ids, [[0, 0], [0, width - tf.shape(ids)[1]]])
 
