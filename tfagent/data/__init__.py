@@ -3,4 +3,4 @@
 from tfagent.data.pipeline import batched, count_examples, make_input_fn
 from tfagent.data.sources import DatasetInfo, SPLITS, load_splits, write_report
 # Importing these registers their source kinds in sources.SOURCES.
-from tfagent.data import files, tfds_source, tfrecord  # noqa: F401  isort: skip
+from tfagent.data import embedded, files, tfds_source, tfrecord  # noqa: F401  isort: skip

@@ -15,6 +15,8 @@ def define_data_flags() -> None:
                       "it the file is split 80/10/10 by a seeded hash of the text.")
   flags.DEFINE_string("class_names", "", "Comma-separated class names in label order; "
                       "fixes the order and makes any other label an error.")
+  flags.DEFINE_bool("normalize_labels", False, "Merge labels that differ only in case or "
+                    "spacing (POS, pos); off, such labels are an error, not two classes.")
   flags.DEFINE_float("validation_fraction", 0.1, "Share of train held out for validation "
                      "when the source has its own test split (test is never touched).")
   flags.DEFINE_enum("on_bad_record", "error", ["error", "skip"], "error stops at the "

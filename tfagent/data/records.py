@@ -5,12 +5,15 @@ that says where it is and what was expected; the caller decides whether a bad
 record is an error or a counted skip (see `tfagent.data.validate`).
 """
 
+import codecs
+import contextlib
 import csv
 import dataclasses
 import gzip
 import io
 import json
 import os
+import zlib
 
 import tensorflow as tf
 
@@ -50,6 +53,21 @@ def open_binary(path: str):
   return gzip.GzipFile(fileobj=f, mode="rb") if path.endswith(".gz") else f
 
 
+@contextlib.contextmanager
+def reading(path: str):
+  """Turns a broken `.gz` (or a read that fails midway) into one DataError naming the file."""
+  try:
+    yield
+  except EOFError:
+    raise DataError(f"{path}: the gzip data ends early (a truncated or interrupted "
+                    "download?); download or compress the file again.") from None
+  except (gzip.BadGzipFile, zlib.error) as e:
+    raise DataError(f"{path}: not valid gzip data ({e}); a file named .gz must be "
+                    "gzip-compressed: compress it, or drop .gz from its name.") from None
+  except OSError as e:
+    raise DataError(f"{path}: read failed ({e.strerror or e}); check the file.") from None
+
+
 def _utf8_error(where: str, field: str, value: str):
   """Returns a BadRecord if `value` holds bytes that were not valid UTF-8."""
   try:
@@ -62,17 +80,26 @@ def _utf8_error(where: str, field: str, value: str):
                      f"{field!r}); re-encode the file as UTF-8.")
 
 
+def a_or_an(word: str) -> str:
+  """`word` with its indefinite article: "an int", "a list"."""
+  return f"{'an' if word[:1].lower() in 'aeiou' else 'a'} {word}"
+
+
 def check_text(where: str, field: str, text) -> BadRecord | None:
   """Checks that a text is a non-blank, valid UTF-8 string."""
   if text is None:
     return BadRecord("missing_field", where, f"missing field {field!r}; expected "
                      "a text in every record.")
   if not isinstance(text, str):
-    return BadRecord("malformed", where, f"field {field!r} is a "
-                     f"{type(text).__name__}; expected a string.")
+    return BadRecord("malformed", where, f"field {field!r} is "
+                     f"{a_or_an(type(text).__name__)}; expected a string.")
   bad = _utf8_error(where, field, text)
   if bad:
     return bad
+  if "\0" in text:
+    return BadRecord("malformed", where, f"field {field!r} holds a NUL character "
+                     f"(at {text.index(chr(0))}); text never does: is the file UTF-16 "
+                     "or binary? Re-encode it as UTF-8 text.")
   if not text.strip():
     return BadRecord("empty_text", where, f"empty text in field {field!r}; "
                      "expected non-blank text.")
@@ -107,29 +134,47 @@ def read_delimited(path: str, delimiter: str, data_cfg):
   """Yields `Raw`/`BadRecord` for each row of a CSV/TSV file with a header row."""
   csv.field_size_limit(max(csv.field_size_limit(), CSV_FIELD_LIMIT))
   fields = (data_cfg.text_field, data_cfg.label_field)
-  with open_binary(path) as binary:
-    # surrogateescape keeps bad bytes so that the row can be reported, not lost.
-    f = io.TextIOWrapper(binary, encoding="utf-8", errors="surrogateescape", newline="")
+  with open_binary(path) as binary, reading(path):
+    # utf-8-sig drops the byte-order mark Excel's "CSV UTF-8" writes; surrogateescape
+    # keeps bad bytes so that the row can be reported, not lost.
+    f = io.TextIOWrapper(binary, encoding="utf-8-sig", errors="surrogateescape", newline="")
     reader = csv.reader(f, delimiter=delimiter, strict=True)
     header = next(reader, None)
     if not header:
       raise DataError(f"{path}: empty file; expected a header row naming the "
                       f"columns, e.g. {delimiter.join(fields)}.")
-    text_i, label_i = _header_index(path, header, fields)
-    start = reader.line_num + 1
-    while True:
-      try:
-        row = next(reader)
-      except StopIteration:
-        return
-      except csv.Error as e:
-        yield BadRecord("malformed", f"{path}:{start}", f"malformed line ({e}); "
-                        f"expected {len(header)} fields separated by {delimiter!r}.")
-        start = reader.line_num + 1
-        continue
-      where, start = f"{path}:{start}", reader.line_num + 1
-      if row:  # A blank line is no record.
-        yield _row_record(where, row, header, (text_i, label_i), fields)
+    index = _header_index(path, header, fields)
+    yield from _rows(path, reader, header, index, fields)
+
+
+def _rows(path: str, reader, header: list, index: list, fields: tuple):
+  """Yields a record per row after the header; a quote left open is always an error."""
+  start = reader.line_num + 1
+  while True:
+    try:
+      row = next(reader)
+    except StopIteration:
+      return
+    except csv.Error as e:
+      if reader.line_num > start or "end of data" in str(e):
+        raise _open_quote_error(path, start, reader.line_num, e) from None
+      yield BadRecord("malformed", f"{path}:{start}", f"malformed line ({e}); expected "
+                      f"{len(header)} fields separated by {reader.dialect.delimiter!r}.")
+      start = reader.line_num + 1
+      continue
+    where, start = f"{path}:{start}", reader.line_num + 1
+    if row:  # A blank line is no record.
+      yield _row_record(where, row, header, index, fields)
+
+
+def _open_quote_error(path: str, line: int, last: int, error) -> DataError:
+  """A quoted field that swallowed the lines after it: they cannot be counted, so never skipped."""
+  reach = "the end of the file" if "end of data" in str(error) else f"line {last}"
+  return DataError(f"{path}:{line}: a quoted field opens on this line and is not closed "
+                   f"properly before {reach} ({error}); the lines it swallowed cannot be "
+                   "counted as records, so this stops the run even with "
+                   "--on_bad_record=skip. Close the quote; a quote inside a quoted field "
+                   'is written twice ("").')
 
 
 def _row_record(where: str, row: list, header: list, index: tuple, fields: tuple):
@@ -149,18 +194,25 @@ def _row_record(where: str, row: list, header: list, index: tuple, fields: tuple
 def read_jsonl(path: str, data_cfg):
   """Yields `Raw`/`BadRecord` for each line of a JSON Lines file (one object a line)."""
   fields = (data_cfg.text_field, data_cfg.label_field)
-  with open_binary(path) as f:
+  with open_binary(path) as f, reading(path):
     for lineno, raw in enumerate(f, start=1):
       where = f"{path}:{lineno}"
-      try:
-        line = raw.decode("utf-8")
-      except UnicodeDecodeError as e:
-        yield BadRecord("invalid_utf8", where, f"not valid UTF-8 (byte "
-                        f"0x{raw[e.start]:02x}); re-encode the file as UTF-8.")
-        continue
-      if not line.strip():
-        continue  # A blank line is no record.
-      yield _json_record(where, line, fields)
+      line = decode_line(raw, lineno, where)
+      if isinstance(line, BadRecord):
+        yield line
+      elif line.strip():  # A blank line is no record.
+        yield _json_record(where, line, fields)
+
+
+def decode_line(raw: bytes, lineno: int, where: str):
+  """A line of bytes as text, a byte-order mark before line 1 dropped; or a BadRecord."""
+  if lineno == 1 and raw.startswith(codecs.BOM_UTF8):
+    raw = raw[len(codecs.BOM_UTF8):]
+  try:
+    return raw.decode("utf-8")
+  except UnicodeDecodeError as e:
+    return BadRecord("invalid_utf8", where, f"not valid UTF-8 (byte 0x{raw[e.start]:02x}); "
+                     "re-encode the file as UTF-8.")
 
 
 def _json_record(where: str, line: str, fields: tuple):
@@ -172,7 +224,12 @@ def _json_record(where: str, line: str, fields: tuple):
                      f"{e.colno}); expected one JSON object per line.")
   if not isinstance(obj, dict):
     return BadRecord("malformed", where, f"malformed line: a JSON "
-                     f"{type(obj).__name__}; expected one JSON object per line.")
+                     f"{type(obj).__name__}, not an object; expected one JSON object "
+                     "per line.")
+  for field in fields:
+    if field in obj and obj[field] is None:
+      return BadRecord("missing_field", where, f"field {field!r} is null; expected "
+                       f"{'a text' if field == fields[0] else 'a label'} in every record.")
   bad = check_text(where, fields[0], obj.get(fields[0]))
   label = canonical_label(where, fields[1], obj.get(fields[1]))
   if bad or isinstance(label, BadRecord):
@@ -189,23 +246,39 @@ def class_folders(root: str) -> list:
                 if tf.io.gfile.isdir(os.path.join(root, d)) and not d.startswith("."))
 
 
-def read_class_dirs(root: str, classes: list):
-  """Yields a `Raw`/`BadRecord` for each file in `root/CLASS/`, one text a file."""
-  for name in classes:
-    folder = os.path.join(root, name)
-    if not tf.io.gfile.isdir(folder):
-      continue  # A fixed class with no folder simply has no examples here.
-    for filename in sorted(tf.io.gfile.listdir(folder)):
-      path = os.path.join(folder, filename)
-      if filename.startswith(".") or tf.io.gfile.isdir(path):
-        continue
-      with open_binary(path) as f:
+def files_under(folder: str) -> list:
+  """Files under `folder` at any depth, hidden ones left out: its own (sorted), then each subfolder's.
+
+  As keras.utils.text_dataset_from_directory, which walks class folders
+  recursively (it reads only `.txt`; here every file is one text).
+  """
+  names = sorted(n.rstrip("/") for n in tf.io.gfile.listdir(folder) if not n.startswith("."))
+  paths = [os.path.join(folder, n) for n in names]
+  subfolders = [p for p in paths if tf.io.gfile.isdir(p)]
+  files = sorted(set(paths) - set(subfolders))
+  for sub in subfolders:
+    files.extend(files_under(sub))
+  return files
+
+
+def class_files(root: str, classes: list) -> dict:
+  """CLASS -> the files under `root/CLASS`, recursively; a class with no folder has none."""
+  return {name: files_under(os.path.join(root, name))
+          if tf.io.gfile.isdir(os.path.join(root, name)) else [] for name in classes}
+
+
+def read_class_files(files_by_class: dict):
+  """Yields a `Raw`/`BadRecord` per file of `class_files`, one text a file."""
+  for name, paths in files_by_class.items():
+    for path in paths:
+      with open_binary(path) as f, reading(path):
         data = f.read()
+      skip = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
       try:
-        text = data.decode("utf-8")
+        text = data[skip:].decode("utf-8")  # A byte-order mark is not part of the text.
       except UnicodeDecodeError as e:
+        at = skip + e.start
         yield BadRecord("invalid_utf8", path, f"not valid UTF-8 (byte "
-                        f"0x{data[e.start]:02x} at offset {e.start}); re-encode "
-                        "the file as UTF-8.")
+                        f"0x{data[at]:02x} at offset {at}); re-encode the file as UTF-8.")
         continue
       yield check_text(path, "text", text) or Raw(path, text, name)

