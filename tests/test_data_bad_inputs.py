@@ -176,8 +176,8 @@ def test_labels_differing_in_case_are_an_error_naming_both_spellings(run_train, 
   path = write_csv(tmp_path / "d.csv", CASED)
   result = run_train(f"--dataset=csv:{path}")
   failed(result, f"csv:{path}: field 'label': labels",
-         "'Neg' (1 records, first at " + f"{path}:43)", "'neg' (20 records, first at " + f"{path}:2)",
-         "'POS' (2 records, first at " + f"{path}:42)", "'pos' (20 records",
+         f"'Neg' (1 record, first at {path}:43)", f"'neg' (20 records, first at {path}:2)",
+         f"'POS' (2 records, first at {path}:42)", "'pos' (20 records",
          "differ only in case or spacing", "--normalize_labels")
   assert result.report is None
 
@@ -185,7 +185,7 @@ def test_labels_differing_in_case_are_an_error_naming_both_spellings(run_train, 
 def test_normalize_labels_merges_spellings_and_reports_it(run_train, tmp_path):
   rows = CASED + [("spaced label", "very  good"), ("spaced again", "Very good")]
   path = write_csv(tmp_path / "d.csv", rows + [(f"filler {i}", "very good") for i in range(8)])
-  failed(run_train(f"--dataset=csv:{path}"), "'Very good' (1 records", "'very  good' (1 records")
+  failed(run_train(f"--dataset=csv:{path}"), "'Very good' (1 record,", "'very  good' (1 record,")
   result = run_train(f"--dataset=csv:{path}", "--normalize_labels")
   passed(result)
   assert result.class_names == ("neg", "pos", "very good")
@@ -337,9 +337,9 @@ def test_class_name_never_in_train_is_an_error_naming_it(run_train, tmp_path):
 
 def test_single_class_is_an_error(run_train, tmp_path):
   path = write_csv(tmp_path / "d.csv", [(t, "pos") for t, _ in GOOD])
-  failed(run_train(f"--dataset=csv:{path}"), f"--dataset=csv:{path}: one class is no "
-         "classifier: the data has only 'pos'")
-  failed(run_train(f"--dataset=csv:{path}", "--class_names=pos"), "only 'pos'")
+  failed(run_train(f"--dataset=csv:{path}"), f"--dataset=csv:{path}: the train split has "
+         "only class 'pos' ({'pos': ", "a classifier needs two classes at least")
+  failed(run_train(f"--dataset=csv:{path}", "--class_names=pos"), "only class 'pos'")
 
 
 def test_class_only_in_test(run_train, tmp_path):
@@ -489,6 +489,12 @@ def test_missing_paths_are_named(run_train, tmp_path):
   failed(run_train(f"--dataset=embedded:{tmp_path}/nodir"), f"{tmp_path}/nodir/neg.txt")
   failed(run_train(f"--dataset=tfrecord:{tmp_path}/none/*.tfrecord"),
          f"tfrecord:{tmp_path}/none/*.tfrecord: matches no file")
+
+
+def test_utf16_csv_is_named_as_such(run_train, tmp_path):
+  path = write_csv(tmp_path / "d.csv", GOOD, encoding="utf-16")
+  failed(run_train(f"--dataset=csv:{path}"), f"{path}:1: the header holds NUL bytes: the "
+         "file looks like UTF-16")
 
 
 def test_a_folder_given_as_a_csv_file(run_train, tmp_path):

@@ -143,6 +143,9 @@ def read_delimited(path: str, delimiter: str, data_cfg):
     if not header:
       raise DataError(f"{path}: empty file; expected a header row naming the "
                       f"columns, e.g. {delimiter.join(fields)}.")
+    if "\0" in "".join(header):
+      raise DataError(f"{path}:1: the header holds NUL bytes: the file looks like UTF-16 "
+                      "(or binary); re-encode it as UTF-8.")
     index = _header_index(path, header, fields)
     yield from _rows(path, reader, header, index, fields)
 

@@ -67,7 +67,8 @@ def no_examples(dataset: str, split: str, skipped: dict = None) -> str:
   why = ""
   if skipped and sum(skipped.values()):
     counts = ", ".join(f"{reason} {n}" for reason, n in sorted(skipped.items()) if n)
-    why = f" ({sum(skipped.values())} bad records were skipped: {counts})"
+    total = sum(skipped.values())
+    why = f" ({total} bad record{'s were' if total > 1 else ' was'} skipped: {counts})"
   return (f"--dataset={dataset}: the {split} split has no examples{why}; a data set "
           "needs labelled, non-empty texts.")
 
@@ -130,10 +131,10 @@ def check_classes(class_names, balance: dict, dataset: str) -> None:
   """Two classes at least, each with a training example: else the model cannot learn them."""
   train = balance["train"]
   if len(class_names) < 2:
-    found = f"only {class_names[0]!r}" if class_names else "none"
-    raise DataError(f"--dataset={dataset}: one class is no classifier: the data has "
-                    f"{found} ({train}); check --label_field and --class_names, or add "
-                    "examples of at least one more class.")
+    found = f"only class {class_names[0]!r}" if class_names else "no class"
+    raise DataError(f"--dataset={dataset}: the train split has {found} ({train}); a "
+                    "classifier needs two classes at least. Check --label_field and "
+                    "--class_names, or add examples of another class.")
   for name in class_names:
     if train is not None and train.get(name, 0) == 0:
       elsewhere = {s: balance[s].get(name, 0) for s in SPLITS[1:] if balance[s] is not None}

@@ -121,7 +121,8 @@ def check_spellings(counts: dict, what: str, unit: str = "records", firsts: dict
 
   def one(label):
     first = f", first at {firsts[label]}" if firsts and label in firsts else ""
-    return f"{label!r} ({counts[label]} {unit}{first})"
+    n = counts[label]
+    return f"{label!r} ({n} {unit if n != 1 else unit[:-1]}{first})"
   shown = "; ".join(" and ".join(map(one, g)) for g in clashes[:MAX_EXAMPLES_SHOWN])
   raise DataError(f"{what}: labels {shown} differ only in case or spacing, so they would "
                   "train as separate classes. Write each class one way, or pass "
