@@ -36,7 +36,8 @@ def test_embedded_takes_on_bad_record_and_class_names(tmp_path):
   cfg = config.DataConfig(dataset=f"embedded:{tmp_path}", on_bad_record="skip")
   splits, info = data.load_splits(cfg)
   assert info.report["skipped"]["invalid_utf8"] == 1 and sum(info.split_sizes.values()) == 60
-  flipped, flipped_info = data.load_splits(dataclasses.replace(cfg, class_names="positive,negative"))
+  flipped, flipped_info = data.load_splits(
+      dataclasses.replace(cfg, class_names="positive,negative"))
   assert flipped_info.class_names == ("positive", "negative")
   labels = {t: int(l) for ds in splits.values() for t, l in ds.as_numpy_iterator()}
   assert {t: 1 - int(l) for ds in flipped.values() for t, l in ds.as_numpy_iterator()} == labels

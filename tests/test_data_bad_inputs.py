@@ -414,7 +414,8 @@ BAD_JSONL = [
 
 @pytest.mark.parametrize("kind,name,line,reason,says",
                          [("csv", *c) for c in BAD_CSV] + [("jsonl", *c) for c in BAD_JSONL],
-                         ids=[f"csv-{c[0]}" for c in BAD_CSV] + [f"jsonl-{c[0]}" for c in BAD_JSONL])
+                         ids=[f"csv-{c[0]}" for c in BAD_CSV]
+                         + [f"jsonl-{c[0]}" for c in BAD_JSONL])
 def test_each_bad_line_errors_naming_file_line_field(run_train, tmp_path, kind, name, line,
                                                     reason, says):
   good = good_lines(kind)

@@ -43,7 +43,7 @@ def _read_tsv(path, data_cfg):
 
 
 def folder_labels(files: dict, data_cfg, source: str) -> LabelMap:
-  """Classes from the train folders; folders differing only in case are an error or, normalized, one."""
+  """Classes from the train folders; two differing only in case are an error, or one class."""
   if not data_cfg.normalize_labels:
     check_spellings({name: len(paths) for name, paths in files.items()},
                     f"{source}: class folders", "files")

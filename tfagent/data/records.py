@@ -250,7 +250,7 @@ def class_folders(root: str) -> list:
 
 
 def files_under(folder: str) -> list:
-  """Files under `folder` at any depth, hidden ones left out: its own (sorted), then each subfolder's.
+  """Files under `folder` at any depth but hidden ones: its own (sorted), then its subfolders'.
 
   As keras.utils.text_dataset_from_directory, which walks class folders
   recursively (it reads only `.txt`; here every file is one text).

@@ -69,7 +69,7 @@ class LabelMap:
 
   @classmethod
   def learn(cls, labels, normalize: bool = False) -> "LabelMap":
-    """Classes from the training labels: ids only if exactly 0..C-1, else names (integers numerically)."""
+    """Classes from training labels: ids if exactly 0..C-1, else names (integers numerically)."""
     labels = sorted({fold(label) if normalize else label for label in labels})
     if labels and all(INTEGER.fullmatch(label) for label in labels):
       labels.sort(key=int)
