@@ -110,7 +110,7 @@ def val_accuracy(model: keras.Model, val_split: tf.data.Dataset) -> float:
 def run_setup(name: str, setup: dict, splits, info) -> dict:
   """Trains one setup for the same steps from the same seed; returns its figures."""
   cfg = bench_config(setup)
-  keras.utils.set_random_seed(cfg.train.seed)
+  keras.utils.set_random_seed(cfg.data.seed)
   n_train = info.split_sizes["train"]
   steps = n_train // cfg.data.batch_size
   strategy = tf.distribute.get_strategy()

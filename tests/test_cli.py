@@ -23,7 +23,7 @@ def assert_clean_error(proc, pattern):
 
 def test_unknown_model_flag():
   assert_clean_error(run("tfagent.train", "--model=cnn"),
-                     "--model='cnn' is unknown; valid models: bert, lstm, transformer")
+                     "flag --model=cnn: value should be one of <lstm|transformer|bert>")
 
 
 def test_missing_bert_preset_names_the_flag_before_reading_data(tmp_path):

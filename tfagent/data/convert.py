@@ -15,9 +15,8 @@ import time
 from absl import app, flags, logging
 import tensorflow as tf
 
-from tfagent import config
+from tfagent import cli, config
 from tfagent.data import sources, tfrecord
-from tfagent.data import flags as data_flags
 from tfagent.errors import TfagentError
 
 FLAGS = flags.FLAGS
@@ -59,21 +58,19 @@ def convert(data_cfg, out_dir: str, num_shards: int) -> dict:
 
 
 def define_flags() -> None:
-  """Defines this entry point's flags; called only when run as a program."""
-  flags.DEFINE_string("dataset", "embedded:", "Source to convert, as KIND:ARG.")
-  flags.DEFINE_integer("seed", 42, "Fixes the split (same meaning as in tfagent.train).")
-  flags.DEFINE_string("output_dir", None, "Folder for SPLIT-NNNNN-of-MMMMM.tfrecord files.")
+  """Defines this entry point's flags (the data section's and its own) as a program."""
+  config.define_flags([config.DataConfig], FLAGS)
+  flags.DEFINE_string("output_dir", None, "Folder for SPLIT-NNNNN-of-MMMMM.tfrecord files.",
+                      module_name=__name__)
   flags.DEFINE_integer("num_shards", 8, "Files per split; several let readers and "
-                       "workers stream in parallel.")
-  data_flags.define_data_flags()
+                       "workers stream in parallel.", module_name=__name__)
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  values = {name: FLAGS[name].value for name in FLAGS}
   try:
-    data_cfg = config.section_from_flags(config.DataConfig, values)
+    data_cfg = config.section_from_flags(config.DataConfig, FLAGS)
     logging.info("Data config: %s", data_cfg)
     convert(data_cfg, FLAGS.output_dir, FLAGS.num_shards)
   except TfagentError as e:
@@ -84,4 +81,4 @@ def main(argv):
 if __name__ == "__main__":
   define_flags()
   flags.mark_flag_as_required("output_dir")
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags(__doc__, [__name__, "DataConfig"]))
