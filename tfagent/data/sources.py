@@ -153,6 +153,21 @@ def write_report(info: "DatasetInfo", path: str) -> None:
     json.dump(report, f, indent=2, sort_keys=True)
 
 
+def check_folds(data_cfg, kind: str) -> None:
+  """Fails with what is valid when --folds/--fold cannot be used as given."""
+  if data_cfg.folds in (0, 1):
+    return
+  if data_cfg.folds < 0:
+    raise ConfigError(f"--folds={data_cfg.folds} is invalid; expected 0 (no "
+                      "cross-validation) or 2 or more folds.")
+  if not 0 <= data_cfg.fold < data_cfg.folds:
+    raise ConfigError(f"--fold={data_cfg.fold} is invalid with --folds={data_cfg.folds}; "
+                      f"expected 0..{data_cfg.folds - 1}.")
+  if kind == "tfrecord":
+    raise ConfigError("--folds: tfrecord: shards were split when converted; cross-validate "
+                      "the source they came from (csv:, tsv:, jsonl:, dir:, tfds:, embedded:).")
+
+
 def load_splits(data_cfg) -> tuple:
   """Loads, validates and splits the configured data set.
 
@@ -161,6 +176,7 @@ def load_splits(data_cfg) -> tuple:
     `(text: <string>[], label: <int32>[])`; info is a DatasetInfo.
   """
   kind, arg = parse_dataset_flag(data_cfg.dataset)
+  check_folds(data_cfg, kind)
   splits, class_names, report = SOURCES[kind](arg, data_cfg)
   if data_cfg.max_train_examples:
     splits["train"] = cap_examples(splits["train"], data_cfg.max_train_examples, data_cfg.seed)

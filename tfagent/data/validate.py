@@ -164,8 +164,23 @@ def text_key(text: str, seed: int) -> tuple:
   return norm, int.from_bytes(digest[:8], "big")
 
 
+def fold_split(key: int, data_cfg) -> str:
+  """Split of a text under cross-validation: its fold is held out as test.
+
+  The key's position in [0, folds) names the fold (copies of a text share it);
+  its fraction within the fold carves validation from the other folds.
+  """
+  position = key / 2.0**64 * data_cfg.folds
+  fold_id = int(position)
+  if fold_id == data_cfg.fold:
+    return "test"
+  return "validation" if position - fold_id < data_cfg.validation_fraction else "train"
+
+
 def assign(part: str, norm: str, key: int, has_test: bool, data_cfg) -> str:
   """Split of a text: seeded hash, so copies of a text always share a split."""
+  if data_cfg.folds > 1:
+    return fold_split(key, data_cfg)
   if not has_test:
     return split_of(norm, data_cfg.seed)  # 80/10/10, as the embedded corpus.
   if part == "test":
@@ -384,8 +399,16 @@ def stream_split(parts: list, plan: Plan, data_cfg, name: str) -> Streamed:
 
 
 def load_parts(parts: list, labels, data_cfg, source: str) -> tuple:
-  """Validates and splits `parts`; returns `(splits, class_names, report)`."""
+  """Validates and splits `parts`; returns `(splits, class_names, report)`.
+
+  Under cross-validation (`folds` > 1) an official test part is not read: the
+  folds cover the rest, and test stays untouched for the final figures.
+  """
+  if data_cfg.folds > 1:
+    parts = [p for p in parts if p.name != "test"]
   plan, report = scan(parts, labels, data_cfg, source)
+  if data_cfg.folds > 1:
+    report["cross_validation"] = {"folds": data_cfg.folds, "fold": data_cfg.fold}
   return build_splits(parts, plan, data_cfg), plan.labels.class_names, report
 
 
