@@ -21,7 +21,7 @@ from absl import app, flags, logging
 import numpy as np
 import tensorflow as tf
 
-from bench import tfidf_lr
+from bench import peers, tfidf_lr
 from tfagent import data, evaluate, train
 from tfagent.errors import TfagentError
 from tfagent.versions import resolve_saved_model
@@ -39,7 +39,7 @@ def define_flags() -> None:
 
 def peer_probabilities(train_split, audited_texts, num_classes: int) -> np.ndarray:
   """The TF-IDF + logistic-regression peer, fitted on train, on `audited_texts`."""
-  vectorizer, classifier = tfidf_lr.fit(*tfidf_lr.split_texts(train_split))
+  vectorizer, classifier = tfidf_lr.fit(*peers.split_texts(train_split))
   return tfidf_lr.predict(vectorizer, classifier, audited_texts, num_classes)
 
 
@@ -67,7 +67,7 @@ def audit(model_probs, peer_probs, texts, labels, class_names, top: int) -> dict
 
 def run(cfg) -> dict:
   splits, info = data.load_splits(cfg.data)
-  texts, labels = tfidf_lr.split_texts(splits[FLAGS.split])
+  texts, labels = peers.split_texts(splits[FLAGS.split])
   if not texts:
     raise TfagentError(f"The {FLAGS.split} split is empty; nothing to audit.")
   path = resolve_saved_model(FLAGS.saved_model)

@@ -1,6 +1,7 @@
-"""bench/accuracy.py end to end on the embedded corpus in --quick mode."""
+"""bench/accuracy.py: rows, peers, folds and paired differences (end to end in --quick mode)."""
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -11,42 +12,88 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from bench import accuracy  # noqa: E402
 
-MODELS = ["tfidf_lr", "lstm", "transformer"]
 
-
-@pytest.mark.slow
-def test_quick_run_writes_table_json_and_plot_with_every_column(tmp_path):
+def run_bench(tmp_path, *args):
   out, runs = tmp_path / "results", tmp_path / "runs"
   proc = subprocess.run(
       [sys.executable, "-m", "bench.accuracy", "--dataset=embedded", "--quick",
-       f"--models={','.join(MODELS)}", f"--out_dir={out}", f"--runs_dir={runs}"],
+       f"--out_dir={out}", f"--runs_dir={runs}", *args],
       cwd=ROOT, capture_output=True, text=True, timeout=900)
   assert proc.returncode == 0, proc.stderr[-3000:]
-  with open(out / "embedded_quick.json") as f:
-    result = json.load(f)
-  assert [row["model"] for row in result["rows"]] == MODELS
+  return out
+
+
+@pytest.mark.slow
+def test_quick_run_writes_table_json_and_plot_with_peers_and_path_ablations(tmp_path):
+  models = ["tfidf_lr", "nblr", "lstm"]
+  out = run_bench(tmp_path, f"--models={','.join(models)}", "--extra_flags=--wide_ngrams=2")
+  result = json.loads((out / "embedded_quick.json").read_text())
+  names = [row["model"] for row in result["rows"]]
+  assert names == models + ["lstm: wide path alone", "lstm: deep path alone"]
   for row in result["rows"]:
-    for key, _, _ in accuracy.COLUMNS:
-      assert row[key] is not None, (row["model"], key)
     assert 0.5 < row["accuracy"] <= 1.0, row  # Two balanced-ish classes: above chance.
     assert row["test_examples"] == 1704  # The whole embedded test split, every row.
+    if "ablation_of" in row:
+      continue
+    for key, _, _ in accuracy.COLUMNS:
+      assert row[key] is not None, (row["model"], key)
     assert row["train_examples"] == 2000  # --quick caps training identically.
     assert row["train_seconds"] > 0 and row["peak_rss_mb"] > 100 and row["model_size_mb"] > 0
+  nblr = result["rows"][1]["peer"]
+  assert nblr["chosen"] in nblr["tried"] and len(nblr["tried"]) == 16  # 2 x 2 x 4 settings.
+  assert nblr["tried"][nblr["chosen"]]["validation_loss"] == min(
+      t["validation_loss"] for t in nblr["tried"].values())
   table = (out / "embedded_quick.md").read_text()
   header = next(line for line in table.splitlines() if line.startswith("| model"))
   assert header.count("|") == len(accuracy.COLUMNS) + 1
-  for model in MODELS:
-    assert sum(line.startswith(f"| {model} |") for line in table.splitlines()) == 1
+  for name in names:
+    assert sum(line.startswith(f"| {name} |") for line in table.splitlines()) == 1
   assert (out / "embedded_quick.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_flagfiles_follow_the_dataset():
+@pytest.mark.slow
+def test_quick_folds_run_every_row_on_the_same_folds(tmp_path):
+  out = run_bench(tmp_path, "--models=nblr,lstm", "--folds=2")
+  result = json.loads((out / "embedded_folds2_quick.json").read_text())
+  rows = {row["model"]: row for row in result["rows"]}
+  assert set(rows) == {"nblr", "lstm"}
+  # The same folds: the same held-out texts, so the same test sizes fold by fold.
+  assert rows["nblr"]["test_examples"] == rows["lstm"]["test_examples"]
+  assert sum(rows["lstm"]["test_examples"]) > 15_000  # Two folds cover the corpus.
+  (diff,) = result["paired_differences"]
+  assert (diff["model"], diff["peer"]) == ("lstm", "nblr")
+  expected = [a - b for a, b in zip(rows["lstm"]["per_fold"], rows["nblr"]["per_fold"])]
+  assert diff["per_fold"] == pytest.approx(expected)
+  assert "| lstm | nblr |" in (out / "embedded_folds2_quick.md").read_text()
+
+
+def test_paired_differences_and_their_standard_error():
+  rows = [{"model": "nblr", "per_fold": [0.80, 0.82, 0.81]},
+          {"model": "lstm", "per_fold": [0.83, 0.84, 0.85]}]
+  (d,) = accuracy.paired_differences(rows)
+  assert d["per_fold"] == pytest.approx([0.03, 0.02, 0.04])
+  assert d["mean"] == pytest.approx(0.03)
+  assert d["se"] == pytest.approx(0.01 / math.sqrt(3))  # Sample std of the diffs is 0.01.
+  assert d["above_2_se"] and d["mean_over_se"] == pytest.approx(0.03 / (0.01 / math.sqrt(3)))
+  rows[1]["per_fold"] = [0.81, 0.81, 0.82]  # +0.01, -0.01, +0.01: within noise.
+  assert not accuracy.paired_differences(rows)[0]["above_2_se"]
+
+
+def test_rows_read_the_users_configs_and_imdb_comes_from_the_local_copy():
   assert accuracy.flagfile_for("imdb", "lstm") == "configs/imdb_lstm.flags"
-  assert accuracy.flagfile_for("embedded", "tfidf_lr") == "configs/lstm.flags"
+  assert accuracy.flagfile_for("embedded", "nblr") == "configs/lstm.flags"
+  assert accuracy.flagfile_for("embedded", "bert") == "configs/bert_quickstart.flags"
   cmd = accuracy.row_command("csv:x.csv", "lstm", "/r", quick=True, extra="--seed=3")
   assert "--dataset=csv:x.csv" in cmd and cmd[-1] == "--seed=3"
-  assert "--max_train_examples=2000" in cmd
-  assert accuracy.flagfile_for("embedded", "bert") == "configs/bert_quickstart.flags"
+  assert "--max_train_examples=2000" in cmd and "tfagent.train" in cmd
+  folds = accuracy.row_command("embedded", "quickstart", "/r", False, "", folds=5)
+  assert "tfagent.cross_validate" in folds and "--folds=5" in folds
+  assert accuracy.row_command("embedded", "nblr", "/r", False, "", folds=5)[2] == "bench.nblr"
+  imdb = accuracy.row_command("imdb", "lstm", "/r", False, "")
+  assert f"--test_path={accuracy.imdb.TEST}" in imdb  # Overrides the config's tfds source.
   for model in accuracy.MODELS:
     for dataset in ("embedded", "imdb"):
-      assert os.path.isfile(os.path.join(ROOT, accuracy.flagfile_for(dataset, model)))
+      if (dataset, model) != ("imdb", "quickstart"):
+        assert os.path.isfile(os.path.join(ROOT, accuracy.flagfile_for(dataset, model)))
+  for name in os.listdir(os.path.join(ROOT, "configs")):
+    assert "../shared" not in (open(os.path.join(ROOT, "configs", name)).read()), name
