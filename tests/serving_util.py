@@ -139,7 +139,15 @@ def rss_bytes(pid: int) -> int:
     return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+def reset_peak_rss(pid: int) -> int:
+  """Resets the process's peak resident memory to its current one (Linux clear_refs);
+  returns that."""
+  with open(f"/proc/{pid}/clear_refs", "w") as f:
+    f.write("5")
+  return peak_rss_bytes(pid)
+
+
 def peak_rss_bytes(pid: int) -> int:
-  """The process's peak resident memory so far (VmHWM)."""
+  """The process's peak resident memory since start or the last reset (VmHWM)."""
   with open(f"/proc/{pid}/status") as f:
     return int(re.search(r"VmHWM:\s+(\d+) kB", f.read()).group(1)) * 1024

@@ -246,13 +246,12 @@ class Batcher:
       if pad:
         parts.append(np.repeat(parts[0][:1], pad, axis=0))
       merged[k] = parts[0] if len(parts) == 1 else np.concatenate(parts)
-    outputs = self.fn(merged)
-    if self.on_batch:
+    if self.on_batch:  # Every model call counts, the ones that fail too.
       try:
         self.on_batch(size + pad)
       except Exception:  # noqa: BLE001  Metrics must not fail requests.
         logging.exception("Batch-size callback failed")
-    return outputs
+    return self.fn(merged)
 
   def _run_batch(self, batch: list) -> None:
     """One model call for the whole batch, outputs split back by task size.

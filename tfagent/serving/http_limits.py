@@ -11,7 +11,8 @@ takes as `http=`), through the httptools callbacks it implements:
   seconds of its first byte, and a new connection must send a whole request
   within the same time; otherwise 408 and the connection is closed;
 - the request line and headers may hold at most `max_header_bytes`;
-  otherwise 431 and the connection is closed.
+  otherwise 431 and the connection is closed;
+- requests past uvicorn's connection cap (its own 503) are counted too.
 
 A timer per connection, rather than a socket read timeout, because uvicorn
 reads through asyncio transports: the loop's `call_later` is the one clock
@@ -112,8 +113,12 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
       super().on_header(name, value)
 
   def on_headers_complete(self) -> None:
-    if not self._rejected:
-      super().on_headers_complete()
+    if self._rejected:
+      return
+    limit = self.limit_concurrency
+    if limit is not None and (len(self.connections) >= limit or len(self.tasks) >= limit):
+      self.on_reject(503)  # uvicorn answers 503 itself; counted here, as it bypasses the app.
+    super().on_headers_complete()
 
   def on_body(self, body: bytes) -> None:
     if not self._rejected:

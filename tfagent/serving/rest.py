@@ -204,6 +204,8 @@ class RestApi:
 
   def _predict_inputs(self, call: Call) -> tuple:
     """FillPredictRequestFromJson, then the checks Predict makes: (servable, name, inputs, fmt)."""
+    if len(call.body) > INLINE_BODY_BYTES:
+      self._refuse_oversize_batch(call)
     doc = json_tensor.parse_body(call.body)
     name = doc.get("signature_name", "")
     servable = self.api.resolve(call.spec(name))
@@ -213,6 +215,19 @@ class RestApi:
     inputs = json_tensor.predict_inputs(doc, fmt, signature, name)
     api_lib.check_strings(inputs, self.api.options.max_string_bytes)
     return servable, name, inputs, fmt
+
+  def _refuse_oversize_batch(self, call: Call) -> None:
+    """With batching, a large body of more instances than a batch holds fails unparsed."""
+    count = json_tensor.count_flat_instances(call.body)
+    if count is None:
+      return
+    try:
+      batching = self.api.resolve(call.spec()).options.batching
+    except status.ServingError:
+      return  # The full parse gives the lookup's own error.
+    if batching and count > batching.max_batch_size:
+      raise status.invalid_argument(f"Task size {count} is larger than maximum input batch "
+                                    f"size {batching.max_batch_size}")
 
   def run_in_pool(self, call: Call) -> str:
     """Everything but a small predict: on a pool thread."""
