@@ -326,30 +326,24 @@ class Api:
   def classify(self, request, deadline=None) -> classification_pb2.ClassificationResponse:
     """Classify (classification_service.cc, classifier.cc RunClassify)."""
     self.check_spec(request)
-    servable = self.resolve(request.model_spec)
-    return self.classify_on(servable, request, deadline)
-
-  def classify_on(self, servable, request, deadline=None):
-    """Classify on one servable (also used by warm-up)."""
-    name = request.model_spec.signature_name
-    self.example_signature(servable, name, "classify")
-    outputs, n = self._run_examples(servable, name, request.input, deadline)
-    response = classification_pb2.ClassificationResponse()
-    response.result.CopyFrom(classification_result(outputs, n))
-    fill_spec(response.model_spec, servable, name)
-    return response
+    return self.examples_call(self.resolve(request.model_spec), request, "classify", deadline)
 
   def regress(self, request, deadline=None) -> regression_pb2.RegressionResponse:
     """Regress (regression_service.cc, regressor.cc RunRegress)."""
     self.check_spec(request)
-    return self.regress_on(self.resolve(request.model_spec), request, deadline)
+    return self.examples_call(self.resolve(request.model_spec), request, "regress", deadline)
 
-  def regress_on(self, servable, request, deadline=None):
+  def examples_call(self, servable, request, kind: str, deadline=None):
+    """Classify or regress on one servable (also the warm-up's replay of their logs)."""
     name = request.model_spec.signature_name
-    self.example_signature(servable, name, "regress")
+    self.example_signature(servable, name, kind)
     outputs, n = self._run_examples(servable, name, request.input, deadline)
-    response = regression_pb2.RegressionResponse()
-    response.result.CopyFrom(regression_result(outputs, n))
+    if kind == "classify":
+      response = classification_pb2.ClassificationResponse()
+      response.result.CopyFrom(classification_result(outputs, n))
+    else:
+      response = regression_pb2.RegressionResponse()
+      response.result.CopyFrom(regression_result(outputs, n))
     fill_spec(response.model_spec, servable, name)
     return response
 
@@ -407,9 +401,9 @@ class Api:
       signature = self.predict_signature(servable, name)
       servable.run(name, self.predict_inputs(request, signature))
     elif kind == "classify_log":
-      self.classify_on(servable, log.classify_log.request)
+      self.examples_call(servable, log.classify_log.request, "classify")
     elif kind == "regress_log":
-      self.regress_on(servable, log.regress_log.request)
+      self.examples_call(servable, log.regress_log.request, "regress")
     elif kind == "multi_inference_log":
       self.multi_inference_on(servable, log.multi_inference_log.request)
     elif kind is not None:

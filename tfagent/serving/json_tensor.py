@@ -269,14 +269,8 @@ def check_predict_body(doc: dict, max_batch_size: int = 0) -> str:
     raise format_error(doc, "Not formatted correctly expecting only one of 'inputs' or "
                        "'instances' keys to exist ")
   if has_instances:
-    instances = doc["instances"]
-    if type(instances) is not list:
-      raise format_error(doc, "Expecting 'instances' to be an list/array")
-    if not instances:
-      raise format_error(doc, "No values in 'instances' array")
-    if max_batch_size and len(instances) > max_batch_size:
-      raise status.invalid_argument(f"Task size {len(instances)} is larger than maximum "
-                                    f"input batch size {max_batch_size}")
+    _nonempty_list(doc, "instances", "Expecting 'instances' to be an list/array",
+                   "No values in 'instances' array", max_batch_size)
     return ROW
   if has_inputs:
     return COLUMNAR
@@ -306,6 +300,24 @@ def count_flat_instances(body: bytes) -> int | None:
   if (structure & outside).any() or not (items > ord(" ")).any():
     return None
   return int(((items == ord(",")) & outside).sum()) + 1
+
+
+def task_size_error(size: int, limit: int) -> status.ServingError:
+  """The batcher's refusal of a request larger than a batch (raised early, before decoding)."""
+  return status.invalid_argument(f"Task size {size} is larger than maximum input batch size "
+                                 f"{limit}")
+
+
+def _nonempty_list(doc: dict, key: str, not_list: str, empty: str, limit: int) -> list:
+  """doc[key] as a non-empty list of at most `limit` items (0: any), else TF Serving's error."""
+  items = doc[key]
+  if type(items) is not list:
+    raise format_error(doc, not_list)
+  if not items:
+    raise format_error(doc, empty)
+  if limit and len(items) > limit:
+    raise task_size_error(len(items), limit)
+  return items
 
 
 def predict_inputs(doc: dict, fmt: str, signature, name: str) -> dict:
@@ -362,14 +374,8 @@ def fill_examples_request(doc: dict, request, max_examples: int = 0) -> None:
   if "examples" not in doc:
     raise format_error(doc, "When method is classify, key 'examples' is expected and was "
                        "not found")
-  examples = doc["examples"]
-  if type(examples) is not list:
-    raise format_error(doc, "Expecting 'examples' value to be an list/array")
-  if not examples:
-    raise format_error(doc, "'examples' value is an empty array")
-  if max_examples and len(examples) > max_examples:
-    raise status.invalid_argument(f"Task size {len(examples)} is larger than maximum input "
-                                  f"batch size {max_examples}")
+  examples = _nonempty_list(doc, "examples", "Expecting 'examples' value to be an list/array",
+                            "'examples' value is an empty array", max_examples)
   target = (request.input.example_list_with_context if has_context
             else request.input.example_list)
   for value in examples:
@@ -483,13 +489,19 @@ def _batch_size(outputs: dict, names: list) -> int:
   return batch
 
 
-def classify_response(result) -> str:
-  """MakeJsonFromClassificationResult."""
-  if not result.classifications:
-    raise status.invalid_argument("Cannot convert empty ClassificationResults to JSON")
+def _results_writer(items, noun: str) -> rapidjson.PrettyWriter:
+  """A writer past '{"results": ', once there are results to write."""
+  if not items:
+    raise status.invalid_argument(f"Cannot convert empty {noun} to JSON")
   writer = rapidjson.PrettyWriter()
   writer.start(False)
   writer.raw('"results"')
+  return writer
+
+
+def classify_response(result) -> str:
+  """MakeJsonFromClassificationResult."""
+  writer = _results_writer(result.classifications, "ClassificationResults")
   writer.start(True)
   for row in result.classifications:
     writer.single_line = True
@@ -506,11 +518,7 @@ def classify_response(result) -> str:
 
 def regress_response(result) -> str:
   """MakeJsonFromRegressionResult."""
-  if not result.regressions:
-    raise status.invalid_argument("Cannot convert empty RegressionResults to JSON")
-  writer = rapidjson.PrettyWriter()
-  writer.start(False)
-  writer.raw('"results"')
+  writer = _results_writer(result.regressions, "RegressionResults")
   writer.single_line = True
   writer.leaf_array(rapidjson.decimal_texts(
       np.array([r.value for r in result.regressions], np.float32)))

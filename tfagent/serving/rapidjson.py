@@ -121,21 +121,13 @@ class _Parser:
       if value is not _OPEN:
         if not stack:
           return value
-        top = stack[-1]
-        if isinstance(top[0], list):
-          top[0].append(value)
-        else:
-          top[0][top[1]] = value
+        _add(stack[-1], value)
       value = self._after(stack)
       while value is _CLOSED:
         done = stack.pop()[0]
         if not stack:
           return done
-        top = stack[-1]
-        if isinstance(top[0], list):
-          top[0].append(done)
-        else:
-          top[0][top[1]] = done
+        _add(stack[-1], done)
         value = self._after(stack)
 
   def _after(self, stack):
@@ -280,6 +272,14 @@ class _Parser:
 
 
 _OPEN, _CLOSED = object(), object()
+
+
+def _add(entry: list, value) -> None:
+  """Appends `value` to the container of a parser stack entry (under its key for objects)."""
+  if isinstance(entry[0], list):
+    entry[0].append(value)
+  else:
+    entry[0][entry[1]] = value
 
 
 # Writing -----------------------------------------------------------------------

@@ -226,8 +226,7 @@ class RestApi:
     except status.ServingError:
       return  # The full parse gives the lookup's own error.
     if batching and count > batching.max_batch_size:
-      raise status.invalid_argument(f"Task size {count} is larger than maximum input batch "
-                                    f"size {batching.max_batch_size}")
+      raise json_tensor.task_size_error(count, batching.max_batch_size)
 
   def run_in_pool(self, call: Call) -> str:
     """Everything but a small predict: on a pool thread."""
