@@ -244,22 +244,35 @@ def run_server_cells(pool, base: str, batching: bool, tmp: str) -> dict:
   trees = {"current": None}
   if FLAGS.baseline_tree:
     trees["baseline"] = os.path.abspath(FLAGS.baseline_tree)
-  cells = {tree: {} for tree in trees}
+  runs = {tree: {} for tree in trees}
   with contextlib.ExitStack() as stack:
     servers = {tree: stack.enter_context(serve_in_subprocess(
         args, FLAGS.model_name, os.path.join(tmp, f"server-{tree}-{batching}.log"),
         python_path=path)) for tree, path in trees.items()}
-    for name, run_load in cell_plan(pool):
-      for tree, (url, grpc_address, pid) in servers.items():
-        before = cpu_seconds(pid)
-        cell = run_load(url, grpc_address, tmp)
-        # Includes each client's warm-up requests; CPU is what a shared machine hides.
-        cell["server_cpu_ms_per_request"] = (1000 * (cpu_seconds(pid) - before) /
-                                             max(1, cell["requests"]))
-        cells[tree][name] = cell
-        logging.info("%s, batching %s, %s: %s", tree, "on" if batching else "off", name,
-                     json.dumps(cell))
-  return cells
+    for round_index in range(FLAGS.rounds):
+      for cell_index, (name, run_load) in enumerate(cell_plan(pool)):
+        order = list(servers.items())
+        if (round_index + cell_index) % 2:
+          order.reverse()  # Neither tree always goes first.
+        for tree, (url, grpc_address, pid) in order:
+          before = cpu_seconds(pid)
+          cell = run_load(url, grpc_address, tmp)
+          # Includes each client's warm-up requests; CPU is what a shared machine hides.
+          cell["server_cpu_ms_per_request"] = (1000 * (cpu_seconds(pid) - before) /
+                                               max(1, cell["requests"]))
+          runs[tree].setdefault(name, []).append(cell)
+          logging.info("%s, batching %s, %s: %s", tree, "on" if batching else "off", name,
+                       json.dumps(cell))
+  return {tree: {name: median_cell(cells) for name, cells in by_name.items()}
+          for tree, by_name in runs.items()}
+
+
+def median_cell(cells: list) -> dict:
+  """Each figure's median over the rounds (errors summed)."""
+  out = {key: statistics.median(c[key] for c in cells) for key in cells[0] if key != "errors"}
+  out["errors"] = sum(c["errors"] for c in cells)
+  out["rounds"] = len(cells)
+  return out
 
 
 def table(result: dict) -> str:
@@ -324,6 +337,8 @@ def define_flags() -> None:
   flags.DEFINE_integer("max_requests", 2000, "Cap on requests per client per cell.")
   flags.DEFINE_integer("client_processes", 4, "Processes the clients are spread over.")
   flags.DEFINE_string("output", "bench/results/serve_bench.json", "Where the JSON goes.")
+  flags.DEFINE_integer("rounds", 1, "Times each cell is measured (trees alternating which "
+                       "goes first); figures are the medians.")
   flags.DEFINE_string("baseline_tree", "", "A source tree of earlier code (e.g. `git archive` "
                       "of main): its server is measured beside this one, cell by cell, in the "
                       "same run.")
