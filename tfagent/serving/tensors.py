@@ -5,6 +5,9 @@ apart from its values, and TensorFlow pads values short of the shape with the
 last one, so a small message can ask for a large array (see `check_size`).
 """
 
+import functools
+import math
+
 import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import tensor_pb2, types_pb2
@@ -24,6 +27,24 @@ _FIELDS = {
     types_pb2.DT_UINT64: "uint64_val", types_pb2.DT_BOOL: "bool_val",
     types_pb2.DT_STRING: "string_val", types_pb2.DT_HALF: "half_val",
 }
+
+
+@functools.lru_cache(maxsize=None)
+def _itemsize(dtype_enum: int) -> int:
+  """Bytes a value of the dtype takes in an array (8 for a string's pointer)."""
+  if dtype_enum == types_pb2.DT_STRING:
+    return 8
+  return tf.as_dtype(dtype_enum).size
+
+
+@functools.lru_cache(maxsize=None)
+def _numpy_dtype(dtype_enum: int):
+  return tf.as_dtype(dtype_enum).as_numpy_dtype
+
+
+@functools.lru_cache(maxsize=None)
+def _enum_of(np_dtype: np.dtype) -> int:
+  return tf.as_dtype(np_dtype).as_datatype_enum
 
 
 def dtype_name(dtype) -> str:
@@ -52,7 +73,7 @@ def num_values(proto, elements: int) -> int:
     if proto.dtype == types_pb2.DT_STRING:
       decoded = _decode_string_list(proto.tensor_content, elements)
       return -1 if decoded is None else len(decoded)
-    itemsize = tf.as_dtype(proto.dtype).size
+    itemsize = _itemsize(proto.dtype)
     return len(proto.tensor_content) // itemsize if len(proto.tensor_content) % itemsize == 0 \
         else -1
   return len(getattr(proto, _FIELDS[proto.dtype]))
@@ -68,14 +89,13 @@ def check_size(alias: str, proto, max_fill_bytes: int) -> None:
   shape = shape_of(proto)
   if proto.tensor_shape.unknown_rank or len(shape) > MAX_DIMS or any(d < 0 for d in shape):
     raise status.invalid_argument(f"tensor parsing error: {alias}")
-  elements = int(np.prod(shape, dtype=object)) if shape else 1
+  elements = math.prod(shape)
   count = num_values(proto, elements)
   if count < 0:
     raise status.invalid_argument(f"tensor parsing error: {alias}")
   if proto.tensor_content and count != elements:
     raise status.invalid_argument(f"tensor parsing error: {alias}")
-  itemsize = 8 if proto.dtype == types_pb2.DT_STRING else tf.as_dtype(proto.dtype).size
-  if count < elements and elements * itemsize > max_fill_bytes:
+  if count < elements and elements * _itemsize(proto.dtype) > max_fill_bytes:
     raise status.invalid_argument(
         f"input tensor alias: {alias} declares shape {shape} ({elements} values) but "
         f"carries {count}; padding it to its shape would take more than {max_fill_bytes} "
@@ -123,7 +143,7 @@ def _encode_string_list(values) -> bytes:
 def to_ndarray(proto) -> np.ndarray:
   """A TensorProto (already through `check_size`) as an array, padded as TensorFlow pads."""
   shape = shape_of(proto)
-  elements = int(np.prod(shape)) if shape else 1
+  elements = math.prod(shape)
   if proto.dtype == types_pb2.DT_STRING:
     values = (_decode_string_list(proto.tensor_content, elements) if proto.tensor_content
               else list(proto.string_val))
@@ -137,7 +157,7 @@ def to_ndarray(proto) -> np.ndarray:
   if proto.dtype in (types_pb2.DT_HALF, types_pb2.DT_UINT16, types_pb2.DT_INT16,
                      types_pb2.DT_INT8, types_pb2.DT_UINT8) and not proto.tensor_content:
     return tf.make_ndarray(proto)  # Packed fields these numpy casts do not read directly.
-  np_dtype = tf.as_dtype(proto.dtype).as_numpy_dtype
+  np_dtype = _numpy_dtype(proto.dtype)
   if proto.tensor_content:
     return np.frombuffer(proto.tensor_content, dtype=np_dtype).reshape(shape).copy()
   values = np.asarray(getattr(proto, _FIELDS[proto.dtype]), dtype=np_dtype)
@@ -157,8 +177,7 @@ def to_proto(array: np.ndarray, as_content: bool = False) -> tensor_pb2.TensorPr
   for size in array.shape:
     proto.tensor_shape.dim.add(size=size)
   is_string = array.dtype == object or array.dtype.kind in "SU"
-  dtype = tf.string if is_string else tf.as_dtype(array.dtype)
-  proto.dtype = dtype.as_datatype_enum
+  proto.dtype = types_pb2.DT_STRING if is_string else _enum_of(array.dtype)
   flat = array.ravel()
   if is_string:
     values = [v if isinstance(v, bytes) else str(v).encode("utf-8") for v in flat]
