@@ -10,8 +10,9 @@ takes as `http=`), through the httptools callbacks it implements:
 - a request must arrive whole (headers and body) within `read_timeout`
   seconds of its first byte, and a new connection must send a whole request
   within the same time; otherwise 408 and the connection is closed;
-- the request line and headers may hold at most `max_header_bytes`;
-  otherwise 431 and the connection is closed;
+- the request line and headers may hold at most `max_header_bytes`,
+  counted as bytes arrive (before the parser buffers them); otherwise 431 and
+  the connection is closed;
 - requests past uvicorn's connection cap (its own 503) are counted too.
 
 A timer per connection, rather than a socket read timeout, because uvicorn
@@ -22,6 +23,7 @@ fails if the callbacks stop being called).
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+LINGER_SECONDS = 1.0
 _CLOSE = (b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\nconnection: close\r\n"
           b"content-length: %d\r\n\r\n%s")
 
@@ -37,6 +39,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     super().__init__(*args, **kwargs)
     self._read_timer = None
     self._header_bytes = 0
+    self._in_headers = True  # Bytes arriving now belong to a request line or headers.
+    self._tail = b""  # The last bytes seen, for a header end split across reads.
     self._rejected = False
 
   @classmethod
@@ -55,8 +59,19 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     super().connection_lost(exc)
 
   def data_received(self, data: bytes) -> None:
+    """Counts header bytes before the parser buffers them (one check a read, not a header)."""
     if self._rejected:
-      return
+      return  # Dropped while the rejected connection lingers.
+    if self._in_headers:
+      probe = self._tail + data
+      end = probe.find(b"\r\n\r\n")
+      self._header_bytes += len(data) if end < 0 else max(0, end + 4 - len(self._tail))
+      self._tail = probe[-3:]
+      if self._header_bytes > self.max_header_bytes:
+        self._reject(431, b"Request Header Fields Too Large",
+                     f"Request line and headers are larger than {self.max_header_bytes} bytes "
+                     "(--rest_api_max_header_bytes)")
+        return
     super().data_received(data)
 
   def _start_timer(self) -> None:
@@ -79,40 +94,28 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
                    "(--rest_api_read_timeout_seconds)")
 
   def _reject(self, code: int, phrase: bytes, message: str) -> None:
-    """Answers `code` with a JSON error and closes: the connection cannot be trusted further."""
+    """Answers `code` with a JSON error and closes: the connection cannot be trusted further.
+
+    The close waits LINGER_SECONDS, reading and dropping what the client still
+    sends: closing a socket with unread bytes resets it, and the client would
+    lose the answer.
+    """
     self._rejected = True
     self._stop_timer()
     if not self.transport.is_closing():
       body = b'{\n    "error": "%s"\n}' % message.encode()
       self.transport.write(_CLOSE % (code, phrase, len(body), body))
-      self.transport.close()
+      self.loop.call_later(LINGER_SECONDS, self.transport.close)
     self.on_reject(code)
-
-  def _count(self, size: int) -> None:
-    self._header_bytes += size
-    if self._header_bytes > self.max_header_bytes and not self._rejected:
-      self._reject(431, b"Request Header Fields Too Large",
-                   f"Request line and headers are larger than {self.max_header_bytes} bytes "
-                   "(--rest_api_max_header_bytes)")
 
   # httptools callbacks ----------------------------------------------------------
 
   def on_message_begin(self) -> None:
-    self._header_bytes = 0
     self._start_timer()
     super().on_message_begin()
 
-  def on_url(self, url: bytes) -> None:
-    self._count(len(url))
-    if not self._rejected:
-      super().on_url(url)
-
-  def on_header(self, name: bytes, value: bytes) -> None:
-    self._count(len(name) + len(value) + 4)
-    if not self._rejected:
-      super().on_header(name, value)
-
   def on_headers_complete(self) -> None:
+    self._in_headers = False
     if self._rejected:
       return
     limit = self.limit_concurrency
@@ -120,11 +123,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
       self.on_reject(503)  # uvicorn answers 503 itself; counted here, as it bypasses the app.
     super().on_headers_complete()
 
-  def on_body(self, body: bytes) -> None:
-    if not self._rejected:
-      super().on_body(body)
-
   def on_message_complete(self) -> None:
     self._stop_timer()
+    self._in_headers, self._header_bytes, self._tail = True, 0, b""  # The next request's.
     if not self._rejected:
       super().on_message_complete()
