@@ -2,7 +2,8 @@
 and off, beside the in-process latency of the same SavedModel, in one run.
 
   python -m tfagent.train --flagfile=configs/lstm.flags
-  python bench/serve_bench.py --model_base_path=saved_models/lstm --model_name=lstm
+  python bench/serve_bench.py --model_base_path=saved_models/lstm --model_name=lstm \
+      [--baseline_tree=/tmp/main]   # e.g. git archive main | tar -x -C /tmp/main
 
 Each client sends one text per request, back to back, for --seconds (at most
 --max_requests each); clients run in --client_processes processes so the
@@ -14,6 +15,8 @@ C load generators that leave the shared cores to the server. Everything targets
 """
 
 import concurrent.futures
+import contextlib
+import functools
 import json
 import multiprocessing
 import os
@@ -44,7 +47,8 @@ def percentile(values: list, q: float) -> float:
 def in_process_latency(path: str, seconds: float) -> dict:
   """The exported serving_default called directly on one text: the floor to compare with."""
   import tensorflow as tf
-  serve = tf.saved_model.load(path).signatures["serving_default"]
+  from tfagent import signatures
+  serve = signatures.load_signature(path)
   for text in TEXTS:
     serve(text=tf.constant([text]))
   latencies, start, i = [], time.perf_counter(), 0
@@ -205,39 +209,70 @@ def h2load_load(url: str, address: str, clients: int, tmp: str) -> dict:
   return cell
 
 
+def cell_plan(pool) -> list:
+  """(cell name, load(url, grpc_address, tmp)) for every cell a server is measured on."""
+  plan = []
+  for protocol in ("rest", "grpc"):
+    for clients in FLAGS.concurrency:
+      plan.append((f"{protocol}/{clients}", functools.partial(
+          lambda p, c, url, address, tmp: load(
+              pool, url.removeprefix("http://") if p == "rest" else address, p, int(c)),
+          protocol, clients)))
+  if shutil.which("wrk"):
+    for clients in FLAGS.concurrency:
+      plan.append((f"rest-wrk/{clients}", functools.partial(
+          lambda c, url, address, tmp: wrk_load(url, int(c), tmp), clients)))
+  if shutil.which("h2load"):
+    for clients in FLAGS.concurrency:
+      plan.append((f"grpc-h2load/{clients}", functools.partial(
+          lambda c, url, address, tmp: h2load_load(url, address, int(c), tmp), clients)))
+  return plan
+
+
 def run_server_cells(pool, base: str, batching: bool, tmp: str) -> dict:
-  """Starts one server and loads it at every concurrency over both protocols."""
+  """Starts one server per source tree and loads each at every cell, in turn, cell by cell.
+
+  Returns {tree: {cell: figures}}; with --baseline_tree the earlier code is
+  measured beside this one in the same run, so machine load hits both alike.
+  """
   from tfagent.serving.launch import serve_in_subprocess
   args = [f"--model_name={FLAGS.model_name}", f"--model_base_path={base}",
           "--file_system_poll_wait_seconds=0", *thread_flags()]
   if batching:
     args += ["--enable_batching",
              f"--batching_parameters_file={os.path.join(base, 'batching_parameters.txt')}"]
-  cells = {}
-  log = os.path.join(tmp, f"server-{'on' if batching else 'off'}.log")
-  with serve_in_subprocess(args, FLAGS.model_name, log) as (url, grpc_address, pid):
+  trees = {"current": None}
+  if FLAGS.baseline_tree:
+    trees["baseline"] = os.path.abspath(FLAGS.baseline_tree)
+  runs = {tree: {} for tree in trees}
+  with contextlib.ExitStack() as stack:
+    servers = {tree: stack.enter_context(serve_in_subprocess(
+        args, FLAGS.model_name, os.path.join(tmp, f"server-{tree}-{batching}.log"),
+        python_path=path)) for tree, path in trees.items()}
+    for round_index in range(FLAGS.rounds):
+      for cell_index, (name, run_load) in enumerate(cell_plan(pool)):
+        order = list(servers.items())
+        if (round_index + cell_index) % 2:
+          order.reverse()  # Neither tree always goes first.
+        for tree, (url, grpc_address, pid) in order:
+          before = cpu_seconds(pid)
+          cell = run_load(url, grpc_address, tmp)
+          # Includes each client's warm-up requests; CPU is what a shared machine hides.
+          cell["server_cpu_ms_per_request"] = (1000 * (cpu_seconds(pid) - before) /
+                                               max(1, cell["requests"]))
+          runs[tree].setdefault(name, []).append(cell)
+          logging.info("%s, batching %s, %s: %s", tree, "on" if batching else "off", name,
+                       json.dumps(cell))
+  return {tree: {name: median_cell(cells) for name, cells in by_name.items()}
+          for tree, by_name in runs.items()}
 
-    def measure(name: str, run_load) -> None:
-      """Runs one cell's load and adds the server's CPU time a request to its figures."""
-      before = cpu_seconds(pid)
-      cell = run_load()
-      # Includes each client's warm-up requests; CPU is what a shared machine hides.
-      cell["server_cpu_ms_per_request"] = (1000 * (cpu_seconds(pid) - before) /
-                                           max(1, cell["requests"]))
-      cells[name] = cell
-      logging.info("batching %s, %s: %s", "on" if batching else "off", name, json.dumps(cell))
 
-    for protocol, server in (("rest", url.removeprefix("http://")), ("grpc", grpc_address)):
-      for clients in FLAGS.concurrency:
-        measure(f"{protocol}/{clients}", lambda: load(pool, server, protocol, int(clients)))
-    if shutil.which("wrk"):
-      for clients in FLAGS.concurrency:
-        measure(f"rest-wrk/{clients}", lambda: wrk_load(url, int(clients), tmp))
-    if shutil.which("h2load"):
-      for clients in FLAGS.concurrency:
-        measure(f"grpc-h2load/{clients}",
-                lambda: h2load_load(url, grpc_address, int(clients), tmp))
-  return cells
+def median_cell(cells: list) -> dict:
+  """Each figure's median over the rounds (errors summed)."""
+  out = {key: statistics.median(c[key] for c in cells) for key in cells[0] if key != "errors"}
+  out["errors"] = sum(c["errors"] for c in cells)
+  out["rounds"] = len(cells)
+  return out
 
 
 def table(result: dict) -> str:
@@ -252,6 +287,22 @@ def table(result: dict) -> str:
   ip = result["in_process"]
   rows.append(f"| in-process `serving_default` | 1 | - | {ip['rps']:.0f} | {ip['p50_ms']:.2f} | "
               f"{ip['p99_ms']:.2f} | - | 0 |")
+  return "\n".join(rows)
+
+
+def side_by_side(result: dict) -> str:
+  """Each cell before (--baseline_tree) and after, then the ratios of both."""
+  rows = ["| cell | batching | before req/s | after req/s | before p50 ms | after p50 ms | "
+          "before p99 ms | after p99 ms |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+  for batching in ("off", "on"):
+    for key, after in result[f"batching_{batching}"].items():
+      before = result["baseline"][f"batching_{batching}"][key]
+      rows.append(f"| {key} | {batching} | {before['rps']:.0f} | {after['rps']:.0f} | "
+                  f"{before['p50_ms']:.2f} | {after['p50_ms']:.2f} | {before['p99_ms']:.2f} | "
+                  f"{after['p99_ms']:.2f} |")
+  rows += ["", "| ratio | before | after |", "| --- | --- | --- |"]
+  for name, value in result["ratios"].items():
+    rows.append(f"| {name} | {result['baseline']['ratios'][name]:.2f} | {value:.2f} |")
   return "\n".join(rows)
 
 
@@ -286,6 +337,11 @@ def define_flags() -> None:
   flags.DEFINE_integer("max_requests", 2000, "Cap on requests per client per cell.")
   flags.DEFINE_integer("client_processes", 4, "Processes the clients are spread over.")
   flags.DEFINE_string("output", "bench/results/serve_bench.json", "Where the JSON goes.")
+  flags.DEFINE_integer("rounds", 1, "Times each cell is measured (trees alternating which "
+                       "goes first); figures are the medians.")
+  flags.DEFINE_string("baseline_tree", "", "A source tree of earlier code (e.g. `git archive` "
+                      "of main): its server is measured beside this one, cell by cell, in the "
+                      "same run.")
   flags.DEFINE_integer("tensorflow_intra_op_parallelism", 0, "For the server and the "
                        "in-process calls alike; 0 lets TensorFlow pick.")
   flags.DEFINE_integer("tensorflow_inter_op_parallelism", 0, "For the server and the "
@@ -310,15 +366,23 @@ def main(argv):
     logging.info("Client processes: %s", sorted(set(pool.map(warm_worker,
                                                            range(FLAGS.client_processes)))))
     for batching in (False, True):
-      result[f"batching_{'on' if batching else 'off'}"] = run_server_cells(pool, base, batching,
-                                                                           tmp)
+      cells = run_server_cells(pool, base, batching, tmp)
+      result[f"batching_{'on' if batching else 'off'}"] = cells["current"]
+      if "baseline" in cells:
+        result.setdefault("baseline", {"tree": FLAGS.baseline_tree})[
+            f"batching_{'on' if batching else 'off'}"] = cells["baseline"]
   result["ratios"] = ratios(result)
+  if "baseline" in result:
+    result["baseline"]["ratios"] = ratios({**result["baseline"],
+                                           "in_process": result["in_process"]})
   os.makedirs(os.path.dirname(FLAGS.output) or ".", exist_ok=True)
   with open(FLAGS.output, "w") as f:
     json.dump(result, f, indent=2)
   print(table(result))
   for name, value in result["ratios"].items():
     print(f"{name}: {value:.2f}")
+  if "baseline" in result:
+    print(side_by_side(result))
 
 
 if __name__ == "__main__":

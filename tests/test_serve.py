@@ -137,7 +137,7 @@ BAD_REQUESTS = [
      "No values in 'instances' array"),
     ("wrong rank", "/v1/models/tiny:predict", {"instances": [["a", "b"]]}, 400, "shape [1, 2]"),
     ("classify on a predict signature", "/v1/models/tiny:classify", {"examples": [{"text": "a"}]},
-     400, "Expected classification signature method_name to be tensorflow/serving/classify"),
+     400, "Expected one or two output Tensors, found 3"),  # classifier.cc PreProcessClassification
     ("classify without examples", "/v1/models/tiny:classify", {"signature_name": "classify"}, 400,
      "key 'examples' is expected"),
     ("example without text", "/v1/models/tiny:classify",

@@ -17,9 +17,18 @@ from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 from serving_util import run_server
 from tfagent import config, export
-from tfagent.serving import manager
+from tfagent.serving import manager, servable
 
-POLL_SECONDS = 1.0
+POLL_SECONDS = 1
+WAIT = 60  # Seconds a condition may take on a busy machine before the test fails.
+
+
+def wait_for(condition, what: str) -> None:
+  """Polls `condition()` until true; fails naming `what` after WAIT seconds."""
+  deadline = time.monotonic() + WAIT
+  while not condition():
+    assert time.monotonic() < deadline, f"timed out waiting for {what}"
+    time.sleep(0.05)
 
 
 class ClientLoop(threading.Thread):
@@ -58,18 +67,22 @@ def test_new_version_is_served_after_warm_up_without_a_failed_request(trained_ru
   shutil.copytree(result["saved_model"], base / "1")
   log = tmp_path / "server.log"
   args = ["--model_name=m", f"--model_base_path={base}",
-          f"--file_system_poll_wait_seconds={POLL_SECONDS}"]
+          f"--file_system_poll_wait_seconds={POLL_SECONDS}", "--max_num_load_retries=0"]
   with run_server(args, "m", str(log)) as (url, address, _):
     loop = ClientLoop(url, address)
     loop.start()
-    time.sleep(1.0)
+    wait_for(lambda: loop.count >= 10, "the client loop's first requests")
     # Half a version (graph, no variables) is never served; version 1 goes on.
     os.makedirs(base / "3" / "variables")
     shutil.copy(os.path.join(result["saved_model"], "saved_model.pb"), base / "3")
-    time.sleep(3 * POLL_SECONDS)
-    status = requests.get(f"{url}/v1/models/m", timeout=10).json()["model_version_status"]
-    assert status[0]["version"] == "3" and status[0]["state"] == "END"
-    assert "Failed to load" in status[0]["status"]["error_message"]
+    get_status = lambda: requests.get(f"{url}/v1/models/m",  # noqa: E731
+                                      timeout=10).json()["model_version_status"]
+    wait_for(lambda: get_status()[0] == {**get_status()[0], "version": "3", "state": "END"},
+             "version 3's failed load")
+    status = get_status()[0]["status"]
+    assert status["error_code"] not in ("OK", "UNKNOWN") and status["error_message"]
+    seen = loop.count
+    wait_for(lambda: loop.count > seen + 4, "requests after the failed load")
     assert loop.first_seen(3) is None and loop.versions[-1][1] == 1
     shutil.rmtree(base / "3")
     # A real export of version 2, written while the server polls.
@@ -78,13 +91,12 @@ def test_new_version_is_served_after_warm_up_without_a_failed_request(trained_ru
     export.export_model(model, ["negative", "positive"], config.ExportConfig(
         export_dir=str(tmp_path), model_name="m", version=2), warmup_texts=["great"])
     exported = time.monotonic()
-    while loop.first_seen(2) is None and time.monotonic() < exported + 60:
-      time.sleep(0.05)
+    wait_for(lambda: loop.first_seen(2) is not None, "version 2 to answer")
     switched = loop.first_seen(2)
-    time.sleep(1.0)
+    seen = loop.count
+    wait_for(lambda: loop.count > seen + 10, "requests after the switch")
     loop.stop.set()
     loop.join(timeout=60)
-  assert switched is not None, log.read_text()[-3000:]
   load_seconds = float(re.search(r"version: 2\} in ([\d.]+) s", log.read_text()).group(1))
   # Found at the next poll (+ the 0.2 s settle check), then loaded and warmed up.
   assert switched - exported < POLL_SECONDS + 0.2 + load_seconds + 1.0
@@ -109,7 +121,8 @@ def test_version_changes_freeze_the_heap_and_free_the_unloaded_version(trained_r
   base = tmp_path / "m"
   shutil.copytree(result["saved_model"], base / "1")
   models = manager.single_model("m", str(base))
-  mgr = manager.ModelManager(models, warmup=False, settle_seconds=0, freeze_heap=True)
+  mgr = manager.ModelManager(models, servable.LoadOptions(warmup=False, settle_seconds=0,
+                                                         freeze_heap=True))
   gc.collect()
   gc.freeze()
   before_load = gc.get_freeze_count()

@@ -13,7 +13,7 @@ import numpy as np
 from sklearn import metrics as skm
 import tensorflow as tf
 
-from tfagent import config, data
+from tfagent import config, data, signatures
 from tfagent.errors import TfagentError
 from tfagent.versions import resolve_saved_model
 
@@ -101,10 +101,8 @@ def evaluate(predict_fn, test_ds, class_names, out_dir: str, batch_size: int = 2
 
 
 def saved_model_predict_fn(path: str):
-  """Loads a SavedModel (TF Text ops registered) and returns texts -> probabilities."""
-  import tensorflow_text  # noqa: F401  Registers ops a BERT export uses.
-  serve = tf.saved_model.load(path).signatures["serving_default"]
-  return lambda text: serve(text=text)["probabilities"]
+  """Loads a SavedModel version (TF Text ops registered) and returns texts -> probabilities."""
+  return signatures.probabilities_fn(path)
 
 
 def load_checkpoint(path: str):

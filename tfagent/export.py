@@ -8,14 +8,10 @@ from absl import logging
 import keras
 import tensorflow as tf
 
-from tfagent import backup
+from tfagent import backup, signatures
 from tfagent.errors import ConfigError
 from tfagent.versions import next_version
 
-SERVING_DEFAULT = "serving_default"
-CLASSIFY = "classify"
-CLASSIFY_METHOD = "tensorflow/serving/classify"
-WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 # At most 32 texts per model call (and per request). No waiting for a batch to
 # fill, as TF Serving's batching guide advises on CPU: under load requests queue
 # while the previous batch runs, so batches form anyway and the serving loop's work
@@ -46,12 +42,13 @@ def make_classify_fn(model: keras.Model, class_names) -> tf.types.experimental.P
   """Wraps the model as TF Serving's classify API: serialized tf.Example with `text`."""
   names = tf.constant(list(class_names), tf.string)
 
-  @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
+  @tf.function(input_signature=[tf.TensorSpec([None], tf.string,
+                                              name=signatures.CLASSIFY_INPUTS)])
   def classify(inputs):
     text = tf.io.parse_example(inputs, {"text": tf.io.FixedLenFeature([], tf.string)})["text"]
     scores = tf.nn.softmax(tf.cast(model(text, training=False), tf.float32), -1)
-    return {"classes": tf.tile(names[tf.newaxis], [tf.shape(text)[0], 1]),  # <string>[batch, C]
-            "scores": scores}  # <float32>[batch, C]
+    return {signatures.CLASSIFY_CLASSES: tf.tile(names[tf.newaxis], [tf.shape(text)[0], 1]),
+            signatures.CLASSIFY_SCORES: scores}  # <string>[batch, C], <float32>[batch, C]
   return classify
 
 
@@ -60,15 +57,11 @@ def set_method_name(export_dir: str, signature: str, method: str) -> None:
 
   The fingerprint holds a checksum of saved_model.pb, so it is written anew.
   """
-  from tensorflow.core.protobuf import saved_model_pb2
   from tensorflow.python.saved_model.pywrap_saved_model import fingerprinting
-  path = os.path.join(export_dir, "saved_model.pb")
-  saved_model = saved_model_pb2.SavedModel()
-  with open(path, "rb") as f:
-    saved_model.ParseFromString(f.read())
+  saved_model = signatures.read_saved_model(export_dir)
   for meta_graph in saved_model.meta_graphs:
     meta_graph.signature_def[signature].method_name = method
-  with open(path, "wb") as f:
+  with open(signatures.saved_model_path(export_dir), "wb") as f:
     f.write(saved_model.SerializeToString())
   with open(os.path.join(export_dir, "fingerprint.pb"), "wb") as f:
     f.write(fingerprinting.CreateFingerprintDef(export_dir))
@@ -78,15 +71,15 @@ def write_warmup_requests(export_dir: str, model_name: str, texts) -> None:
   """Writes TF Serving's warm-up file: one predict and one classify request of `texts`."""
   from tensorflow_serving.apis import classification_pb2, predict_pb2, prediction_log_pb2
   predict = predict_pb2.PredictRequest()
-  predict.model_spec.name, predict.model_spec.signature_name = model_name, SERVING_DEFAULT
+  predict.model_spec.name, predict.model_spec.signature_name = model_name, signatures.DEFAULT_SIGNATURE
   predict.inputs["text"].CopyFrom(tf.make_tensor_proto(list(texts), tf.string))
   classify = classification_pb2.ClassificationRequest()
-  classify.model_spec.name, classify.model_spec.signature_name = model_name, CLASSIFY
+  classify.model_spec.name, classify.model_spec.signature_name = model_name, signatures.CLASSIFY_SIGNATURE
   for text in texts:
     example = classify.input.example_list.examples.add()
     example.features.feature["text"].bytes_list.value.append(text.encode("utf-8"))
   os.makedirs(os.path.join(export_dir, "assets.extra"), exist_ok=True)
-  with tf.io.TFRecordWriter(os.path.join(export_dir, WARMUP_FILE)) as writer:
+  with tf.io.TFRecordWriter(os.path.join(export_dir, signatures.WARMUP_FILE)) as writer:
     for log in (prediction_log_pb2.PredictionLog(predict_log={"request": predict}),
                 prediction_log_pb2.PredictionLog(classify_log={"request": classify})):
       writer.write(log.SerializeToString())
@@ -125,10 +118,10 @@ def export_model(model: keras.Model, class_names, export_cfg, warmup_texts=None)
   try:
     archive = keras.export.ExportArchive()
     archive.track(model)
-    archive.add_endpoint(SERVING_DEFAULT, make_serving_fn(model, class_names))
-    archive.add_endpoint(CLASSIFY, make_classify_fn(model, class_names))
+    archive.add_endpoint(signatures.DEFAULT_SIGNATURE, make_serving_fn(model, class_names))
+    archive.add_endpoint(signatures.CLASSIFY_SIGNATURE, make_classify_fn(model, class_names))
     archive.write_out(tmp, verbose=False)
-    set_method_name(tmp, CLASSIFY, CLASSIFY_METHOD)
+    set_method_name(tmp, signatures.CLASSIFY_SIGNATURE, signatures.CLASSIFY_METHOD)
     write_warmup_requests(tmp, export_cfg.model_name, warmup_texts or ["warm-up"])
     os.rename(tmp, final)
   except BaseException:

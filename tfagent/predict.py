@@ -10,6 +10,7 @@ import sys
 from absl import app, flags, logging
 import tensorflow as tf
 
+from tfagent import signatures
 from tfagent.errors import TfagentError
 from tfagent.versions import resolve_saved_model
 
@@ -18,8 +19,7 @@ FLAGS = flags.FLAGS
 
 def load_predictor(path: str):
   """Returns `texts -> list of dicts` backed by the SavedModel's serving_default."""
-  import tensorflow_text  # noqa: F401  Registers the ops a BERT export uses.
-  serve = tf.saved_model.load(resolve_saved_model(path)).signatures["serving_default"]
+  serve = signatures.load_signature(resolve_saved_model(path))
 
   def predict(texts: list) -> list:
     out = serve(text=tf.constant(texts, tf.string))

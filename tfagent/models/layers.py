@@ -24,17 +24,16 @@ class TextTokenizer(keras.layers.Layer):
   `ngrams=2`, their bigrams); id 0 is padding and
   id 1 the out-of-vocabulary token. The vocabulary is learned with `adapt` on
   the training split only. Batches are padded to their longest text (at least
-  one token), or to `sequence_length` when `pad_to_max` is set (fixed shapes
-  for XLA).
+  one token).
   """
 
-  def __init__(self, vocab_size=20_000, sequence_length=256, ngrams=1,
-               pad_to_max=False, vocabulary=None, **kwargs):
+  def __init__(self, vocab_size=20_000, sequence_length=256, ngrams=1, vocabulary=None,
+               **kwargs):
+    kwargs.pop("pad_to_max", None)  # Configs saved before it was removed still carry it.
     super().__init__(**kwargs)
     self.vocab_size = vocab_size
     self.sequence_length = sequence_length
     self.ngrams = ngrams
-    self.pad_to_max = pad_to_max
     # ngrams=2 appends the token bigrams after the unigrams: for Chinese these
     # are character bigrams, which carry most of a word's meaning.
     # Ragged, so that a batch is truncated before it is padded: one 5 MB text must
@@ -56,16 +55,15 @@ class TextTokenizer(keras.layers.Layer):
 
   def call(self, text):
     ids = self.vectorize(text)[:, :self.sequence_length].to_tensor()
-    width = self.sequence_length if self.pad_to_max else tf.maximum(tf.shape(ids)[1], 1)
-    return tf.pad(ids, [[0, 0], [0, width - tf.shape(ids)[1]]])
+    return tf.pad(ids, [[0, 0], [0, tf.maximum(tf.shape(ids)[1], 1) - tf.shape(ids)[1]]])
 
   def compute_output_shape(self, input_shape):
-    return (input_shape[0], self.sequence_length if self.pad_to_max else None)
+    return (input_shape[0], None)
 
   def get_config(self):
     config = super().get_config()
     config.update(vocab_size=self.vocab_size, sequence_length=self.sequence_length,
-                  ngrams=self.ngrams, pad_to_max=self.pad_to_max, vocabulary=self.vocabulary())
+                  ngrams=self.ngrams, vocabulary=self.vocabulary())
     return config
 
 

@@ -1,13 +1,18 @@
 """Local stand-in for TensorFlow Serving: same REST/gRPC protocol, same SavedModel layout.
 
-  status.py    errors with TF Serving's codes and their HTTP mapping
-  batching.py  dynamic batching (BatchingParameters, one queue per signature)
-  servable.py  one loaded SavedModel version: signatures, warm-up, run
-  manager.py   model configs, version polling, loading/unloading, status, labels
-  api.py       Predict/Classify/Metadata/Status on numpy and protos, shared by both protocols
-  rest.py      Starlette app: TF Serving's REST API and the Prometheus endpoint
-  grpc_api.py  PredictionService and ModelService servicers
-  server.py    starts both ports over one ModelManager
-  metrics.py   Prometheus counters and histograms
-  launch.py    runs the server as a subprocess on free loopback ports (tests, bench)
+  status.py       errors with TF Serving's codes and their HTTP mapping
+  protos.py       config protos PyPI lacks (BatchingParameters, MonitoringConfig, SSLConfig)
+  tensors.py      TensorProto <-> numpy as TF Serving converts them, sizes checked first
+  rapidjson.py    JSON as TF Serving's rapidjson reads and writes it
+  json_tensor.py  REST bodies <-> arrays and protos (util/json_tensor.cc)
+  batching.py     dynamic batching (BatchingParameters, one queue per signature)
+  servable.py     one loaded SavedModel version: signatures, warm-up, run
+  manager.py      model configs, version polling, loading/unloading, status, labels
+  api.py          Predict/Classify/Regress/MultiInference/Metadata/Status, shared by both protocols
+  rest.py         the REST API as an ASGI app, and the Prometheus page
+  http_limits.py  header-size cap and read timeout on uvicorn's HTTP protocol
+  grpc_api.py     PredictionService and ModelService servicers
+  server.py       every tensorflow_model_server flag; starts both ports over one ModelManager
+  metrics.py      Prometheus counters and histograms
+  launch.py       runs the server as a subprocess on free loopback ports (tests, bench)
 """

@@ -1,24 +1,40 @@
-"""The four calls both protocols share, on numpy arrays and TF Serving's protos."""
+"""TF Serving's PredictionService and ModelService on protos and arrays, shared by
+both protocols. Checks run in TF Serving's order, with its messages (the source
+functions are named beside each); input names and sizes are checked before
+any array is built."""
 
 import asyncio
+import dataclasses
 import functools
 import time
 
+from google.protobuf import text_format
+import grpc
 import numpy as np
-import tensorflow as tf
 from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
-                                     model_pb2)
+                                     inference_pb2, model_pb2, predict_pb2, regression_pb2)
 
-from tfagent.serving import status
+from tfagent import signatures
+from tfagent.serving import status, tensors
 
-CLASSIFY_METHOD = "tensorflow/serving/classify"
 SIGNATURE_DEF = "signature_def"
+_PREDICT_METHODS = (signatures.PREDICT_METHOD, signatures.CLASSIFY_METHOD,
+                    signatures.REGRESS_METHOD)
+
+
+@dataclasses.dataclass(frozen=True)
+class ApiOptions:
+  """Per-request behaviour the server's flags choose."""
+  method_name_check: bool = False  # --enable_signature_method_name_check
+  tensor_content: bool = False  # --enable_serialization_as_tensor_content
+  max_string_bytes: int = 1 << 20  # --max_input_string_bytes (tfagent); 0: no limit.
+  max_fill_bytes: int = 32 << 20  # Padding of a TensorProto short of its shape, at most.
 
 
 def spec_parts(spec: model_pb2.ModelSpec) -> tuple:
-  """(name, version or None, label or None) of a ModelSpec."""
+  """(name, version or None, label or None) of a ModelSpec (ServableRequestFromModelSpec)."""
   if not spec.name:
-    raise status.invalid_argument("Missing ModelSpec name")
+    raise status.invalid_argument("ModelSpec has no name specified.")
   choice = spec.WhichOneof("version_choice")
   version = spec.version.value if choice == "version" else None
   label = spec.version_label if choice == "version_label" else None
@@ -26,99 +42,138 @@ def spec_parts(spec: model_pb2.ModelSpec) -> tuple:
 
 
 def fill_spec(spec: model_pb2.ModelSpec, servable, signature_name: str) -> None:
-  spec.name, spec.signature_name = servable.name, signature_name
+  """MakeModelSpec (servables/tensorflow/util.cc): an empty signature name is the default."""
+  spec.name = servable.name
+  spec.signature_name = signature_name or signatures.DEFAULT_SIGNATURE
   spec.version.value = servable.version
 
 
-def predict(manager, spec: model_pb2.ModelSpec, inputs: dict, output_filter=(),
-            deadline=None) -> tuple:
-  """Runs a signature; returns (servable, signature name, outputs name -> array)."""
-  servable = manager.resolve(*spec_parts(spec))
-  name = spec.signature_name or "serving_default"
-  outputs = servable.run(name, inputs, deadline)
-  if output_filter:
-    unknown = set(output_filter) - set(outputs)
-    if unknown:
-      raise status.invalid_argument(f"output tensor alias not found in signature: "
-                                    f"{', '.join(sorted(unknown))}")
-    outputs = {k: outputs[k] for k in output_filter}
-  return servable, name, outputs
+def check_strings(inputs: dict, limit: int) -> None:
+  """No string input longer than --max_input_string_bytes (one huge text stalls a batch)."""
+  if not limit:
+    return
+  for alias, array in inputs.items():
+    if array.dtype == object and array.size:
+      longest = max(map(len, array.ravel()))
+      if longest > limit:
+        raise status.invalid_argument(
+            f"input tensor alias: {alias} holds a string of {longest} bytes; the limit is "
+            f"{limit} bytes (--max_input_string_bytes)")
 
 
-def examples_of(request_input) -> list:
-  """tf.Examples of an Input; context features are added to each, the example's win."""
+def serialized_examples(request_input) -> np.ndarray:
+  """<string>[n] of serialized tf.Examples, context bytes first (InputToSerializedExampleTensor).
+
+  Concatenated serializations merge as protobuf merges: an example's feature
+  replaces the context's feature of the same name.
+  """
   kind = request_input.WhichOneof("kind")
   if kind == "example_list":
-    examples = list(request_input.example_list.examples)
+    rows = [e.SerializeToString() for e in request_input.example_list.examples]
   elif kind == "example_list_with_context":
-    context = request_input.example_list_with_context.context
-    examples = []
-    for e in request_input.example_list_with_context.examples:
-      merged = tf.train.Example()
-      merged.CopyFrom(context)
-      for key, feature in e.features.feature.items():
-        merged.features.feature[key].CopyFrom(feature)
-      examples.append(merged)
+    listed = request_input.example_list_with_context
+    context = listed.context.SerializeToString()
+    rows = [context + e.SerializeToString() for e in listed.examples]
   else:
-    examples = []
-  if not examples:
+    rows = []
+  if not rows:
     raise status.invalid_argument("Input is empty.")
-  return examples
+  out = np.empty(len(rows), dtype=object)
+  out[:] = rows
+  return out
 
 
-def run_classify(servable, request, deadline=None) -> classification_pb2.ClassificationResult:
-  """Runs a classify signature on the request's examples (serialized, one input)."""
-  name = request.model_spec.signature_name or "serving_default"
-  signature = servable.signature(name)
-  if signature.method_name != CLASSIFY_METHOD:
-    raise status.invalid_argument(
-        f"Expected classification signature method_name to be {CLASSIFY_METHOD}. "
-        f"Was: {signature.method_name}")
+def _debug(signature) -> str:
+  return text_format.MessageToString(signature)
+
+
+def check_classify_signature(signature) -> None:
+  """PreProcessClassification (classifier.cc): one `inputs`, `classes` and/or `scores`."""
   if len(signature.inputs) != 1:
     raise status.invalid_argument("Expected one input Tensor.")
-  serialized = np.array([e.SerializeToString() for e in examples_of(request.input)],
-                        dtype=object)
-  outputs = servable.run(name, {next(iter(signature.inputs)): serialized}, deadline)
-  scores = outputs.get("scores")
-  classes = outputs.get("classes")
+  if len(signature.outputs) not in (1, 2):
+    raise status.invalid_argument(
+        f"Expected one or two output Tensors, found {len(signature.outputs)}")
+  if signatures.CLASSIFY_INPUTS not in signature.inputs:
+    raise status.invalid_argument(
+        f"No classification inputs found in SignatureDef: {_debug(signature)}")
+  if not {signatures.CLASSIFY_CLASSES, signatures.CLASSIFY_SCORES} & set(signature.outputs):
+    raise status.invalid_argument(
+        'Expected classification signature outputs to contain at least one of "classes" or '
+        f'"scores". Signature was: {_debug(signature)}')
+
+
+def check_regress_signature(signature) -> None:
+  """PreProcessRegression (regressor.cc): one `inputs`, one `outputs`."""
+  if len(signature.inputs) != 1:
+    raise status.invalid_argument("Expected one input Tensor.")
+  if len(signature.outputs) != 1:
+    raise status.invalid_argument("Expected one output Tensor.")
+  if signatures.REGRESS_INPUTS not in signature.inputs:
+    raise status.invalid_argument(
+        f"No regression inputs found in SignatureDef: {_debug(signature)}")
+  if signatures.REGRESS_OUTPUTS not in signature.outputs:
+    raise status.invalid_argument(
+        f"No regression outputs found in SignatureDef: {_debug(signature)}")
+
+
+def _shape_text(array: np.ndarray) -> str:
+  return "[" + ",".join(str(d) for d in array.shape) + "]"
+
+
+def _check_matrix(name: str, array, kind: str, n: int) -> None:
+  """PostProcessClassificationResult's checks of one output: [n, C] of the right dtype."""
+  if array.ndim != 2:
+    raise status.invalid_argument(
+        f"Expected Tensor shape: [batch_size num_classes] but got {_shape_text(array)}")
+  dtype = "DT_STRING" if array.dtype == object else tensors.dtype_enum_name(array.dtype)
+  if dtype != kind:
+    raise status.invalid_argument(f"Expected {name} Tensor of {kind}. Got: {dtype}")
+  if array.shape[0] != n:
+    raise status.invalid_argument(
+        f"Expected {name} output batch size of {n}. Got: {array.shape[0]}")
+
+
+def classification_result(outputs: dict, n: int) -> classification_pb2.ClassificationResult:
+  """A ClassificationResult from `classes` <string>[n, C] and/or `scores` <float>[n, C]."""
+  classes = outputs.get(signatures.CLASSIFY_CLASSES)
+  scores = outputs.get(signatures.CLASSIFY_SCORES)
+  if classes is not None:
+    _check_matrix("classes", classes, "DT_STRING", n)
+  if scores is not None:
+    _check_matrix("scores", scores, "DT_FLOAT", n)
+  if classes is not None and scores is not None and classes.shape[1] != scores.shape[1]:
+    raise status.invalid_argument("Tensors class and score should match in dim_size(1). "
+                                  f"Got {classes.shape[1]} vs. {scores.shape[1]}")
+  width = (classes if classes is not None else scores).shape[1]
   result = classification_pb2.ClassificationResult()
-  for i in range(len(serialized)):
+  for i in range(n):
     row = result.classifications.add()
-    width = (scores if scores is not None else classes).shape[1]
     for j in range(width):
-      row.classes.add(label=classes[i, j].decode("utf-8", "replace") if classes is not None else "",
-                      score=float(scores[i, j]) if scores is not None else 0.0)
+      entry = row.classes.add()
+      if classes is not None:
+        entry.label = classes[i, j].decode("utf-8", "replace")
+      if scores is not None:
+        entry.score = scores[i, j]
   return result
 
 
-def classify(manager, request, deadline=None) -> classification_pb2.ClassificationResponse:
-  servable = manager.resolve(*spec_parts(request.model_spec))
-  response = classification_pb2.ClassificationResponse()
-  response.result.CopyFrom(run_classify(servable, request, deadline))
-  fill_spec(response.model_spec, servable, request.model_spec.signature_name or "serving_default")
-  return response
-
-
-def metadata(manager, request) -> get_model_metadata_pb2.GetModelMetadataResponse:
-  """GetModelMetadataResponse with the version's SignatureDefMap (the one field TF Serving has)."""
-  fields = list(request.metadata_field)
-  if fields != [SIGNATURE_DEF]:
-    raise status.invalid_argument(
-        f"Metadata field(s) {fields} not supported; request exactly ['signature_def']")
-  servable = manager.resolve(*spec_parts(request.model_spec))
-  response = get_model_metadata_pb2.GetModelMetadataResponse()
-  response.model_spec.name = servable.name
-  response.model_spec.version.value = servable.version
-  signature_map = get_model_metadata_pb2.SignatureDefMap()
-  for key, value in servable.signature_defs.items():
-    signature_map.signature_def[key].CopyFrom(value)
-  response.metadata[SIGNATURE_DEF].Pack(signature_map)
-  return response
-
-
-def model_status(manager, request):
-  name, version, label = spec_parts(request.model_spec)
-  return manager.model_status(name, version, label)
+def regression_result(outputs: dict, n: int) -> regression_pb2.RegressionResult:
+  """A RegressionResult from `outputs` <float>[n] or [n, 1] (PostProcessRegressionResult)."""
+  values = outputs[signatures.REGRESS_OUTPUTS]
+  if not (values.ndim == 1 or (values.ndim == 2 and values.shape[1] == 1)):
+    raise status.invalid_argument("Expected output Tensor shape to be either [batch_size] or "
+                                  f"[batch_size, 1] but got {_shape_text(values)}")
+  if values.shape[0] != n:
+    raise status.invalid_argument("Input batch size did not match output batch size: "
+                                  f"{n} vs. {values.shape[0]}")
+  if values.dtype != np.float32:
+    raise status.invalid_argument("Expected output Tensor of DT_FLOAT.  Got: "
+                                  f"{tensors.dtype_enum_name(values.dtype)}")
+  result = regression_pb2.RegressionResult()
+  for value in values.ravel().tolist():
+    result.regressions.add(value=value)
+  return result
 
 
 def in_pool(executor, fn, *args) -> "asyncio.Future":
@@ -151,3 +206,241 @@ async def run_async(servable, signature_name: str, inputs: dict, deadline, execu
   except asyncio.TimeoutError:
     batcher.cancel(pending)
     raise status.deadline_exceeded() from None
+
+
+class Api:
+  """The calls, over a ModelManager, with the options the server's flags set."""
+
+  def __init__(self, manager, options: ApiOptions = ApiOptions()):
+    self.manager, self.options = manager, options
+
+  def resolve(self, spec: model_pb2.ModelSpec):
+    return self.manager.resolve(*spec_parts(spec))
+
+  # Predict ----------------------------------------------------------------
+
+  def predict_signature(self, servable, name: str, rest: bool = False):
+    """The signature a predict asks for (RunPredict; GetInfoMap over REST)."""
+    name = name or signatures.DEFAULT_SIGNATURE
+    signature = servable.signature_def(name)
+    if signature is None:
+      if rest:
+        raise status.invalid_argument(
+            f'Serving signature name: "{name}" not found in signature def')
+      raise status.failed_precondition(f'Serving signature key "{name}" not found.')
+    if self.options.method_name_check and signature.method_name not in _PREDICT_METHODS:
+      raise status.ServingError(
+          grpc.StatusCode.INTERNAL, "Expected prediction signature method_name to be one of "
+          f"{{{', '.join(_PREDICT_METHODS)}}}. Was: {signature.method_name}")
+    return signature
+
+  def predict_inputs(self, request: predict_pb2.PredictRequest, signature) -> dict:
+    """The request's tensors as arrays, after TF Serving's checks of names and sizes.
+
+    VerifyRequestInputsSize and saved_model::GetInputValues, then the dtypes
+    (DirectSession's "Expects arg[i]"); nothing is converted before all pass.
+    """
+    sent, expected = set(request.inputs), set(signature.inputs)
+    defaults = set(getattr(signature, "defaults", {}))
+    if len(sent) > len(expected) or (len(sent) < len(expected) and not defaults):
+      raise status.invalid_argument(
+          f"input size does not match signature: {len(sent)}!={len(expected)} "
+          f"len({{{','.join(sorted(sent))}}}) != len({{{','.join(sorted(expected))}}}). "
+          f"Sent extra: {{{','.join(sorted(sent - expected))}}}. "
+          f"Missing but required: {{{','.join(sorted(expected - sent))}}}.")
+    for alias in sorted(expected):
+      if alias not in sent and alias not in defaults:
+        raise status.invalid_argument(
+            f"Signature input alias: {alias}(feed name: {signature.inputs[alias].name}) not "
+            f"found in request and no default value provided. Inputs expected to be in the "
+            f"request {{{','.join(sorted(sent))}}}, or default input alias set: "
+            f"{','.join(sorted(defaults))}")
+      if alias in sent:
+        tensors.check_size(alias, request.inputs[alias], self.options.max_fill_bytes)
+    if sent - expected:
+      raise status.invalid_argument(
+          f"Inputs contains invalid name. Used request inputs: "
+          f"{','.join(sorted(sent & expected))}, request input: {','.join(sorted(sent))}")
+    self.check_output_filter(request.output_filter, signature)
+    for index, alias in enumerate(sorted(expected)):
+      want, got = signature.inputs[alias].dtype, request.inputs[alias].dtype
+      if alias in sent and want != got:
+        raise status.invalid_argument(f"Expects arg[{index}] to be {tensors.dtype_name(want)} "
+                                      f"but {tensors.dtype_name(got)} is provided")
+    inputs = {alias: tensors.to_ndarray(request.inputs[alias]) for alias in sorted(sent)}
+    check_strings(inputs, self.options.max_string_bytes)
+    return inputs
+
+  @staticmethod
+  def check_output_filter(output_filter, signature) -> None:
+    """PreProcessPrediction's output_filter checks."""
+    seen = set()
+    for alias in output_filter:
+      if alias not in signature.outputs:
+        raise status.invalid_argument(
+            f"output tensor alias not found in signature: {alias} Outputs expected to be in "
+            f"the set {{{','.join(sorted(signature.outputs))}}}.")
+      if alias in seen:
+        raise status.invalid_argument(f"duplicate output tensor alias: {alias}")
+      seen.add(alias)
+
+  async def predict(self, request: predict_pb2.PredictRequest, deadline,
+                    executor) -> predict_pb2.PredictResponse:
+    """gRPC Predict (predict_impl.cc, predict_util.cc RunPredict)."""
+    self.check_spec(request)
+    servable = self.resolve(request.model_spec)
+    name = request.model_spec.signature_name or signatures.DEFAULT_SIGNATURE
+    signature = self.predict_signature(servable, name)
+    inputs = self.predict_inputs(request, signature)
+    outputs = await run_async(servable, name, inputs, deadline, executor)
+    response = predict_pb2.PredictResponse()
+    fill_spec(response.model_spec, servable, name)
+    for key in request.output_filter or sorted(outputs):
+      response.outputs[key].CopyFrom(tensors.to_proto(outputs[key], self.options.tensor_content))
+    return response
+
+  # Classify, Regress, MultiInference ---------------------------------------
+
+  def example_signature(self, servable, name: str, kind: str):
+    """Get{Classification,Regression}SignatureDef: found, and of the right shape."""
+    name = name or signatures.DEFAULT_SIGNATURE
+    signature = servable.signature_def(name)
+    if signature is None:
+      raise status.invalid_argument(f"No signature was found with the name: {name}")
+    method = signatures.CLASSIFY_METHOD if kind == "classify" else signatures.REGRESS_METHOD
+    if self.options.method_name_check and signature.method_name != method:
+      noun = "classification" if kind == "classify" else "regression"
+      raise status.invalid_argument(f"Expected {noun} signature method_name to be {method}. "
+                                    f"Was: {signature.method_name}")
+    (check_classify_signature if kind == "classify" else check_regress_signature)(signature)
+    return signature
+
+  def _run_examples(self, servable, name: str, request_input, deadline) -> tuple:
+    """(outputs, n): one model call of a signature on the request's examples."""
+    examples = serialized_examples(request_input)
+    check_strings({"inputs": examples}, self.options.max_string_bytes)
+    outputs = servable.run(name or signatures.DEFAULT_SIGNATURE,
+                           {signatures.CLASSIFY_INPUTS: examples}, deadline)
+    return outputs, len(examples)
+
+  def classify(self, request, deadline=None) -> classification_pb2.ClassificationResponse:
+    """Classify (classification_service.cc, classifier.cc RunClassify)."""
+    self.check_spec(request)
+    return self.examples_call(self.resolve(request.model_spec), request, "classify", deadline)
+
+  def regress(self, request, deadline=None) -> regression_pb2.RegressionResponse:
+    """Regress (regression_service.cc, regressor.cc RunRegress)."""
+    self.check_spec(request)
+    return self.examples_call(self.resolve(request.model_spec), request, "regress", deadline)
+
+  def examples_call(self, servable, request, kind: str, deadline=None):
+    """Classify or regress on one servable (also the warm-up's replay of their logs)."""
+    name = request.model_spec.signature_name
+    self.example_signature(servable, name, kind)
+    outputs, n = self._run_examples(servable, name, request.input, deadline)
+    if kind == "classify":
+      response = classification_pb2.ClassificationResponse()
+      response.result.CopyFrom(classification_result(outputs, n))
+    else:
+      response = regression_pb2.RegressionResponse()
+      response.result.CopyFrom(regression_result(outputs, n))
+    fill_spec(response.model_spec, servable, name)
+    return response
+
+  def multi_inference(self, request, deadline=None) -> inference_pb2.MultiInferenceResponse:
+    """MultiInference (multi_inference_helper.cc, multi_inference.cc)."""
+    spec = request.tasks[0].model_spec if request.tasks else model_pb2.ModelSpec()
+    return self.multi_inference_on(self.resolve(spec), request, deadline)
+
+  def multi_inference_on(self, servable, request, deadline=None):
+    names = self._check_tasks(servable, request)
+    response = inference_pb2.MultiInferenceResponse()
+    for task, name in zip(request.tasks, names):
+      outputs, n = self._run_examples(servable, name, request.input, deadline)
+      result = response.results.add()
+      if task.method_name == signatures.CLASSIFY_METHOD:
+        result.classification_result.CopyFrom(classification_result(outputs, n))
+      else:
+        result.regression_result.CopyFrom(regression_result(outputs, n))
+      fill_spec(result.model_spec, servable, task.model_spec.signature_name)
+    return response
+
+  @staticmethod
+  def _check_tasks(servable, request) -> list:
+    """TensorFlowMultiInferenceRunner::Infer's checks; returns each task's signature name."""
+    names, model = [], ""
+    for task in request.tasks:
+      if not task.model_spec.name:
+        raise status.invalid_argument("Found ModelSpec with an empty model name.")
+      if model and task.model_spec.name != model:
+        raise status.invalid_argument(
+            "All ModelSpecs in a MultiInferenceRequest must access the same model name.")
+      model = task.model_spec.name
+      name = task.model_spec.signature_name or signatures.DEFAULT_SIGNATURE
+      if name in names:
+        raise status.invalid_argument(f"Duplicate evaluation of signature: {name}")
+      names.append(name)
+      signature = servable.signature_def(name)
+      if signature is None:
+        raise status.invalid_argument(f"Requested signature not found in model graph: {name}")
+      if task.method_name == signatures.CLASSIFY_METHOD:
+        check_classify_signature(signature)
+      elif task.method_name == signatures.REGRESS_METHOD:
+        check_regress_signature(signature)
+      else:
+        raise status.ServingError(grpc.StatusCode.UNIMPLEMENTED,
+                                  f"Unsupported signature method_name: {task.method_name}")
+    return names
+
+  def replay(self, servable, log) -> None:
+    """Runs one warm-up PredictionLog on `servable` (saved_model_warmup.cc RunWarmupRequest)."""
+    kind = log.WhichOneof("log_type")
+    if kind == "predict_log":
+      request = log.predict_log.request
+      name = request.model_spec.signature_name or signatures.DEFAULT_SIGNATURE
+      signature = self.predict_signature(servable, name)
+      servable.run(name, self.predict_inputs(request, signature))
+    elif kind == "classify_log":
+      self.examples_call(servable, log.classify_log.request, "classify")
+    elif kind == "regress_log":
+      self.examples_call(servable, log.regress_log.request, "regress")
+    elif kind == "multi_inference_log":
+      self.multi_inference_on(servable, log.multi_inference_log.request)
+    elif kind is not None:
+      raise status.ServingError(grpc.StatusCode.UNIMPLEMENTED,
+                                f"Unsupported log_type for warmup: {kind}")
+
+  # Metadata and status --------------------------------------------------------
+
+  def metadata(self, request) -> get_model_metadata_pb2.GetModelMetadataResponse:
+    """GetModelMetadata (get_model_metadata_impl.cc): the SignatureDefMap."""
+    if not request.HasField("model_spec"):
+      raise status.invalid_argument("Missing ModelSpec")
+    if not request.metadata_field:
+      raise status.invalid_argument(
+          "GetModelMetadataRequest must specify at least one metadata_field")
+    for field in request.metadata_field:
+      if field != SIGNATURE_DEF:
+        raise status.invalid_argument(f"Metadata field {field} is not supported")
+    servable = self.resolve(request.model_spec)
+    response = get_model_metadata_pb2.GetModelMetadataResponse()
+    response.model_spec.name = servable.name
+    response.model_spec.version.value = servable.version
+    signature_map = get_model_metadata_pb2.SignatureDefMap()
+    for key, value in servable.signature_defs.items():
+      signature_map.signature_def[key].CopyFrom(value)
+    response.metadata[SIGNATURE_DEF].Pack(signature_map)
+    return response
+
+  def model_status(self, request):
+    """GetModelStatus (get_model_status_impl.cc): a version label is ignored."""
+    if not request.HasField("model_spec"):
+      raise status.invalid_argument("Missing ModelSpec")
+    spec = request.model_spec
+    version = spec.version.value if spec.HasField("version") else None
+    return self.manager.model_status(spec.name, version)
+
+  def check_spec(self, request) -> None:
+    """Predict, Classify and Regress refuse a request without a ModelSpec."""
+    if not request.HasField("model_spec"):
+      raise status.invalid_argument("Missing ModelSpec")

@@ -2,19 +2,28 @@
 
 import asyncio
 from concurrent import futures
+import dataclasses
 import threading
 import time
 
+from absl import logging
 import grpc
-import numpy as np
-import tensorflow as tf
-from tensorflow.core.framework import tensor_pb2, types_pb2
-from tensorflow_serving.apis import (model_service_pb2_grpc, predict_pb2,
+from tensorflow_serving.apis import (model_management_pb2, model_service_pb2_grpc,
                                      prediction_service_pb2_grpc)
 
-from tfagent.serving import api, status
+from tfagent.serving import manager as manager_lib, status
 
 MAX_MESSAGE_BYTES = 2**31 - 1  # TF Serving lifts gRPC's 4 MiB default the same way.
+
+
+@dataclasses.dataclass(frozen=True)
+class GrpcOptions:
+  """What the gRPC flags set."""
+  address: str = "0.0.0.0:8500"  # From --bind_address and --port; "" for none.
+  socket_path: str = ""  # --grpc_socket_path
+  max_threads: int = 64  # --grpc_max_threads: the pool model calls run on.
+  channel_arguments: tuple = ()  # --grpc_channel_arguments, as (key, value) pairs.
+  credentials: object = None  # grpc.ServerCredentials (--ssl_config_file); None: insecure.
 
 
 def _deadline(context):
@@ -22,59 +31,27 @@ def _deadline(context):
   return None if remaining is None else time.monotonic() + remaining
 
 
-def to_ndarray(proto) -> np.ndarray:
-  """A TensorProto as an array; strings directly, as tf.make_ndarray is slow on them."""
-  if proto.dtype == types_pb2.DT_STRING and not proto.tensor_content:
-    shape = [d.size for d in proto.tensor_shape.dim]
-    values = np.array(list(proto.string_val), dtype=object)
-    if values.size != int(np.prod(shape)):
-      raise ValueError(f"{values.size} values do not fill shape {shape}")
-    return values.reshape(shape)
-  return tf.make_ndarray(proto)
-
-
-def to_tensor_proto(array: np.ndarray) -> tensor_pb2.TensorProto:
-  """An output array as a TensorProto: raw bytes for numbers, string_val for strings."""
-  proto = tensor_pb2.TensorProto()
-  for size in array.shape:
-    proto.tensor_shape.dim.add(size=size)
-  if array.dtype == object:
-    proto.dtype = types_pb2.DT_STRING
-    proto.string_val.extend(array.ravel().tolist())
-  elif array.dtype in (np.float32, np.float64, np.int32, np.int64, np.bool_):
-    proto.dtype = tf.as_dtype(array.dtype).as_datatype_enum
-    proto.tensor_content = np.ascontiguousarray(array).tobytes()
-  else:
-    proto.CopyFrom(tf.make_tensor_proto(array))
-  return proto
-
-
-def inputs_from_protos(protos, signature) -> dict:
-  """TensorProtos as arrays, each checked against the signature's dtype."""
-  inputs = {}
-  for name, proto in protos.items():
-    expected = signature.inputs[name].dtype if name in signature.inputs else proto.dtype
-    if proto.dtype != expected:
-      raise status.invalid_argument(
-          f"Expects arg[{name}] to be {tf.as_dtype(expected).name} but "
-          f"{tf.as_dtype(proto.dtype).name} is provided")
-    try:
-      inputs[name] = to_ndarray(proto)
-    except (TypeError, ValueError) as e:
-      raise status.invalid_argument(f"input {name}: {e}") from None
-  return inputs
+def parse_channel_arguments(text: str) -> tuple:
+  """'k=v,k2=v2' -> ((k, v), ...), integers as ints (as tensorflow_model_server does)."""
+  pairs = []
+  for item in filter(None, text.split(",")):
+    key, sep, value = item.partition("=")
+    if not sep:
+      raise ValueError(f"--grpc_channel_arguments: {item!r} is not key=value")
+    pairs.append((key, int(value) if value.lstrip("-").isdigit() else value))
+  return tuple(pairs)
 
 
 class _Servicer:
-  """Shared: runs work off the event loop, maps ServingErrors to gRPC statuses, metrics."""
+  """Shared: work off the event loop, errors as gRPC statuses, every call in the metrics."""
 
-  def __init__(self, manager, metrics, executor):
-    self.manager, self.metrics, self.executor = manager, metrics, executor
+  def __init__(self, api, metrics, executor):
+    self.api, self.metrics, self.executor = api, metrics, executor
 
   def _in_pool(self, fn, *args):
-    return api.in_pool(self.executor, fn, *args)
+    return asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
-  async def _call(self, method: str, request, context, work):
+  async def _call(self, method: str, model: str, context, work):
     started = time.perf_counter()
     code = "OK"
     try:
@@ -82,72 +59,91 @@ class _Servicer:
     except status.ServingError as e:
       code = e.code.name
       await context.abort(e.code, e.message)
+    except Exception as e:  # noqa: BLE001  A bug: answered INTERNAL and logged.
+      logging.exception("gRPC %s failed", method)
+      code = grpc.StatusCode.INTERNAL.name
+      await context.abort(grpc.StatusCode.INTERNAL, f"Internal error: {e}")
     finally:
-      name = request.model_spec.name
-      self.metrics.observe_request(name if name in self.manager.models else "<unknown>",
-                                   "grpc", method, code, time.perf_counter() - started)
+      known = model if model in self.api.manager.models else "<unknown>"
+      self.metrics.observe_request(known, "grpc", method, code, time.perf_counter() - started)
 
 
 class PredictionServicer(_Servicer, prediction_service_pb2_grpc.PredictionServiceServicer):
-  """Predict, Classify and GetModelMetadata."""
+  """Predict, Classify, Regress, MultiInference and GetModelMetadata."""
 
   async def Predict(self, request, context):
-    return await self._call("predict", request, context, self._predict(request, context))
-
-  async def _predict(self, request, context):
-    servable = self.manager.resolve(*api.spec_parts(request.model_spec))
-    name = request.model_spec.signature_name or "serving_default"
-    inputs = inputs_from_protos(request.inputs, servable.signature(name))
-    outputs = await api.run_async(servable, name, inputs, _deadline(context), self.executor)
-    if request.output_filter:
-      missing = set(request.output_filter) - set(outputs)
-      if missing:
-        raise status.invalid_argument(
-            f"output tensor alias not found in signature: {', '.join(sorted(missing))}")
-      outputs = {k: outputs[k] for k in request.output_filter}
-    response = predict_pb2.PredictResponse()
-    api.fill_spec(response.model_spec, servable, name)
-    for key, value in outputs.items():
-      response.outputs[key].CopyFrom(to_tensor_proto(value))
-    return response
+    return await self._call("predict", request.model_spec.name, context,
+                            self.api.predict(request, _deadline(context), self.executor))
 
   async def Classify(self, request, context):
-    return await self._call("classify", request, context, self._in_pool(
-        api.classify, self.manager, request, _deadline(context)))
+    return await self._call("classify", request.model_spec.name, context, self._in_pool(
+        self.api.classify, request, _deadline(context)))
+
+  async def Regress(self, request, context):
+    return await self._call("regress", request.model_spec.name, context, self._in_pool(
+        self.api.regress, request, _deadline(context)))
+
+  async def MultiInference(self, request, context):
+    model = request.tasks[0].model_spec.name if request.tasks else ""
+    return await self._call("multi_inference", model, context, self._in_pool(
+        self.api.multi_inference, request, _deadline(context)))
 
   async def GetModelMetadata(self, request, context):
-    return await self._call("metadata", request, context,
-                            self._in_pool(api.metadata, self.manager, request))
+    return await self._call("metadata", request.model_spec.name, context,
+                            self._in_pool(self.api.metadata, request))
 
 
 class ModelServicer(_Servicer, model_service_pb2_grpc.ModelServiceServicer):
-  """GetModelStatus (HandleReloadConfigRequest stays UNIMPLEMENTED)."""
+  """GetModelStatus and HandleReloadConfigRequest."""
 
   async def GetModelStatus(self, request, context):
-    return await self._call("status", request, context,
-                            self._in_pool(api.model_status, self.manager, request))
+    return await self._call("status", request.model_spec.name, context,
+                            self._in_pool(self.api.model_status, request))
+
+  async def HandleReloadConfigRequest(self, request, context):
+    return await self._call("reload_config", "", context,
+                            self._in_pool(self._reload, request))
+
+  def _reload(self, request) -> model_management_pb2.ReloadConfigResponse:
+    """ModelServiceImpl::HandleReloadConfigRequest: serve exactly the given model list."""
+    if request.config.WhichOneof("config") != "model_config_list":
+      raise status.invalid_argument(
+          "ServerModelConfig type not supported by HandleReloadConfigRequest. Only "
+          "ModelConfigList is currently supported")
+    try:
+      models = manager_lib.models_from_proto(request.config, "ReloadConfigRequest")
+    except manager_lib.ConfigError as e:
+      raise status.invalid_argument(str(e)) from None
+    self.api.manager.reload_config(models)
+    response = model_management_pb2.ReloadConfigResponse()
+    response.status.error_code = 0
+    return response
 
 
 class GrpcServer:
   """grpc.aio server on its own event loop thread; model calls as in REST."""
 
-  def __init__(self, manager, metrics, address: str, max_threads: int):
-    self.executor = futures.ThreadPoolExecutor(max_threads, "grpc")
+  def __init__(self, api, metrics, options: GrpcOptions):
+    self.executor = futures.ThreadPoolExecutor(options.max_threads, "grpc")
     self.loop = asyncio.SelectorEventLoop()
     threading.Thread(target=self.loop.run_forever, daemon=True, name="grpc").start()
-    asyncio.run_coroutine_threadsafe(self._start(manager, metrics, address),
+    asyncio.run_coroutine_threadsafe(self._start(api, metrics, options),
                                      self.loop).result(timeout=60)
 
-  async def _start(self, manager, metrics, address: str) -> None:
+  async def _start(self, api, metrics, options: GrpcOptions) -> None:
     self.server = grpc.aio.server(options=[
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)])
+        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES), *options.channel_arguments])
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-        PredictionServicer(manager, metrics, self.executor), self.server)
+        PredictionServicer(api, metrics, self.executor), self.server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(
-        ModelServicer(manager, metrics, self.executor), self.server)
-    if self.server.add_insecure_port(address) == 0:
-      raise OSError(f"gRPC: cannot bind {address}")
+        ModelServicer(api, metrics, self.executor), self.server)
+    for address in filter(None, (options.address, options.socket_path and
+                                 f"unix:{options.socket_path}")):
+      bound = (self.server.add_secure_port(address, options.credentials) if options.credentials
+               else self.server.add_insecure_port(address))
+      if bound == 0 and not address.startswith("unix:"):
+        raise OSError(f"gRPC: cannot bind {address}")
     await self.server.start()
 
   def stop(self, grace: float = 2.0) -> None:

@@ -26,6 +26,10 @@ class Metrics:
     self.requests.labels(model, protocol, method, code).inc()
     self.latency.labels(model, protocol, method).observe(seconds)
 
+  def observe_rejected_connection(self, http_status: int) -> None:
+    """A REST request refused before it reached the app (431 headers, 408 too slow)."""
+    self.requests.labels("<unknown>", "rest", "other", f"HTTP_{http_status}").inc()
+
   def observe_batch(self, model: str, size: int) -> None:
     self.batch_size.labels(model).observe(size)
 

@@ -1,31 +1,46 @@
 """One loaded SavedModel version: its SignatureDefs, warm-up, and calls."""
 
+import dataclasses
 import functools
 import os
+import threading
 import time
 
 import grpc
 import tensorflow as tf
 
+from tfagent import signatures
 from tfagent.serving import batching, status
+from tfagent.serving.batching import BatchingOptions
 
-DEFAULT_SIGNATURE = "serving_default"
-INIT_OP_SIGNATURE = "__saved_model_init_op"
-WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
-MAX_WARMUP_RECORDS = 1000  # TF Serving's limit.
 _GRPC_CODE = {code.value[0]: code for code in grpc.StatusCode}
 
 
-def read_signature_defs(path: str) -> dict:
-  """The SignatureDef protos of the `serve` MetaGraph, as TF Serving reports them."""
-  from tensorflow.core.protobuf import saved_model_pb2
-  saved_model = saved_model_pb2.SavedModel()
-  with open(os.path.join(path, "saved_model.pb"), "rb") as f:
-    saved_model.ParseFromString(f.read())
-  for meta_graph in saved_model.meta_graphs:
-    if "serve" in meta_graph.meta_info_def.tags:
-      return dict(meta_graph.signature_def)
-  raise ValueError(f"{path}: no MetaGraph tagged 'serve'")
+@dataclasses.dataclass(frozen=True)
+class LoadOptions:
+  """How versions are loaded: what tensorflow_model_server's load flags set."""
+  batching: BatchingOptions | None = None  # None: no batching.
+  tags: frozenset = frozenset({signatures.SERVE_TAG})  # --saved_model_tags
+  warmup: bool = True  # --enable_model_warmup
+  warmup_iterations: int = 1  # --num_request_iterations_for_warmup (0 counts as 1)
+  max_load_retries: int = 5  # --max_num_load_retries
+  load_retry_interval_seconds: float = 60.0  # --load_retry_interval_micros / 1e6
+  settle_seconds: float = 0.2  # A version's files must stay unchanged this long.
+  freeze_heap: bool = False  # For a server process; see manager._freeze_heap.
+  on_batch: object = None  # on_batch(model_name, examples): batch-size metrics.
+
+
+def error_code(error: Exception) -> grpc.StatusCode:
+  """The status code of an exception: its own for TF and serving errors, else UNKNOWN."""
+  if isinstance(error, status.ServingError):
+    return error.code
+  if isinstance(error, tf.errors.OpError):
+    return _GRPC_CODE.get(error.error_code, grpc.StatusCode.UNKNOWN)
+  if isinstance(error, FileNotFoundError):
+    return grpc.StatusCode.NOT_FOUND
+  if isinstance(error, ValueError):
+    return grpc.StatusCode.INVALID_ARGUMENT
+  return grpc.StatusCode.UNKNOWN
 
 
 def call_function(fn, inputs: dict, specs: dict) -> dict:
@@ -34,21 +49,13 @@ def call_function(fn, inputs: dict, specs: dict) -> dict:
     out = fn(**{k: tf.constant(v, tf.as_dtype(specs[k].dtype)) for k, v in inputs.items()})
     return {k: v.numpy() for k, v in out.items()}
   except tf.errors.OpError as e:
-    raise status.ServingError(_GRPC_CODE.get(e.error_code, grpc.StatusCode.UNKNOWN),
-                              e.message) from None
+    raise status.ServingError(error_code(e), e.message) from None
   except (TypeError, ValueError) as e:
     raise status.invalid_argument(str(e)) from None
 
 
-def check_inputs(inputs: dict, signature) -> None:
-  """Names, ranks and fixed dimensions of `inputs` against the SignatureDef."""
-  expected, sent = set(signature.inputs), set(inputs)
-  if expected != sent:
-    raise status.invalid_argument(
-        f"input size does not match signature: {len(sent)}!={len(expected)} "
-        f"len({{{','.join(sorted(sent))}}}) != len({{{','.join(sorted(expected))}}}). "
-        f"Sent extra: {{{','.join(sorted(sent - expected))}}}. "
-        f"Missing but required: {{{','.join(sorted(expected - sent))}}}.")
+def check_shapes(inputs: dict, signature) -> None:
+  """Ranks and fixed dimensions of `inputs` against the SignatureDef (names are checked before)."""
   for name, value in inputs.items():
     shape = signature.inputs[name].tensor_shape
     if shape.unknown_rank:
@@ -71,44 +78,48 @@ def _call_before(fn, inputs: dict, deadline: float | None) -> dict:
 class Servable:
   """A SavedModel version loaded for serving, with one batcher per signature."""
 
-  def __init__(self, name: str, version: int, path: str,
-               batching_options: batching.BatchingOptions | None = None, on_batch=None):
-    try:
-      import tensorflow_text  # noqa: F401  Registers the ops a BERT export uses.
-    except ImportError:
-      pass
-    self.name, self.version, self.path = name, version, path
-    self.signature_defs = read_signature_defs(path)
-    self._loaded = tf.saved_model.load(path)
+  def __init__(self, name: str, version: int, path: str, options: LoadOptions = LoadOptions()):
+    signatures.register_text_ops()
+    self.name, self.version, self.path, self.options = name, version, path, options
+    self.signature_defs = signatures.read_signature_defs(path, options.tags)
+    self._loaded = tf.saved_model.load(path, tags=sorted(options.tags))
     self._functions = dict(self._loaded.signatures)
-    self._batching, self._on_batch = batching_options, on_batch
     self._batchers = {}
+    self._batchers_lock = threading.Lock()
 
-  def signature(self, name: str):
-    """The SignatureDef called `name` ('' is serving_default)."""
-    name = name or DEFAULT_SIGNATURE
-    if name not in self._functions or name not in self.signature_defs:
-      raise status.invalid_argument(
-          f'Serving signature name: "{name}" not found in signature def')
-    return self.signature_defs[name]
+  def signature_def(self, name: str):
+    """The SignatureDef called `name` ('' is serving_default), or None."""
+    name = name or signatures.DEFAULT_SIGNATURE
+    if name not in self._functions:
+      return None
+    return self.signature_defs.get(name)
+
+  def _batcher(self, name: str, fn):
+    """The signature's batcher, made once (under a lock, so racing requests share it)."""
+    with self._batchers_lock:
+      if name not in self._batchers:
+        on_batch = self.options.on_batch
+        self._batchers[name] = batching.Batcher(
+            fn, self.options.batching, on_batch and functools.partial(on_batch, self.name))
+      return self._batchers[name]
 
   def _prepare(self, signature_name: str, inputs: dict) -> tuple:
-    """(signature name, unbatched call, batcher or None, batch size) after input checks."""
-    name = signature_name or DEFAULT_SIGNATURE
-    signature = self.signature(name)
-    check_inputs(inputs, signature)
-    fn = lambda x: call_function(self._functions[name], x, signature.inputs)  # noqa: E731
+    """(unbatched call, batcher or None, batch size) after shape checks."""
+    name = signature_name or signatures.DEFAULT_SIGNATURE
+    signature = self.signature_def(name)
+    if signature is None:
+      raise status.invalid_argument(
+          f'Serving signature name: "{name}" not found in signature def')
+    check_shapes(inputs, signature)
+    fn = functools.partial(call_function, self._functions[name], specs=signature.inputs)
     sizes = {v.shape[0] if v.ndim else None for v in inputs.values()}
-    if self._batching is None or len(sizes) != 1 or None in sizes:
-      return name, fn, None, None
-    if name not in self._batchers:  # Races create at most a spare batcher, harmlessly.
-      self._batchers[name] = batching.Batcher(
-          fn, self._batching, lambda n: self._on_batch and self._on_batch(self.name, n))
-    return name, fn, self._batchers[name], sizes.pop()
+    if self.options.batching is None or len(sizes) != 1 or None in sizes:
+      return fn, None, None
+    return fn, self._batcher(name, fn), sizes.pop()
 
   def run(self, signature_name: str, inputs: dict, deadline: float | None = None) -> dict:
     """Runs one signature on `inputs` (name -> array), batched when enabled."""
-    _, fn, batcher, size = self._prepare(signature_name, inputs)
+    fn, batcher, size = self._prepare(signature_name, inputs)
     if batcher is not None:
       return batcher.run(inputs, size, deadline)
     return _call_before(fn, inputs, deadline)
@@ -121,34 +132,38 @@ class Servable:
     batching, inputs of mixed sizes, or the batcher closing), returns `(None,
     call)`: `call()` runs it unbatched, blocking, so off the event loop.
     """
-    _, fn, batcher, size = self._prepare(signature_name, inputs)
+    fn, batcher, size = self._prepare(signature_name, inputs)
     task = batcher.submit(inputs, size, on_done) if batcher is not None else None
     if task is None:
       return None, functools.partial(_call_before, fn, inputs, deadline)
     return batcher, task
 
-  def warm_up(self) -> int:
-    """Replays assets.extra/tf_serving_warmup_requests, as TF Serving does; returns the count."""
+  def warm_up(self, replay) -> int:
+    """Replays assets.extra/tf_serving_warmup_requests as TF Serving does; returns the count.
+
+    `replay(servable, prediction_log)` runs one record. Like TF Serving, a
+    record that fails fails the load, and more than 1,000 records fail it too.
+    """
     from tensorflow_serving.apis import prediction_log_pb2
-    path = os.path.join(self.path, WARMUP_FILE)
+    path = os.path.join(self.path, signatures.WARMUP_FILE)
     if not os.path.isfile(path):
       return 0
     count = 0
-    for record in tf.data.TFRecordDataset(path).take(MAX_WARMUP_RECORDS).as_numpy_iterator():
-      log = prediction_log_pb2.PredictionLog.FromString(record)
-      kind = log.WhichOneof("log_type")
-      if kind == "predict_log":
-        request = log.predict_log.request
-        self.run(request.model_spec.signature_name,
-                 {k: tf.make_ndarray(v) for k, v in request.inputs.items()})
-      elif kind == "classify_log":
-        from tfagent.serving import api
-        api.run_classify(self, log.classify_log.request)
-      else:
-        raise ValueError(f"{path}: warm-up log type {kind!r} is not supported")
+    for record in tf.data.TFRecordDataset(path).as_numpy_iterator():
       count += 1
+      if count > signatures.MAX_WARMUP_RECORDS:
+        raise status.invalid_argument(
+            f"Number of warmup records exceeds the maximum "
+            f"({signatures.MAX_WARMUP_RECORDS}) at {path}")
+      try:
+        log = prediction_log_pb2.PredictionLog.FromString(record)
+      except Exception:  # noqa: BLE001  protobuf's DecodeError
+        raise status.invalid_argument(f"Failed to parse warmup record from {path}") from None
+      for _ in range(max(1, self.options.warmup_iterations)):
+        replay(self, log)
     return count
 
   def close(self) -> None:
-    for batcher in self._batchers.values():
-      batcher.close()
+    with self._batchers_lock:
+      for batcher in self._batchers.values():
+        batcher.close()

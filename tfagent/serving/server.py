@@ -1,4 +1,10 @@
-"""Both ports over one ModelManager: what `python -m tfagent.serve` runs."""
+"""Both ports over one ModelManager: what `python -m tfagent.serve` runs.
+
+ServerOptions holds every flag tensorflow_model_server has (model_servers/
+main.cc, server.h: same names and defaults unless a comment says why not),
+plus a few tfagent-only bounds. Flags TF Serving has and this server does not
+implement are accepted; a non-default value of one is logged as ignored.
+"""
 
 from concurrent import futures
 import dataclasses
@@ -6,73 +12,210 @@ import threading
 import time
 
 from absl import logging
+import grpc
 import uvicorn
 
+from tfagent import signatures
 from tfagent.errors import ConfigError
-from tfagent.serving import batching, grpc_api, manager, metrics, rest
+from tfagent.serving import (api, batching, grpc_api, http_limits, manager, metrics, protos,
+                             rest, servable)
+
+_CPUS = batching._cpu_count()  # pylint: disable=protected-access
+
+
+def _flag(default, help_text: str, ignored: bool = False):
+  """A ServerOptions field: its flag's default and help; `ignored`: accepted, not implemented."""
+  return dataclasses.field(default=default, metadata={"help": help_text, "ignored": ignored})
 
 
 @dataclasses.dataclass(frozen=True)
 class ServerOptions:
-  """tensorflow_model_server's options (same names and defaults where they exist)."""
-  port: int = 8500  # gRPC; 0 turns it off.
-  rest_api_port: int = 8501  # 0 turns it off.
-  bind_address: str = "0.0.0.0"
-  model_name: str = "default"
-  model_base_path: str = ""
-  model_config_file: str = ""
-  enable_batching: bool = False
-  batching_parameters_file: str = ""
-  file_system_poll_wait_seconds: float = 1.0
-  rest_api_timeout_in_ms: int = 30_000
-  rest_api_num_threads: int = 64
-  grpc_max_threads: int = 64
-  rest_api_max_body_bytes: int = 32 << 20
-  enable_model_warmup: bool = True
-  tensorflow_intra_op_parallelism: int = 0  # Threads within one op; 0 lets TensorFlow pick.
-  tensorflow_inter_op_parallelism: int = 0  # Ops run at once; 0 lets TensorFlow pick.
+  """tensorflow_model_server's options, then tfagent's own (each flag's help says which)."""
+  # gRPC.
+  port: int = _flag(8500, "gRPC port (PredictionService, ModelService); 0 turns it off "
+                    "(tensorflow_model_server requires it or --grpc_socket_path).")
+  grpc_socket_path: str = _flag("", "Also serve gRPC on this UNIX socket.")
+  grpc_channel_arguments: str = _flag("", "gRPC server arguments, e.g. "
+                                      "grpc.max_connection_age_ms=2000,k=v.")
+  grpc_max_threads: int = _flag(4 * _CPUS, "Threads that run gRPC model calls (TF's default: "
+                                "4 per core).")
+  ssl_config_file: str = _flag("", "SSLConfig text proto: serve gRPC over TLS.")
+  use_alts_credentials: bool = _flag(False, "Serve gRPC with Google ALTS credentials.")
+  enable_serialization_as_tensor_content: bool = _flag(
+      False, "Predict outputs in tensor_content instead of float_val/int64_val/string_val.")
+  enable_grpc_healthcheck_service: bool = _flag(False, "The standard gRPC health service.",
+                                                ignored=True)
+  enable_profiler: bool = _flag(True, "TensorFlow's profiler service.", ignored=True)
+  # REST. TF Serving's REST port defaults to 0 (off); here 8501, the port every
+  # README command and the official image's entrypoint use.
+  rest_api_port: int = _flag(8501, "HTTP/REST port; 0 turns it off.")
+  rest_api_num_threads: int = _flag(4 * _CPUS, "Threads for REST work off the event loop "
+                                    "(classify, regress, large bodies; TF's default: 4 per "
+                                    "core). Small predicts never hold one.")
+  rest_api_timeout_in_ms: int = _flag(30_000, "REST request deadline; past it the answer is "
+                                      "504. 0: none.")
+  rest_api_enable_cors_support: bool = _flag(False, "Add CORS headers to REST answers.")
+  # Models.
+  model_name: str = _flag("default", "Name the model is served under (ignored with "
+                          "--model_config_file).")
+  model_base_path: str = _flag("", "Directory of integer versions, e.g. saved_models/NAME "
+                               "(ignored with --model_config_file).")
+  model_config_file: str = _flag("", "ModelServerConfig text proto: models, version policies "
+                                 "and labels.")
+  model_config_file_poll_wait_seconds: int = _flag(0, "Re-read --model_config_file this often; "
+                                                   "0: read once.")
+  allow_version_labels_for_unavailable_models: bool = _flag(
+      False, "Let a version label name a version that is not loaded (yet).")
+  file_system_poll_wait_seconds: int = _flag(1, "Seconds between polls of the base paths for "
+                                             "new versions; 0 polls once, < 0 never.")
+  max_num_load_retries: int = _flag(5, "Retries of a version that fails to load.")
+  load_retry_interval_micros: int = _flag(60_000_000, "Wait between load retries.")
+  saved_model_tags: str = _flag(signatures.SERVE_TAG, "Comma-separated tags of the MetaGraph "
+                                "to load.")
+  enable_model_warmup: bool = _flag(True, "Replay assets.extra/tf_serving_warmup_requests "
+                                    "before serving a version.")
+  num_request_iterations_for_warmup: int = _flag(0, "Times each warm-up record is replayed "
+                                                 "(0 or 1: once).")
+  enable_signature_method_name_check: bool = _flag(
+      False, "Refuse predict/classify/regress on signatures whose method_name is not theirs.")
+  monitoring_config_file: str = _flag("", "MonitoringConfig text proto: the Prometheus page "
+                                      "and its path (without it: on, at "
+                                      f"{rest.DEFAULT_METRICS_PATH}).")
+  # Batching.
+  enable_batching: bool = _flag(False, "Merge concurrent requests into one model call.")
+  batching_parameters_file: str = _flag("", "BatchingParameters text proto; default TF "
+                                        "Serving's defaults.")
+  enable_per_model_batching_parameters: bool = _flag(
+      False, "batching_params.pbtxt in each SavedModel.", ignored=True)
+  # TensorFlow.
+  tensorflow_session_parallelism: int = _flag(0, "Both thread pools' size; 0 lets TensorFlow "
+                                              "pick.")
+  tensorflow_intra_op_parallelism: int = _flag(0, "Threads one TensorFlow op may use; 0 lets "
+                                               "TensorFlow pick.")
+  tensorflow_inter_op_parallelism: int = _flag(0, "TensorFlow ops run at once; 0 lets "
+                                               "TensorFlow pick (1 often cuts a small "
+                                               "model's latency).")
+  tensorflow_session_config_file: str = _flag("", "ConfigProto text proto.", ignored=True)
+  platform_config_file: str = _flag("", "PlatformConfigMap text proto.", ignored=True)
+  per_process_gpu_memory_fraction: float = _flag(0.0, "GPU memory share.", ignored=True)
+  num_load_threads: int = _flag(0, "Threads that load versions.", ignored=True)
+  num_unload_threads: int = _flag(0, "Threads that unload versions.", ignored=True)
+  flush_filesystem_caches: bool = _flag(True, "Flush file system caches after loads.",
+                                        ignored=True)
+  remove_unused_fields_from_bundle_metagraph: bool = _flag(True, "Trim the MetaGraphDef.",
+                                                           ignored=True)
+  prefer_tflite_model: bool = _flag(False, "Load model.tflite instead.", ignored=True)
+  num_tflite_pools: int = _flag(_CPUS, "TF Lite interpreter pools.", ignored=True)
+  num_tflite_interpreters_per_pool: int = _flag(1, "TF Lite interpreters a pool.", ignored=True)
+  xla_cpu_compilation_enabled: bool = _flag(False, "XLA:CPU JIT.", ignored=True)
+  xla_gpu_compilation_enabled: bool = _flag(False, "XLA:GPU JIT.", ignored=True)
+  thread_pool_factory_config_file: str = _flag("", "ThreadPoolConfig text proto.",
+                                               ignored=True)
+  mixed_precision: str = _flag("", "Mixed precision mode.", ignored=True)
+  skip_initialize_tpu: bool = _flag(False, "Skip TPU initialisation.", ignored=True)
+  version: bool = _flag(False, "Print the versions and exit.")
+  # tfagent only.
+  bind_address: str = _flag("0.0.0.0", "Address both ports bind (tfagent only; 127.0.0.1 "
+                            "keeps the server local).")
+  rest_api_max_body_bytes: int = _flag(32 << 20, "Largest REST body; larger gets 413 "
+                                       "(tfagent only; 0: no limit).")
+  rest_api_max_header_bytes: int = _flag(64 << 10, "Largest request line plus headers; larger "
+                                         "gets 431 and the connection closes (tfagent only).")
+  rest_api_read_timeout_seconds: float = _flag(30.0, "A request must arrive whole within this "
+                                               "long of its first byte (and a new connection's "
+                                               "first request as well); else 408 and close "
+                                               "(tfagent only; 0: no limit).")
+  rest_api_keep_alive_timeout_seconds: float = _flag(30.0, "An idle keep-alive connection is "
+                                                     "closed after this long (tfagent only).")
+  rest_api_max_connections: int = _flag(1000, "Connections served at once; past it requests "
+                                        "get 503 (tfagent only).")
+  max_input_string_bytes: int = _flag(1 << 20, "Longest string in any input (a text or a "
+                                      "serialized example); longer gets 400, as one huge "
+                                      "text stalls every request batched with it (tfagent "
+                                      "only; 0: no limit).")
+
+
+def ignored_flags(options: ServerOptions) -> list:
+  """Accepted-and-ignored flags set to a value other than their default."""
+  return [f.name for f in dataclasses.fields(options)
+          if f.metadata["ignored"] and getattr(options, f.name) != f.default]
 
 
 def model_configs(options: ServerOptions) -> list:
-  """Models from --model_config_file, else from --model_name/--model_base_path."""
-  if options.model_config_file and options.model_base_path:
-    raise ConfigError("--model_config_file and --model_base_path both given; use one "
-                      "(the config file lists every model and its base_path).")
+  """Models from --model_config_file (which overrides --model_name/--model_base_path)."""
   if options.model_config_file:
-    try:
-      with open(options.model_config_file, encoding="utf-8") as f:
-        return manager.parse_model_config(f.read(), options.model_config_file)
-    except OSError as e:
-      raise ConfigError(f"--model_config_file={options.model_config_file}: {e.strerror}.") from None
+    return manager.parse_model_config(read_config_file(options.model_config_file),
+                                      f"--model_config_file={options.model_config_file}")
   if not options.model_base_path:
-    raise ConfigError("Give --model_base_path (with --model_name) or --model_config_file.")
+    raise ConfigError("Both --model_base_path and --model_config_file are empty; give "
+                      "--model_base_path (with --model_name) or --model_config_file.")
   return manager.single_model(options.model_name, options.model_base_path)
+
+
+def read_config_file(path: str) -> str:
+  """The text of --model_config_file, or a ConfigError naming it."""
+  try:
+    with open(path, encoding="utf-8") as f:
+      return f.read()
+  except OSError as e:
+    raise ConfigError(f"--model_config_file={path}: {e.strerror}.") from None
 
 
 def batching_options(options: ServerOptions):
   """BatchingOptions when --enable_batching, from --batching_parameters_file if given."""
   if not options.enable_batching:
     if options.batching_parameters_file:
-      raise ConfigError("--batching_parameters_file needs --enable_batching.")
+      raise ConfigError("--batching_parameters_file is set without --enable_batching.")
     return None
   if not options.batching_parameters_file:
     return batching.BatchingOptions()
-  try:
-    with open(options.batching_parameters_file, encoding="utf-8") as f:
-      text = f.read()
-  except OSError as e:
-    raise ConfigError(f"--batching_parameters_file={options.batching_parameters_file}: "
-                      f"{e.strerror}.") from None
-  return batching.parse_batching_parameters(text, options.batching_parameters_file)
+  flag = f"--batching_parameters_file={options.batching_parameters_file}"
+  params = protos.parse_text_file(options.batching_parameters_file, "BatchingParameters",
+                                  "batching_parameters_file")
+  return batching.options_from_proto(params, flag)
 
 
-def set_tensorflow_threads(intra_op: int, inter_op: int) -> None:
+def metrics_path(options: ServerOptions) -> str | None:
+  """The Prometheus page's path (None: off), from --monitoring_config_file."""
+  if not options.monitoring_config_file:
+    return rest.DEFAULT_METRICS_PATH
+  config = protos.parse_text_file(options.monitoring_config_file, "MonitoringConfig",
+                                  "monitoring_config_file")
+  if not config.prometheus_config.enable:
+    return None
+  return config.prometheus_config.path or rest.DEFAULT_METRICS_PATH
+
+
+def grpc_credentials(options: ServerOptions):
+  """TLS from --ssl_config_file, ALTS, or None (insecure), as BuildServerCredentials."""
+  if options.use_alts_credentials and options.ssl_config_file:
+    raise ConfigError("Either --use_alts_credentials must be false or --ssl_config_file "
+                      "must be empty.")
+  if options.use_alts_credentials:
+    return grpc.alts_server_credentials()
+  if not options.ssl_config_file:
+    return None
+  ssl = protos.parse_text_file(options.ssl_config_file, "SSLConfig", "ssl_config_file")
+  return grpc.ssl_server_credentials(
+      [(ssl.server_key.encode(), ssl.server_cert.encode())],
+      root_certificates=ssl.custom_ca.encode() or None,
+      require_client_auth=ssl.client_verify)
+
+
+def set_tensorflow_threads(intra_op: int, inter_op: int, session: int = 0) -> None:
   """TensorFlow's thread pools for model calls; 0 keeps TensorFlow's choice.
 
   Fewer threads than cores can cut the latency of small models, whose ops are
   too short to share: the server's own threads then keep a core.
+  --tensorflow_session_parallelism sets both pools unless the others are given.
   """
   import tensorflow as tf
+  if intra_op > 0 and inter_op > 0 and session > 0:
+    raise ConfigError("Either configure --tensorflow_session_parallelism or "
+                      "(--tensorflow_intra_op_parallelism, --tensorflow_inter_op_parallelism) "
+                      "separately. You cannot configure all.")
+  if session > 0 and intra_op <= 0 and inter_op <= 0:
+    intra_op = inter_op = session
   threading_config = tf.config.threading
   for kind, value, setter in (
       ("intra", intra_op, threading_config.set_intra_op_parallelism_threads),
@@ -87,41 +230,97 @@ def set_tensorflow_threads(intra_op: int, inter_op: int) -> None:
         raise ConfigError(f"--tensorflow_{kind}_op_parallelism={value}: {e}") from None
 
 
+def load_options(options: ServerOptions, on_batch) -> servable.LoadOptions:
+  return servable.LoadOptions(
+      batching=batching_options(options), tags=signatures.parse_tags(options.saved_model_tags),
+      warmup=options.enable_model_warmup,
+      warmup_iterations=options.num_request_iterations_for_warmup,
+      max_load_retries=max(0, options.max_num_load_retries),
+      load_retry_interval_seconds=max(0, options.load_retry_interval_micros) / 1e6,
+      freeze_heap=True, on_batch=on_batch)
+
+
 class Server:
   """Loads the models, then serves gRPC and REST until `stop()`."""
 
   def __init__(self, options: ServerOptions):
     self.options = options
+    for name in ignored_flags(options):
+      logging.warning("--%s=%s is accepted and ignored: this server does not implement it "
+                      "(docs/serving.md lists such flags).", name, getattr(options, name))
+    if options.model_config_file and options.model_base_path:
+      logging.info("--model_config_file is given: --model_name and --model_base_path are "
+                   "ignored, as tensorflow_model_server ignores them.")
+    if options.rest_api_port and options.rest_api_port == options.port:
+      raise ConfigError(f"--rest_api_port={options.rest_api_port} is the gRPC --port too; "
+                        "give them different ports.")
     set_tensorflow_threads(options.tensorflow_intra_op_parallelism,
-                           options.tensorflow_inter_op_parallelism)
+                           options.tensorflow_inter_op_parallelism,
+                           options.tensorflow_session_parallelism)
     self.metrics = metrics.Metrics()
+    self._metrics_path = metrics_path(options)
+    self._credentials = grpc_credentials(options)
+    self.api = api.Api(None, api.ApiOptions(
+        method_name_check=options.enable_signature_method_name_check,
+        tensor_content=options.enable_serialization_as_tensor_content,
+        max_string_bytes=max(0, options.max_input_string_bytes)))
     self.manager = manager.ModelManager(
-        model_configs(options), batching_options(options), options.enable_model_warmup,
-        on_batch=self.metrics.observe_batch, freeze_heap=True)
-    self._grpc = self._rest = None
+        model_configs(options), load_options(options, self.metrics.observe_batch),
+        replay=self.api.replay,
+        allow_unavailable_labels=options.allow_version_labels_for_unavailable_models)
+    self.api.manager = self.manager
+    self._grpc = self._rest = self._config_poller = None
+    self._stopped = threading.Event()
 
   def start(self) -> None:
     """Loads what is on disk (as TF Serving does before opening its ports), then listens."""
     opts = self.options
     self.manager.start(opts.file_system_poll_wait_seconds)
-    if opts.port:
-      self._grpc = grpc_api.GrpcServer(self.manager, self.metrics,
-                                       f"{opts.bind_address}:{opts.port}", opts.grpc_max_threads)
+    if opts.model_config_file and opts.model_config_file_poll_wait_seconds > 0:
+      self._config_poller = threading.Thread(target=self._poll_config, daemon=True,
+                                             name="config-poller")
+      self._config_poller.start()
+    if opts.port or opts.grpc_socket_path:
+      self._grpc = grpc_api.GrpcServer(self.api, self.metrics, grpc_api.GrpcOptions(
+          address=f"{opts.bind_address}:{opts.port}" if opts.port else "",
+          socket_path=opts.grpc_socket_path, max_threads=opts.grpc_max_threads,
+          channel_arguments=self._channel_arguments(), credentials=self._credentials))
       logging.info("Running gRPC ModelServer at %s:%d ...", opts.bind_address, opts.port)
     if opts.rest_api_port:
       self._start_rest()
       logging.info("Exporting HTTP/REST API at:%s:%d ...", opts.bind_address,
                    opts.rest_api_port)
 
+  def _channel_arguments(self) -> tuple:
+    try:
+      return grpc_api.parse_channel_arguments(self.options.grpc_channel_arguments)
+    except ValueError as e:
+      raise ConfigError(str(e)) from None
+
+  def _poll_config(self) -> None:
+    """Re-reads --model_config_file every --model_config_file_poll_wait_seconds."""
+    path = self.options.model_config_file
+    while not self._stopped.wait(self.options.model_config_file_poll_wait_seconds):
+      try:
+        self.manager.reload_config(manager.parse_model_config(read_config_file(path), path))
+      except Exception as e:  # noqa: BLE001  The old config stays; the next poll may succeed.
+        logging.error("Failed to reload --model_config_file=%s: %s", path, e)
+
   def _start_rest(self) -> None:
     """uvicorn (httptools parser, uvloop) in a thread; model calls on a thread pool."""
     opts = self.options
     self._executor = futures.ThreadPoolExecutor(opts.rest_api_num_threads, "rest")
-    app = rest.create_app(self.manager, self.metrics, self._executor,
-                          opts.rest_api_timeout_in_ms, opts.rest_api_max_body_bytes)
+    app = rest.RestApi(self.api, self.metrics, self._executor, rest.RestOptions(
+        timeout_ms=opts.rest_api_timeout_in_ms, max_body_bytes=opts.rest_api_max_body_bytes,
+        cors=opts.rest_api_enable_cors_support, metrics_path=self._metrics_path))
+    protocol = http_limits.LimitedHttpToolsProtocol.with_limits(
+        opts.rest_api_max_header_bytes, opts.rest_api_read_timeout_seconds,
+        self.metrics.observe_rejected_connection)
     config = uvicorn.Config(app, host=opts.bind_address, port=opts.rest_api_port,
-                            http="httptools", loop="auto", lifespan="off",
-                            log_level="warning", access_log=False, timeout_keep_alive=60)
+                            http=protocol, loop="auto", lifespan="off", log_level="warning",
+                            access_log=False,
+                            timeout_keep_alive=opts.rest_api_keep_alive_timeout_seconds,
+                            limit_concurrency=opts.rest_api_max_connections or None)
     self._rest = uvicorn.Server(config)
     thread = threading.Thread(target=self._rest.run, daemon=True, name="rest")
     thread.start()
@@ -132,9 +331,21 @@ class Server:
       time.sleep(0.01)
 
   def stop(self) -> None:
+    self._stopped.set()
     if self._grpc:
       self._grpc.stop(grace=2)
     if self._rest:
       self._rest.should_exit = True
       self._executor.shutdown(wait=False)
     self.manager.close()
+
+
+def version_text() -> str:
+  """What --version prints (tensorflow_model_server's two lines)."""
+  import tensorflow as tf
+  from importlib import metadata
+  try:
+    ours = metadata.version("tfagent")
+  except metadata.PackageNotFoundError:
+    ours = "unknown"
+  return f"TensorFlow ModelServer: tfagent {ours}\nTensorFlow Library: {tf.__version__}"

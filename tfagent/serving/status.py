@@ -27,13 +27,15 @@ HTTP_STATUS = {
 class ServingError(Exception):
   """A request failure with a gRPC status code; REST maps it with HTTP_STATUS."""
 
-  def __init__(self, code: grpc.StatusCode, message: str):
+  def __init__(self, code: grpc.StatusCode, message: str, http_status: int | None = None):
     super().__init__(message)
     self.code, self.message = code, message
+    self._http_status = http_status
 
   @property
   def http_status(self) -> int:
-    return HTTP_STATUS.get(self.code, 500)
+    """TF Serving's mapping of the code, unless the error names its own (413, 431...)."""
+    return self._http_status or HTTP_STATUS.get(self.code, 500)
 
 
 def invalid_argument(message: str) -> ServingError:
@@ -42,6 +44,10 @@ def invalid_argument(message: str) -> ServingError:
 
 def not_found(message: str) -> ServingError:
   return ServingError(grpc.StatusCode.NOT_FOUND, message)
+
+
+def failed_precondition(message: str) -> ServingError:
+  return ServingError(grpc.StatusCode.FAILED_PRECONDITION, message)
 
 
 def unavailable(message: str) -> ServingError:

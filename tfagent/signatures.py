@@ -1,0 +1,83 @@
+"""The export contract TF Serving reads, in one keras-free place.
+
+Signature and method names, the warm-up file, reading a SavedModel's
+SignatureDefs from saved_model.pb, and the in-process predictor. Shared by
+export.py, predict.py, evaluate.py and serving/; TensorFlow is imported only
+inside the functions that need it, so importing this module stays cheap.
+"""
+
+import os
+
+DEFAULT_SIGNATURE = "serving_default"  # TF Serving's kDefaultServingSignatureDefKey.
+CLASSIFY_SIGNATURE = "classify"  # The export's tf.Example signature.
+SERVE_TAG = "serve"  # TF Serving's default --saved_model_tags.
+
+PREDICT_METHOD = "tensorflow/serving/predict"
+CLASSIFY_METHOD = "tensorflow/serving/classify"
+REGRESS_METHOD = "tensorflow/serving/regress"
+
+# Tensor aliases of classify- and regress-shaped signatures (signature_constants.h).
+CLASSIFY_INPUTS = "inputs"
+CLASSIFY_CLASSES = "classes"
+CLASSIFY_SCORES = "scores"
+REGRESS_INPUTS = "inputs"
+REGRESS_OUTPUTS = "outputs"
+
+WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
+MAX_WARMUP_RECORDS = 1000  # TF Serving's WarmupConsts::kMaxNumRecords.
+
+
+def register_text_ops() -> None:
+  """Imports tensorflow_text, whose ops a BERT export's graph uses.
+
+  A missing package is an error here, not later: the SavedModel would fail to
+  load with an unregistered-op message that does not name the package.
+  """
+  import tensorflow_text  # noqa: F401  pylint: disable=unused-import
+
+
+def saved_model_path(export_dir: str) -> str:
+  return os.path.join(export_dir, "saved_model.pb")
+
+
+def read_saved_model(export_dir: str):
+  """The SavedModel proto of `export_dir/saved_model.pb`."""
+  from tensorflow.core.protobuf import saved_model_pb2
+  saved_model = saved_model_pb2.SavedModel()
+  with open(saved_model_path(export_dir), "rb") as f:
+    saved_model.ParseFromString(f.read())
+  return saved_model
+
+
+def parse_tags(tags: str) -> frozenset:
+  """'serve,gpu' -> {'serve', 'gpu'}, as tensorflow_model_server splits --saved_model_tags."""
+  return frozenset(t for t in tags.split(",") if t) if tags else frozenset()
+
+
+def read_signature_defs(export_dir: str, tags=frozenset({SERVE_TAG})) -> dict:
+  """name -> SignatureDef of the MetaGraph whose tag set is exactly `tags`.
+
+  Raises ValueError naming the tags found when no MetaGraph matches, as
+  TF Serving's loader does.
+  """
+  saved_model = read_saved_model(export_dir)
+  for meta_graph in saved_model.meta_graphs:
+    if frozenset(meta_graph.meta_info_def.tags) == frozenset(tags):
+      return dict(meta_graph.signature_def)
+  found = [sorted(m.meta_info_def.tags) for m in saved_model.meta_graphs]
+  raise ValueError(
+      f"Could not find meta graph def matching supplied tags: {{ {' '.join(sorted(tags))} }}. "
+      f"{export_dir} has tag-sets {found}; `saved_model_cli show --dir {export_dir}` lists them.")
+
+
+def load_signature(export_dir: str, name: str = DEFAULT_SIGNATURE):
+  """The concrete function of one signature, TF Text ops registered first."""
+  import tensorflow as tf
+  register_text_ops()
+  return tf.saved_model.load(export_dir).signatures[name]
+
+
+def probabilities_fn(export_dir: str):
+  """`<string>[batch] -> <float32>[batch, C]` from a SavedModel's serving_default."""
+  serve = load_signature(export_dir)
+  return lambda text: serve(text=text)["probabilities"]
