@@ -1,63 +1,202 @@
-"""Classifies texts with an exported SavedModel and prints one JSON line each.
+"""Classifies texts with an exported SavedModel, streaming: texts in, one row each out.
 
-  python -m tfagent.predict --saved_model=saved_models/quickstart "some text" ...
-  cat texts.txt | python -m tfagent.predict --saved_model=saved_models/quickstart
+  tfagent predict --saved_model=saved_models/quickstart "some text" "another"
+  cat texts.txt | tfagent predict --saved_model=saved_models/quickstart
+  tfagent predict --saved_model=saved_models/quickstart --input=new.csv --output=pred.csv --top_k=2
+
+Input: texts given as arguments, a csv/tsv/jsonl file (`.gz` too; the text in
+--text_field), or one text per non-blank line of standard input. Output: JSON
+lines (the text, its class, class id and every class's probability) or csv
+(--output=*.csv or --format=csv), to standard output or --output. Texts are read,
+classified and written --batch_size at a time, so the input may be larger than memory.
 """
 
+import csv
+import io
+import itertools
 import json
+import os
 import sys
 
 from absl import app, flags, logging
+import numpy as np
 import tensorflow as tf
 
-from tfagent import signatures
-from tfagent.errors import TfagentError
+from tfagent import cli, signatures
+from tfagent.data import records
+from tfagent.errors import ConfigError, DataError
 from tfagent.versions import resolve_saved_model
 
 FLAGS = flags.FLAGS
+FORMATS = ("jsonl", "csv")
 
 
-def load_predictor(path: str):
-  """Returns `texts -> list of dicts` backed by the SavedModel's serving_default."""
-  serve = signatures.load_signature(resolve_saved_model(path))
+class Predictor:
+  """Texts -> rows, backed by a SavedModel's serving_default signature."""
 
-  def predict(texts: list) -> list:
-    out = serve(text=tf.constant(texts, tf.string))
-    probs = out["probabilities"].numpy()
-    return [{"text": text, "class": out["classes"][i].numpy().decode("utf-8"),
-             "class_id": int(out["class_ids"][i]),
-             "probabilities": [round(float(p), 6) for p in probs[i]]}
-            for i, text in enumerate(texts)]
-  return predict
+  def __init__(self, path: str):
+    export_dir = resolve_saved_model(path)
+    self.serve = signatures.load_signature(export_dir)
+    self.class_names = signatures.class_names(export_dir)
+
+  def predict(self, texts: list, top_k: int = 0) -> list:
+    """One dict a text: text, class, class_id, probabilities in class order (top_k when > 0)."""
+    probs = self.serve(text=tf.constant(texts, tf.string))["probabilities"].numpy()
+    rows = []
+    for text, p in zip(texts, probs):
+      best = int(p.argmax())
+      row = {"text": text, "class": self.class_names[best], "class_id": best,
+             "probabilities": [round(float(v), 6) for v in p]}
+      if top_k:
+        order = np.argsort(-p, kind="stable")[:top_k]
+        row["top_k"] = [[self.class_names[i], round(float(p[i]), 6)] for i in order]
+      rows.append(row)
+    return rows
 
 
-def read_texts(args: list, stream) -> list:
-  """Texts from the command line, else one per non-empty line of `stream`."""
+def file_texts(path: str, text_field: str):
+  """Yields the texts of a csv/tsv/jsonl file (`.gz` too), in order; a bad one is an error."""
+  name = path[:-3] if path.endswith(".gz") else path
+  kind = os.path.splitext(name)[1].lower().lstrip(".")
+  if kind not in ("csv", "tsv", "jsonl"):
+    raise ConfigError(f"--input={path}: expected a .csv, .tsv or .jsonl file (or .gz of "
+                      "one), or no --input to read texts from arguments or standard input.")
+  with records.open_binary(path) as binary, records.reading(path):
+    f = io.TextIOWrapper(binary, encoding="utf-8-sig", errors="surrogateescape", newline="")
+    if kind == "jsonl":
+      yield from _jsonl_texts(path, f, text_field)
+    else:
+      yield from _delimited_texts(path, f, "," if kind == "csv" else "\t", text_field)
+
+
+def _delimited_texts(path: str, f, delimiter: str, text_field: str):
+  reader = csv.DictReader(f, delimiter=delimiter, strict=True)
+  if text_field not in (reader.fieldnames or []):
+    raise DataError(f"{path}:1: no column {text_field!r} (--text_field); the header has "
+                    f"{', '.join(map(repr, reader.fieldnames or []))}.")
+  for row in reader:
+    yield _checked(f"{path}:{reader.line_num}", text_field, row[text_field])
+
+
+def _jsonl_texts(path: str, f, text_field: str):
+  for lineno, line in enumerate(f, start=1):
+    if not line.strip():
+      continue
+    try:
+      record = json.loads(line)
+    except json.JSONDecodeError as e:
+      raise DataError(f"{path}:{lineno}: not a JSON object ({e.msg}).") from None
+    if not isinstance(record, dict):
+      raise DataError(f"{path}:{lineno}: a JSON {type(record).__name__}; expected an "
+                      f"object with field {text_field!r}.")
+    yield _checked(f"{path}:{lineno}", text_field, record.get(text_field))
+
+
+def _checked(where: str, field: str, text) -> str:
+  bad = records.check_text(where, field, text)
+  if bad:
+    raise DataError(str(bad))
+  return text
+
+
+def input_texts(args: list, path: str, text_field: str, stdin):
+  """The texts to classify: arguments, else the file, else non-blank lines of stdin."""
+  if args and path:
+    raise ConfigError("Give texts as arguments or --input, not both.")
   if args:
-    return list(args)
-  return [line.rstrip("\n") for line in stream if line.strip()]
+    return iter(args)
+  if path:
+    return file_texts(path, text_field)
+  return (line.rstrip("\r\n") for line in stdin if line.strip())
+
+
+def batches(texts, size: int):
+  """Lists of up to `size` texts from an iterator, read lazily."""
+  texts = iter(texts)
+  while True:
+    batch = list(itertools.islice(texts, size))
+    if not batch:
+      return
+    yield batch
+
+
+def output_format(output: str, fmt: str) -> str:
+  """--format, else the output file's extension, else JSON lines."""
+  if fmt:
+    return fmt
+  return "csv" if output.lower().endswith((".csv", ".csv.gz")) else "jsonl"
+
+
+class RowWriter:
+  """Writes rows as JSON lines, or csv with a header of the class names."""
+
+  def __init__(self, out, fmt: str, class_names: list, top_k: int):
+    self.out, self.fmt, self.class_names, self.top_k = out, fmt, class_names, top_k
+    self.csv = None
+    if fmt == "csv":
+      self.csv = csv.writer(out)
+      extra = ([h for k in range(1, top_k + 1) for h in (f"class_{k}", f"probability_{k}")]
+               if top_k else [f"probability_{name}" for name in class_names])
+      self.csv.writerow(["text", "class", *extra])
+
+  def write(self, row: dict) -> None:
+    if self.csv is None:
+      self.out.write(json.dumps(row, ensure_ascii=False) + "\n")
+    elif self.top_k:
+      self.csv.writerow([row["text"], row["class"], *itertools.chain(*row["top_k"])])
+    else:
+      self.csv.writerow([row["text"], row["class"], *row["probabilities"]])
+
+
+def predict_stream(predictor: Predictor, texts, out, fmt: str, top_k: int,
+                   batch_size: int) -> int:
+  """Classifies `texts` batch by batch and writes each row to `out`; returns the count."""
+  writer, n = RowWriter(out, fmt, predictor.class_names, top_k), 0
+  for batch in batches(texts, batch_size):
+    for row in predictor.predict(batch, top_k):
+      writer.write(row)
+    n += len(batch)
+  return n
 
 
 def define_flags() -> None:
   """Defines this entry point's flags; called only when run as a program."""
   flags.DEFINE_string("saved_model", None, "SavedModel version dir, or a base path "
                       "(saved_models/NAME) whose latest version is used.")
-  flags.DEFINE_integer("batch_size", 256, "Texts per model call.")
+  flags.DEFINE_string("input", "", "csv, tsv or jsonl file (.gz too) of texts; empty: the "
+                      "arguments, else one text per line of standard input.")
+  flags.DEFINE_string("text_field", "text", "Column (csv/tsv) or key (jsonl) of the text.")
+  flags.DEFINE_string("output", "", "File to write; empty: standard output.")
+  flags.DEFINE_enum("format", "", ["", *FORMATS], "jsonl or csv; empty: csv for an "
+                    "--output ending in .csv, else jsonl.")
+  flags.DEFINE_integer("top_k", 0, "Also list the K most probable classes of each text "
+                       "(csv: instead of one column per class); 0: off.")
+  flags.DEFINE_integer("batch_size", 256, "Texts per model call (and held in memory).")
   flags.mark_flag_as_required("saved_model")
 
 
 def main(argv):
-  try:
-    predict = load_predictor(FLAGS.saved_model)
-  except TfagentError as e:
-    logging.error("%s", e)
-    sys.exit(1)
-  texts = read_texts(argv[1:], sys.stdin)
-  for start in range(0, len(texts), FLAGS.batch_size):
-    for row in predict(texts[start:start + FLAGS.batch_size]):
-      sys.stdout.write(json.dumps(row, ensure_ascii=False) + "\n")
+  def body():
+    if FLAGS.top_k < 0 or FLAGS.batch_size < 1:
+      raise ConfigError("--top_k must be 0 or more and --batch_size 1 or more.")
+    predictor = Predictor(FLAGS.saved_model)
+    texts = input_texts(argv[1:], FLAGS.input, FLAGS.text_field, sys.stdin)
+    fmt = output_format(FLAGS.output, FLAGS.format)
+    if not FLAGS.output:
+      predict_stream(predictor, texts, sys.stdout, fmt, FLAGS.top_k, FLAGS.batch_size)
+      return
+    tmp = f"{FLAGS.output}.tmp-{os.getpid()}"
+    try:  # Written beside its name and moved there: no half-written output on an error.
+      with open(tmp, "w", encoding="utf-8", newline="") as out:
+        n = predict_stream(predictor, texts, out, fmt, FLAGS.top_k, FLAGS.batch_size)
+      os.replace(tmp, FLAGS.output)
+    finally:
+      if os.path.exists(tmp):
+        os.remove(tmp)
+    logging.info("Wrote %d predictions to %s.", n, FLAGS.output)
+  cli.run_main(body)
 
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags(__doc__, [__name__]))

@@ -1,0 +1,99 @@
+"""tfagent predict: texts from arguments, stdin or a csv/tsv/jsonl file; jsonl or csv out."""
+
+import csv
+import gzip
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tfagent import predict
+from tfagent.errors import ConfigError, DataError
+
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+TEXTS = ["great movie loved it", "很差 讨厌", "a mess, truly awful"]
+
+
+@pytest.fixture(scope="module")
+def predictor(trained_run):
+  return predict.Predictor(os.path.dirname(trained_run[1]["saved_model"]))
+
+
+def test_rows_carry_class_names_probabilities_and_top_k(predictor, trained_run):
+  import tensorflow as tf
+  serve = tf.saved_model.load(trained_run[1]["saved_model"]).signatures["serving_default"]
+  expected = serve(text=tf.constant(TEXTS))["probabilities"].numpy()
+  rows = predictor.predict(TEXTS, top_k=2)
+  assert predictor.class_names == ["negative", "positive"]
+  assert [r["class"] for r in rows] == ["positive", "negative", "negative"]
+  np.testing.assert_allclose([r["probabilities"] for r in rows], expected, atol=1e-6)
+  for row, probs in zip(rows, expected):
+    names = [name for name, _ in row["top_k"]]
+    assert names == [predictor.class_names[i] for i in np.argsort(-probs)]
+    assert row["top_k"][0][1] >= row["top_k"][1][1]
+
+
+def test_file_texts_read_csv_tsv_jsonl_and_gzip(tmp_path):
+  (tmp_path / "a.csv").write_text('id,text\n1,"one, two"\n2,three\n', encoding="utf-8-sig")
+  (tmp_path / "a.tsv").write_text("text\tid\nfour\t1\n", encoding="utf-8")
+  with gzip.open(tmp_path / "a.jsonl.gz", "wt", encoding="utf-8") as f:
+    f.write('{"text": "five"}\n\n{"text": "六"}\n')
+  assert list(predict.file_texts(str(tmp_path / "a.csv"), "text")) == ["one, two", "three"]
+  assert list(predict.file_texts(str(tmp_path / "a.tsv"), "text")) == ["four"]
+  assert list(predict.file_texts(str(tmp_path / "a.jsonl.gz"), "text")) == ["five", "六"]
+
+
+@pytest.mark.parametrize("content,name,message", [
+    ("id,body\n1,x\n", "a.csv", "a.csv:1: no column 'text' (--text_field)"),
+    ("text\nok\n\"\"\n", "b.csv", "b.csv:3: empty text in field 'text'"),
+    ('{"text": 3}\n', "c.jsonl", "c.jsonl:1: field 'text' is an int"),
+    ("[1]\n", "d.jsonl", "d.jsonl:1: a JSON list"),
+    ("x", "e.txt", "expected a .csv, .tsv or .jsonl file")])
+def test_bad_input_files_name_the_place(tmp_path, content, name, message):
+  (tmp_path / name).write_text(content, encoding="utf-8")
+  with pytest.raises((DataError, ConfigError), match=message.replace("(", r"\(").replace(")", r"\)")):
+    list(predict.file_texts(str(tmp_path / name), "text"))
+
+
+def test_batches_read_the_input_lazily():
+  taken = []
+
+  def texts():
+    for i in range(10_000):
+      taken.append(i)
+      yield f"t{i}"
+  first = next(predict.batches(texts(), 3))
+  assert first == ["t0", "t1", "t2"] and len(taken) == 3  # Not the whole input.
+
+
+def test_csv_output_has_a_column_per_class_or_the_top_k(predictor):
+  import io
+  out = io.StringIO()
+  assert predict.predict_stream(predictor, iter(TEXTS), out, "csv", 0, 2) == 3
+  rows = list(csv.reader(io.StringIO(out.getvalue())))
+  assert rows[0] == ["text", "class", "probability_negative", "probability_positive"]
+  assert [r[0] for r in rows[1:]] == TEXTS and rows[1][1] == "positive"
+  out = io.StringIO()
+  predict.predict_stream(predictor, iter(TEXTS), out, "csv", 1, 2)
+  rows = list(csv.reader(io.StringIO(out.getvalue())))
+  assert rows[0] == ["text", "class", "class_1", "probability_1"] and rows[1][2] == "positive"
+
+
+def test_cli_from_a_csv_file_to_a_csv_file_and_from_stdin(trained_run, tmp_path):
+  base = os.path.dirname(trained_run[1]["saved_model"])
+  (tmp_path / "in.csv").write_text("text,other\n" + "".join(f'"{t}",x\n' for t in TEXTS),
+                                   encoding="utf-8")
+  proc = subprocess.run([sys.executable, "-m", "tfagent.cli", "predict", f"--saved_model={base}",
+                         f"--input={tmp_path / 'in.csv'}", f"--output={tmp_path / 'out.csv'}",
+                         "--top_k=2"], capture_output=True, text=True, env=ENV, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  rows = list(csv.DictReader(open(tmp_path / "out.csv", encoding="utf-8")))
+  assert [r["text"] for r in rows] == TEXTS and rows[0]["class"] == "positive"
+  assert not [f for f in os.listdir(tmp_path) if ".tmp" in f]
+  proc = subprocess.run([sys.executable, "-m", "tfagent.predict", f"--saved_model={base}"],
+                        input="great movie loved it\n\n很差 讨厌\n", capture_output=True,
+                        text=True, env=ENV, timeout=300)
+  assert [json.loads(l)["class"] for l in proc.stdout.splitlines()] == ["positive", "negative"]
