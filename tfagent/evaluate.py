@@ -1,11 +1,19 @@
-"""Evaluation: accuracy, macro P/R/F1, ROC-AUC, confusion matrix (JSON + PNG).
+"""Evaluation: accuracy, macro and per-class P/R/F1, ROC-AUC, confusion matrix, predictions.
 
-  python -m tfagent.evaluate --model_dir=runs/quickstart [--saved_model=PATH]
+  tfagent evaluate --model_dir=runs/quickstart [--saved_model=PATH]
+  tfagent evaluate --saved_model=saved_models/quickstart --dataset=csv:new.csv [--output_dir=DIR]
+
+With --model_dir the run's own test split is scored (its config.json fixes the
+data set and split). With --dataset every labelled record of that source is
+scored (validated as training data is, with the data flags), against the
+model's own class names. Writes metrics.json, confusion_matrix.png and a
+predictions csv (text, label, predicted class, each class's probability).
 """
 
+import csv
+import dataclasses
 import json
 import os
-import sys
 import time
 
 from absl import app, flags, logging
@@ -13,26 +21,36 @@ import numpy as np
 from sklearn import metrics as skm
 import tensorflow as tf
 
-from tfagent import config, data, signatures
-from tfagent.errors import TfagentError
+from tfagent import cli, config, data, signatures
+from tfagent.errors import ConfigError
 from tfagent.versions import resolve_saved_model
 
 FLAGS = flags.FLAGS
 
 
+def scored_batches(predict_fn, ds: tf.data.Dataset, batch_size: int):
+  """Yields `(texts <bytes>[b], labels <int>[b], probabilities <float>[b, C], seconds)`.
+
+  `predict_fn(<string>[batch]) -> <float>[batch, C]`; seconds is the time it took.
+  """
+  for text, label in ds.batch(batch_size):
+    start = time.perf_counter()
+    probs = np.asarray(predict_fn(text))
+    yield text.numpy(), label.numpy(), probs, time.perf_counter() - start
+
+
 def predict_probabilities(predict_fn, test_ds: tf.data.Dataset, batch_size: int) -> tuple:
-  """Runs `predict_fn(<string>[batch]) -> <float>[batch, C]` over the test split.
+  """Runs `predict_fn` over a split.
 
   Returns:
     `(labels <int>[n], probabilities <float>[n, C], seconds)`: numpy arrays and
     the wall time spent in `predict_fn`.
   """
   labels, probs, seconds = [], [], 0.0
-  for text, label in test_ds.batch(batch_size):
-    start = time.perf_counter()
-    probs.append(np.asarray(predict_fn(text)))
-    seconds += time.perf_counter() - start
-    labels.append(label.numpy())
+  for _, label, prob, spent in scored_batches(predict_fn, test_ds, batch_size):
+    labels.append(label)
+    probs.append(prob)
+    seconds += spent
   return np.concatenate(labels), np.concatenate(probs), seconds
 
 
@@ -57,9 +75,14 @@ def compute_metrics(labels, probabilities, class_names) -> dict:
   else:
     auc = skm.roc_auc_score(labels, probabilities, multi_class="ovr",
                             average="macro", labels=label_ids)
+  per_p, per_r, per_f1, support = skm.precision_recall_fscore_support(
+      labels, pred, labels=label_ids, average=None, zero_division=0)
+  per_class = {name: {"precision": float(per_p[i]), "recall": float(per_r[i]),
+                      "f1": float(per_f1[i]), "support": int(support[i])}
+               for i, name in enumerate(class_names)}
   return {"examples": int(len(labels)), "accuracy": float((pred == labels).mean()),
           "macro_precision": float(p), "macro_recall": float(r), "macro_f1": float(f1),
-          "roc_auc": float(auc), "class_names": list(class_names),
+          "roc_auc": float(auc), "class_names": list(class_names), "per_class": per_class,
           "confusion_matrix": skm.confusion_matrix(labels, pred, labels=label_ids).tolist()}
 
 
@@ -79,17 +102,31 @@ def plot_confusion(matrix, class_names, path: str) -> None:
 
 
 def evaluate(predict_fn, test_ds, class_names, out_dir: str, batch_size: int = 256,
-             extra: dict = None) -> dict:
-  """Evaluates on the test split and writes `metrics.json` and `confusion_matrix.png`.
+             extra: dict = None, predictions: str = "test_predictions.csv") -> dict:
+  """Scores a split; writes `metrics.json`, `confusion_matrix.png` and `predictions`.
 
   `extra` (e.g. training time and history) is merged into the result, and so
-  into `metrics.json`, over the test metrics.
+  into `metrics.json`, over the test metrics. The predictions csv is written
+  batch by batch, beside its name, and moved into place when complete.
   """
-  labels, probs, seconds = predict_probabilities(predict_fn, test_ds, batch_size)
+  os.makedirs(out_dir, exist_ok=True)
+  labels, probs, seconds = [], [], 0.0
+  path = os.path.join(out_dir, predictions)
+  with open(path + ".tmp", "w", encoding="utf-8", newline="") as f:
+    writer = csv.writer(f)
+    writer.writerow(["text", "label", "predicted", *(f"probability_{n}" for n in class_names)])
+    for text, label, prob, spent in scored_batches(predict_fn, test_ds, batch_size):
+      for t, y, p in zip(text, label, prob):
+        writer.writerow([t.decode("utf-8"), class_names[y], class_names[int(p.argmax())],
+                         *(f"{v:.6f}" for v in p)])
+      labels.append(label)
+      probs.append(prob)
+      seconds += spent
+  os.replace(path + ".tmp", path)
+  labels, probs = np.concatenate(labels), np.concatenate(probs)
   result = compute_metrics(labels, probs, class_names)
   result["inference_examples_per_second"] = len(labels) / max(seconds, 1e-9)
   result.update(extra or {})
-  os.makedirs(out_dir, exist_ok=True)
   with open(os.path.join(out_dir, "metrics.json"), "w", encoding="utf-8") as f:
     json.dump(result, f, indent=2)
   plot_confusion(result["confusion_matrix"], class_names,
@@ -119,32 +156,64 @@ def load_checkpoint(path: str):
 
 
 def define_flags() -> None:
-  """Defines this entry point's flags; called only when run as a program."""
-  flags.DEFINE_string("model_dir", None, "Run directory written by tfagent.train "
-                      "(its config.json fixes the data set and split).")
+  """Defines this entry point's flags (its own and the data section's); only as a program."""
+  flags.DEFINE_string("model_dir", None, "Run directory written by tfagent.train: scores its "
+                      "test split (its config.json fixes the data set and split).",
+                      module_name=__name__)
   flags.DEFINE_string("saved_model", None, "SavedModel version dir or base path to "
-                      "evaluate; default: the run's checkpoints/best.keras.")
-  flags.DEFINE_string("output_dir", None, "Where metrics go; default MODEL_DIR/eval.")
+                      "evaluate; default: the run's checkpoints/best.keras.",
+                      module_name=__name__)
+  flags.DEFINE_string("output_dir", None, "Where metrics go; default MODEL_DIR/eval, or "
+                      "./eval with --dataset.", module_name=__name__)
+  config.define_flags([config.DataConfig], FLAGS)
+
+
+def run_test_split(model_dir: str, saved_model: str, output_dir: str) -> dict:
+  """Scores a training run's own test split with its export or its best checkpoint."""
+  cfg = config.load_json(os.path.join(model_dir, "config.json"))
+  splits, info = data.load_splits(cfg.data)
+  if saved_model:
+    predict_fn = saved_model_predict_fn(resolve_saved_model(saved_model))
+  else:
+    model = load_checkpoint(os.path.join(model_dir, "checkpoints", "best.keras"))
+    predict_fn = lambda text: tf.nn.softmax(model(text, training=False))
+  return evaluate(predict_fn, splits["test"], info.class_names,
+                  output_dir or os.path.join(model_dir, "eval"))
+
+
+def run_labelled_source(data_cfg, saved_model: str, output_dir: str) -> dict:
+  """Scores every labelled record of `data_cfg.dataset` with a SavedModel."""
+  if not saved_model:
+    raise ConfigError("--dataset needs --saved_model: the export whose classes the labels "
+                      "are checked against.")
+  export_dir = resolve_saved_model(saved_model)
+  class_names = signatures.class_names(export_dir)
+  ds, info = data.load_all(dataclasses.replace(data_cfg, class_names=",".join(class_names)))
+  return evaluate(saved_model_predict_fn(export_dir), ds, info.class_names,
+                  output_dir or "eval", predictions="predictions.csv",
+                  extra={"dataset": data_cfg.dataset, "saved_model": export_dir})
 
 
 def main(argv):
-  del argv
-  try:
-    cfg = config.load_json(os.path.join(FLAGS.model_dir, "config.json"))
-    splits, info = data.load_splits(cfg.data)
-    if FLAGS.saved_model:
-      predict_fn = saved_model_predict_fn(resolve_saved_model(FLAGS.saved_model))
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+
+  def body():
+    if FLAGS["dataset"].present:
+      run_labelled_source(config.section_from_flags(config.DataConfig, FLAGS),
+                          FLAGS.saved_model, FLAGS.output_dir)
+    elif FLAGS.model_dir:
+      run_test_split(FLAGS.model_dir, FLAGS.saved_model, FLAGS.output_dir)
     else:
-      model = load_checkpoint(os.path.join(FLAGS.model_dir, "checkpoints", "best.keras"))
-      predict_fn = lambda text: tf.nn.softmax(model(text, training=False))
-    evaluate(predict_fn, splits["test"], info.class_names,
-             FLAGS.output_dir or os.path.join(FLAGS.model_dir, "eval"))
-  except (TfagentError, OSError) as e:
+      raise ConfigError("Give --model_dir (score a run's test split) or --saved_model with "
+                        "--dataset (score a labelled file).")
+  try:
+    cli.run_main(body)
+  except OSError as e:
     logging.error("%s", e)
-    sys.exit(1)
+    raise SystemExit(1) from None
 
 
 if __name__ == "__main__":
   define_flags()
-  flags.mark_flag_as_required("model_dir")
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags(__doc__, [__name__, "DataConfig"]))

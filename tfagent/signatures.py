@@ -81,3 +81,13 @@ def probabilities_fn(export_dir: str):
   """`<string>[batch] -> <float32>[batch, C]` from a SavedModel's serving_default."""
   serve = load_signature(export_dir)
   return lambda text: serve(text=text)["probabilities"]
+
+
+def class_names(export_dir: str) -> list:
+  """The export's class names in id order: its classify signature's classes on one example."""
+  import tensorflow as tf
+  classify = load_signature(export_dir, CLASSIFY_SIGNATURE)
+  example = tf.train.Example(features=tf.train.Features(feature={
+      "text": tf.train.Feature(bytes_list=tf.train.BytesList(value=[b"x"]))}))
+  out = classify(inputs=tf.constant([example.SerializeToString()]))
+  return [c.decode("utf-8") for c in out[CLASSIFY_CLASSES].numpy()[0]]

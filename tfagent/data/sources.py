@@ -63,13 +63,14 @@ def split_of(text: str, seed: int) -> str:
 
 
 def no_examples(dataset: str, split: str, skipped: dict = None) -> str:
-  """The message for a split left empty; says how many records were skipped as bad."""
+  """The message for a split (None: the whole source) left empty, with the records skipped."""
   why = ""
   if skipped and sum(skipped.values()):
     counts = ", ".join(f"{reason} {n}" for reason, n in sorted(skipped.items()) if n)
     total = sum(skipped.values())
     why = f" ({total} bad record{'s were' if total > 1 else ' was'} skipped: {counts})"
-  return (f"--dataset={dataset}: the {split} split has no examples{why}; a data set "
+  what = f"the {split} split has" if split else "it has"
+  return (f"--dataset={dataset}: {what} no examples{why}; a data set "
           "needs labelled, non-empty texts.")
 
 
@@ -151,6 +152,23 @@ def write_report(info: "DatasetInfo", path: str) -> None:
                 split_sizes=info.split_sizes)
   with open(path, "w", encoding="utf-8") as f:
     json.dump(report, f, indent=2, sort_keys=True)
+
+
+def load_all(data_cfg) -> tuple:
+  """Every kept record of a source as one dataset, for scoring a labelled file.
+
+  The records are validated and split as for training (the split is ignored):
+  `(dataset of (text, label), info)`, info.split_sizes holding {"all": n}.
+  """
+  kind, arg = parse_dataset_flag(data_cfg.dataset)
+  splits, class_names, report = SOURCES[kind](arg, data_cfg)
+  sizes = [split_size(splits[name]) for name in SPLITS]
+  if sizes == [0, 0, 0]:
+    raise DataError(no_examples(data_cfg.dataset, None, report.get("skipped")))
+  parts = [as_dataset(splits[name]) for name in SPLITS]
+  total = None if None in sizes else sum(sizes)
+  ds = parts[0].concatenate(parts[1]).concatenate(parts[2])
+  return ds, DatasetInfo(data_cfg.dataset, tuple(class_names), {"all": total}, report)
 
 
 def check_folds(data_cfg, kind: str) -> None:
