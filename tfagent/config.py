@@ -247,6 +247,70 @@ def from_flag_values(flag_values) -> Config:
                    for name, section in SECTIONS.items()})
 
 
+def from_args(flagfile_or_config=None, **overrides) -> tuple:
+  """`(Config, flags set)` from a flagfile path (or a Config, or None) and flag overrides.
+
+  Overrides are flag names with values, e.g. `epochs=1, dataset="csv:my.csv"`; an
+  unknown name or a bad value is a ConfigError, as on the command line. The flags
+  set are those of the flagfile and the overrides (a Config's fields count as given).
+  """
+  from absl import flags  # pylint: disable=import-outside-toplevel
+  values = flags.FlagValues()
+  define_flags(SECTIONS.values(), values)
+  argv = ["tfagent"]
+  if isinstance(flagfile_or_config, Config):
+    argv += to_flag_args(flagfile_or_config)
+  elif flagfile_or_config:
+    argv.append(f"--flagfile={flagfile_or_config}")
+  argv += [f"--{name}={value}" for name, value in overrides.items()]
+  try:
+    values(argv)
+  except flags.Error as e:
+    raise ConfigError(str(e)) from None
+  present = set(overrides) if isinstance(flagfile_or_config, Config) else \
+      {name for name in values if values[name].present}
+  return from_flag_values(values), present
+
+
+def check_applicable(cfg: Config, present=None) -> None:
+  """Fails when a setting that does not apply to the chosen model is set.
+
+  Args:
+    cfg: the run's Config.
+    present: names of the flags given on the command line or in a flagfile;
+      None counts every field whose value differs from its default as set.
+  """
+  model = cfg.model.name
+  wrong, own = [], []
+  for name, section in SECTIONS.items():
+    for field in dataclasses.fields(section):
+      models = field.metadata["models"]
+      flag = flag_name(section, field)
+      if models and model in models:
+        own.append(f"--{flag}")
+      is_set = flag in present if present is not None else \
+          getattr(getattr(cfg, name), field.name) != field.default
+      if models and model not in models and is_set:
+        wrong.append(f"--{flag} (for {', '.join(models)})")
+  if wrong:
+    raise ConfigError(f"{', '.join(wrong)} {'does' if len(wrong) == 1 else 'do'} not apply to "
+                      f"--model={model}; its own flags are {', '.join(own)}, and every model "
+                      "takes the data, training, export, --sequence_length, --dropout and "
+                      "--wide_* flags.")
+
+
+def to_flag_args(cfg: Config) -> list:
+  """`--flag=value` arguments that set every field of `cfg` (inverse of from_flag_values)."""
+  args = []
+  for name, section in SECTIONS.items():
+    for field in dataclasses.fields(section):
+      value = getattr(getattr(cfg, name), field.name)
+      flag = flag_name(section, field)
+      args.append(f"--{flag}" if value is True else f"--no{flag}" if value is False
+                  else f"--{flag}={value}")
+  return args
+
+
 def save_json(cfg: Config, path: str) -> None:
   os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
   with open(path, "w", encoding="utf-8") as f:

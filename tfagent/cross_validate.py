@@ -104,6 +104,7 @@ def main(argv):
   def body():
     cfg = config.from_flag_values(FLAGS)
     from tfagent import models
+    config.check_applicable(cfg, {name for name in FLAGS if FLAGS[name].present})
     models.check_model_config(cfg.model)
     logging.info("Config: %s", json.dumps(cfg.to_dict(), sort_keys=True))
     cross_validate(cfg, train_fold)

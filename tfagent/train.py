@@ -11,12 +11,14 @@ import math
 import os
 import sys
 import time
+import types
 
 from absl import app, flags, logging
 import keras
 import numpy as np
 
-from tfagent import backup, cli, config, data, distribute, evaluate, export, models, optim, summaries
+from tfagent import (backup, cli, config, data, distribute, evaluate, export, model_card, models,
+                     optim, summaries)
 from tfagent.errors import ConfigError, TfagentError
 
 FLAGS = flags.FLAGS
@@ -242,6 +244,18 @@ def restore_best(classifier: keras.Model, checkpoint_dir: str) -> None:
     classifier.set_weights(best.get_layer(models.CLASSIFIER).get_weights())
 
 
+def check_vocabulary(cfg: config.Config, model: keras.Model, splits, sample: int = 2000) -> float:
+  """Share of unknown tokens: of BERT's pieces of training texts (a preset whose vocabulary
+  misses the language), else of validation texts; warns above model_card.UNKNOWN_WARN."""
+  split = splits["train"] if cfg.model.name in models.PRETRAINED else splits["validation"]
+  texts = [t.decode("utf-8") for t, _ in split.take(sample).as_numpy_iterator()]
+  share = model_card.unknown_share(model, texts)
+  warning = model_card.vocabulary_warning(cfg.model.name, share)
+  if warning:
+    logging.warning("%s", warning)
+  return share
+
+
 def fit_wide(cfg: config.Config, splits, info):
   """Fits the wide path on the training split (C on validation); None when it is off."""
   if not cfg.model.wide_ngrams:
@@ -298,6 +312,7 @@ def train_in(cfg: config.Config, out: config.Config, strategy) -> dict:
   wide_fit = fit_wide(cfg, splits, info)
   model, classifier = build_and_compile(cfg, strategy, splits["train"], info.class_names,
                                         steps_per_epoch * cfg.train.epochs, wide_fit)
+  unknown = check_vocabulary(cfg, model, splits)
   tokenizer = model.get_layer(models.TOKENIZER)
   val_fn = data.make_input_fn(splits["validation"], tokenizer, cfg.data, training=False,
                               members=cfg.model.ensemble_size)
@@ -334,6 +349,7 @@ def train_in(cfg: config.Config, out: config.Config, strategy) -> dict:
             "saved_model": path, "train_seconds": train_seconds, "epochs_run": epochs_run,
             "train_examples": n_train,
             **({"wide": wide_fit.report} if wide_fit is not None else {}),
+            "unknown_token_share": unknown,
             # Includes each epoch's validation pass, as a user's wall clock does.
             "train_examples_per_second": n_train * epochs_run / max(train_seconds, 1e-9)}
   if distribute.is_chief(strategy):
@@ -355,7 +371,11 @@ def evaluate_export(cfg: config.Config, result: dict, splits, info, model) -> di
                  keras_key, result[keras_key])
   if cfg.model.wide_ngrams:
     result["paths"] = path_metrics(model, splits, info.class_names)
+  labels, probs, _ = evaluate.predict_probabilities(predict_fn, splits["validation"], 256)
+  result["validation_metrics"] = {k: v for k, v in evaluate.compute_metrics(
+      labels, probs, info.class_names).items() if k in model_card.METRIC_KEYS}
   result = evaluate.evaluate(predict_fn, splits["test"], info.class_names, eval_dir, extra=result)
+  write_model_card(cfg, result, splits, info)
   logdir, _, val_dir = summaries.log_dirs(cfg.train.model_dir)
   validation = result["validation"]
   summaries.write_final_metrics(logdir, {"val_loss": validation["loss"],
@@ -365,6 +385,15 @@ def evaluate_export(cfg: config.Config, result: dict, splits, info, model) -> di
   summaries.write_misclassified(val_dir, model, splits["validation"], info.class_names,
                                 cfg.train.misclassified_examples, step=cfg.train.epochs)
   return result
+
+
+def write_model_card(cfg: config.Config, result: dict, splits, info) -> None:
+  """model_card.{json,md} in the export's version directory (tfagent/model_card.py)."""
+  hashes = {name: model_card.split_hash(splits[name]) for name in data.SPLITS}
+  warnings = model_card.data_warnings(info, result)
+  vocabulary = model_card.vocabulary_warning(cfg.model.name, result["unknown_token_share"])
+  card = model_card.build(cfg, info, result, hashes, [vocabulary] * bool(vocabulary) + warnings)
+  model_card.write(result["saved_model"], card)
 
 
 def path_metrics(model: keras.Model, splits, class_names) -> dict:
@@ -393,11 +422,39 @@ def define_flags() -> None:
 FLAG_GROUPS = [section.__name__ for section in config.SECTIONS.values()]
 
 
+def run(flagfile_or_config=None, **overrides) -> dict:
+  """The Python API `tfagent.train(...)`: trains, exports and evaluates as the command does.
+
+  Args:
+    flagfile_or_config: a flagfile path (configs/NAME.flags), a Config, or None.
+    **overrides: flags and their values, e.g. `epochs=1, dataset="csv:my.csv"`.
+
+  Returns:
+    eval/metrics.json's content: test metrics, validation figures, the export's
+    path under "saved_model".
+  """
+  cfg, present = config.from_args(flagfile_or_config, **overrides)
+  config.check_applicable(cfg, present)
+  models.check_model_config(cfg.model)
+  return train_and_evaluate(cfg)
+
+
+class _CallableModule(types.ModuleType):
+  """Makes `tfagent.train(...)` the Python API while `tfagent.train.X` stays this module."""
+
+  def __call__(self, flagfile_or_config=None, **overrides) -> dict:
+    return run(flagfile_or_config, **overrides)
+
+
+sys.modules[__name__].__class__ = _CallableModule
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   try:
     cfg = config_from_flags()
+    config.check_applicable(cfg, {name for name in FLAGS if FLAGS[name].present})
     models.check_model_config(cfg.model)
     logging.info("Config: %s", json.dumps(cfg.to_dict(), sort_keys=True))
     result = train_and_evaluate(cfg)

@@ -1,0 +1,149 @@
+"""A model card beside every export: what the model is, what it learned from, how it scores.
+
+`model_card.json` and `model_card.md` go into the export's version directory
+(TF Serving reads only saved_model.pb, variables/ and assets*), written after
+the export is evaluated, each beside its name and moved into place. They hold
+the class names, the data source with a hash of each split's content and its
+size, test and validation metrics with per-class precision/recall/F1 (the same
+figures as eval/metrics.json), the resolved config, the package versions, and
+warnings measured on the data.
+"""
+
+import hashlib
+import importlib.metadata
+import json
+import os
+import platform
+
+from tfagent import backup
+
+UNKNOWN_WARN = 0.20  # Share of [UNK] pieces above which the vocabulary does not fit the text.
+FEW_EXAMPLES = 1000  # Training texts below which test figures are loose.
+IMBALANCE_WARN = 5.0  # Largest class / smallest class in train.
+PACKAGES = ("tensorflow", "keras", "keras-hub", "tensorflow-text", "scikit-learn", "numpy",
+            "tfagent")
+METRIC_KEYS = ("examples", "accuracy", "macro_precision", "macro_recall", "macro_f1",
+               "roc_auc", "per_class")
+
+
+def split_hash(split) -> str:
+  """SHA-256 of a split's `(text, label)` sequence, in order: the content it held."""
+  digest = hashlib.sha256()
+  for text, label in split.batch(4096).as_numpy_iterator():
+    for t, y in zip(text, label):
+      digest.update(t + b"\0" + str(int(y)).encode() + b"\n")
+  return digest.hexdigest()
+
+
+def unknown_share(model, texts: list) -> float:
+  """Share of `[UNK]` among the tokens (word pieces) the model's tokenizer makes of `texts`."""
+  import numpy as np
+  import tensorflow as tf
+  tokenizer = model.get_layer("tokenizer")
+  vocabulary = tokenizer.vocabulary()
+  if "[UNK]" not in vocabulary or not texts:
+    return 0.0
+  special = [i for i, piece in enumerate(vocabulary) if piece in ("[PAD]", "[CLS]", "[SEP]", "")]
+  ids = np.concatenate([tokenizer(tf.constant(texts[i:i + 256])).numpy().ravel()
+                        for i in range(0, len(texts), 256)])
+  pieces = ids[~np.isin(ids, special + [0])]
+  return float((pieces == vocabulary.index("[UNK]")).mean()) if len(pieces) else 0.0
+
+
+def vocabulary_warning(model_name: str, share: float) -> str:
+  """A warning when the vocabulary misses more than UNKNOWN_WARN of the pieces, else ''."""
+  if share <= UNKNOWN_WARN:
+    return ""
+  if model_name == "bert":
+    return (f"{share:.0%} of the word pieces of the training texts are [UNK]: the "
+            "pretrained encoder's vocabulary does not cover this language or script, and "
+            "what it cannot see it cannot learn. Use --model=lstm --wide_ngrams=4 (trained "
+            "from scratch, any language), or a --preset for this language.")
+  return (f"{share:.0%} of the validation tokens are out of the vocabulary: raise "
+          "--vocab_size, or add --wide_ngrams.")
+
+
+def data_warnings(info, result: dict) -> list:
+  """Warnings measured on the data and the run: size, balance, duplicates, a path unused."""
+  warnings = []
+  sizes = info.split_sizes or {}
+  if sizes.get("train", FEW_EXAMPLES) < FEW_EXAMPLES:
+    warnings.append(f"Only {sizes['train']} training texts: test figures on "
+                    f"{sizes.get('test')} texts vary by several points from run to run.")
+  balance = info.report.get("class_balance", {}).get("train") or {}
+  counts = [n for n in balance.values() if isinstance(n, (int, float))]
+  if counts and min(counts) > 0 and max(counts) / min(counts) > IMBALANCE_WARN:
+    warnings.append(f"The classes are unbalanced in train ({balance}): read the per-class "
+                    "recall, not only accuracy.")
+  if info.report.get("conflicting_labels"):
+    warnings.append(f"{info.report['conflicting_labels']} texts occur under two labels; "
+                    "--dedup removes them.")
+  weight = result.get("wide", {}).get("deep_weight", {}).get("chosen")
+  if weight == 0.0:
+    warnings.append("The deep path's weight is 0: on validation it added nothing to the "
+                    "wide (n-gram) path, so the export is a linear model in effect.")
+  return warnings
+
+
+def package_versions() -> dict:
+  versions = {"python": platform.python_version()}
+  for name in PACKAGES:
+    try:
+      versions[name] = importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+      versions[name] = None
+  return versions
+
+
+def build(cfg, info, result: dict, hashes: dict, warnings: list) -> dict:
+  """The card as a dict; its metrics are `result`'s, i.e. eval/metrics.json's."""
+  validation = result.get("validation_metrics", result.get("validation", {}))
+  return {
+      "model_name": cfg.export.model_name, "saved_model": result["saved_model"],
+      "model": cfg.model.name, "class_names": list(info.class_names),
+      "data": {"source": cfg.data.dataset, "split_sizes": info.split_sizes,
+               "content_sha256": hashes, "report": {
+                   k: info.report.get(k) for k in ("duplicates", "conflicting_labels",
+                                                   "skipped_total", "class_balance")}},
+      "metrics": {"test": {k: result[k] for k in METRIC_KEYS if k in result},
+                  "validation": validation, "paths": result.get("paths")},
+      "training": {"epochs_run": result.get("epochs_run"),
+                   "train_seconds": result.get("train_seconds"),
+                   "wide": result.get("wide")},
+      "config": cfg.to_dict(), "versions": package_versions(), "warnings": warnings,
+  }
+
+
+def to_markdown(card: dict) -> str:
+  """The card as a page a person reads."""
+  test, val = card["metrics"]["test"], card["metrics"]["validation"]
+  lines = [f"# Model card: {card['model_name']}", "",
+           f"- Export: `{card['saved_model']}` (TF Serving: `serving_default` takes `text`, "
+           "returns `probabilities`, `class_ids`, `classes`; `classify` takes tf.Examples).",
+           f"- Model: `--model={card['model']}`"
+           + (f", wide path of 1-{card['config']['model']['wide_ngrams']}-grams"
+              if card["config"]["model"]["wide_ngrams"] else ""),
+           f"- Classes: {', '.join(card['class_names'])}",
+           f"- Data: `{card['data']['source']}`, splits {card['data']['split_sizes']}",
+           "", "## Metrics", "",
+           f"Test: accuracy {test['accuracy']:.4f}, macro F1 {test['macro_f1']:.4f}, ROC-AUC "
+           f"{test['roc_auc']:.4f} on {test['examples']} texts. Validation: accuracy "
+           f"{val.get('accuracy', float('nan')):.4f}.", "",
+           "| class | precision | recall | F1 | test texts |", "| --- | --- | --- | --- | --- |"]
+  for name, m in test["per_class"].items():
+    lines.append(f"| {name} | {m['precision']:.4f} | {m['recall']:.4f} | {m['f1']:.4f} | "
+                 f"{m['support']} |")
+  lines += ["", "## Warnings", ""]
+  lines += [f"- {w}" for w in card["warnings"]] or ["- None measured."]
+  lines += ["", "## Data content (SHA-256 of each split's texts and labels, in order)", ""]
+  lines += [f"- {split}: `{digest}`" for split, digest in card["data"]["content_sha256"].items()]
+  lines += ["", "## Versions", "", ", ".join(f"{k} {v}" for k, v in card["versions"].items()),
+            "", "The resolved config is in model_card.json (`config`)."]
+  return "\n".join(lines) + "\n"
+
+
+def write(export_dir: str, card: dict) -> None:
+  """Writes model_card.json and model_card.md into the export's version directory."""
+  backup.write_text_atomically(os.path.join(export_dir, "model_card.json"),
+                               json.dumps(card, indent=2, ensure_ascii=False))
+  backup.write_text_atomically(os.path.join(export_dir, "model_card.md"), to_markdown(card))
