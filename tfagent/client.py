@@ -11,6 +11,7 @@ import threading
 
 from absl import app, flags, logging
 
+from tfagent import cli
 from tfagent.errors import TfagentError
 
 FLAGS = flags.FLAGS
@@ -149,14 +150,16 @@ def make_client(server: str, model_name: str, protocol: str = "rest", **kwargs):
   return (RestClient if protocol == "rest" else GrpcClient)(server, model_name, **kwargs)
 
 
-def define_flags() -> None:
+def define_flags(flag_values=FLAGS) -> None:
   """Defines this entry point's flags; called only when run as a program."""
-  flags.DEFINE_string("server", "localhost:8501", "host:port of the REST (8501) or gRPC (8500) API.")
-  flags.DEFINE_enum("protocol", "rest", ["rest", "grpc"], "API the server port speaks.")
-  flags.DEFINE_string("model_name", "quickstart", "Served model name.")
-  flags.DEFINE_integer("model_version", 0, "A specific version; 0 is the latest.")
-  flags.DEFINE_enum("method", "predict", ["predict", "classify"], "API method to call.")
-  flags.DEFINE_float("timeout", 30.0, "Seconds to wait for an answer.")
+  own = {"module_name": __name__, "flag_values": flag_values}
+  flags.DEFINE_string("server", "localhost:8501",
+                      "host:port of the REST (8501) or gRPC (8500) API.", **own)
+  flags.DEFINE_enum("protocol", "rest", ["rest", "grpc"], "API the server port speaks.", **own)
+  flags.DEFINE_string("model_name", "quickstart", "Served model name.", **own)
+  flags.DEFINE_integer("model_version", 0, "A specific version; 0 is the latest.", **own)
+  flags.DEFINE_enum("method", "predict", ["predict", "classify"], "API method to call.", **own)
+  flags.DEFINE_float("timeout", 30.0, "Seconds to wait for an answer.", **own)
 
 
 def main(argv):
@@ -174,4 +177,4 @@ def main(argv):
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags(__doc__, [__name__]))

@@ -97,6 +97,11 @@ def train_fold(fold_cfg: config.Config) -> dict:
     keras.backend.clear_session()
 
 
+def define_flags(flag_values=FLAGS) -> None:
+  """Defines this entry point's flags, one per config field; called only as a program."""
+  config.define_flags(config.SECTIONS.values(), flag_values)
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
@@ -112,6 +117,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  config.define_flags(config.SECTIONS.values(), FLAGS)
+  define_flags()
   app.run(main, flags_parser=cli.parse_flags(
       __doc__, [s.__name__ for s in config.SECTIONS.values()]))

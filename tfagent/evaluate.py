@@ -155,17 +155,17 @@ def load_checkpoint(path: str):
   return keras.saving.load_model(path, compile=False)
 
 
-def define_flags() -> None:
+def define_flags(flag_values=FLAGS) -> None:
   """Defines this entry point's flags (its own and the data section's); only as a program."""
   flags.DEFINE_string("model_dir", None, "Run directory written by tfagent.train: scores its "
                       "test split (its config.json fixes the data set and split).",
-                      module_name=__name__)
+                      module_name=__name__, flag_values=flag_values)
   flags.DEFINE_string("saved_model", None, "SavedModel version dir or base path to "
                       "evaluate; default: the run's checkpoints/best.keras.",
-                      module_name=__name__)
+                      module_name=__name__, flag_values=flag_values)
   flags.DEFINE_string("output_dir", None, "Where metrics go; default MODEL_DIR/eval, or "
-                      "./eval with --dataset.", module_name=__name__)
-  config.define_flags([config.DataConfig], FLAGS)
+                      "./eval with --dataset.", module_name=__name__, flag_values=flag_values)
+  config.define_flags([config.DataConfig], flag_values)
 
 
 def run_test_split(model_dir: str, saved_model: str, output_dir: str) -> dict:

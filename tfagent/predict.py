@@ -159,20 +159,21 @@ def predict_stream(predictor: Predictor, texts, out, fmt: str, top_k: int,
   return n
 
 
-def define_flags() -> None:
+def define_flags(flag_values=FLAGS) -> None:
   """Defines this entry point's flags; called only when run as a program."""
+  own = {"module_name": __name__, "flag_values": flag_values}
   flags.DEFINE_string("saved_model", None, "SavedModel version dir, or a base path "
-                      "(saved_models/NAME) whose latest version is used.")
+                      "(saved_models/NAME) whose latest version is used.", **own)
   flags.DEFINE_string("input", "", "csv, tsv or jsonl file (.gz too) of texts; empty: the "
-                      "arguments, else one text per line of standard input.")
-  flags.DEFINE_string("text_field", "text", "Column (csv/tsv) or key (jsonl) of the text.")
-  flags.DEFINE_string("output", "", "File to write; empty: standard output.")
+                      "arguments, else one text per line of standard input.", **own)
+  flags.DEFINE_string("text_field", "text", "Column (csv/tsv) or key (jsonl) of the text.", **own)
+  flags.DEFINE_string("output", "", "File to write; empty: standard output.", **own)
   flags.DEFINE_enum("format", "", ["", *FORMATS], "jsonl or csv; empty: csv for an "
-                    "--output ending in .csv, else jsonl.")
+                    "--output ending in .csv, else jsonl.", **own)
   flags.DEFINE_integer("top_k", 0, "Also list the K most probable classes of each text "
-                       "(csv: instead of one column per class); 0: off.")
-  flags.DEFINE_integer("batch_size", 256, "Texts per model call (and held in memory).")
-  flags.mark_flag_as_required("saved_model")
+                       "(csv: instead of one column per class); 0: off.", **own)
+  flags.DEFINE_integer("batch_size", 256, "Texts per model call (and held in memory).", **own)
+  flags.mark_flag_as_required("saved_model", flag_values=flag_values)
 
 
 def main(argv):

@@ -16,6 +16,7 @@ import threading
 
 from absl import app, flags, logging
 
+from tfagent import cli
 from tfagent.errors import TfagentError
 from tfagent.serving.server import Server, ServerOptions, version_text
 
@@ -24,14 +25,15 @@ _DEFINE = {bool: flags.DEFINE_boolean, int: flags.DEFINE_integer, float: flags.D
            str: flags.DEFINE_string}
 
 
-def define_flags() -> None:
+def define_flags(flag_values=FLAGS) -> None:
   """One flag per ServerOptions field, with its default and help; called only when run."""
   for field in dataclasses.fields(ServerOptions):
     kind = field.type if isinstance(field.type, type) else eval(field.type)  # noqa: S307
     help_text = field.metadata["help"]
     if field.metadata["ignored"]:
       help_text += " Accepted for tensorflow_model_server compatibility; ignored here."
-    _DEFINE[kind](field.name, field.default, help_text)
+    _DEFINE[kind](field.name, field.default, help_text, module_name=__name__,
+                  flag_values=flag_values)
 
 
 def main(argv):
@@ -58,4 +60,4 @@ def main(argv):
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags(__doc__, [__name__]))

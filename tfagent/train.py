@@ -414,9 +414,9 @@ def config_from_flags() -> config.Config:
   return config.from_flag_values(FLAGS)
 
 
-def define_flags() -> None:
+def define_flags(flag_values=FLAGS) -> None:
   """Defines this entry point's flags, one per config field; called only as a program."""
-  config.define_flags(config.SECTIONS.values(), FLAGS)
+  config.define_flags(config.SECTIONS.values(), flag_values)
 
 
 FLAG_GROUPS = [section.__name__ for section in config.SECTIONS.values()]

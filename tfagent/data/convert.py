@@ -57,13 +57,14 @@ def convert(data_cfg, out_dir: str, num_shards: int) -> dict:
   return meta
 
 
-def define_flags() -> None:
+def define_flags(flag_values=FLAGS) -> None:
   """Defines this entry point's flags (the data section's and its own) as a program."""
-  config.define_flags([config.DataConfig], FLAGS)
+  config.define_flags([config.DataConfig], flag_values)
   flags.DEFINE_string("output_dir", None, "Folder for SPLIT-NNNNN-of-MMMMM.tfrecord files.",
-                      module_name=__name__)
+                      module_name=__name__, flag_values=flag_values)
   flags.DEFINE_integer("num_shards", 8, "Files per split; several let readers and "
-                       "workers stream in parallel.", module_name=__name__)
+                       "workers stream in parallel.", module_name=__name__,
+                       flag_values=flag_values)
 
 
 def main(argv):
