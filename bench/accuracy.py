@@ -65,6 +65,10 @@ def define_flags() -> None:
   flags.DEFINE_string("out_dir", os.path.join(ROOT, "bench", "results"), "Where tables go.")
   flags.DEFINE_string("runs_dir", os.path.join(ROOT, "runs", "bench"),
                       "Run directories and exports of the rows.")
+  flags.DEFINE_bool("reuse", False,
+                    "Take a row from its run directory instead of running it again when an "
+                    "earlier run of the same command finished there (row.json), e.g. to "
+                    "finish a long benchmark that was stopped.")
 
 
 def dataset_slug(dataset: str) -> str:
@@ -142,6 +146,17 @@ def run_row(dataset: str, model: str, folds: int) -> dict:
   run_dir = run_dir_of(dataset, model, folds)
   os.makedirs(os.path.join(ROOT, run_dir), exist_ok=True)
   cmd = row_command(dataset, model, run_dir, FLAGS.quick, FLAGS.extra_flags, folds)
+  command = " ".join(["python"] + [shlex.quote(c) for c in cmd[1:]])
+  name = "cross_validation.json" if folds > 1 else os.path.join("eval", "metrics.json")
+  row_path = os.path.join(ROOT, run_dir, "row.json")
+  if FLAGS.reuse and os.path.exists(row_path):
+    with open(row_path, encoding="utf-8") as f:
+      done = json.load(f)
+    if done["command"] == command:
+      logging.info("[%s] reused the finished run in %s", model, run_dir)
+      with open(os.path.join(ROOT, run_dir, name), encoding="utf-8") as f:
+        return {**done, "model": model, "result": json.load(f)}
+    logging.info("[%s] %s holds another command's run; running it again", model, row_path)
   logging.info("[%s] %s", model, " ".join(shlex.quote(c) for c in cmd))
   log_path = os.path.join(ROOT, run_dir, "bench.log")
   rc, wall, rss = run_measured(cmd, log_path)
@@ -149,11 +164,12 @@ def run_row(dataset: str, model: str, folds: int) -> dict:
     with open(log_path, encoding="utf-8") as f:
       tail = f.read()[-2000:]
     raise RuntimeError(f"{model} failed with exit code {rc}; log {log_path}:\n{tail}")
-  name = "cross_validation.json" if folds > 1 else os.path.join("eval", "metrics.json")
   with open(os.path.join(ROOT, run_dir, name), encoding="utf-8") as f:
     result = json.load(f)
-  return {"model": model, "result": result, "peak_rss_mb": rss, "wall_seconds": wall,
-          "command": " ".join(["python"] + [shlex.quote(c) for c in cmd[1:]])}
+  costs = {"command": command, "peak_rss_mb": rss, "wall_seconds": wall}
+  with open(row_path, "w", encoding="utf-8") as f:
+    json.dump(costs, f, indent=2)
+  return {"model": model, "result": result, **costs}
 
 
 def table_rows(run: dict) -> list:

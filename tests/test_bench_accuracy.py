@@ -20,13 +20,13 @@ def run_bench(tmp_path, *args):
        f"--out_dir={out}", f"--runs_dir={runs}", *args],
       cwd=ROOT, capture_output=True, text=True, timeout=900)
   assert proc.returncode == 0, proc.stderr[-3000:]
-  return out
+  return out, proc.stderr
 
 
 @pytest.mark.slow
 def test_quick_run_writes_table_json_and_plot_with_peers_and_path_ablations(tmp_path):
   models = ["tfidf_lr", "nblr", "lstm"]
-  out = run_bench(tmp_path, f"--models={','.join(models)}", "--extra_flags=--wide_ngrams=2")
+  out, _ = run_bench(tmp_path, f"--models={','.join(models)}", "--extra_flags=--wide_ngrams=2")
   result = json.loads((out / "embedded_quick.json").read_text())
   names = [row["model"] for row in result["rows"]]
   assert names == models + ["lstm: wide path alone", "lstm: deep path alone"]
@@ -51,9 +51,24 @@ def test_quick_run_writes_table_json_and_plot_with_peers_and_path_ablations(tmp_
   assert (out / "embedded_quick.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+
+@pytest.mark.slow
+def test_reuse_takes_a_finished_row_and_runs_a_changed_command_again(tmp_path):
+  out, _ = run_bench(tmp_path, "--models=tfidf_lr")
+  first = json.loads((out / "embedded_quick.json").read_text())["rows"]
+  _, log = run_bench(tmp_path, "--models=tfidf_lr", "--reuse")
+  assert "reused the finished run" in log
+  assert json.loads((out / "embedded_quick.json").read_text())["rows"] == first  # Costs too.
+  _, log = run_bench(tmp_path, "--models=tfidf_lr", "--extra_flags=--seed=3", "--reuse")
+  assert "holds another command's run" in log and "reused" not in log
+  again = json.loads((out / "embedded_quick.json").read_text())["rows"]
+  assert again[0]["command"].endswith("--seed=3") and again[0]["wall_seconds"] != first[0][
+      "wall_seconds"]
+
+
 @pytest.mark.slow
 def test_quick_folds_run_every_row_on_the_same_folds(tmp_path):
-  out = run_bench(tmp_path, "--models=nblr,lstm", "--folds=2")
+  out, _ = run_bench(tmp_path, "--models=nblr,lstm", "--folds=2")
   result = json.loads((out / "embedded_folds2_quick.json").read_text())
   rows = {row["model"]: row for row in result["rows"]}
   # configs/lstm.flags has a wide path: each path alone is a row of its own.
