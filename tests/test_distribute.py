@@ -119,24 +119,28 @@ for strategy in ("default", "mirrored"):
   # (buckets would give the two replicas texts from different buckets).
   cfg = dataclasses.replace(
       cfg, data=dataclasses.replace(cfg.data, bucket_width=0),
-      model=dataclasses.replace(cfg.model, dropout=0.0, ensemble_size=int(sys.argv[3])),
+      model=dataclasses.replace(cfg.model, dropout=0.0, ensemble_size=int(sys.argv[3]),
+                                wide_ngrams=int(sys.argv[4])),
       train=dataclasses.replace(cfg.train, strategy=strategy, epochs=3))
   result = train.train_and_evaluate(cfg)
   out[strategy] = {"replicas": train.distribute.get_strategy(strategy).num_replicas_in_sync,
-                   "history": result["history"], "validation": result["validation"]}
+                   "history": result["history"], "validation": result["validation"],
+                   "wide": result.get("wide")}
 print("RESULT " + json.dumps(out))
 """
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("model,ensemble_size", [("transformer", 1), ("lstm", 2)])
-def test_mirrored_on_two_cpus_matches_one_device(tmp_path, model, ensemble_size):
+@pytest.mark.parametrize("model,ensemble_size,wide_ngrams", [("transformer", 1, 0),
+                                                             ("lstm", 2, 2)])
+def test_mirrored_on_two_cpus_matches_one_device(tmp_path, model, ensemble_size, wide_ngrams):
   """Same global batch (32 = 2 x 16) and seed: per-epoch training loss within 1e-4.
 
-  The ensemble case checks the zipped per-member input streams under Mirrored.
+  The ensemble case checks the zipped per-member input streams under Mirrored, with a wide
+  path beside them: the same n-gram weights, the same deep weight, the same export figures.
   """
   proc = subprocess.run([sys.executable, "-c", MIRRORED_SCRIPT, str(tmp_path), model,
-                         str(ensemble_size)], cwd=ROOT,
+                         str(ensemble_size), str(wide_ngrams)], cwd=ROOT,
                         env=subprocess_env(), capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stderr[-3000:]
   line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")][-1]
@@ -147,6 +151,16 @@ def test_mirrored_on_two_cpus_matches_one_device(tmp_path, model, ensemble_size)
   assert single["loss"][-1] < single["loss"][0]  # It trained.
   assert mirrored["loss"] == pytest.approx(single["loss"], rel=1e-4, abs=1e-5)
   assert mirrored["val_loss"] == pytest.approx(single["val_loss"], rel=1e-4, abs=1e-5)
+  assert out["mirrored"]["validation"] == pytest.approx(out["default"]["validation"], rel=1e-4,
+                                                        abs=1e-5)
+  if wide_ngrams:  # The same n-gram fit, and the same deep-path weight from the same losses.
+    single, mirrored = out["default"]["wide"], out["mirrored"]["wide"]
+    assert single["vocabulary_size"] > 0
+    for key in ("vocabulary_size", "c", "tried"):
+      assert mirrored[key] == single[key], key
+    assert mirrored["deep_weight"]["chosen"] == single["deep_weight"]["chosen"]
+    assert mirrored["deep_weight"]["validation_loss"] == pytest.approx(
+        single["deep_weight"]["validation_loss"], rel=1e-4, abs=1e-5)
 
 
 # --- MultiWorkerMirrored on two real worker processes ------------------------------------
@@ -161,7 +175,8 @@ def train_command(corpus: str, run_dir, export_dir, *extra) -> list:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("extra", [[], ["--ensemble_size=2"]], ids=["single", "ensemble"])
+@pytest.mark.parametrize("extra", [[], ["--ensemble_size=2", "--wide_ngrams=2"]],
+                         ids=["single", "ensemble_wide"])
 def test_multi_worker_mirrored_two_processes(corpus_dir, tmp_path, extra):
   """Two workers on loopback train to completion; the chief alone writes the run and
   export; their shards are disjoint and cover the training split. The ensemble case
