@@ -17,8 +17,8 @@ from absl import app, flags, logging
 import keras
 import numpy as np
 
-from tfagent import (backup, cli, config, data, distribute, evaluate, export, model_card, models,
-                     optim, summaries)
+from tfagent import (_compat, backup, cli, config, data, distribute, evaluate, export,
+                     model_card, models, optim, summaries)
 from tfagent.errors import ConfigError, TfagentError
 
 FLAGS = flags.FLAGS
@@ -181,8 +181,7 @@ def build_from_spec(classifier: keras.Model, strategy, element_spec) -> None:
   shapes and dtypes are needed, so build from the spec and skip that step.
   """
   with strategy.scope():
-    classifier._symbolic_build(data_batch=element_spec)  # pylint: disable=protected-access
-  classifier._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
+    _compat.build_from_spec(classifier, element_spec)
 
 
 def write_shard_report(ds, contexts: list, strategy, cfg: config.Config) -> None:
@@ -295,7 +294,7 @@ def train_and_evaluate(cfg: config.Config) -> dict:
   folder that is removed at the end; all of them read the chief's backup.
   """
   strategy = distribute.get_strategy(cfg.train.strategy, cfg.train.tpu)
-  with distribute.worker_scratch(strategy) as scratch, \
+  with distribute.worker_scratch(strategy) as scratch, distribute.keras_logs_agree(strategy), \
       precision_policy(cfg.train.mixed_precision):
     return train_in(cfg, for_this_worker(cfg, scratch), strategy)
 

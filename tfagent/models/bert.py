@@ -11,11 +11,9 @@ import os
 
 import keras
 import keras_hub
-# keras-hub's own preprocessors wrap `call` with this: it keeps nested tokenizer
-# outputs as ragged tensors (not Python lists) when called eagerly.
-from keras_hub.src.utils.tensor_utils import preprocessing_function
 import tensorflow as tf
 
+from tfagent import _compat
 from tfagent.errors import ConfigError
 from tfagent.models.layers import MaskedMeanMaxPooling
 
@@ -118,7 +116,8 @@ class WordPieceEncoder(keras.layers.Layer):
     self.sequence_length, self.truncation, self.pad_to_max = sequence_length, truncation, pad_to_max
     # The TF Text path always, also eagerly: the graph op is what the export serves.
     self.tokenizer = keras_hub.models.BertTokenizer(
-        vocabulary=vocabulary, lowercase=lowercase, name="wordpiece", _allow_python_workflow=False)
+        vocabulary=vocabulary, lowercase=lowercase, name="wordpiece",
+        **_compat.graph_only_tokenizer_kwargs())
     if self.tokenizer.pad_token_id != 0:
       raise ConfigError(f"[PAD] has id {self.tokenizer.pad_token_id} in the preset's vocabulary; "
                         "tfagent needs it first (id 0), as in every BERT vocab.txt.")
@@ -139,7 +138,9 @@ class WordPieceEncoder(keras.layers.Layer):
     keep = (length <= budget) | (position.values < head) | (position.values >= length - tail)
     return tf.ragged.boolean_mask(pieces, position.with_values(keep))
 
-  @preprocessing_function
+  # keras-hub's own preprocessors wrap `call` so: nested tokenizer outputs stay
+  # ragged tensors (not Python lists) when called eagerly.
+  @_compat.preprocessing_function
   def call(self, text):
     text = tf.strings.regex_replace(text, "<br */?>", " ")  # HTML line breaks (IMDB).
     pieces = tf.cast(self.truncate(self.tokenizer(text)), tf.int32)
