@@ -201,8 +201,9 @@ def write_shard_report(ds, contexts: list, strategy, cfg: config.Config) -> None
 def train_input(strategy, split, tokenizer, cfg: config.Config, start_step: int,
                 contexts: list):
   """The distributed endless training stream from `start_step`; records input contexts."""
-  input_fn = data.make_input_fn(split, tokenizer, cfg.data, training=True, start_step=start_step,
-                                members=cfg.model.ensemble_size)
+  input_fn = data.make_input_fn(split, tokenizer, cfg.data, training=True,
+                                sequence_length=cfg.model.sequence_length,
+                                start_step=start_step, members=cfg.model.ensemble_size)
 
   def recorded(ctx):
     contexts.append((ctx.num_input_pipelines, ctx.input_pipeline_id))
@@ -314,6 +315,7 @@ def train_in(cfg: config.Config, out: config.Config, strategy) -> dict:
   unknown = check_vocabulary(cfg, model, splits)
   tokenizer = model.get_layer(models.TOKENIZER)
   val_fn = data.make_input_fn(splits["validation"], tokenizer, cfg.data, training=False,
+                              sequence_length=cfg.model.sequence_length,
                               members=cfg.model.ensemble_size)
   build_from_spec(classifier, strategy, val_fn().element_spec)
   val_ds = strategy.distribute_datasets_from_function(val_fn)
