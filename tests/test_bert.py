@@ -227,6 +227,7 @@ def test_export_reloads_in_a_clean_process_with_the_same_probabilities(trained_b
   np.testing.assert_allclose(got, in_process, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_evaluate_loads_a_bert_checkpoint_in_a_fresh_process(tiny_preset, tmp_path):
   """tfagent.evaluate's checkpoint path must know the custom layers before loading."""
   build(tiny_preset).save(tmp_path / "m.keras")

@@ -511,6 +511,7 @@ def cli(*args) -> subprocess.Popen:
                           stderr=subprocess.PIPE, text=True, env=env)
 
 
+@pytest.mark.slow
 def test_command_lines_exit_1_with_the_same_message_and_no_traceback(run_train, tmp_path):
   quote = quoted_file(tmp_path, '"never closed,pos')
   gz = tmp_path / "d.csv.gz"
