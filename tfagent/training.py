@@ -307,14 +307,31 @@ def train_and_evaluate(cfg: config.Config) -> dict:
     return train_in(cfg, for_this_worker(cfg, scratch), strategy)
 
 
-def train_in(cfg: config.Config, out: config.Config, strategy) -> dict:
-  """Data, model, resume, fit, export, evaluate; `out` names the folders this worker writes."""
+def load_data(cfg: config.Config, out: config.Config) -> tuple:
+  """Run directory, seed, splits and their report; returns `(splits, info, n_train)`."""
   prepare_run_dir(out.train.model_dir, cfg)
   keras.utils.set_random_seed(cfg.data.seed)
   splits, info = data.load_splits(cfg.data)
   data.write_report(info, os.path.join(out.train.model_dir, "data_report.json"))
   # Streamed sources may not know their size: count train in one streaming pass.
   n_train = info.split_sizes["train"] if info.split_sizes else data.count_examples(splits["train"])
+  return splits, info, n_train
+
+
+def log_start(cfg: config.Config, out: config.Config, model, steps_per_epoch: int) -> None:
+  """Logs the model's size and writes the run's hyperparameters for TensorBoard."""
+  logging.info("Model %s: %d parameters, vocabulary %d; %d steps an epoch of %d examples.",
+               cfg.model.name, model.count_params(),
+               len(model.get_layer(models.TOKENIZER).vocabulary()), steps_per_epoch,
+               cfg.data.batch_size)
+  logdir = summaries.log_dirs(out.train.model_dir)[0]
+  summaries.write_hparams(logdir, cfg.to_dict(), trial_id=os.path.basename(
+      os.path.abspath(cfg.train.model_dir)))
+
+
+def train_in(cfg: config.Config, out: config.Config, strategy) -> dict:
+  """Data, model, resume, fit, export, evaluate; `out` names the folders this worker writes."""
+  splits, info, n_train = load_data(cfg, out)
   steps_per_epoch = max(1, n_train // cfg.data.batch_size)
   wide_fit = fit_wide(cfg, splits, info)
   model, classifier = build_and_compile(cfg, strategy, splits["train"], info.class_names,
@@ -329,12 +346,7 @@ def train_in(cfg: config.Config, out: config.Config, strategy) -> dict:
   with strategy.scope():
     start = backup.restore(classifier, os.path.join(cfg.train.model_dir, "backup"),
                            steps_per_epoch)
-  logging.info("Model %s: %d parameters, vocabulary %d; %d steps an epoch of %d examples.",
-               cfg.model.name, model.count_params(), len(tokenizer.vocabulary()),
-               steps_per_epoch, cfg.data.batch_size)
-  logdir = summaries.log_dirs(out.train.model_dir)[0]
-  summaries.write_hparams(logdir, cfg.to_dict(), trial_id=os.path.basename(
-      os.path.abspath(cfg.train.model_dir)))
+  log_start(cfg, out, model, steps_per_epoch)
   contexts = []
   fit_start = time.perf_counter()
   inputs = FitInputs(
