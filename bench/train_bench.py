@@ -123,7 +123,7 @@ def run_setup(name: str, setup: dict, splits, info) -> dict:
                              padded_to_max(tokenizer, cfg.model.sequence_length), cfg.data)
     else:
       train_ds = data.make_input_fn(splits["train"], tokenizer, cfg.data, training=True,
-                                    sequence_length=cfg.model.sequence_length, start_step=0)()
+                                    model_cfg=cfg.model, start_step=0)()
     timer = EpochTimer()
     history = classifier.fit(train_ds, epochs=cfg.train.epochs, steps_per_epoch=steps,
                              callbacks=[timer], verbose=2)

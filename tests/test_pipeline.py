@@ -34,10 +34,10 @@ def dataset(n=300):
   return tf.data.Dataset.from_tensor_slices((texts, labels))
 
 
-def input_fn(ds, tok, cfg, training, **kwargs):
-  """make_input_fn with the tokenizer's length passed, as train.py passes the config's."""
-  return data.make_input_fn(ds, tok, cfg, training, sequence_length=tok.sequence_length,
-                            **kwargs)
+def input_fn(ds, tok, cfg, training, members=1, **kwargs):
+  """make_input_fn given the model config the tokenizer was built with, as training.py does."""
+  model_cfg = config.ModelConfig(sequence_length=tok.sequence_length, ensemble_size=members)
+  return data.make_input_fn(ds, tok, cfg, training, model_cfg=model_cfg, **kwargs)
 
 
 def run(ds, tok, training=False, ctx=None, **cfg):
@@ -162,12 +162,13 @@ def test_ensemble_members_read_their_own_streams_in_training_and_one_in_evaluati
 def test_bucketing_without_a_sequence_length_is_an_error_not_a_silent_fallback():
   tok = tokenizer()
   cfg = config.DataConfig(batch_size=16, bucket_width=8)
-  with pytest.raises(ValueError, match="--bucket_width=8 needs the tokenizer's sequence length"):
+  with pytest.raises(ValueError, match="--bucket_width=8 needs the tokenizer's sequence"):
     data.make_input_fn(dataset(), tok, cfg, training=False)()
   # A wrapped tokenizer (no `sequence_length` attribute) still buckets: the length is passed.
   wrapped = lambda text: tok(text)  # noqa: E731
   widths = [int(b[0].shape[1]) for b in
-            data.make_input_fn(dataset(), wrapped, cfg, False, sequence_length=48)()]
+            data.make_input_fn(dataset(), wrapped, cfg, False,
+                               model_cfg=config.ModelConfig(sequence_length=48))()]
   assert widths == [int(b[0].shape[1]) for b in run(dataset(), tok, bucket_width=8)]
   padded = [int(b[0].shape[1]) for b in run(dataset(), tok, bucket_width=0)]
   assert widths != padded  # Buckets, not one padded batch after another.

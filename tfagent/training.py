@@ -200,8 +200,7 @@ def train_input(strategy, split, tokenizer, cfg: config.Config, start_step: int,
                 contexts: list):
   """The distributed endless training stream from `start_step`; records input contexts."""
   input_fn = data.make_input_fn(split, tokenizer, cfg.data, training=True,
-                                sequence_length=cfg.model.sequence_length,
-                                start_step=start_step, members=cfg.model.ensemble_size)
+                                model_cfg=cfg.model, start_step=start_step)
 
   def recorded(ctx):
     contexts.append((ctx.num_input_pipelines, ctx.input_pipeline_id))
@@ -339,8 +338,7 @@ def train_in(cfg: config.Config, out: config.Config, strategy) -> dict:
   unknown = check_vocabulary(cfg, model, splits)
   tokenizer = model.get_layer(models.TOKENIZER)
   val_fn = data.make_input_fn(splits["validation"], tokenizer, cfg.data, training=False,
-                              sequence_length=cfg.model.sequence_length,
-                              members=cfg.model.ensemble_size)
+                              model_cfg=cfg.model)
   build_from_spec(classifier, strategy, val_fn().element_spec)
   val_ds = strategy.distribute_datasets_from_function(val_fn)
   with strategy.scope():

@@ -74,7 +74,8 @@ def batch_by_length(ds: tf.data.Dataset, batch_size: int, max_length, data_cfg):
   if width > 0 and not max_length:
     raise ValueError(f"--bucket_width={width} needs the tokenizer's sequence length to place "
                      f"the buckets, but none was given ({max_length!r}); pass "
-                     "sequence_length= to make_input_fn, or set --bucket_width=0.")
+                     "the model config (its sequence_length) to make_input_fn, or set "
+                     "--bucket_width=0.")
   bounds = bucket_boundaries(max_length, width) if width > 0 else []
   if bounds:
     ds = ds.bucket_by_sequence_length(
@@ -93,7 +94,7 @@ def held_in_memory(ds: tf.data.Dataset) -> bool:
 
 
 def make_input_fn(ds: tf.data.Dataset, preprocess, data_cfg, training: bool, *,
-                  sequence_length: int = None, start_step: int = None, members: int = 1):
+                  model_cfg=None, start_step: int = None):
   """Returns `input_fn(InputContext) -> dataset` for distribute_datasets_from_function.
 
   Each input pipeline reads its own shard and batches per replica, so the
@@ -102,8 +103,8 @@ def make_input_fn(ds: tf.data.Dataset, preprocess, data_cfg, training: bool, *,
   the host, so strings never have to be copied to an accelerator. Token ids
   are cached when the split is held in memory (later epochs skip tokenizing)
   and batched by length, so batches are not padded to the longest text; the
-  buckets reach up to `sequence_length`, the tokenizer's limit as the model
-  config sets it (required while `data_cfg.bucket_width` > 0).
+  buckets reach up to `model_cfg.sequence_length`, the limit the tokenizer was
+  built with (a model config is required while `data_cfg.bucket_width` > 0).
 
   With `start_step` None the dataset is one pass over the split. With an
   integer it is an endless, seeded stream of passes (every worker then runs
@@ -111,12 +112,15 @@ def make_input_fn(ds: tf.data.Dataset, preprocess, data_cfg, training: bool, *,
   of the first `start_step` global steps, so a resumed run sees exactly the
   batches an uninterrupted one would.
 
-  With `members` > 1 (an ensemble, see models/ensemble.py) each element is
+  With `members = model_cfg.ensemble_size` > 1 (an ensemble, see
+  models/ensemble.py) each element is
   `((ids_0, ..., ids_{members-1}), labels <int32>[batch, members])`: in
   training every member reads its own shuffled stream (seed + k), so members
   see different batches; in evaluation all read the same batch.
   """
   stream = start_step is not None
+  sequence_length = model_cfg.sequence_length if model_cfg is not None else None
+  members = model_cfg.ensemble_size if model_cfg is not None else 1
   if members > 1 and training and not stream:
     raise ValueError("An ensemble's training input must be a stream (start_step set).")
 
