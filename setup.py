@@ -16,8 +16,9 @@ setuptools.setup(
         "tensorflow-text>=2.21,<2.22",
         "tensorflow-serving-api>=2.21,<2.22",
         "tensorboard>=2.21,<2.22",  # No longer a dependency of tensorflow itself.
-        "keras>=3.10,<4",
-        "keras-hub>=0.32,<0.33",
+        # tfagent/_compat.py touches internals of both, checked on these minors only.
+        "keras==3.15.*",
+        "keras-hub==0.32.*",
         "safetensors>=0.4,<1",  # keras-hub reads Hugging Face BERT folders (--model=bert) with it.
         "tensorflow-datasets>=4.9.9,<5",
         "importlib_resources>=6,<8",  # TFDS 4.9.10 imports it but does not declare it.

@@ -48,22 +48,24 @@ def time_epoch(ds: tf.data.Dataset) -> tuple:
   return n, time.perf_counter() - start, widths
 
 
-def pipeline_speed(train_ds, tokenizer, data_cfg) -> dict:
+def pipeline_speed(train_ds, tokenizer, data_cfg, model_cfg) -> dict:
   """Examples/s of the training input pipeline alone, uncached then cached."""
-  ds = data.make_input_fn(train_ds, tokenizer, data_cfg, training=True)()
+  ds = data.make_input_fn(train_ds, tokenizer, data_cfg, training=True,
+                          model_cfg=model_cfg)()
   n, first, widths = time_epoch(ds)
   _, second, _ = time_epoch(ds)
   return {"examples": n, "epoch1_examples_per_s": n / first,
           "epoch2_cached_examples_per_s": n / second, "batches": widths}
 
 
-def model_speed(model, train_ds, data_cfg, steps: int) -> dict:
+def model_speed(model, train_ds, data_cfg, model_cfg, steps: int) -> dict:
   """Examples/s the classifier consumes in training steps (input prepared beforehand)."""
   tokenizer = model.get_layer(models.TOKENIZER)
   classifier = model.get_layer(models.CLASSIFIER)
   classifier.compile(optimizer=keras.optimizers.AdamW(1e-3),
                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-  ds = data.make_input_fn(train_ds, tokenizer, data_cfg, training=True)()
+  ds = data.make_input_fn(train_ds, tokenizer, data_cfg, training=True,
+                          model_cfg=model_cfg)()
   batches = list(ds.take(steps + 3))  # Held in memory: only the model is timed.
   for ids, labels in batches[:3]:  # Warm-up: tracing, one per padded width.
     classifier.train_on_batch(ids, labels)
@@ -101,11 +103,11 @@ def main(argv):
   model = models.build_model(model_cfg, info.class_names,
                              splits["train"].map(lambda t, _: t).batch(1024))
   tokenizer = model.get_layer(models.TOKENIZER)
-  pipe = pipeline_speed(splits["train"], tokenizer, data_cfg)
+  pipe = pipeline_speed(splits["train"], tokenizer, data_cfg, model_cfg)
   no_buckets = config.DataConfig(**{**data_cfg.__dict__, "bucket_width": 0})
   _, _, longest = time_epoch(data.make_input_fn(splits["train"], tokenizer, no_buckets,
                                                 training=True)())
-  fit = model_speed(model, splits["train"], data_cfg, FLAGS.train_batches)
+  fit = model_speed(model, splits["train"], data_cfg, model_cfg, FLAGS.train_batches)
   pad = padding(pipe.pop("batches"), longest, model_cfg.sequence_length)
   result = {"dataset": data_cfg.dataset, "batch_size": data_cfg.batch_size,
             "sequence_length": model_cfg.sequence_length, "bucket_width": data_cfg.bucket_width,

@@ -14,7 +14,7 @@ import time
 from absl import app, logging
 import numpy as np
 
-from tfagent import cli, cross_validate, data, evaluate, train
+from tfagent import cli, cross_validate, data, evaluate, train, training
 
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]")
 # tfagent's tokens: words, and each CJK character and punctuation mark on its own.
@@ -59,7 +59,7 @@ def fit_and_evaluate(cfg, fit, name: str) -> dict:
       `(texts, labels)` pair, `predict(texts) -> <float32>[n, C]`, `report` a dict.
     name: the peer's name, for the log and the pickle.
   """
-  train.prepare_run_dir(cfg.train.model_dir, cfg)
+  training.prepare_run_dir(cfg.train.model_dir, cfg)
   splits, info = data.load_splits(cfg.data)
   train_split = split_texts(splits["train"])
   start = time.perf_counter()

@@ -38,6 +38,12 @@ def test_peer_is_fitted_on_train_and_scores_the_audited_texts():
 
   probs = label_audit.peer_probabilities(train, ["非常好用推荐", "差劲失望"], 2)
 
-  assert probs.shape == (2, 2)
-  np.testing.assert_allclose(probs.sum(-1), 1.0, atol=1e-6)
+  # The reference: the documented peer (char 1-3-gram TF-IDF on CJK, LR with C=4), by hand.
+  from sklearn.feature_extraction.text import TfidfVectorizer
+  from sklearn.linear_model import LogisticRegression
+  vectorizer = TfidfVectorizer(analyzer="char", ngram_range=(1, 3), sublinear_tf=True, min_df=2)
+  classifier = LogisticRegression(C=4.0, max_iter=1000).fit(
+      vectorizer.fit_transform(good + bad), [1] * len(good) + [0] * len(bad))
+  expected = classifier.predict_proba(vectorizer.transform(["非常好用推荐", "差劲失望"]))
+  np.testing.assert_allclose(probs, expected, atol=1e-6)
   assert probs.argmax(-1).tolist() == [1, 0]

@@ -7,6 +7,8 @@ import sys
 
 import pytest
 
+from tfagent.errors import TfagentError
+
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
 
 
@@ -21,39 +23,63 @@ def assert_clean_error(proc, pattern):
   assert pattern in proc.stderr, proc.stderr[-2000:]
 
 
+def train_error(flagfile=None, **overrides) -> str:
+  """The TfagentError message of `tfagent.train` in-process (the command's own path).
+
+  `train.run` parses flags exactly as `python -m tfagent.train` does (absl, the
+  same definitions) and raises where the command logs one line and exits 1;
+  `test_command_line_errors_are_one_line_without_a_traceback` checks that last
+  step in real processes.
+  """
+  from tfagent import train
+  with pytest.raises(TfagentError) as raised:
+    train.run(flagfile, **overrides)
+  return str(raised.value)
+
+
 def test_unknown_model_flag():
-  assert_clean_error(run("tfagent.train", "--model=cnn"),
-                     "flag --model=cnn: value should be one of <lstm|transformer|bert>")
+  assert "flag --model=cnn: value should be one of <lstm|transformer|bert>" in train_error(
+      model="cnn")
 
 
 def test_missing_bert_preset_names_the_flag_before_reading_data(tmp_path):
-  assert_clean_error(run("tfagent.train", "--model=bert", f"--preset={tmp_path}/nowhere",
-                         f"--model_dir={tmp_path}/run"), f"--preset={tmp_path}/nowhere: no such directory")
+  assert f"--preset={tmp_path}/nowhere: no such directory" in train_error(
+      model="bert", preset=f"{tmp_path}/nowhere", model_dir=f"{tmp_path}/run")
+  assert not os.path.exists(tmp_path / "run")  # Failed before any work.
 
 
 def test_bad_truncation_flag():
-  assert_clean_error(run("tfagent.train", "--model=bert", "--truncation=middle"),
-                     "--truncation=middle: value should be one of <head|tail|head_tail>")
+  assert "--truncation=middle: value should be one of <head|tail|head_tail>" in train_error(
+      model="bert", truncation="middle")
 
 
 def test_missing_flagfile():
-  assert_clean_error(run("tfagent.train", "--flagfile=configs/nope.flags"),
-                     "configs/nope.flags")
+  assert "configs/nope.flags" in train_error("configs/nope.flags")
 
 
 def test_empty_dataset(tmp_path):
   (tmp_path / "pos.txt").write_text("\n", encoding="utf-8")
   (tmp_path / "neg.txt").write_text("", encoding="utf-8")
-  assert_clean_error(run("tfagent.train", f"--dataset=embedded:{tmp_path}",
-                         f"--model_dir={tmp_path}/run"), "split has no examples")
+  assert "split has no examples" in train_error(dataset=f"embedded:{tmp_path}",
+                                                model_dir=f"{tmp_path}/run")
 
 
 def test_unwritable_model_dir(tmp_path):
   (tmp_path / "f").write_text("x")
-  assert_clean_error(run("tfagent.train", f"--model_dir={tmp_path}/f/run"),
-                     "cannot write there")
+  assert "cannot write there" in train_error(model_dir=f"{tmp_path}/f/run")
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("args, pattern", [
+    (["--model=cnn"], "flag --model=cnn: value should be one of <lstm|transformer|bert>"),
+    (["--flagfile=configs/nope.flags"], "configs/nope.flags"),
+    (["--model_dir=/dev/null/run"], "cannot write there"),
+])
+def test_command_line_errors_are_one_line_without_a_traceback(args, pattern):
+  assert_clean_error(run("tfagent.train", *args), pattern)
+
+
+@pytest.mark.slow
 def test_predict_reads_args_and_stdin(trained_run):
   _, result = trained_run
   base = os.path.dirname(result["saved_model"])
@@ -67,11 +93,13 @@ def test_predict_reads_args_and_stdin(trained_run):
   assert [json.loads(l)["class"] for l in by_stdin.stdout.splitlines()] == ["positive", "negative"]
 
 
+@pytest.mark.slow
 def test_predict_on_a_missing_model_is_clear(tmp_path):
   assert_clean_error(run("tfagent.predict", f"--saved_model={tmp_path}", "x"),
                      "no SavedModel here")
 
 
+@pytest.mark.slow
 def test_evaluate_cli_on_the_best_checkpoint(trained_run, tmp_path):
   """Without --saved_model it loads checkpoints/best.keras, saved with its optimizer."""
   cfg, result = trained_run
@@ -81,6 +109,7 @@ def test_evaluate_cli_on_the_best_checkpoint(trained_run, tmp_path):
     assert json.load(f)["accuracy"] == pytest.approx(result["accuracy"], abs=1e-6)
 
 
+@pytest.mark.slow
 def test_evaluate_cli_on_the_export(trained_run, tmp_path):
   cfg, result = trained_run
   proc = run("tfagent.evaluate", f"--model_dir={cfg.train.model_dir}",
@@ -90,3 +119,16 @@ def test_evaluate_cli_on_the_export(trained_run, tmp_path):
     metrics = json.load(f)
   assert metrics["accuracy"] == pytest.approx(result["accuracy"])
   assert os.path.getsize(tmp_path / "confusion_matrix.png") > 0
+
+
+def test_evaluate_scores_the_runs_test_split_with_the_checkpoint_or_the_export(trained_run,
+                                                                              tmp_path):
+  """In-process: what `tfagent.evaluate --model_dir [--saved_model]` runs."""
+  from tfagent import evaluate
+  cfg, result = trained_run
+  by_checkpoint = evaluate.run_test_split(cfg.train.model_dir, None, str(tmp_path / "ckpt"))
+  by_export = evaluate.run_test_split(cfg.train.model_dir, result["saved_model"],
+                                      str(tmp_path / "export"))
+  assert by_checkpoint["accuracy"] == pytest.approx(result["accuracy"], abs=1e-6)
+  assert by_export["accuracy"] == pytest.approx(result["accuracy"])
+  assert os.path.getsize(tmp_path / "export" / "confusion_matrix.png") > 0

@@ -56,6 +56,7 @@ def test_bad_fold_flags_name_the_flag(corpus_dir, folds, fold, message):
                                        fold=fold))
 
 
+@pytest.mark.slow
 def test_cross_validate_trains_every_fold_and_writes_the_summary(corpus_dir, tmp_path):
   cfg = tiny_config(corpus_dir, tmp_path / "cv", tmp_path / "unused")
   cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, folds=2),

@@ -71,6 +71,7 @@ def split_digest(ds) -> tuple:
   return n, digest.hexdigest()
 
 
+@pytest.mark.slow
 def test_embedded_default_split_is_pinned():
   splits, info = data.load_splits(config.DataConfig())
   assert info.class_names == ("negative", "positive")

@@ -71,7 +71,8 @@ def run_train(train_module, tmp_path, monkeypatch, caplog):
   def stop(*args, **kwargs):
     raise ModelWouldBeBuilt()
   monkeypatch.setattr(data, "load_splits", load_splits)
-  monkeypatch.setattr(train_module, "build_and_compile", stop)
+  from tfagent import training  # The library main runs; stop it before the model.
+  monkeypatch.setattr(training, "build_and_compile", stop)
 
   def run(*args) -> Outcome:
     loaded.clear()
@@ -511,6 +512,7 @@ def cli(*args) -> subprocess.Popen:
                           stderr=subprocess.PIPE, text=True, env=env)
 
 
+@pytest.mark.slow
 def test_command_lines_exit_1_with_the_same_message_and_no_traceback(run_train, tmp_path):
   quote = quoted_file(tmp_path, '"never closed,pos')
   gz = tmp_path / "d.csv.gz"

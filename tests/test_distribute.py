@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import tiny_config
-from tfagent import distribute, train
+from tfagent import distribute, training
 from tfagent.errors import ConfigError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -79,11 +79,11 @@ def test_auto_without_gpus_or_tpu_is_the_default_strategy():
 
 def test_bad_precision_and_profile_flags_name_the_flag():
   with pytest.raises(ConfigError, match="--mixed_precision='float8'"):
-    with train.precision_policy("float8"):
+    with training.precision_policy("float8"):
       pass
   with pytest.raises(ConfigError, match="--profile_steps='5'"):
-    train.profile_range("5")
-  assert train.profile_range("2,3") == (2, 3) and train.profile_range("") == 0
+    training.profile_range("5")
+  assert training.profile_range("2,3") == (2, 3) and training.profile_range("") == 0
 
 
 def test_mixed_bfloat16_keeps_float32_logits(corpus_dir, tmp_path):
@@ -91,8 +91,8 @@ def test_mixed_bfloat16_keeps_float32_logits(corpus_dir, tmp_path):
   from tfagent import data, models
   cfg = tiny_config(corpus_dir, tmp_path / "run", tmp_path / "sm", name="transformer")
   splits, info = data.load_splits(cfg.data)
-  with train.precision_policy("bfloat16"):
-    model, classifier = train.build_and_compile(cfg, tf.distribute.get_strategy(),
+  with training.precision_policy("bfloat16"):
+    model, classifier = training.build_and_compile(cfg, tf.distribute.get_strategy(),
                                                 splits["train"], info.class_names, 10)
     encoder = classifier.get_layer("encoder_0")
     assert encoder.compute_dtype == "bfloat16" and encoder.variable_dtype == "float32"
@@ -110,7 +110,7 @@ cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 sys.path.insert(0, "tests")
 from conftest import tiny_config, write_corpus
-from tfagent import train
+from tfagent import distribute, train
 corpus = write_corpus(sys.argv[1] + "/corpus")
 out = {}
 for strategy in ("default", "mirrored"):
@@ -123,7 +123,7 @@ for strategy in ("default", "mirrored"):
                                 wide_ngrams=int(sys.argv[4])),
       train=dataclasses.replace(cfg.train, strategy=strategy, epochs=3))
   result = train.train_and_evaluate(cfg)
-  out[strategy] = {"replicas": train.distribute.get_strategy(strategy).num_replicas_in_sync,
+  out[strategy] = {"replicas": distribute.get_strategy(strategy).num_replicas_in_sync,
                    "history": result["history"], "validation": result["validation"],
                    "wide": result.get("wide")}
 print("RESULT " + json.dumps(out))

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfagent import config, export, versions
+from tfagent import config, export, signatures, versions
 from tfagent.errors import ConfigError
 
 TEXTS = ["great movie loved it", "难看 垃圾", "", "an unseen sentence 未见过"]
@@ -27,11 +27,30 @@ print(json.dumps({"probabilities": out["probabilities"].numpy().tolist(),
 """
 
 
+def tensor_infos(infos) -> dict:
+  """name -> (dtype name, shape) of a SignatureDef's inputs or outputs."""
+  return {name: (tf.dtypes.as_dtype(info.dtype).name,
+                 tuple(d.size for d in info.tensor_shape.dim))
+          for name, info in infos.items()}
+
+
 def test_export_writes_the_serving_signature(trained_run):
   _, result = trained_run
   path = result["saved_model"]
   assert os.path.basename(path) == "1" and os.path.isfile(os.path.join(path, "saved_model.pb"))
-  shown = subprocess.run(["saved_model_cli", "show", "--dir", path, "--all"],
+  sig = signatures.read_signature_defs(path)["serving_default"]
+  assert tensor_infos(sig.inputs) == {"text": ("string", (-1,))}
+  assert tensor_infos(sig.outputs) == {"probabilities": ("float32", (-1, 2)),
+                                       "class_ids": ("int64", (-1,)),
+                                       "classes": ("string", (-1,))}
+  assert sig.method_name == "tensorflow/serving/predict"
+
+
+@pytest.mark.slow
+def test_saved_model_cli_shows_both_signatures_as_tf_serving_reads_them(trained_run):
+  """The real tool once: what read_signature_defs checks in-process, as saved_model_cli says."""
+  _, result = trained_run
+  shown = subprocess.run(["saved_model_cli", "show", "--dir", result["saved_model"], "--all"],
                          capture_output=True, text=True, check=True).stdout
   sig = shown.split("signature_def['serving_default']")[1]
   assert "inputs['text'] tensor_info:\n        dtype: DT_STRING\n        shape: (-1)" in sig
@@ -40,20 +59,40 @@ def test_export_writes_the_serving_signature(trained_run):
                              ("classes", "DT_STRING", "(-1)")):
     assert f"outputs['{name}'] tensor_info:\n        dtype: {dtype}\n        shape: {shape}" in sig
   assert "Method name is: tensorflow/serving/predict" in sig
+  sig = shown.split("signature_def['classify']")[1].split("signature_def[")[0]
+  assert "inputs['inputs'] tensor_info:\n        dtype: DT_STRING\n        shape: (-1)" in sig
+  assert "outputs['classes'] tensor_info:\n        dtype: DT_STRING\n        shape: (-1, 2)" in sig
+  assert "outputs['scores'] tensor_info:\n        dtype: DT_FLOAT\n        shape: (-1, 2)" in sig
+  assert "Method name is: tensorflow/serving/classify" in sig
 
 
+def keras_probabilities(cfg, texts) -> np.ndarray:
+  """The in-process reference: softmax of the best checkpoint, which the export serves."""
+  import keras
+  model = keras.saving.load_model(os.path.join(cfg.train.model_dir, "checkpoints", "best.keras"))
+  return tf.nn.softmax(model(tf.constant(texts), training=False)).numpy()
+
+
+def test_export_serves_the_keras_models_probabilities(trained_run):
+  cfg, result = trained_run
+  expected = keras_probabilities(cfg, TEXTS)
+  out = signatures.load_signature(result["saved_model"])(text=tf.constant(TEXTS))
+  np.testing.assert_allclose(out["probabilities"].numpy(), expected, atol=1e-5)
+  assert [c.decode() for c in out["classes"].numpy()] == [
+      ["negative", "positive"][i] for i in expected.argmax(-1)]
+  assert out["class_ids"].numpy().tolist() == expected.argmax(-1).tolist()
+
+
+@pytest.mark.slow
 def test_reload_in_a_clean_process_matches_in_process(trained_run):
-  _, result = trained_run
-  path = result["saved_model"]
-  serve = tf.saved_model.load(path).signatures["serving_default"]
-  expected = serve(text=tf.constant(TEXTS))["probabilities"].numpy()
-  proc = subprocess.run([sys.executable, "-c", RELOAD, path, json.dumps(TEXTS)],
+  cfg, result = trained_run
+  expected = keras_probabilities(cfg, TEXTS)
+  proc = subprocess.run([sys.executable, "-c", RELOAD, result["saved_model"], json.dumps(TEXTS)],
                         capture_output=True, text=True, check=True,
                         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
   got = json.loads(proc.stdout.strip().splitlines()[-1])
   np.testing.assert_allclose(np.array(got["probabilities"]), expected, atol=1e-5)
-  assert set(got["classes"]) <= {"negative", "positive"}
-  np.testing.assert_allclose(expected.sum(-1), 1.0, atol=1e-5)
+  assert got["classes"] == [["negative", "positive"][i] for i in expected.argmax(-1)]
 
 
 def test_versions_increment_and_existing_version_is_refused(trained_run, tmp_path):
@@ -90,21 +129,20 @@ def test_latest_version_is_the_latest_complete_one_and_a_new_one_skips_every_num
 
 def test_export_is_ready_for_tf_serving(trained_run):
   """classify signature (method fixed), warm-up requests and the server configs."""
-  _, result = trained_run
+  cfg, result = trained_run
   path = result["saved_model"]
-  shown = subprocess.run(["saved_model_cli", "show", "--dir", path, "--all"],
-                         capture_output=True, text=True, check=True).stdout
-  sig = shown.split("signature_def['classify']")[1].split("signature_def[")[0]
-  assert "inputs['inputs'] tensor_info:\n        dtype: DT_STRING\n        shape: (-1)" in sig
-  assert "outputs['classes'] tensor_info:\n        dtype: DT_STRING\n        shape: (-1, 2)" in sig
-  assert "outputs['scores'] tensor_info:\n        dtype: DT_FLOAT\n        shape: (-1, 2)" in sig
-  assert "Method name is: tensorflow/serving/classify" in sig
+  sig = signatures.read_signature_defs(path)["classify"]
+  assert tensor_infos(sig.inputs) == {"inputs": ("string", (-1,))}
+  assert tensor_infos(sig.outputs) == {"classes": ("string", (-1, 2)),
+                                       "scores": ("float32", (-1, 2))}
+  assert sig.method_name == "tensorflow/serving/classify"
   classify = tf.saved_model.load(path).signatures["classify"]
   example = tf.train.Example()
   example.features.feature["text"].bytes_list.value.append("great movie".encode())
   out = classify(inputs=tf.constant([example.SerializeToString()]))
   assert [c.decode() for c in out["classes"].numpy()[0]] == ["negative", "positive"]
-  np.testing.assert_allclose(out["scores"].numpy().sum(-1), 1.0, atol=1e-5)
+  np.testing.assert_allclose(out["scores"].numpy(), keras_probabilities(cfg, ["great movie"]),
+                             atol=1e-5)
   from tensorflow_serving.apis import prediction_log_pb2
   logs = [prediction_log_pb2.PredictionLog.FromString(r.numpy()) for r in
           tf.data.TFRecordDataset(os.path.join(path, "assets.extra", "tf_serving_warmup_requests"))]

@@ -130,6 +130,7 @@ def test_ensemble_predicts_the_mean_of_its_members_probabilities():
   np.testing.assert_allclose(ensemble_probs, np.mean(member_probs, axis=0), atol=1e-6)
 
 
+@pytest.mark.slow
 def test_ensemble_step_trains_each_member_on_its_own_batch_and_reloads(tmp_path):
   model = build("transformer", ensemble_size=2, dropout=0.0)
   classifier = model.get_layer(models.CLASSIFIER)

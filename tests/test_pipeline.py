@@ -34,9 +34,15 @@ def dataset(n=300):
   return tf.data.Dataset.from_tensor_slices((texts, labels))
 
 
+def input_fn(ds, tok, cfg, training, members=1, **kwargs):
+  """make_input_fn given the model config the tokenizer was built with, as training.py does."""
+  model_cfg = config.ModelConfig(sequence_length=tok.sequence_length, ensemble_size=members)
+  return data.make_input_fn(ds, tok, cfg, training, model_cfg=model_cfg, **kwargs)
+
+
 def run(ds, tok, training=False, ctx=None, **cfg):
   cfg = config.DataConfig(**{"batch_size": 16, **cfg})
-  return list(data.make_input_fn(ds, tok, cfg, training)(ctx))
+  return list(input_fn(ds, tok, cfg, training)(ctx))
 
 
 def test_bucketing_pads_each_batch_only_to_its_bucket():
@@ -83,7 +89,7 @@ def test_input_fn_shards_and_batches_per_replica_with_a_tokenizer():
 def test_training_order_is_seeded_and_reshuffled_each_epoch():
   tok = tokenizer()
   cfg = config.DataConfig(batch_size=16)
-  fn = data.make_input_fn(dataset(), tok, cfg, training=True)
+  fn = input_fn(dataset(), tok, cfg, training=True)
   ds = fn()
   first = [b[0].numpy().tobytes() for b in ds]
   second = [b[0].numpy().tobytes() for b in ds]
@@ -99,15 +105,15 @@ def uses_cache(ds) -> bool:
 def test_options_and_cache_follow_the_source():
   tok = tokenizer()
   cfg = config.DataConfig(batch_size=16, deterministic=False)
-  ds = data.make_input_fn(dataset(), tok, cfg, training=False)()
+  ds = input_fn(dataset(), tok, cfg, training=False)()
   assert ds.options().deterministic is False and ds.options().autotune.enabled
   texts, labels = corpus(30)
   stream = tf.data.Dataset.from_generator(
       lambda: iter(zip(texts, labels)),
       output_signature=(tf.TensorSpec([], tf.string), tf.TensorSpec([], tf.int32)))
   assert pipeline.held_in_memory(dataset()) and not pipeline.held_in_memory(stream)
-  assert uses_cache(data.make_input_fn(dataset(), tok, cfg, False)())
-  assert not uses_cache(data.make_input_fn(stream, tok, cfg, False)())
+  assert uses_cache(input_fn(dataset(), tok, cfg, False)())
+  assert not uses_cache(input_fn(stream, tok, cfg, False)())
   assert sum(int(b[1].shape[0]) for b in run(stream, tok)) == 30
   assert data.count_examples(stream) == 30
 
@@ -137,17 +143,35 @@ def test_ensemble_members_read_their_own_streams_in_training_and_one_in_evaluati
   tok = tokenizer()
   cfg = config.DataConfig(batch_size=16)
   steps = 300 // 16
-  train = data.make_input_fn(dataset(), tok, cfg, training=True, start_step=0, members=3)()
+  train = input_fn(dataset(), tok, cfg, training=True, start_step=0, members=3)()
   seen = [[], [], []]
   for (ids, labels) in train.take(steps):
     assert labels.shape == (16, 3) and len(ids) == 3
     for k in range(3):
       seen[k].append(ids[k].numpy()[:, :4].tobytes())
   assert seen[0] != seen[1] and seen[1] != seen[2]  # Own shuffle order per member.
-  single = data.make_input_fn(dataset(), tok, cfg, training=True, start_step=0)()
+  single = input_fn(dataset(), tok, cfg, training=True, start_step=0)()
   assert [b[0].numpy()[:, :4].tobytes() for b in single.take(steps)] == seen[0]
-  for ids, labels in data.make_input_fn(dataset(), tok, cfg, training=False, members=3)():
+  for ids, labels in input_fn(dataset(), tok, cfg, training=False, members=3)():
     assert all(np.array_equal(ids[0], ids[k]) for k in (1, 2))
     assert np.array_equal(labels[:, 0], labels[:, 2])
   with pytest.raises(ValueError, match="must be a stream"):
-    data.make_input_fn(dataset(), tok, cfg, training=True, members=3)
+    input_fn(dataset(), tok, cfg, training=True, members=3)
+
+
+def test_bucketing_without_a_sequence_length_is_an_error_not_a_silent_fallback():
+  tok = tokenizer()
+  cfg = config.DataConfig(batch_size=16, bucket_width=8)
+  with pytest.raises(ValueError, match="--bucket_width=8 needs the tokenizer's sequence"):
+    data.make_input_fn(dataset(), tok, cfg, training=False)()
+  # A wrapped tokenizer (no `sequence_length` attribute) still buckets: the length is passed.
+  wrapped = lambda text: tok(text)  # noqa: E731
+  widths = [int(b[0].shape[1]) for b in
+            data.make_input_fn(dataset(), wrapped, cfg, False,
+                               model_cfg=config.ModelConfig(sequence_length=48))()]
+  assert widths == [int(b[0].shape[1]) for b in run(dataset(), tok, bucket_width=8)]
+  padded = [int(b[0].shape[1]) for b in run(dataset(), tok, bucket_width=0)]
+  assert widths != padded  # Buckets, not one padded batch after another.
+  # Without bucketing no length is needed.
+  off = config.DataConfig(batch_size=16, bucket_width=0)
+  assert list(data.make_input_fn(dataset(), tok, off, training=False)())

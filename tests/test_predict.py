@@ -82,6 +82,7 @@ def test_csv_output_has_a_column_per_class_or_the_top_k(predictor):
   assert rows[0] == ["text", "class", "class_1", "probability_1"] and rows[1][2] == "positive"
 
 
+@pytest.mark.slow
 def test_cli_from_a_csv_file_to_a_csv_file_and_from_stdin(trained_run, tmp_path):
   base = os.path.dirname(trained_run[1]["saved_model"])
   (tmp_path / "in.csv").write_text("text,other\n" + "".join(f'"{t}",x\n' for t in TEXTS),

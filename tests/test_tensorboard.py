@@ -38,6 +38,7 @@ def tags_in(folder: str) -> dict:
   return tags
 
 
+@pytest.mark.slow
 def test_event_files_hold_scalars_hparams_and_text(tb_run):
   train_tags = tags_in(os.path.join(tb_run, "train"))
   for tag in ("epoch_loss", "epoch_accuracy", "epoch_learning_rate",
@@ -52,6 +53,7 @@ def test_event_files_hold_scalars_hparams_and_text(tb_run):
   assert {"final/val_loss", "final/val_accuracy", "final/test_accuracy"} <= set(root_tags)
 
 
+@pytest.mark.slow
 def test_profiler_trace_is_written(tb_run):
   assert glob.glob(os.path.join(tb_run, "train", "plugins", "profile", "*", "*.xplane.pb"))
 

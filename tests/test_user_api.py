@@ -91,6 +91,7 @@ def test_a_flag_that_does_not_apply_to_the_model_is_an_error_naming_it(model, fl
   config.check_applicable(cfg, {"model", "dataset", "dropout", "wide_ngrams", "epochs"})
 
 
+@pytest.mark.slow
 def test_python_api_trains_from_a_flagfile_with_overrides_and_loads(corpus_dir, tmp_path):
   flagfile = tmp_path / "tiny.flags"
   flagfile.write_text(f"--dataset=embedded:{corpus_dir}\n--vocab_size=200\n--sequence_length=16\n"
@@ -108,6 +109,7 @@ def test_python_api_trains_from_a_flagfile_with_overrides_and_loads(corpus_dir, 
     tfagent.train(str(flagfile), epochs="many")
 
 
+@pytest.mark.slow
 def test_tfagent_command_lists_subcommands_and_each_ones_flags_by_section():
   proc = subprocess.run([sys.executable, "-m", "tfagent.cli", "train", "--help"],
                         capture_output=True, text=True, env=ENV, timeout=120)

@@ -166,6 +166,7 @@ print(json.dumps({"modules": sorted(m for m in sys.modules if m.split(".")[0] in
 """
 
 
+@pytest.mark.slow
 def test_export_reloads_in_a_clean_process_with_the_same_probabilities(tmp_path):
   model = build()
   model.get_layer(models.WIDE_DEEP).deep_weight.assign(0.5)

@@ -65,7 +65,7 @@ def cross_validate(cfg: config.Config, run_fold) -> dict:
 
   Args:
     cfg: the run's Config; `cfg.data.folds` >= 2.
-    run_fold: trains and evaluates one fold's config, e.g. train.train_and_evaluate.
+    run_fold: trains and evaluates one fold's config, e.g. training.train_and_evaluate.
   """
   folds = cfg.data.folds
   if folds < 2:
@@ -90,9 +90,9 @@ def cross_validate(cfg: config.Config, run_fold) -> dict:
 def train_fold(fold_cfg: config.Config) -> dict:
   """One fold through tfagent.train's path, with Keras' global state cleared after it."""
   import keras
-  from tfagent import train
+  from tfagent import training
   try:
-    return train.train_and_evaluate(fold_cfg)
+    return training.train_and_evaluate(fold_cfg)
   finally:
     keras.backend.clear_session()
 

@@ -15,6 +15,7 @@ import tempfile
 from absl import logging
 import tensorflow as tf
 
+from tfagent import _compat
 from tfagent.config import STRATEGIES  # One definition, shared with the flags.
 from tfagent.errors import ConfigError
 
@@ -87,30 +88,38 @@ def _mean_over_workers(values, strategy):
   return tf.nest.map_structure(mean, values)
 
 
-def fix_keras_multi_worker_logs() -> None:
-  """Makes Keras 3 fit/evaluate logs work, and agree, across workers.
+def num_workers(strategy: tf.distribute.Strategy) -> int:
+  """How many worker processes (chief included) train together; 1 outside a cluster."""
+  resolver = getattr(strategy, "cluster_resolver", None)
+  jobs = resolver.cluster_spec().as_dict() if resolver is not None else {}
+  return max(1, sum(len(jobs.get(job, ())) for job in ("chief", "worker")))
+
+
+def _reduce_logs(values, strategy, reduction, keras_reduce):
+  """Keras' log reduction, but the mean over every worker's replicas across workers."""
+  if (reduction in ("auto", "mean") and num_workers(strategy) > 1
+      and isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)):
+    return _mean_over_workers(values, strategy)
+  return keras_reduce(values, strategy, reduction)
+
+
+@contextlib.contextmanager
+def keras_logs_agree(strategy: tf.distribute.Strategy):
+  """Within the scope, Keras 3 fit/evaluate logs work, and agree, across workers.
 
   Keras 3.15 reduces a step's logs under MultiWorkerMirroredStrategy with
   `strategy.reduce("MEAN", v, axis=0)`, which fails on the scalar logs
   ("Invalid reduction dimension 0 for input with 0 dimensions",
   tensorflow/tensorflow#72388). Each worker's logs are its own metrics; they
   are averaged over the workers here, so every worker sees the same loss and
-  makes the same early-stopping and checkpoint decisions.
+  makes the same early-stopping and checkpoint decisions. Other strategies
+  leave Keras untouched.
   """
-  # Keras internals, imported only when a multi-worker strategy is made.
-  from keras.src.backend.tensorflow import trainer as tf_trainer  # pylint: disable=C0415
-  keras_reduce = tf_trainer.reduce_per_replica
-  if getattr(keras_reduce, "fixed_by_tfagent", False):
+  if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+    yield
     return
-
-  def reduce_per_replica(values, strategy, reduction="auto"):
-    multi_worker = (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
-                    and strategy.extended._in_multi_worker_mode())  # pylint: disable=W0212
-    if reduction in ("auto", "mean") and multi_worker:
-      return _mean_over_workers(values, strategy)
-    return keras_reduce(values, strategy, reduction)
-  reduce_per_replica.fixed_by_tfagent = True
-  tf_trainer.reduce_per_replica = reduce_per_replica
+  with _compat.keras_reduce_per_replica(_reduce_logs):
+    yield
 
 
 def multi_worker_strategy() -> tf.distribute.Strategy:
@@ -118,7 +127,6 @@ def multi_worker_strategy() -> tf.distribute.Strategy:
   tf_config = read_tf_config()
   if tf_config and "ps" in tf_config["cluster"]:
     raise _tf_config_error("has a 'ps' job, which multi_worker_mirrored does not use")
-  fix_keras_multi_worker_logs()
   return tf.distribute.MultiWorkerMirroredStrategy()
 
 

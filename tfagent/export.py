@@ -8,7 +8,7 @@ from absl import logging
 import keras
 import tensorflow as tf
 
-from tfagent import backup, signatures
+from tfagent import _compat, backup, signatures
 from tfagent.errors import ConfigError
 from tfagent.versions import next_version
 
@@ -57,14 +57,13 @@ def set_method_name(export_dir: str, signature: str, method: str) -> None:
 
   The fingerprint holds a checksum of saved_model.pb, so it is written anew.
   """
-  from tensorflow.python.saved_model.pywrap_saved_model import fingerprinting
   saved_model = signatures.read_saved_model(export_dir)
   for meta_graph in saved_model.meta_graphs:
     meta_graph.signature_def[signature].method_name = method
   with open(signatures.saved_model_path(export_dir), "wb") as f:
     f.write(saved_model.SerializeToString())
   with open(os.path.join(export_dir, "fingerprint.pb"), "wb") as f:
-    f.write(fingerprinting.CreateFingerprintDef(export_dir))
+    f.write(_compat.saved_model_fingerprint(export_dir))
 
 
 def write_warmup_requests(export_dir: str, model_name: str, texts) -> None:

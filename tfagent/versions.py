@@ -7,6 +7,7 @@ find versions without importing the training stack.
 import os
 
 from tfagent.errors import ConfigError
+from tfagent.signatures import saved_model_path
 
 
 def list_versions(base_path: str) -> dict:
@@ -16,7 +17,7 @@ def list_versions(base_path: str) -> dict:
   except OSError:
     return {}
   return {int(n): os.path.join(base_path, n) for n in names
-          if n.isdigit() and os.path.isfile(os.path.join(base_path, n, "saved_model.pb"))}
+          if n.isdigit() and os.path.isfile(saved_model_path(os.path.join(base_path, n)))}
 
 
 def next_version(base_path: str) -> int:
@@ -30,7 +31,7 @@ def next_version(base_path: str) -> int:
 
 def resolve_saved_model(path: str) -> str:
   """A version directory as it is, or a base path's latest complete version."""
-  if os.path.isfile(os.path.join(path, "saved_model.pb")):
+  if os.path.isfile(saved_model_path(path)):
     return path
   versions = list_versions(path)
   if versions:

@@ -60,14 +60,23 @@ def batch_by_length(ds: tf.data.Dataset, batch_size: int, max_length, data_cfg):
   Args:
     ds: `(ids: <int64>[len_i], label)` elements.
     batch_size: examples per batch (per replica).
-    max_length: the tokenizer's `sequence_length` (None: no bucketing).
+    max_length: the tokenizer's sequence length, from the model config; needed
+      when bucketing is on.
     data_cfg: DataConfig (`bucket_width`: 0 turns bucketing off).
 
   Returns:
     `(ids: <int64>[batch, <=max_length], label: <int32>[batch])` batches.
+
+  Raises:
+    ValueError: bucketing is on (`bucket_width` > 0) but no `max_length` is given.
   """
   width = data_cfg.bucket_width
-  bounds = bucket_boundaries(max_length, width) if width > 0 and max_length else []
+  if width > 0 and not max_length:
+    raise ValueError(f"--bucket_width={width} needs the tokenizer's sequence length to place "
+                     f"the buckets, but none was given ({max_length!r}); pass "
+                     "the model config (its sequence_length) to make_input_fn, or set "
+                     "--bucket_width=0.")
+  bounds = bucket_boundaries(max_length, width) if width > 0 else []
   if bounds:
     ds = ds.bucket_by_sequence_length(
         lambda ids, label: tf.shape(ids)[0], bounds, [batch_size] * (len(bounds) + 1))
@@ -84,8 +93,8 @@ def held_in_memory(ds: tf.data.Dataset) -> bool:
   return n is not None and n >= 0
 
 
-def make_input_fn(ds: tf.data.Dataset, preprocess, data_cfg, training: bool,
-                  start_step: int = None, members: int = 1):
+def make_input_fn(ds: tf.data.Dataset, preprocess, data_cfg, training: bool, *,
+                  model_cfg=None, start_step: int = None):
   """Returns `input_fn(InputContext) -> dataset` for distribute_datasets_from_function.
 
   Each input pipeline reads its own shard and batches per replica, so the
@@ -93,7 +102,9 @@ def make_input_fn(ds: tf.data.Dataset, preprocess, data_cfg, training: bool,
   Tokenization (`preprocess`: `<string>[batch] -> features`) runs in tf.data on
   the host, so strings never have to be copied to an accelerator. Token ids
   are cached when the split is held in memory (later epochs skip tokenizing)
-  and batched by length, so batches are not padded to the longest text.
+  and batched by length, so batches are not padded to the longest text; the
+  buckets reach up to `model_cfg.sequence_length`, the limit the tokenizer was
+  built with (a model config is required while `data_cfg.bucket_width` > 0).
 
   With `start_step` None the dataset is one pass over the split. With an
   integer it is an endless, seeded stream of passes (every worker then runs
@@ -101,12 +112,15 @@ def make_input_fn(ds: tf.data.Dataset, preprocess, data_cfg, training: bool,
   of the first `start_step` global steps, so a resumed run sees exactly the
   batches an uninterrupted one would.
 
-  With `members` > 1 (an ensemble, see models/ensemble.py) each element is
+  With `members = model_cfg.ensemble_size` > 1 (an ensemble, see
+  models/ensemble.py) each element is
   `((ids_0, ..., ids_{members-1}), labels <int32>[batch, members])`: in
   training every member reads its own shuffled stream (seed + k), so members
   see different batches; in evaluation all read the same batch.
   """
   stream = start_step is not None
+  sequence_length = model_cfg.sequence_length if model_cfg is not None else None
+  members = model_cfg.ensemble_size if model_cfg is not None else 1
   if members > 1 and training and not stream:
     raise ValueError("An ensemble's training input must be a stream (start_step set).")
 
@@ -123,8 +137,7 @@ def make_input_fn(ds: tf.data.Dataset, preprocess, data_cfg, training: bool,
     # The replicas this pipeline feeds share one length bucket each step: a batch
     # for all of them is cut into equal-width per-replica batches (as one device
     # would see it, and XLA and Keras' first-batch build need equal shapes).
-    local = batch_by_length(tokens, batch * batches_per_step,
-                            getattr(preprocess, "sequence_length", None), data_cfg)
+    local = batch_by_length(tokens, batch * batches_per_step, sequence_length, data_cfg)
     return local.rebatch(batch) if batches_per_step > 1 else local
 
   def input_fn(ctx: tf.distribute.InputContext = None) -> tf.data.Dataset:

@@ -11,11 +11,9 @@ import os
 
 import keras
 import keras_hub
-# keras-hub's own preprocessors wrap `call` with this: it keeps nested tokenizer
-# outputs as ragged tensors (not Python lists) when called eagerly.
-from keras_hub.src.utils.tensor_utils import preprocessing_function
 import tensorflow as tf
 
+from tfagent import _compat
 from tfagent.errors import ConfigError
 from tfagent.models.layers import MaskedMeanMaxPooling
 
@@ -104,21 +102,22 @@ class WordPieceEncoder(keras.layers.Layer):
   real token and the padding mask is `ids != 0`. Texts longer than the budget
   of `sequence_length - 2` pieces are cut by `truncation`: `head` keeps the
   first pieces, `tail` the last, `head_tail` a quarter from the start and the
-  rest from the end. Batches are padded to their longest text, or to
-  `sequence_length` when `pad_to_max` is set.
+  rest from the end. Batches are padded to their longest text.
   """
 
   def __init__(self, vocabulary=None, lowercase=True, sequence_length=128,
-               truncation="head", pad_to_max=False, **kwargs):
+               truncation="head", **kwargs):
+    kwargs.pop("pad_to_max", None)  # Configs saved before it was removed still carry it.
     super().__init__(**kwargs)
     check_truncation(truncation)
     if sequence_length < 3:
       raise ConfigError(f"--sequence_length={sequence_length}: BERT needs at least 3 "
                         "([CLS], one piece, [SEP]).")
-    self.sequence_length, self.truncation, self.pad_to_max = sequence_length, truncation, pad_to_max
+    self.sequence_length, self.truncation = sequence_length, truncation
     # The TF Text path always, also eagerly: the graph op is what the export serves.
     self.tokenizer = keras_hub.models.BertTokenizer(
-        vocabulary=vocabulary, lowercase=lowercase, name="wordpiece", _allow_python_workflow=False)
+        vocabulary=vocabulary, lowercase=lowercase, name="wordpiece",
+        **_compat.graph_only_tokenizer_kwargs())
     if self.tokenizer.pad_token_id != 0:
       raise ConfigError(f"[PAD] has id {self.tokenizer.pad_token_id} in the preset's vocabulary; "
                         "tfagent needs it first (id 0), as in every BERT vocab.txt.")
@@ -139,18 +138,19 @@ class WordPieceEncoder(keras.layers.Layer):
     keep = (length <= budget) | (position.values < head) | (position.values >= length - tail)
     return tf.ragged.boolean_mask(pieces, position.with_values(keep))
 
-  @preprocessing_function
+  # keras-hub's own preprocessors wrap `call` so: nested tokenizer outputs stay
+  # ragged tensors (not Python lists) when called eagerly.
+  @_compat.preprocessing_function
   def call(self, text):
     text = tf.strings.regex_replace(text, "<br */?>", " ")  # HTML line breaks (IMDB).
     pieces = tf.cast(self.truncate(self.tokenizer(text)), tf.int32)
     edge = tf.ones([pieces.nrows(), 1], tf.int32)  # Also for texts with no pieces at all.
     ids = tf.concat([tf.RaggedTensor.from_tensor(edge * self.tokenizer.cls_token_id), pieces,
                      tf.RaggedTensor.from_tensor(edge * self.tokenizer.sep_token_id)], axis=1)
-    width = self.sequence_length if self.pad_to_max else None
-    return ids.to_tensor(0, shape=[None, width])
+    return ids.to_tensor(0)
 
   def compute_output_shape(self, input_shape):
-    return (input_shape[0], self.sequence_length if self.pad_to_max else None)
+    return (input_shape[0], None)
 
   def compute_output_spec(self, text):
     return keras.KerasTensor(self.compute_output_shape(text.shape), dtype="int32")
@@ -158,8 +158,7 @@ class WordPieceEncoder(keras.layers.Layer):
   def get_config(self):
     config = super().get_config()
     config.update(vocabulary=self.vocabulary(), lowercase=self.tokenizer.lowercase,
-                  sequence_length=self.sequence_length, truncation=self.truncation,
-                  pad_to_max=self.pad_to_max)
+                  sequence_length=self.sequence_length, truncation=self.truncation)
     return config
 
 

@@ -1,0 +1,39 @@
+"""config.py: one definition per setting; flags are derived from the dataclass fields."""
+
+import dataclasses
+
+from absl import flags
+import pytest
+
+from tfagent import config
+from tfagent.errors import ConfigError
+
+
+def defined_flags() -> flags.FlagValues:
+  values = flags.FlagValues()
+  config.define_flags(config.SECTIONS.values(), values)
+  values(["tfagent"])
+  return values
+
+
+def test_every_config_field_has_exactly_one_flag_with_the_same_default():
+  values = defined_flags()
+  fields = [(section, field) for section in config.SECTIONS.values()
+            for field in dataclasses.fields(section)]
+  names = [config.flag_name(section, field) for section, field in fields]
+  assert len(set(names)) == len(names), "two fields share a flag"
+  assert sorted(values.flags_by_module_dict().keys()) == sorted(
+      s.__name__ for s in config.SECTIONS.values())
+  assert sorted(f.name for m in values.flags_by_module_dict().values() for f in m) == sorted(names)
+  for (section, field), name in zip(fields, names):
+    assert values[name].default == field.default, (section.__name__, field.name)
+    assert field.metadata["help"] in values[name].help, name
+  assert config.from_flag_values(values) == config.Config()
+
+
+def test_a_field_without_a_flag_is_an_error():
+  values = flags.FlagValues()
+  config.define_flags([config.DataConfig], values)
+  values(["tfagent"])
+  with pytest.raises(ConfigError, match=r"ModelConfig\.\w+ has no flag"):
+    config.section_from_flags(config.ModelConfig, values)

@@ -1,0 +1,427 @@
+"""The training library: data, strategy, model, compile, fit, export, evaluate.
+
+`train_and_evaluate(cfg)` reads top to bottom; it takes a frozen Config and
+never reads flags. The command line (`python -m tfagent.train`) and the Python
+API (`tfagent.train(...)`) live in tfagent/train.py.
+"""
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import sys
+import time
+
+from absl import logging
+import keras
+import numpy as np
+
+from tfagent import (_compat, backup, config, data, distribute, evaluate, export,
+                     model_card, models, optim, summaries)
+from tfagent.errors import ConfigError
+
+# --mixed_precision -> Keras dtype policy: variables stay float32 in all three.
+PRECISION_POLICIES = dict(zip(config.PRECISIONS, ("float32", "mixed_bfloat16", "mixed_float16")))
+
+
+class AtomicModelCheckpoint(backup.Resumable, keras.callbacks.Callback):
+  """Saves the whole string-input model as `last.keras` and `best.keras`.
+
+  Each file is written beside its final name, fsynced and moved with
+  os.replace, so a crash never leaves a half-written checkpoint under the final
+  name. `best` survives a restart (it is saved with the step backup).
+  """
+  STATE = ("best",)
+
+  def __init__(self, model_to_save: keras.Model, directory: str, monitor="val_loss"):
+    super().__init__()
+    self.model_to_save, self.directory, self.monitor = model_to_save, directory, monitor
+    self.best = math.inf
+
+  def _save(self, name: str) -> None:
+    backup.replace_atomically(self.model_to_save.save, os.path.join(self.directory, name))
+
+  def on_epoch_end(self, epoch, logs=None):
+    os.makedirs(self.directory, exist_ok=True)
+    self._save("last.keras")
+    value = (logs or {}).get(self.monitor, math.inf)
+    if value < self.best:
+      self.best = float(value)
+      self._save("best.keras")
+      logging.info("Epoch %d: %s improved to %.4f, saved best.keras", epoch + 1,
+                   self.monitor, value)
+
+
+class ResumableEarlyStopping(backup.Resumable, keras.callbacks.EarlyStopping):
+  """EarlyStopping whose patience count and best value survive a restart.
+
+  Best weights are not held here: they come back from `checkpoints/best.keras`
+  after training (see restore_best), which a restart does not lose.
+  """
+  STATE = ("wait", "best", "best_epoch")
+
+
+def prepare_run_dir(model_dir: str, cfg: config.Config) -> None:
+  """Creates the run directory, checks it is writable and saves config.json."""
+  try:
+    os.makedirs(model_dir, exist_ok=True)
+    config.save_json(cfg, os.path.join(model_dir, "config.json"))
+  except OSError as e:
+    raise ConfigError(f"--model_dir={model_dir}: cannot write there "
+                      f"({e.strerror}); choose a writable directory.") from None
+
+
+def make_schedule(train_cfg, total_steps: int):
+  """Linear warm-up to `learning_rate`, then cosine decay to zero at the last step."""
+  warmup = max(1, int(train_cfg.warmup_fraction * total_steps))
+  return keras.optimizers.schedules.CosineDecay(
+      0.0, max(1, total_steps - warmup), warmup_target=train_cfg.learning_rate,
+      warmup_steps=warmup)
+
+
+def make_optimizer(train_cfg, total_steps: int, backbone=None) -> keras.optimizers.Optimizer:
+  """AdamW on the warm-up + cosine schedule; a pretrained `backbone` gets its own peak rate."""
+  optimizer = optim.TwoRateAdamW(
+      make_schedule(train_cfg, total_steps), weight_decay=train_cfg.weight_decay,
+      backbone_scale=train_cfg.backbone_learning_rate / train_cfg.learning_rate)
+  optimizer.set_backbone_variables(backbone.trainable_variables if backbone else [])
+  # Decaying biases and normalisation scales only hurts; the usual exclusion.
+  optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
+  return optimizer
+
+
+def profile_range(steps: str):
+  """Parses --profile_steps "FIRST,LAST" (1-based steps of a fit) for Keras' profile_batch."""
+  if not steps:
+    return 0
+  parts = steps.split(",")
+  if len(parts) != 2 or not all(p.strip().isdigit() and int(p) > 0 for p in parts) \
+      or int(parts[0]) > int(parts[1]):
+    raise config_error("profile_steps", steps, "two positive steps FIRST,LAST, e.g. 5,8")
+  return int(parts[0]), int(parts[1])
+
+
+def config_error(flag: str, value, valid: str) -> ConfigError:
+  return ConfigError(f"--{flag}={value!r} is invalid; expected {valid}.")
+
+
+def make_callbacks(cfg: config.Config, model: keras.Model, start: backup.Position,
+                   steps_per_epoch: int) -> list:
+  """Throughput, TensorBoard, early stopping, atomic checkpoints and step backups."""
+  run = cfg.train.model_dir
+  stopping = ResumableEarlyStopping("val_loss", patience=cfg.train.early_stopping_patience,
+                                    verbose=1)
+  checkpoint = AtomicModelCheckpoint(model, os.path.join(run, "checkpoints"))
+  return [
+      summaries.Throughput(cfg.data.batch_size),  # Before TensorBoard, which logs it.
+      keras.callbacks.TensorBoard(summaries.log_dirs(run)[0],  # logs/train, logs/validation
+                                  profile_batch=profile_range(cfg.train.profile_steps)),
+      stopping, checkpoint,
+      # Last: it saves the state the callbacks above reached at the epoch's end.
+      backup.StepBackup(os.path.join(run, "backup"), cfg.train.backup_every_steps,
+                        steps_per_epoch, start, {"early_stopping": stopping,
+                                                 "checkpoint": checkpoint}),
+  ]
+
+
+def fit_verbosity(train_cfg) -> int:
+  """A progress bar on a terminal; one line per epoch in logs and CI."""
+  if train_cfg.verbose >= 0:
+    return train_cfg.verbose
+  return 1 if sys.stdout.isatty() else 2
+
+
+@contextlib.contextmanager
+def precision_policy(name: str):
+  """Sets Keras' global dtype policy for the run; logits and loss stay float32."""
+  if name not in PRECISION_POLICIES:
+    raise config_error("mixed_precision", name, " or ".join(PRECISION_POLICIES))
+  previous = keras.mixed_precision.global_policy()
+  keras.mixed_precision.set_global_policy(PRECISION_POLICIES[name])
+  try:
+    yield
+  finally:
+    keras.mixed_precision.set_global_policy(previous)
+
+
+def for_this_worker(cfg: config.Config, scratch: str) -> config.Config:
+  """The config whose directories this worker writes: the real ones on the chief."""
+  if scratch is None:
+    return cfg
+  return dataclasses.replace(
+      cfg, train=dataclasses.replace(cfg.train, model_dir=os.path.join(scratch, "run")),
+      export=dataclasses.replace(cfg.export, export_dir=os.path.join(scratch, "saved_models")))
+
+
+def build_and_compile(cfg: config.Config, strategy, train_ds, class_names, total_steps: int,
+                      wide_fit=None):
+  """Builds the string model and compiles its classifier inside `strategy.scope()`."""
+  with strategy.scope():
+    model = models.build_model(cfg.model, class_names,
+                               train_ds.map(lambda text, _: text).batch(1024), wide_fit)
+    classifier = model.get_layer(models.CLASSIFIER)
+    classifier.compile(optimizer=make_optimizer(cfg.train, total_steps,
+                                                models.find_backbone(classifier)),
+                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                       metrics=["accuracy"], jit_compile=cfg.train.jit_compile)
+  return model, classifier
+
+
+def build_from_spec(classifier: keras.Model, strategy, element_spec) -> None:
+  """Builds metrics, loss and optimizer from the input's element spec, not a real batch.
+
+  Under a strategy, Keras 3.15's TF trainer builds a model at the start of fit
+  and evaluate by MEAN-reducing the first distributed batch across replicas,
+  which fails (or, across workers, cannot agree) when replicas' batches differ
+  in shape: length buckets, a partial last batch, another worker's shard. Only
+  shapes and dtypes are needed, so build from the spec and skip that step.
+  """
+  with strategy.scope():
+    _compat.build_from_spec(classifier, element_spec)
+
+
+def write_shard_report(ds, contexts: list, strategy, cfg: config.Config) -> None:
+  """Writes `shards/TASK.json`: hashes of the training texts this worker's pipelines read."""
+  task_type, task_id = distribute.task_of(strategy)
+  hashes = []
+  for num_pipelines, pipeline_id in contexts:
+    for text, _ in ds.shard(num_pipelines, pipeline_id).as_numpy_iterator():
+      hashes.append(hashlib.sha1(text).hexdigest())
+  folder = os.path.join(cfg.train.model_dir, "shards")
+  os.makedirs(folder, exist_ok=True)
+  with open(os.path.join(folder, f"{task_type or 'local'}-{task_id}.json"), "w") as f:
+    json.dump({"input_pipelines": contexts, "examples": len(hashes),
+               "text_sha1": sorted(hashes)}, f)
+
+
+def train_input(strategy, split, tokenizer, cfg: config.Config, start_step: int,
+                contexts: list):
+  """The distributed endless training stream from `start_step`; records input contexts."""
+  input_fn = data.make_input_fn(split, tokenizer, cfg.data, training=True,
+                                model_cfg=cfg.model, start_step=start_step)
+
+  def recorded(ctx):
+    contexts.append((ctx.num_input_pipelines, ctx.input_pipeline_id))
+    return input_fn(ctx)
+  return strategy.distribute_datasets_from_function(recorded)
+
+
+@dataclasses.dataclass(frozen=True)
+class FitInputs:
+  """What each fit is given besides the model: data and callbacks."""
+  make_train: object  # skip -> the distributed training stream after `skip` batches.
+  validation: object  # The distributed validation dataset.
+  callbacks: list
+
+
+def fit_remaining(classifier, inputs: FitInputs, cfg, steps_per_epoch,
+                  start: backup.Position) -> dict:
+  """Runs the epochs left after `start`; a resumed partial epoch is a fit of its own.
+
+  Returns the Keras history of all epochs run, as one dict of lists.
+  """
+  history, first = {}, start.epoch
+  plan = [(first, first + 1, steps_per_epoch - start.step)] if start.step else []
+  first += bool(start.step)
+  plan.append((first, cfg.train.epochs, steps_per_epoch))
+  for initial, end, steps in plan:
+    if initial >= end:
+      continue
+    skip = initial * steps_per_epoch + steps_per_epoch - steps
+    run = classifier.fit(inputs.make_train(skip), validation_data=inputs.validation,
+                         initial_epoch=initial, epochs=end, steps_per_epoch=steps,
+                         callbacks=inputs.callbacks,
+                         verbose=fit_verbosity(cfg.train),
+                         shuffle=False)  # tf.data shuffles; Keras cannot shuffle a dataset.
+    for key, values in run.history.items():
+      history.setdefault(key, []).extend(float(v) for v in values)
+    if classifier.stop_training:
+      break
+  return history
+
+
+def restore_best(classifier: keras.Model, checkpoint_dir: str) -> None:
+  """Loads the classifier weights of the best epoch (lowest val_loss), saved atomically."""
+  path = os.path.join(checkpoint_dir, "best.keras")
+  if os.path.exists(path):
+    best = evaluate.load_checkpoint(path)
+    classifier.set_weights(best.get_layer(models.CLASSIFIER).get_weights())
+
+
+def check_vocabulary(cfg: config.Config, model: keras.Model, splits, sample: int = 2000) -> float:
+  """Share of unknown tokens: of BERT's pieces of training texts (a preset whose vocabulary
+  misses the language), else of validation texts; warns above model_card.UNKNOWN_WARN."""
+  split = splits["train"] if cfg.model.name in models.PRETRAINED else splits["validation"]
+  texts = [t.decode("utf-8") for t, _ in split.take(sample).as_numpy_iterator()]
+  share = model_card.unknown_share(model, texts)
+  warning = model_card.vocabulary_warning(cfg.model.name, share)
+  if warning:
+    logging.warning("%s", warning)
+  return share
+
+
+def fit_wide(cfg: config.Config, splits, info):
+  """Fits the wide path on the training split (C on validation); None when it is off."""
+  if not cfg.model.wide_ngrams:
+    return None
+  return models.wide.fit_wide(cfg.model, splits["train"], splits["validation"],
+                              len(info.class_names), cfg.data.seed)
+
+
+def path_outputs(model: keras.Model, split, batch_size: int = 256) -> tuple:
+  """`(wide, deep, labels)`: each path's `<float32>[n, C]` logits on a split, and its labels."""
+  paths = models.path_logits(model)
+  wide, deep, labels = [], [], []
+  for text, label in split.batch(batch_size):
+    w, d = paths(text, training=False)
+    wide.append(np.asarray(w))
+    deep.append(np.asarray(d))
+    labels.append(label.numpy())
+  return np.concatenate(wide), np.concatenate(deep), np.concatenate(labels)
+
+
+def set_deep_weight(model: keras.Model, validation) -> dict:
+  """Sets the deep path's weight in `wide_deep` to the one of lowest validation loss."""
+  wide, deep, labels = path_outputs(model, validation)
+  weight, losses = models.wide.choose_deep_weight(wide, deep, labels)
+  model.get_layer(models.WIDE_DEEP).deep_weight.assign(weight)
+  logging.info("Wide + deep: deep-path weight %.2f chosen on validation (loss %.4f; wide "
+               "alone %.4f, weight 1 %.4f).", weight, losses[weight], losses[0.0],
+               losses[1.0])
+  return {"chosen": weight, "validation_loss": {f"{w:g}": l for w, l in losses.items()}}
+
+
+def train_and_evaluate(cfg: config.Config) -> dict:
+  """Trains under the configured strategy, exports the SavedModel and evaluates it.
+
+  The strategy comes first: multi-worker collectives must be set up before
+  other TensorFlow work. Workers other than the chief write into a scratch
+  folder that is removed at the end; all of them read the chief's backup.
+  """
+  strategy = distribute.get_strategy(cfg.train.strategy, cfg.train.tpu)
+  with distribute.worker_scratch(strategy) as scratch, distribute.keras_logs_agree(strategy), \
+      precision_policy(cfg.train.mixed_precision):
+    return train_in(cfg, for_this_worker(cfg, scratch), strategy)
+
+
+def load_data(cfg: config.Config, out: config.Config) -> tuple:
+  """Run directory, seed, splits and their report; returns `(splits, info, n_train)`."""
+  prepare_run_dir(out.train.model_dir, cfg)
+  keras.utils.set_random_seed(cfg.data.seed)
+  splits, info = data.load_splits(cfg.data)
+  data.write_report(info, os.path.join(out.train.model_dir, "data_report.json"))
+  # Streamed sources may not know their size: count train in one streaming pass.
+  n_train = info.split_sizes["train"] if info.split_sizes else data.count_examples(splits["train"])
+  return splits, info, n_train
+
+
+def log_start(cfg: config.Config, out: config.Config, model, steps_per_epoch: int) -> None:
+  """Logs the model's size and writes the run's hyperparameters for TensorBoard."""
+  logging.info("Model %s: %d parameters, vocabulary %d; %d steps an epoch of %d examples.",
+               cfg.model.name, model.count_params(),
+               len(model.get_layer(models.TOKENIZER).vocabulary()), steps_per_epoch,
+               cfg.data.batch_size)
+  logdir = summaries.log_dirs(out.train.model_dir)[0]
+  summaries.write_hparams(logdir, cfg.to_dict(), trial_id=os.path.basename(
+      os.path.abspath(cfg.train.model_dir)))
+
+
+def train_in(cfg: config.Config, out: config.Config, strategy) -> dict:
+  """Data, model, resume, fit, export, evaluate; `out` names the folders this worker writes."""
+  splits, info, n_train = load_data(cfg, out)
+  steps_per_epoch = max(1, n_train // cfg.data.batch_size)
+  wide_fit = fit_wide(cfg, splits, info)
+  model, classifier = build_and_compile(cfg, strategy, splits["train"], info.class_names,
+                                        steps_per_epoch * cfg.train.epochs, wide_fit)
+  unknown = check_vocabulary(cfg, model, splits)
+  tokenizer = model.get_layer(models.TOKENIZER)
+  val_fn = data.make_input_fn(splits["validation"], tokenizer, cfg.data, training=False,
+                              model_cfg=cfg.model)
+  build_from_spec(classifier, strategy, val_fn().element_spec)
+  val_ds = strategy.distribute_datasets_from_function(val_fn)
+  with strategy.scope():
+    start = backup.restore(classifier, os.path.join(cfg.train.model_dir, "backup"),
+                           steps_per_epoch)
+  log_start(cfg, out, model, steps_per_epoch)
+  contexts = []
+  fit_start = time.perf_counter()
+  inputs = FitInputs(
+      lambda skip: train_input(strategy, splits["train"], tokenizer, cfg, skip, contexts),
+      val_ds, make_callbacks(out, model, start, steps_per_epoch))
+  history = fit_remaining(classifier, inputs, cfg, steps_per_epoch, start)
+  train_seconds = time.perf_counter() - fit_start
+  epochs_run = len(history.get("loss", []))
+  if cfg.train.shard_report:
+    write_shard_report(splits["train"], sorted(set(contexts)), strategy, cfg)
+  restore_best(classifier, os.path.join(out.train.model_dir, "checkpoints"))
+  if wide_fit is not None:
+    wide_fit.report["deep_weight"] = set_deep_weight(model, splits["validation"])
+  final = classifier.evaluate(val_ds, verbose=0, return_dict=True)
+  # A few real texts become TF Serving's warm-up requests (assets.extra).
+  warmup = [t.decode("utf-8") for t, _ in splits["validation"].take(4).as_numpy_iterator()]
+  path = export.export_model(model, info.class_names, out.export, warmup_texts=warmup)
+  backup.clear(os.path.join(out.train.model_dir, "backup"))
+  result = {"history": history, "validation": {k: float(v) for k, v in final.items()},
+            "saved_model": path, "train_seconds": train_seconds, "epochs_run": epochs_run,
+            "train_examples": n_train,
+            **({"wide": wide_fit.report} if wide_fit is not None else {}),
+            "unknown_token_share": unknown,
+            # Includes each epoch's validation pass, as a user's wall clock does.
+            "train_examples_per_second": n_train * epochs_run / max(train_seconds, 1e-9)}
+  if distribute.is_chief(strategy):
+    result = evaluate_export(cfg, result, splits, info, model)
+  return result
+
+
+def evaluate_export(cfg: config.Config, result: dict, splits, info, model) -> dict:
+  """Chief only: test metrics of the export, `eval/metrics.json`, final summaries."""
+  eval_dir = os.path.join(cfg.train.model_dir, "eval")
+  predict_fn = evaluate.saved_model_predict_fn(result["saved_model"])
+  if cfg.model.ensemble_size > 1 or cfg.model.wide_ngrams:
+    # Keras' validation figures are the deep path's (its members' mean); the export's own
+    # are the model's.
+    keras_key = "validation_members_mean" if cfg.model.ensemble_size > 1 else "validation_deep"
+    result = {**result, keras_key: result["validation"],
+              "validation": evaluate.accuracy_and_loss(predict_fn, splits["validation"])}
+    logging.info("Validation of the export: %s (Keras, %s: %s)", result["validation"],
+                 keras_key, result[keras_key])
+  if cfg.model.wide_ngrams:
+    result["paths"] = path_metrics(model, splits, info.class_names)
+  labels, probs, _ = evaluate.predict_probabilities(predict_fn, splits["validation"], 256)
+  result["validation_metrics"] = {k: v for k, v in evaluate.compute_metrics(
+      labels, probs, info.class_names).items() if k in model_card.METRIC_KEYS}
+  result = evaluate.evaluate(predict_fn, splits["test"], info.class_names, eval_dir, extra=result)
+  write_model_card(cfg, result, splits, info)
+  logdir, _, val_dir = summaries.log_dirs(cfg.train.model_dir)
+  validation = result["validation"]
+  summaries.write_final_metrics(logdir, {"val_loss": validation["loss"],
+                                         "val_accuracy": validation["accuracy"],
+                                         "test_accuracy": result["accuracy"]},
+                                step=cfg.train.epochs)
+  summaries.write_misclassified(val_dir, model, splits["validation"], info.class_names,
+                                cfg.train.misclassified_examples, step=cfg.train.epochs)
+  return result
+
+
+def write_model_card(cfg: config.Config, result: dict, splits, info) -> None:
+  """model_card.{json,md} in the export's version directory (tfagent/model_card.py)."""
+  hashes = {name: model_card.split_hash(splits[name]) for name in data.SPLITS}
+  warnings = model_card.data_warnings(info, result)
+  vocabulary = model_card.vocabulary_warning(cfg.model.name, result["unknown_token_share"])
+  card = model_card.build(cfg, info, result, hashes, [vocabulary] * bool(vocabulary) + warnings)
+  model_card.write(result["saved_model"], card)
+
+
+def path_metrics(model: keras.Model, splits, class_names) -> dict:
+  """Each path alone (the ablation of a wide+deep model): validation and test metrics."""
+  out = {"wide": {}, "deep": {}}
+  for split in ("validation", "test"):
+    wide, deep, labels = path_outputs(model, splits[split])
+    for name, logits in (("wide", wide), ("deep", deep)):
+      probs = np.asarray(keras.ops.softmax(logits, axis=-1))
+      m = evaluate.compute_metrics(labels, probs, class_names)
+      out[name][split] = {k: m[k] for k in ("accuracy", "macro_f1", "examples")}
+  logging.info("Each path alone: wide %s, deep %s.", out["wide"], out["deep"])
+  return out
