@@ -17,6 +17,7 @@ import time
 from absl import logging
 import keras
 import numpy as np
+import tensorflow as tf
 
 from tfagent import (_compat, backup, config, data, distribute, evaluate, export,
                      model_card, models, optim, summaries)
@@ -272,10 +273,12 @@ def fit_wide(cfg: config.Config, splits, info):
 
 def path_outputs(model: keras.Model, split, batch_size: int = 256) -> tuple:
   """`(wide, deep, labels)`: each path's `<float32>[n, C]` logits on a split, and its labels."""
-  paths = models.path_logits(model)
+  # One traced graph: an eager call runs a recurrent layer's loop op by op, minutes a split.
+  paths = tf.function(lambda text, m=models.path_logits(model): m(text, training=False),
+                      input_signature=[tf.TensorSpec([None], tf.string)])
   wide, deep, labels = [], [], []
   for text, label in split.batch(batch_size):
-    w, d = paths(text, training=False)
+    w, d = paths(text)
     wide.append(np.asarray(w))
     deep.append(np.asarray(d))
     labels.append(label.numpy())
