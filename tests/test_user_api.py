@@ -6,12 +6,13 @@ import json
 import os
 import subprocess
 import sys
+import types
 
 import pytest
 
 import tfagent
 from conftest import NEGATIVE, POSITIVE, tiny_config
-from tfagent import config, evaluate
+from tfagent import config, evaluate, model_card
 from tfagent.errors import ConfigError, DataError
 
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
@@ -125,3 +126,17 @@ def test_tfagent_command_lists_subcommands_and_each_ones_flags_by_section():
   bad = subprocess.run([sys.executable, "-m", "tfagent.cli", "fly"], capture_output=True,
                        text=True, env=ENV, timeout=120)
   assert bad.returncode == 2 and "unknown command 'fly'" in bad.stderr
+
+
+def _info(report):
+  return types.SimpleNamespace(split_sizes={"train": 10**6}, report=report)
+
+
+def test_conflicting_labels_warning_says_what_dedup_did():
+  on = model_card.data_warnings(_info({"conflicting_labels": 118, "dedup": True,
+                                       "removed": {"conflicting_texts": 47}}), {})
+  off = model_card.data_warnings(_info({"conflicting_labels": 5, "dedup": False}), {})
+  assert on == ["118 repeated texts carried another label than their first copy; every copy of "
+                "such a text was removed (47 texts)."]
+  assert len(off) == 1 and "trained on under both; --dedup removes" in off[0]
+  assert model_card.data_warnings(_info({"conflicting_labels": 0, "dedup": True}), {}) == []

@@ -75,9 +75,14 @@ def data_warnings(info, result: dict) -> list:
   if counts and min(counts) > 0 and max(counts) / min(counts) > IMBALANCE_WARN:
     warnings.append(f"The classes are unbalanced in train ({balance}): read the per-class "
                     "recall, not only accuracy.")
-  if info.report.get("conflicting_labels"):
-    warnings.append(f"{info.report['conflicting_labels']} texts occur under two labels; "
-                    "--dedup removes them.")
+  conflicting = info.report.get("conflicting_labels")
+  if conflicting and info.report.get("dedup"):
+    warnings.append(f"{conflicting} repeated texts carried another label than their first "
+                    f"copy; every copy of such a text was removed "
+                    f"({info.report.get('removed', {}).get('conflicting_texts', 0)} texts).")
+  elif conflicting:
+    warnings.append(f"{conflicting} repeated texts carry another label than their first copy, "
+                    "and are trained on under both; --dedup removes every copy.")
   weight = result.get("wide", {}).get("deep_weight", {}).get("chosen")
   if weight == 0.0:
     warnings.append("The deep path's weight is 0: on validation it added nothing to the "
