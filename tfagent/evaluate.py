@@ -175,8 +175,10 @@ def run_test_split(model_dir: str, saved_model: str, output_dir: str) -> dict:
   if saved_model:
     predict_fn = saved_model_predict_fn(resolve_saved_model(saved_model))
   else:
-    model = load_checkpoint(os.path.join(model_dir, "checkpoints", "best.keras"))
-    predict_fn = lambda text: tf.nn.softmax(model(text, training=False))
+    from tfagent import models  # pylint: disable=C0415  (Keras only on this path)
+    logits_fn = models.traced(load_checkpoint(os.path.join(model_dir, "checkpoints",
+                                                           "best.keras")))
+    predict_fn = lambda text: tf.nn.softmax(logits_fn(text))
   return evaluate(predict_fn, splits["test"], info.class_names,
                   output_dir or os.path.join(model_dir, "eval"))
 

@@ -14,6 +14,8 @@ import numpy as np
 from tensorboard.plugins.hparams import api as hp
 import tensorflow as tf
 
+from tfagent import models
+
 FINAL_METRICS = ("final/val_loss", "final/val_accuracy", "final/test_accuracy")
 
 
@@ -92,14 +94,11 @@ def write_misclassified(logdir: str, model, val_ds: tf.data.Dataset, class_names
                         limit: int, step: int, examples: int = 512) -> None:
   """Runs the string model on the first `examples` validation texts; writes its mistakes."""
   texts, labels, probs = [], [], []
-  # Traced once: an eager call runs a recurrent layer's loop op by op.
-  predict = tf.function(lambda text: tf.nn.softmax(tf.cast(model(text, training=False),
-                                                           tf.float32)),
-                        input_signature=[tf.TensorSpec([None], tf.string)])
+  logits_fn = models.traced(model)
   for text, label in val_ds.take(examples).batch(128):
     texts.extend(text.numpy())
     labels.append(label.numpy())
-    probs.append(predict(text).numpy())
+    probs.append(tf.nn.softmax(tf.cast(logits_fn(text), tf.float32)).numpy())
   if not texts:
     return
   table = misclassified_markdown(texts, np.concatenate(labels), np.concatenate(probs),

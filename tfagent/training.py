@@ -17,7 +17,6 @@ import time
 from absl import logging
 import keras
 import numpy as np
-import tensorflow as tf
 
 from tfagent import (_compat, backup, config, data, distribute, evaluate, export,
                      model_card, models, optim, summaries)
@@ -273,9 +272,7 @@ def fit_wide(cfg: config.Config, splits, info):
 
 def path_outputs(model: keras.Model, split, batch_size: int = 256) -> tuple:
   """`(wide, deep, labels)`: each path's `<float32>[n, C]` logits on a split, and its labels."""
-  # One traced graph: an eager call runs a recurrent layer's loop op by op, minutes a split.
-  paths = tf.function(lambda text, m=models.path_logits(model): m(text, training=False),
-                      input_signature=[tf.TensorSpec([None], tf.string)])
+  paths = models.traced(models.path_logits(model))
   wide, deep, labels = [], [], []
   for text, label in split.batch(batch_size):
     w, d = paths(text)
