@@ -26,6 +26,7 @@ from tfagent.errors import ConfigError
 from tfagent.versions import resolve_saved_model
 
 FLAGS = flags.FLAGS
+BATCH_SIZE = 256  # Texts a scoring call.
 
 
 def scored_batches(predict_fn, ds: tf.data.Dataset, batch_size: int):
@@ -54,7 +55,7 @@ def predict_probabilities(predict_fn, test_ds: tf.data.Dataset, batch_size: int)
   return np.concatenate(labels), np.concatenate(probs), seconds
 
 
-def accuracy_and_loss(predict_fn, ds: tf.data.Dataset, batch_size: int = 256) -> dict:
+def accuracy_and_loss(predict_fn, ds: tf.data.Dataset, batch_size: int = BATCH_SIZE) -> dict:
   """Accuracy and mean cross-entropy of `predict_fn`'s probabilities on `(text, label)` pairs."""
   labels, probs, _ = predict_probabilities(predict_fn, ds, batch_size)
   picked = np.clip(probs[np.arange(len(labels)), labels], 1e-7, 1.0)
@@ -101,21 +102,17 @@ def plot_confusion(matrix, class_names, path: str) -> None:
   plt.close(fig)
 
 
-def evaluate(predict_fn, test_ds, class_names, out_dir: str, batch_size: int = 256,
-             extra: dict = None, predictions: str = "test_predictions.csv") -> dict:
-  """Scores a split; writes `metrics.json`, `confusion_matrix.png` and `predictions`.
+def write_predictions(predict_fn, ds: tf.data.Dataset, class_names, path: str) -> tuple:
+  """Scores `ds` batch by batch into a csv at `path` (text, label, predicted, probabilities).
 
-  `extra` (e.g. training time and history) is merged into the result, and so
-  into `metrics.json`, over the test metrics. The predictions csv is written
-  batch by batch, beside its name, and moved into place when complete.
+  The file is written beside its name and moved into place when complete. Returns
+  `(labels <int>[n], probabilities <float>[n, C], seconds)` as `predict_probabilities` does.
   """
-  os.makedirs(out_dir, exist_ok=True)
   labels, probs, seconds = [], [], 0.0
-  path = os.path.join(out_dir, predictions)
   with open(path + ".tmp", "w", encoding="utf-8", newline="") as f:
     writer = csv.writer(f)
     writer.writerow(["text", "label", "predicted", *(f"probability_{n}" for n in class_names)])
-    for text, label, prob, spent in scored_batches(predict_fn, test_ds, batch_size):
+    for text, label, prob, spent in scored_batches(predict_fn, ds, BATCH_SIZE):
       for t, y, p in zip(text, label, prob):
         writer.writerow([t.decode("utf-8"), class_names[y], class_names[int(p.argmax())],
                          *(f"{v:.6f}" for v in p)])
@@ -123,7 +120,19 @@ def evaluate(predict_fn, test_ds, class_names, out_dir: str, batch_size: int = 2
       probs.append(prob)
       seconds += spent
   os.replace(path + ".tmp", path)
-  labels, probs = np.concatenate(labels), np.concatenate(probs)
+  return np.concatenate(labels), np.concatenate(probs), seconds
+
+
+def evaluate(predict_fn, test_ds, class_names, out_dir: str, extra: dict = None,
+             predictions: str = "test_predictions.csv") -> dict:
+  """Scores a split; writes `metrics.json`, `confusion_matrix.png` and `predictions`.
+
+  `extra` (e.g. training time and history) is merged into the result, and so
+  into `metrics.json`, over the test metrics.
+  """
+  os.makedirs(out_dir, exist_ok=True)
+  labels, probs, seconds = write_predictions(predict_fn, test_ds, class_names,
+                                             os.path.join(out_dir, predictions))
   result = compute_metrics(labels, probs, class_names)
   result["inference_examples_per_second"] = len(labels) / max(seconds, 1e-9)
   result.update(extra or {})

@@ -17,6 +17,7 @@ import tensorflow as tf
 from tfagent import models
 
 FINAL_METRICS = ("final/val_loss", "final/val_accuracy", "final/test_accuracy")
+MISCLASSIFIED_SCAN = 512  # Validation texts scanned for the misclassified-examples summary.
 
 
 class Throughput(keras.callbacks.Callback):
@@ -91,11 +92,12 @@ def misclassified_markdown(texts, labels, probabilities, class_names, limit: int
 
 
 def write_misclassified(logdir: str, model, val_ds: tf.data.Dataset, class_names,
-                        limit: int, step: int, examples: int = 512) -> None:
-  """Runs the string model on the first `examples` validation texts; writes its mistakes."""
+                        limit: int, step: int) -> None:
+  """Runs the string model on the first `MISCLASSIFIED_SCAN` validation texts; writes up to
+  `limit` of its mistakes as a text summary at `step`."""
   texts, labels, probs = [], [], []
   logits_fn = models.traced(model)
-  for text, label in val_ds.take(examples).batch(128):
+  for text, label in val_ds.take(MISCLASSIFIED_SCAN).batch(128):
     texts.extend(text.numpy())
     labels.append(label.numpy())
     probs.append(tf.nn.softmax(tf.cast(logits_fn(text), tf.float32)).numpy())

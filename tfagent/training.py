@@ -389,7 +389,8 @@ def evaluate_export(cfg: config.Config, result: dict, splits, info, model) -> di
                  keras_key, result[keras_key])
   if cfg.model.wide_ngrams:
     result["paths"] = path_metrics(model, splits, info.class_names)
-  labels, probs, _ = evaluate.predict_probabilities(predict_fn, splits["validation"], 256)
+  labels, probs, _ = evaluate.predict_probabilities(predict_fn, splits["validation"],
+                                                    evaluate.BATCH_SIZE)
   result["validation_metrics"] = {k: v for k, v in evaluate.compute_metrics(
       labels, probs, info.class_names).items() if k in model_card.METRIC_KEYS}
   result = evaluate.evaluate(predict_fn, splits["test"], info.class_names, eval_dir, extra=result)
