@@ -11,25 +11,39 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from bench import accuracy  # noqa: E402
+from conftest import write_corpus  # noqa: E402
 
 
 def run_bench(tmp_path, *args):
   out, runs = tmp_path / "results", tmp_path / "runs"
   proc = subprocess.run(
       [sys.executable, "-m", "bench.accuracy", "--dataset=embedded", "--quick",
-       f"--out_dir={out}", f"--runs_dir={runs}", *args],
+       f"--out_dir={out}", f"--runs_dir={runs}", *args],  # A later --dataset wins.
       cwd=ROOT, capture_output=True, text=True, timeout=900)
   assert proc.returncode == 0, proc.stderr[-3000:]
   return out, proc.stderr
 
 
+MODELS = ["tfidf_lr", "nblr", "lstm"]
+WIDE = "--extra_flags=--wide_ngrams=2"
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+  """One --quick run of three rows on the embedded corpus, shared by the tests below: its
+  directories, and its outputs as they were right after it (later tests run it again)."""
+  tmp_path = tmp_path_factory.mktemp("bench")
+  out, _ = run_bench(tmp_path, f"--models={','.join(MODELS)}", WIDE)
+  return tmp_path, {name: (out / name).read_bytes()
+                    for name in ("embedded_quick.json", "embedded_quick.md", "embedded_quick.png")}
+
+
 @pytest.mark.slow
-def test_quick_run_writes_table_json_and_plot_with_peers_and_path_ablations(tmp_path):
-  models = ["tfidf_lr", "nblr", "lstm"]
-  out, _ = run_bench(tmp_path, f"--models={','.join(models)}", "--extra_flags=--wide_ngrams=2")
-  result = json.loads((out / "embedded_quick.json").read_text())
+def test_quick_run_writes_table_json_and_plot_with_peers_and_path_ablations(quick_run):
+  _, files = quick_run
+  result = json.loads(files["embedded_quick.json"])
   names = [row["model"] for row in result["rows"]]
-  assert names == models + ["lstm: wide path alone", "lstm: deep path alone"]
+  assert names == MODELS + ["lstm: wide path alone", "lstm: deep path alone"]
   for row in result["rows"]:
     assert 0.5 < row["accuracy"] <= 1.0, row  # Two balanced-ish classes: above chance.
     assert row["test_examples"] == 1704  # The whole embedded test split, every row.
@@ -43,23 +57,23 @@ def test_quick_run_writes_table_json_and_plot_with_peers_and_path_ablations(tmp_
   assert nblr["chosen"] in nblr["tried"] and len(nblr["tried"]) == 16  # 2 x 2 x 4 settings.
   assert nblr["tried"][nblr["chosen"]]["validation_loss"] == min(
       t["validation_loss"] for t in nblr["tried"].values())
-  table = (out / "embedded_quick.md").read_text()
+  table = files["embedded_quick.md"].decode("utf-8")
   header = next(line for line in table.splitlines() if line.startswith("| model"))
   assert header.count("|") == len(accuracy.COLUMNS) + 1
   for name in names:
     assert sum(line.startswith(f"| {name} |") for line in table.splitlines()) == 1
-  assert (out / "embedded_quick.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-
+  assert files["embedded_quick.png"][:8] == b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.mark.slow
-def test_reuse_takes_a_finished_row_and_runs_a_changed_command_again(tmp_path):
-  out, _ = run_bench(tmp_path, "--models=tfidf_lr")
-  first = json.loads((out / "embedded_quick.json").read_text())["rows"]
-  _, log = run_bench(tmp_path, "--models=tfidf_lr", "--reuse")
-  assert "reused the finished run" in log
+def test_reuse_takes_a_finished_row_and_runs_a_changed_command_again(quick_run):
+  tmp_path, files = quick_run
+  first = json.loads(files["embedded_quick.json"])["rows"]
+  out, log = run_bench(tmp_path, f"--models={','.join(MODELS)}", WIDE, "--reuse")
+  assert log.count("reused the finished run") == len(MODELS)
   assert json.loads((out / "embedded_quick.json").read_text())["rows"] == first  # Costs too.
-  _, log = run_bench(tmp_path, "--models=tfidf_lr", "--extra_flags=--seed=3", "--reuse")
+  _, log = run_bench(tmp_path, "--models=tfidf_lr", "--extra_flags=--wide_ngrams=2 --seed=3",
+                     "--reuse")
   assert "holds another command's run" in log and "reused" not in log
   again = json.loads((out / "embedded_quick.json").read_text())["rows"]
   assert again[0]["command"].endswith("--seed=3") and again[0]["wall_seconds"] != first[0][
@@ -68,20 +82,23 @@ def test_reuse_takes_a_finished_row_and_runs_a_changed_command_again(tmp_path):
 
 @pytest.mark.slow
 def test_quick_folds_run_every_row_on_the_same_folds(tmp_path):
-  out, _ = run_bench(tmp_path, "--models=nblr,lstm", "--folds=2")
-  result = json.loads((out / "embedded_folds2_quick.json").read_text())
+  # A small corpus in the embedded layout: the point is the folds, not the figures.
+  corpus = write_corpus(tmp_path / "corpus", n_per_class=150)
+  out, _ = run_bench(tmp_path, "--models=nblr,lstm", "--folds=2", f"--dataset=embedded:{corpus}")
+  (path,) = out.glob("*_folds2_quick.json")
+  result = json.loads(path.read_text())
   rows = {row["model"]: row for row in result["rows"]}
   # configs/lstm.flags has a wide path: each path alone is a row of its own.
   assert set(rows) == {"nblr", "lstm", "lstm: wide path alone", "lstm: deep path alone"}
   # The same folds: the same held-out texts, so the same test sizes fold by fold.
   assert rows["nblr"]["test_examples"] == rows["lstm"]["test_examples"]
-  assert sum(rows["lstm"]["test_examples"]) > 15_000  # Two folds cover the corpus.
+  assert sum(rows["lstm"]["test_examples"]) == 300  # Two folds test every text once.
   diffs = {(d["model"], d["peer"]): d for d in result["paired_differences"]}
   assert set(diffs) == {(m, "nblr") for m in rows if m != "nblr"}
   diff = diffs[("lstm", "nblr")]
   expected = [a - b for a, b in zip(rows["lstm"]["per_fold"], rows["nblr"]["per_fold"])]
   assert diff["per_fold"] == pytest.approx(expected)
-  assert "| lstm | nblr |" in (out / "embedded_folds2_quick.md").read_text()
+  assert "| lstm | nblr |" in path.with_suffix(".md").read_text()
 
 
 def test_paired_differences_and_their_standard_error():
