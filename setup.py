@@ -38,6 +38,6 @@ setuptools.setup(
     ],
     entry_points={"console_scripts": ["tfagent=tfagent.cli:main"]},
     extras_require={
-        "dev": ["pytest>=8,<10", "requests>=2.31,<3"],
+        "dev": ["pytest>=8,<10", "pytest-xdist>=3.6,<4", "requests>=2.31,<3"],
     },
 )
