@@ -40,27 +40,36 @@ def scored_batches(predict_fn, ds: tf.data.Dataset, batch_size: int):
     yield text.numpy(), label.numpy(), probs, time.perf_counter() - start
 
 
-def predict_probabilities(predict_fn, test_ds: tf.data.Dataset, batch_size: int) -> tuple:
-  """Runs `predict_fn` over a split.
+def predict_probabilities(predict_fn, test_ds: tf.data.Dataset, batch_size: int,
+                          on_batch=None) -> tuple:
+  """Runs `predict_fn` over a split; `on_batch(texts, labels, probabilities)`, if given, sees
+  each batch as it is scored.
 
   Returns:
     `(labels <int>[n], probabilities <float>[n, C], seconds)`: numpy arrays and
     the wall time spent in `predict_fn`.
   """
   labels, probs, seconds = [], [], 0.0
-  for _, label, prob, spent in scored_batches(predict_fn, test_ds, batch_size):
+  for text, label, prob, spent in scored_batches(predict_fn, test_ds, batch_size):
+    if on_batch is not None:
+      on_batch(text, label, prob)
     labels.append(label)
     probs.append(prob)
     seconds += spent
   return np.concatenate(labels), np.concatenate(probs), seconds
 
 
-def accuracy_and_loss(predict_fn, ds: tf.data.Dataset, batch_size: int = BATCH_SIZE) -> dict:
-  """Accuracy and mean cross-entropy of `predict_fn`'s probabilities on `(text, label)` pairs."""
-  labels, probs, _ = predict_probabilities(predict_fn, ds, batch_size)
+def accuracy_and_loss_of(labels, probs) -> dict:
+  """Accuracy and mean cross-entropy of probabilities `<float>[n, C]` against `labels`."""
   picked = np.clip(probs[np.arange(len(labels)), labels], 1e-7, 1.0)
   return {"accuracy": float((probs.argmax(-1) == labels).mean()),
           "loss": float(-np.log(picked).mean())}
+
+
+def accuracy_and_loss(predict_fn, ds: tf.data.Dataset, batch_size: int = BATCH_SIZE) -> dict:
+  """Accuracy and mean cross-entropy of `predict_fn`'s probabilities on `(text, label)` pairs."""
+  labels, probs, _ = predict_probabilities(predict_fn, ds, batch_size)
+  return accuracy_and_loss_of(labels, probs)
 
 
 def compute_metrics(labels, probabilities, class_names) -> dict:
@@ -108,19 +117,18 @@ def write_predictions(predict_fn, ds: tf.data.Dataset, class_names, path: str) -
   The file is written beside its name and moved into place when complete. Returns
   `(labels <int>[n], probabilities <float>[n, C], seconds)` as `predict_probabilities` does.
   """
-  labels, probs, seconds = [], [], 0.0
   with open(path + ".tmp", "w", encoding="utf-8", newline="") as f:
     writer = csv.writer(f)
     writer.writerow(["text", "label", "predicted", *(f"probability_{n}" for n in class_names)])
-    for text, label, prob, spent in scored_batches(predict_fn, ds, BATCH_SIZE):
+
+    def write_rows(text, label, prob):
       for t, y, p in zip(text, label, prob):
         writer.writerow([t.decode("utf-8"), class_names[y], class_names[int(p.argmax())],
                          *(f"{v:.6f}" for v in p)])
-      labels.append(label)
-      probs.append(prob)
-      seconds += spent
+
+    scored = predict_probabilities(predict_fn, ds, BATCH_SIZE, on_batch=write_rows)
   os.replace(path + ".tmp", path)
-  return np.concatenate(labels), np.concatenate(probs), seconds
+  return scored
 
 
 def evaluate(predict_fn, test_ds, class_names, out_dir: str, extra: dict = None,

@@ -270,7 +270,7 @@ def fit_wide(cfg: config.Config, splits, info):
                               len(info.class_names), cfg.data.seed)
 
 
-def path_outputs(model: keras.Model, split, batch_size: int = 256) -> tuple:
+def path_outputs(model: keras.Model, split, batch_size: int = evaluate.BATCH_SIZE) -> tuple:
   """`(wide, deep, labels)`: each path's `<float32>[n, C]` logits on a split, and its labels."""
   paths = models.traced(models.path_logits(model))
   wide, deep, labels = [], [], []
@@ -379,18 +379,19 @@ def evaluate_export(cfg: config.Config, result: dict, splits, info, model) -> di
   """Chief only: test metrics of the export, `eval/metrics.json`, final summaries."""
   eval_dir = os.path.join(cfg.train.model_dir, "eval")
   predict_fn = evaluate.saved_model_predict_fn(result["saved_model"])
+  # The export scores the validation split once, for its accuracy and loss and its metrics.
+  labels, probs, _ = evaluate.predict_probabilities(predict_fn, splits["validation"],
+                                                    evaluate.BATCH_SIZE)
   if cfg.model.ensemble_size > 1 or cfg.model.wide_ngrams:
     # Keras' validation figures are the deep path's (its members' mean); the export's own
     # are the model's.
     keras_key = "validation_members_mean" if cfg.model.ensemble_size > 1 else "validation_deep"
     result = {**result, keras_key: result["validation"],
-              "validation": evaluate.accuracy_and_loss(predict_fn, splits["validation"])}
+              "validation": evaluate.accuracy_and_loss_of(labels, probs)}
     logging.info("Validation of the export: %s (Keras, %s: %s)", result["validation"],
                  keras_key, result[keras_key])
   if cfg.model.wide_ngrams:
     result["paths"] = path_metrics(model, splits, info.class_names)
-  labels, probs, _ = evaluate.predict_probabilities(predict_fn, splits["validation"],
-                                                    evaluate.BATCH_SIZE)
   result["validation_metrics"] = {k: v for k, v in evaluate.compute_metrics(
       labels, probs, info.class_names).items() if k in model_card.METRIC_KEYS}
   result = evaluate.evaluate(predict_fn, splits["test"], info.class_names, eval_dir, extra=result)
