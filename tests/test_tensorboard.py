@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+import types
 
 import pytest
 import requests
@@ -14,7 +15,7 @@ import tensorflow as tf
 
 from conftest import tiny_config
 from test_distribute import free_ports, subprocess_env
-from tfagent import train
+from tfagent import data, evaluate, summaries, train
 
 
 @pytest.fixture(scope="module")
@@ -24,8 +25,9 @@ def tb_run(corpus_dir, tmp_path_factory):
   cfg = tiny_config(corpus_dir, root / "run", root / "sm", name="transformer")
   cfg = dataclasses.replace(cfg, train=dataclasses.replace(
       cfg.train, mixed_precision="bfloat16", profile_steps="2,3"))
-  train.train_and_evaluate(cfg)
-  return os.path.join(cfg.train.model_dir, "logs")
+  result = train.train_and_evaluate(cfg)
+  return types.SimpleNamespace(logs=os.path.join(cfg.train.model_dir, "logs"), cfg=cfg,
+                               result=result)
 
 
 def tags_in(folder: str) -> dict:
@@ -40,22 +42,49 @@ def tags_in(folder: str) -> dict:
 
 @pytest.mark.slow
 def test_event_files_hold_scalars_hparams_and_text(tb_run):
-  train_tags = tags_in(os.path.join(tb_run, "train"))
+  train_tags = tags_in(os.path.join(tb_run.logs, "train"))
   for tag in ("epoch_loss", "epoch_accuracy", "epoch_learning_rate",
               "epoch_examples_per_second"):
     assert tag in train_tags, sorted(train_tags)
-  val_tags = tags_in(os.path.join(tb_run, "validation"))
+  val_tags = tags_in(os.path.join(tb_run.logs, "validation"))
   assert {"epoch_loss", "epoch_accuracy"} <= set(val_tags)
   assert val_tags["misclassified_validation_examples"] == "text"
-  root_tags = tags_in(tb_run)
+  root_tags = tags_in(tb_run.logs)
   assert root_tags["_hparams_/experiment"] == "hparams"
   assert root_tags["_hparams_/session_start_info"] == "hparams"
   assert {"final/val_loss", "final/val_accuracy", "final/test_accuracy"} <= set(root_tags)
 
 
+def text_summary(folder: str, tag: str) -> str:
+  for path in glob.glob(os.path.join(folder, "events.out.tfevents.*")):
+    for event in tf.compat.v1.train.summary_iterator(path):
+      for value in event.summary.value:
+        if value.tag == tag:
+          return tf.make_ndarray(value.tensor).item().decode("utf-8")
+  raise AssertionError(f"no {tag} in {folder}")
+
+
+@pytest.mark.slow
+def test_misclassified_summary_is_the_exports_mistakes_on_the_first_validation_texts(tb_run):
+  """The table equals one built from the export's own answers on the same texts."""
+  cfg, result = tb_run.cfg, tb_run.result
+  splits, info = data.load_splits(cfg.data)
+  scan = splits["validation"].take(summaries.MISCLASSIFIED_SCAN)
+  texts = [text for text, _ in scan.as_numpy_iterator()]
+  labels, probs, _ = evaluate.predict_probabilities(
+      evaluate.saved_model_predict_fn(result["saved_model"]), scan, evaluate.BATCH_SIZE)
+  expected = summaries.misclassified_markdown(texts, labels, probs, info.class_names,
+                                              cfg.train.misclassified_examples)
+  table = text_summary(os.path.join(tb_run.logs, "validation"),
+                       "misclassified_validation_examples")
+  assert table == expected
+  assert table.count("\n") + 1 == 2 + max(1, min(cfg.train.misclassified_examples,
+                                                 int((probs.argmax(-1) != labels).sum())))
+
+
 @pytest.mark.slow
 def test_profiler_trace_is_written(tb_run):
-  assert glob.glob(os.path.join(tb_run, "train", "plugins", "profile", "*", "*.xplane.pb"))
+  assert glob.glob(os.path.join(tb_run.logs, "train", "plugins", "profile", "*", "*.xplane.pb"))
 
 
 @pytest.mark.slow
@@ -63,7 +92,7 @@ def test_tensorboard_server_serves_the_run(tb_run, tmp_path):
   """Starts `tensorboard` on a loopback port and reads the run's tags over HTTP."""
   port = free_ports(1)[0]
   server = subprocess.Popen(
-      [sys.executable, "-m", "tensorboard.main", f"--logdir={tb_run}", "--host=127.0.0.1",
+      [sys.executable, "-m", "tensorboard.main", f"--logdir={tb_run.logs}", "--host=127.0.0.1",
        f"--port={port}", "--reload_interval=1"],
       env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   try:

@@ -14,7 +14,6 @@ import numpy as np
 from tensorboard.plugins.hparams import api as hp
 import tensorflow as tf
 
-from tfagent import models
 
 FINAL_METRICS = ("final/val_loss", "final/val_accuracy", "final/test_accuracy")
 MISCLASSIFIED_SCAN = 512  # Validation texts scanned for the misclassified-examples summary.
@@ -91,20 +90,14 @@ def misclassified_markdown(texts, labels, probabilities, class_names, limit: int
   return "\n".join(rows)
 
 
-def write_misclassified(logdir: str, model, val_ds: tf.data.Dataset, class_names,
-                        limit: int, step: int) -> None:
-  """Runs the string model on the first `MISCLASSIFIED_SCAN` validation texts; writes up to
-  `limit` of its mistakes as a text summary at `step`."""
-  texts, labels, probs = [], [], []
-  logits_fn = models.traced(model)
-  for text, label in val_ds.take(MISCLASSIFIED_SCAN).batch(128):
-    texts.extend(text.numpy())
-    labels.append(label.numpy())
-    probs.append(tf.nn.softmax(tf.cast(logits_fn(text), tf.float32)).numpy())
-  if not texts:
+def write_misclassified(logdir: str, scored: tuple, class_names, limit: int,
+                        step: int) -> None:
+  """Writes up to `limit` mistakes among `scored = (texts, labels, probabilities)` (the
+  export's answers on the first `MISCLASSIFIED_SCAN` validation texts) as a text summary."""
+  texts, labels, probabilities = scored
+  if not len(texts):
     return
-  table = misclassified_markdown(texts, np.concatenate(labels), np.concatenate(probs),
-                                 class_names, limit)
+  table = misclassified_markdown(texts, labels, probabilities, class_names, limit)
   with tf.summary.create_file_writer(logdir).as_default():
     tf.summary.text("misclassified_validation_examples", table, step=step)
 

@@ -270,9 +270,11 @@ def fit_wide(cfg: config.Config, splits, info):
                               len(info.class_names), cfg.data.seed)
 
 
-def path_outputs(model: keras.Model, split, batch_size: int = evaluate.BATCH_SIZE) -> tuple:
-  """`(wide, deep, labels)`: each path's `<float32>[n, C]` logits on a split, and its labels."""
-  paths = models.traced(models.path_logits(model))
+def path_outputs(paths, split, batch_size: int = evaluate.BATCH_SIZE) -> tuple:
+  """`(wide, deep, labels)`: each path's `<float32>[n, C]` logits on a split, and its labels.
+
+  `paths` is `models.traced(models.path_logits(model))`, traced once for every split.
+  """
   wide, deep, labels = [], [], []
   for text, label in split.batch(batch_size):
     w, d = paths(text)
@@ -282,10 +284,10 @@ def path_outputs(model: keras.Model, split, batch_size: int = evaluate.BATCH_SIZ
   return np.concatenate(wide), np.concatenate(deep), np.concatenate(labels)
 
 
-def set_deep_weight(model: keras.Model, validation) -> dict:
-  """Sets the deep path's weight in `wide_deep` to the one of lowest validation loss."""
-  wide, deep, labels = path_outputs(model, validation)
-  weight, losses = models.wide.choose_deep_weight(wide, deep, labels)
+def set_deep_weight(model: keras.Model, outputs: tuple) -> dict:
+  """Sets the deep path's weight in `wide_deep` to the one of lowest validation loss;
+  `outputs` is `path_outputs` of the validation split."""
+  weight, losses = models.wide.choose_deep_weight(*outputs)
   model.get_layer(models.WIDE_DEEP).deep_weight.assign(weight)
   logging.info("Wide + deep: deep-path weight %.2f chosen on validation (loss %.4f; wide "
                "alone %.4f, weight 1 %.4f).", weight, losses[weight], losses[0.0],
@@ -356,8 +358,11 @@ def train_in(cfg: config.Config, out: config.Config, strategy) -> dict:
   if cfg.train.shard_report:
     write_shard_report(splits["train"], sorted(set(contexts)), strategy, cfg)
   restore_best(classifier, os.path.join(out.train.model_dir, "checkpoints"))
+  paths = None  # Each path's logits on each split, for the deep weight and the ablation.
   if wide_fit is not None:
-    wide_fit.report["deep_weight"] = set_deep_weight(model, splits["validation"])
+    paths = {"fn": models.traced(models.path_logits(model))}
+    paths["validation"] = path_outputs(paths["fn"], splits["validation"])
+    wide_fit.report["deep_weight"] = set_deep_weight(model, paths["validation"])
   final = classifier.evaluate(val_ds, verbose=0, return_dict=True)
   # A few real texts become TF Serving's warm-up requests (assets.extra).
   warmup = [t.decode("utf-8") for t, _ in splits["validation"].take(4).as_numpy_iterator()]
@@ -371,17 +376,27 @@ def train_in(cfg: config.Config, out: config.Config, strategy) -> dict:
             # Includes each epoch's validation pass, as a user's wall clock does.
             "train_examples_per_second": n_train * epochs_run / max(train_seconds, 1e-9)}
   if distribute.is_chief(strategy):
-    result = evaluate_export(cfg, result, splits, info, model)
+    result = evaluate_export(cfg, result, splits, info, paths)
   return result
 
 
-def evaluate_export(cfg: config.Config, result: dict, splits, info, model) -> dict:
-  """Chief only: test metrics of the export, `eval/metrics.json`, final summaries."""
+def evaluate_export(cfg: config.Config, result: dict, splits, info, paths) -> dict:
+  """Chief only: test metrics of the export, `eval/metrics.json`, final summaries.
+
+  `paths` (wide+deep models only) holds the traced path function and the validation
+  split's path logits, for the ablation rows.
+  """
   eval_dir = os.path.join(cfg.train.model_dir, "eval")
   predict_fn = evaluate.saved_model_predict_fn(result["saved_model"])
-  # The export scores the validation split once, for its accuracy and loss and its metrics.
+  # The export scores the validation split once: its accuracy and loss, its metrics and
+  # the misclassified-examples summary (from the first texts).
+  scan = []
+
+  def keep_texts(texts, labels, probs):
+    scan.extend(texts[:summaries.MISCLASSIFIED_SCAN - len(scan)])
+
   labels, probs, _ = evaluate.predict_probabilities(predict_fn, splits["validation"],
-                                                    evaluate.BATCH_SIZE)
+                                                    evaluate.BATCH_SIZE, on_batch=keep_texts)
   if cfg.model.ensemble_size > 1 or cfg.model.wide_ngrams:
     # Keras' validation figures are the deep path's (its members' mean); the export's own
     # are the model's.
@@ -390,8 +405,9 @@ def evaluate_export(cfg: config.Config, result: dict, splits, info, model) -> di
               "validation": evaluate.accuracy_and_loss_of(labels, probs)}
     logging.info("Validation of the export: %s (Keras, %s: %s)", result["validation"],
                  keras_key, result[keras_key])
-  if cfg.model.wide_ngrams:
-    result["paths"] = path_metrics(model, splits, info.class_names)
+  if paths is not None:
+    paths["test"] = path_outputs(paths["fn"], splits["test"])
+    result["paths"] = path_metrics(paths, info.class_names)
   result["validation_metrics"] = {k: v for k, v in evaluate.compute_metrics(
       labels, probs, info.class_names).items() if k in model_card.METRIC_KEYS}
   result = evaluate.evaluate(predict_fn, splits["test"], info.class_names, eval_dir, extra=result)
@@ -402,7 +418,8 @@ def evaluate_export(cfg: config.Config, result: dict, splits, info, model) -> di
                                          "val_accuracy": validation["accuracy"],
                                          "test_accuracy": result["accuracy"]},
                                 step=cfg.train.epochs)
-  summaries.write_misclassified(val_dir, model, splits["validation"], info.class_names,
+  n = len(scan)
+  summaries.write_misclassified(val_dir, (scan, labels[:n], probs[:n]), info.class_names,
                                 cfg.train.misclassified_examples, step=cfg.train.epochs)
   return result
 
@@ -416,11 +433,12 @@ def write_model_card(cfg: config.Config, result: dict, splits, info) -> None:
   model_card.write(result["saved_model"], card)
 
 
-def path_metrics(model: keras.Model, splits, class_names) -> dict:
-  """Each path alone (the ablation of a wide+deep model): validation and test metrics."""
+def path_metrics(paths: dict, class_names) -> dict:
+  """Each path alone (the ablation of a wide+deep model): validation and test metrics from
+  `paths[split] = path_outputs(...)`."""
   out = {"wide": {}, "deep": {}}
   for split in ("validation", "test"):
-    wide, deep, labels = path_outputs(model, splits[split])
+    wide, deep, labels = paths[split]
     for name, logits in (("wide", wide), ("deep", deep)):
       probs = np.asarray(keras.ops.softmax(logits, axis=-1))
       m = evaluate.compute_metrics(labels, probs, class_names)
