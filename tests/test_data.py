@@ -65,9 +65,10 @@ EMBEDDED_SPLITS = {
 def split_digest(ds) -> tuple:
   """`(examples, sha256 of "text\\0label\\n" in order)` of a split."""
   digest, n = hashlib.sha256(), 0
-  for text, label in ds.as_numpy_iterator():
-    digest.update(text + b"\0" + str(int(label)).encode() + b"\n")
-    n += 1
+  for texts, labels in ds.batch(4096).as_numpy_iterator():  # Batches: far fewer Python steps.
+    for text, label in zip(texts, labels):
+      digest.update(text + b"\0" + str(int(label)).encode() + b"\n")
+    n += len(texts)
   return n, digest.hexdigest()
 
 
@@ -82,7 +83,8 @@ def test_embedded_default_split_is_pinned():
   assert info.report["removed"] == {"duplicates": 17_715, "train_test_overlap": 0,
                                     "conflicting_texts": 47}
   assert sum(info.split_sizes.values()) == 35_124 - 1 - 17_715 - 47
-  sets = {name: {t for t, _ in ds.as_numpy_iterator()} for name, ds in splits.items()}
+  sets = {name: {t for texts, _ in ds.batch(4096).as_numpy_iterator() for t in texts}
+          for name, ds in splits.items()}
   assert not sets["train"] & sets["validation"] and not sets["train"] & sets["test"]
   assert not sets["validation"] & sets["test"]
 
