@@ -5,6 +5,7 @@ import math
 import os
 import subprocess
 import sys
+import types
 
 import pytest
 
@@ -12,6 +13,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from bench import accuracy  # noqa: E402
 from conftest import write_corpus  # noqa: E402
+from tfagent import config, data  # noqa: E402
 
 
 def run_bench(tmp_path, *args):
@@ -30,52 +32,61 @@ WIDE = "--extra_flags=--wide_ngrams=2"
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
-  """One --quick run of three rows on the embedded corpus, shared by the tests below: its
-  directories, and its outputs as they were right after it (later tests run it again)."""
+  """One --quick run of three rows, shared by the tests below: its directories, the corpus's
+  split sizes, and its outputs as they were right after it (later tests run it again).
+
+  A 1,200-text corpus in the embedded layout: the point is the rows, not the figures."""
   tmp_path = tmp_path_factory.mktemp("bench")
-  out, _ = run_bench(tmp_path, f"--models={','.join(MODELS)}", WIDE)
-  return tmp_path, {name: (out / name).read_bytes()
-                    for name in ("embedded_quick.json", "embedded_quick.md", "embedded_quick.png")}
+  corpus = write_corpus(tmp_path / "corpus", n_per_class=600)
+  dataset = f"--dataset=embedded:{corpus}"
+  out, _ = run_bench(tmp_path, f"--models={','.join(MODELS)}", WIDE, dataset)
+  (table,) = out.glob("*_quick.json")
+  _, info = data.load_splits(config.DataConfig(dataset=f"embedded:{corpus}"))
+  return types.SimpleNamespace(
+      tmp_path=tmp_path, dataset=dataset, name=table.stem, sizes=info.split_sizes,
+      files={suffix: table.with_suffix(suffix).read_bytes() for suffix in (".json", ".md", ".png")})
 
 
 @pytest.mark.slow
 def test_quick_run_writes_table_json_and_plot_with_peers_and_path_ablations(quick_run):
-  _, files = quick_run
-  result = json.loads(files["embedded_quick.json"])
+  files = quick_run.files
+  result = json.loads(files[".json"])
   names = [row["model"] for row in result["rows"]]
   assert names == MODELS + ["lstm: wide path alone", "lstm: deep path alone"]
   for row in result["rows"]:
-    assert 0.5 < row["accuracy"] <= 1.0, row  # Two balanced-ish classes: above chance.
-    assert row["test_examples"] == 1704  # The whole embedded test split, every row.
+    assert 0.5 < row["accuracy"] <= 1.0, row  # Two balanced classes: above chance.
+    # The whole test split, every row.
+    assert row["test_examples"] == quick_run.sizes["test"] > 0
     if "ablation_of" in row:
       continue
     for key, _, _ in accuracy.COLUMNS:
       assert row[key] is not None, (row["model"], key)
-    assert row["train_examples"] == 2000  # --quick caps training identically.
+    assert row["train_examples"] == quick_run.sizes["train"]  # Every row, the same texts.
     assert row["train_seconds"] > 0 and row["peak_rss_mb"] > 100 and row["model_size_mb"] > 0
   nblr = result["rows"][1]["peer"]
   assert nblr["chosen"] in nblr["tried"] and len(nblr["tried"]) == 16  # 2 x 2 x 4 settings.
   assert nblr["tried"][nblr["chosen"]]["validation_loss"] == min(
       t["validation_loss"] for t in nblr["tried"].values())
-  table = files["embedded_quick.md"].decode("utf-8")
+  table = files[".md"].decode("utf-8")
   header = next(line for line in table.splitlines() if line.startswith("| model"))
   assert header.count("|") == len(accuracy.COLUMNS) + 1
   for name in names:
     assert sum(line.startswith(f"| {name} |") for line in table.splitlines()) == 1
-  assert files["embedded_quick.png"][:8] == b"\x89PNG\r\n\x1a\n"
+  assert files[".png"][:8] == b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.mark.slow
 def test_reuse_takes_a_finished_row_and_runs_a_changed_command_again(quick_run):
-  tmp_path, files = quick_run
-  first = json.loads(files["embedded_quick.json"])["rows"]
-  out, log = run_bench(tmp_path, f"--models={','.join(MODELS)}", WIDE, "--reuse")
+  tmp_path, dataset = quick_run.tmp_path, quick_run.dataset
+  first = json.loads(quick_run.files[".json"])["rows"]
+  out, log = run_bench(tmp_path, f"--models={','.join(MODELS)}", WIDE, dataset, "--reuse")
   assert log.count("reused the finished run") == len(MODELS)
-  assert json.loads((out / "embedded_quick.json").read_text())["rows"] == first  # Costs too.
+  table = out / f"{quick_run.name}.json"
+  assert json.loads(table.read_text())["rows"] == first  # Costs too.
   _, log = run_bench(tmp_path, "--models=tfidf_lr", "--extra_flags=--wide_ngrams=2 --seed=3",
-                     "--reuse")
+                     dataset, "--reuse")
   assert "holds another command's run" in log and "reused" not in log
-  again = json.loads((out / "embedded_quick.json").read_text())["rows"]
+  again = json.loads(table.read_text())["rows"]
   assert again[0]["command"].endswith("--seed=3") and again[0]["wall_seconds"] != first[0][
       "wall_seconds"]
 
