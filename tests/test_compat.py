@@ -4,6 +4,7 @@ A failure here after a Keras, keras-hub or TensorFlow upgrade names the shim
 to revisit; the grep test keeps every internal inside _compat.py.
 """
 
+import contextlib
 import inspect
 import os
 import pathlib
@@ -191,6 +192,42 @@ def test_saved_model_fingerprint_matches_tf_and_follows_a_rewrite(tmp_path):
   assert again.saved_model_checksum != written.saved_model_checksum
   assert again.graph_def_program_hash == written.graph_def_program_hash
   tf.saved_model.load(path)  # Loads with the new fingerprint.
+
+
+class CountingDense(keras.layers.Dense):
+  """A Dense layer that counts the times its call runs in Python (once per trace)."""
+  calls = 0
+
+  def call(self, inputs):
+    CountingDense.calls += 1
+    return super().call(inputs)
+
+
+def export_traces(path: str, scoped: bool) -> tuple:
+  """(model, traces of its layer during write_out) when it is exported as
+  export.export_model does: the model tracked, one tf.function endpoint."""
+  inputs = keras.Input((4,))
+  model = keras.Model(inputs, CountingDense(2)(inputs))
+  archive = keras.export.ExportArchive()
+  archive.track(model)
+  archive.add_endpoint("serve", tf.function(lambda x: model(x),
+                                            input_signature=[tf.TensorSpec([None, 4])]))
+  CountingDense.calls = 0
+  with _compat.no_default_save_signatures() if scoped else contextlib.nullcontext():
+    archive.write_out(path, verbose=False)
+  return model, CountingDense.calls
+
+
+def test_no_default_save_signatures_skips_tracing_each_models_serving_default(tmp_path):
+  _, keras_traces = export_traces(str(tmp_path / "keras"), scoped=False)
+  model, traces = export_traces(str(tmp_path / "ours"), scoped=True)
+  # Keras traces the tracked model's default signature too (if not, the shim is not needed).
+  assert keras_traces == traces + 1
+  # Restored on exit, and the scoped export still serves its endpoint.
+  assert isinstance(model._default_save_signature, tf.types.experimental.GenericFunction)
+  x = np.ones((2, 4), np.float32)
+  loaded = tf.saved_model.load(str(tmp_path / "ours"))
+  np.testing.assert_allclose(loaded.serve(x), model(x), rtol=1e-6)
 
 
 @pytest.mark.parametrize("scale", [1.0, 0.1])

@@ -93,6 +93,30 @@ def preprocessing_function(fn):
   return tensor_utils.preprocessing_function(fn)
 
 
+# --- keras: no default signature per sub-model in a SavedModel --------------
+
+@contextlib.contextmanager
+def no_default_save_signatures():
+  """Within the scope, Keras models offer SavedModel no default `serving_default`.
+
+  Keras 3.15's TF backend gives every Model a `_default_save_signature` property
+  (backend/tensorflow/layer.py) that returns a new tf.function over the model's
+  inputs; SavedModel's object-graph walk finds it on each Model it reaches (the
+  string model, its classifier, each ensemble member) and traces it, in Keras'
+  ExportArchive.write_out and again in tf.saved_model.save. An ExportArchive
+  serves only its own endpoints, so those traces are unused work (about half of
+  a tiny ensemble's export) and unused functions in saved_model.pb. The class
+  attribute is restored on exit. Checked: keras 3.15.1, tensorflow 2.21.0.
+  """
+  owner = next(c for c in type.mro(keras.Model) if "_default_save_signature" in vars(c))
+  original = vars(owner)["_default_save_signature"]
+  owner._default_save_signature = None  # pylint: disable=protected-access
+  try:
+    yield
+  finally:
+    owner._default_save_signature = original  # pylint: disable=protected-access
+
+
 # --- tensorflow: the fingerprint of a rewritten SavedModel -------------------
 
 def saved_model_fingerprint(export_dir: str) -> bytes:

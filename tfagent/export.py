@@ -24,8 +24,13 @@ num_batch_threads { value: 1 }
 """
 
 
-def make_serving_fn(model: keras.Model, class_names) -> tf.types.experimental.PolymorphicFunction:
-  """Wraps the model as `text: <string>[batch] -> {probabilities, class_ids, classes}`."""
+def make_serving_fns(model: keras.Model, class_names) -> tuple:
+  """The export's two endpoints, `(serve, classify)`; the model is traced once, in `serve`.
+
+  serve: `text: <string>[batch] -> {probabilities, class_ids, classes}`.
+  classify: TF Serving's classify API, serialized tf.Example with `text` -> classes and
+  scores; it parses the examples and calls `serve`.
+  """
   names = tf.constant(list(class_names), tf.string)
 
   @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
@@ -35,21 +40,15 @@ def make_serving_fn(model: keras.Model, class_names) -> tf.types.experimental.Po
     return {"probabilities": probabilities,   # <float32>[batch, C]
             "class_ids": class_ids,            # <int64>[batch]
             "classes": tf.gather(names, class_ids)}  # <string>[batch]
-  return serve
-
-
-def make_classify_fn(model: keras.Model, class_names) -> tf.types.experimental.PolymorphicFunction:
-  """Wraps the model as TF Serving's classify API: serialized tf.Example with `text`."""
-  names = tf.constant(list(class_names), tf.string)
 
   @tf.function(input_signature=[tf.TensorSpec([None], tf.string,
                                               name=signatures.CLASSIFY_INPUTS)])
   def classify(inputs):
     text = tf.io.parse_example(inputs, {"text": tf.io.FixedLenFeature([], tf.string)})["text"]
-    scores = tf.nn.softmax(tf.cast(model(text, training=False), tf.float32), -1)
+    scores = serve(text)["probabilities"]
     return {signatures.CLASSIFY_CLASSES: tf.tile(names[tf.newaxis], [tf.shape(text)[0], 1]),
             signatures.CLASSIFY_SCORES: scores}  # <string>[batch, C], <float32>[batch, C]
-  return classify
+  return serve, classify
 
 
 def set_method_name(export_dir: str, signature: str, method: str) -> None:
@@ -115,11 +114,13 @@ def export_model(model: keras.Model, class_names, export_cfg, warmup_texts=None)
   os.makedirs(base, exist_ok=True)
   tmp = tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=base)
   try:
+    serve, classify = make_serving_fns(model, class_names)
     archive = keras.export.ExportArchive()
     archive.track(model)
-    archive.add_endpoint(signatures.DEFAULT_SIGNATURE, make_serving_fn(model, class_names))
-    archive.add_endpoint(signatures.CLASSIFY_SIGNATURE, make_classify_fn(model, class_names))
-    archive.write_out(tmp, verbose=False)
+    archive.add_endpoint(signatures.DEFAULT_SIGNATURE, serve)
+    archive.add_endpoint(signatures.CLASSIFY_SIGNATURE, classify)
+    with _compat.no_default_save_signatures():  # Only the two endpoints are traced.
+      archive.write_out(tmp, verbose=False)
     set_method_name(tmp, signatures.CLASSIFY_SIGNATURE, signatures.CLASSIFY_METHOD)
     write_warmup_requests(tmp, export_cfg.model_name, warmup_texts or ["warm-up"])
     os.rename(tmp, final)
