@@ -79,6 +79,19 @@ def test_command_line_errors_are_one_line_without_a_traceback(args, pattern):
   assert_clean_error(run("tfagent.train", *args), pattern)
 
 
+@pytest.mark.parametrize("args", [["--model=cnn"], ["--help"]])
+def test_train_answers_help_and_flag_errors_without_importing_tensorflow(args):
+  """A flag error or `--help` must not wait the ~10 s TensorFlow takes to import."""
+  code = ("import runpy, sys\n"
+          "sys.argv = ['tfagent.train', *sys.argv[1:]]\n"
+          "try:\n  runpy.run_module('tfagent.train', run_name='__main__')\n"
+          "except SystemExit as e:\n  code = e.code\n"
+          "print('EXIT', code, 'tensorflow' in sys.modules, file=sys.stderr)\n")
+  proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
+                        env=ENV, timeout=120)
+  assert f"EXIT {1 if args != ['--help'] else 0} False" in proc.stderr, proc.stderr[-2000:]
+
+
 @pytest.mark.slow
 def test_predict_reads_args_and_stdin(trained_run):
   _, result = trained_run

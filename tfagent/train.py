@@ -9,11 +9,12 @@ import types
 
 from absl import app, flags, logging
 
-from tfagent import cli, config, models
+from tfagent import cli, config
 from tfagent.errors import TfagentError
-from tfagent.training import train_and_evaluate
 
 FLAGS = flags.FLAGS
+# TensorFlow is imported only once the flags are parsed (in `check_and_train`): `--help`
+# and flag errors answer in a second, not after the ~10 s TensorFlow takes to import.
 
 
 def config_from_flags() -> config.Config:
@@ -40,10 +41,21 @@ def run(flagfile_or_config=None, **overrides) -> dict:
     eval/metrics.json's content: test metrics, validation figures, the export's
     path under "saved_model".
   """
-  cfg, present = config.from_args(flagfile_or_config, **overrides)
+  return check_and_train(*config.from_args(flagfile_or_config, **overrides))
+
+
+def check_and_train(cfg: config.Config, present) -> dict:
+  """Checks that the flags given (`present`) apply to the model, then trains."""
   config.check_applicable(cfg, present)
+  from tfagent import models  # pylint: disable=import-outside-toplevel
   models.check_model_config(cfg.model)
   return train_and_evaluate(cfg)
+
+
+def train_and_evaluate(cfg: config.Config) -> dict:
+  """tfagent.training.train_and_evaluate: trains, exports and evaluates `cfg`."""
+  from tfagent import training  # pylint: disable=import-outside-toplevel
+  return training.train_and_evaluate(cfg)
 
 
 class _CallableModule(types.ModuleType):
@@ -61,10 +73,8 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   try:
     cfg = config_from_flags()
-    config.check_applicable(cfg, {name for name in FLAGS if FLAGS[name].present})
-    models.check_model_config(cfg.model)
     logging.info("Config: %s", json.dumps(cfg.to_dict(), sort_keys=True))
-    result = train_and_evaluate(cfg)
+    result = check_and_train(cfg, {name for name in FLAGS if FLAGS[name].present})
   except TfagentError as e:
     logging.error("%s", e)
     sys.exit(1)
