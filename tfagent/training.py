@@ -406,8 +406,8 @@ def evaluate_export(cfg: config.Config, result: dict, splits, info, paths) -> di
     logging.info("Validation of the export: %s (Keras, %s: %s)", result["validation"],
                  keras_key, result[keras_key])
   if paths is not None:
-    paths["test"] = path_outputs(paths["fn"], splits["test"])
-    result["paths"] = path_metrics(paths, info.class_names)
+    result["paths"] = path_metrics({**paths, "test": path_outputs(paths["fn"], splits["test"])},
+                                   info.class_names)
   result["validation_metrics"] = {k: v for k, v in evaluate.compute_metrics(
       labels, probs, info.class_names).items() if k in model_card.METRIC_KEYS}
   result = evaluate.evaluate(predict_fn, splits["test"], info.class_names, eval_dir, extra=result)
