@@ -13,7 +13,7 @@ from tfagent import cli, config
 from tfagent.errors import TfagentError
 
 FLAGS = flags.FLAGS
-# TensorFlow is imported only once the flags are parsed (in `check_and_train`): `--help`
+# TensorFlow is imported only once the flags are parsed (in `check`): `--help`
 # and flag errors answer in a second, not after the ~10 s TensorFlow takes to import.
 
 
@@ -41,15 +41,17 @@ def run(flagfile_or_config=None, **overrides) -> dict:
     eval/metrics.json's content: test metrics, validation figures, the export's
     path under "saved_model".
   """
-  return check_and_train(*config.from_args(flagfile_or_config, **overrides))
+  cfg, present = config.from_args(flagfile_or_config, **overrides)
+  check(cfg, present)
+  return train_and_evaluate(cfg)
 
 
-def check_and_train(cfg: config.Config, present) -> dict:
-  """Checks that the flags given (`present`) apply to the model, then trains."""
+def check(cfg: config.Config, present) -> None:
+  """Checks before any work that the flags given (`present`) apply to the model and that
+  the model's settings are valid; an error names the flag."""
   config.check_applicable(cfg, present)
   from tfagent import models  # pylint: disable=import-outside-toplevel
   models.check_model_config(cfg.model)
-  return train_and_evaluate(cfg)
 
 
 def train_and_evaluate(cfg: config.Config) -> dict:
@@ -73,8 +75,9 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   try:
     cfg = config_from_flags()
+    check(cfg, {name for name in FLAGS if FLAGS[name].present})
     logging.info("Config: %s", json.dumps(cfg.to_dict(), sort_keys=True))
-    result = check_and_train(cfg, {name for name in FLAGS if FLAGS[name].present})
+    result = train_and_evaluate(cfg)
   except TfagentError as e:
     logging.error("%s", e)
     sys.exit(1)
