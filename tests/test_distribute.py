@@ -1,7 +1,6 @@
 """Distribution: strategies from flags and TF_CONFIG, Mirrored on two virtual CPUs,
 MultiWorkerMirrored on two real worker processes, mixed precision, and bad input."""
 
-import dataclasses
 import json
 import os
 import socket
@@ -88,7 +87,7 @@ def test_bad_precision_and_profile_flags_name_the_flag():
 
 def test_mixed_bfloat16_keeps_float32_logits(corpus_dir, tmp_path):
   """bfloat16 compute, float32 variables, logits and loss; the policy is restored."""
-  from tfagent import data, models
+  from tfagent import data
   cfg = tiny_config(corpus_dir, tmp_path / "run", tmp_path / "sm", name="transformer")
   splits, info = data.load_splits(cfg.data)
   with training.precision_policy("bfloat16"):
@@ -160,8 +159,6 @@ def test_mirrored_on_two_cpus_matches_one_device(tmp_path):
   assert mirrored["deep_weight"]["chosen"] == single["deep_weight"]["chosen"]
   assert mirrored["deep_weight"]["validation_loss"] == pytest.approx(
       single["deep_weight"]["validation_loss"], rel=1e-4, abs=1e-5)
-
-
 
 
 # --- MultiWorkerMirrored on two real worker processes ------------------------------------
