@@ -40,7 +40,7 @@ from bench import imdb
 FLAGS = flags.FLAGS
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PEERS = ("tfidf_lr", "nblr")
-MODELS = PEERS + ("lstm", "transformer", "bert", "quickstart")
+MODELS = PEERS + ("lstm", "transformer", "bert", "quickstart", "best_accuracy")
 COLUMNS = (
     ("model", "model", "{}"),
     ("accuracy", "test accuracy", "{:.2%}"),
