@@ -9,7 +9,7 @@ import pytest
 
 from tfagent import config, data
 from tfagent.data import convert
-from tfagent.errors import DataError
+from tfagent.errors import ConfigError, DataError
 
 
 def write_jsonl(path, n=60):
@@ -89,3 +89,33 @@ def test_convert_command_line_skips_bad_records_into_shards(tmp_path):
   info = json.load(open(tmp_path / "out" / "dataset_info.json"))
   assert sum(info["split_sizes"].values()) == 60
   assert len([f for f in os.listdir(tmp_path / "out") if f.startswith("train-")]) == 2
+
+
+def test_tfrecord_class_names_in_another_order_remap_the_stored_labels_by_name(tmp_path):
+  src = write_jsonl(tmp_path / "d.jsonl")
+  cfg = config.DataConfig(dataset=f"jsonl:{src}", text_field="body", label_field="y",
+                          on_bad_record="skip")
+  convert.convert(cfg, str(tmp_path / "out"), num_shards=2)
+  glob = f"tfrecord:{tmp_path}/out/*.tfrecord"
+  stored, _ = data.load_splits(config.DataConfig(dataset=glob))
+  splits, info = data.load_splits(config.DataConfig(dataset=glob, class_names="pos,neg"))
+  assert info.class_names == ("pos", "neg")
+  flipped = {s: sorted((t, 1 - l) for t, l in ex) for s, ex in examples(stored).items()}
+  assert examples(splits) == flipped  # "bad" texts are neg: id 0 stored, id 1 asked for.
+  assert info.report["class_balance"]["train"]["neg"] == sum(
+      1 for t, _ in examples(stored)["train"] if "bad" in t)
+
+
+def test_tfrecord_class_names_that_differ_from_the_stored_ones_are_refused(tmp_path):
+  src = write_jsonl(tmp_path / "d.jsonl")
+  cfg = config.DataConfig(dataset=f"jsonl:{src}", text_field="body", label_field="y",
+                          on_bad_record="skip")
+  convert.convert(cfg, str(tmp_path / "out"), num_shards=1)
+  glob = f"tfrecord:{tmp_path}/out/*.tfrecord"
+  with pytest.raises(ConfigError) as e:
+    data.load_splits(config.DataConfig(dataset=glob, class_names="negative,pos"))
+  assert str(e.value) == (
+      f"--class_names=negative,pos: --dataset={glob} stores the classes neg, pos "
+      f"(in {tmp_path}/out/dataset_info.json); --class_names must name the same classes "
+      "(in any order: labels are remapped by name) or be left out. Not stored: negative; "
+      "left out: neg.")
