@@ -95,10 +95,10 @@ def _records(builder, split: str, fields: tuple, class_names: tuple):
                       f"field {fields[0]!r}.")
       continue
     label = int(ex[fields[1]])
-    # By name, as names are what the LabelMap takes; -1 marks an unlabelled example
-    # (e.g. GLUE test) and stays an unknown label.
-    name = class_names[label] if 0 <= label < len(class_names) else str(label)
-    yield check_text(where, fields[0], text) or Raw(where, text, name)
+    # By name, as names are what the LabelMap takes (so --class_names may reorder
+    # them); -1 marks an unlabelled example (e.g. GLUE test) and stays an unknown label.
+    label_name = class_names[label] if 0 <= label < len(class_names) else str(label)
+    yield check_text(where, fields[0], text) or Raw(where, text, label_name)
 
 
 def load_tfds(arg: str, data_cfg) -> tuple:
