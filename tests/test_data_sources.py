@@ -357,6 +357,23 @@ def test_tfds_unlabelled_examples_are_unknown_labels(offline_imdb):
     load("tfds:imdb_reviews", on_bad_record="skip", **cfg)
 
 
+def test_tfds_class_names_in_another_order_remap_labels_by_name(offline_imdb):
+  splits, info = load("tfds:imdb_reviews", **offline_cfg(offline_imdb, class_names="pos,neg"))
+  assert info.class_names == ("pos", "neg")
+  got = all_examples(splits)
+  assert len(got["test"]) == 12 and all(("great" in t) == (l == 0) for t, l in got["test"])
+
+
+def test_tfds_class_names_other_than_its_own_are_refused(offline_imdb):
+  with pytest.raises(ConfigError) as e:
+    load("tfds:imdb_reviews", **offline_cfg(offline_imdb, class_names="bad,good"))
+  assert str(e.value) == (
+      "--class_names=bad,good: --dataset=tfds:imdb_reviews stores the classes neg, pos (in "
+      "the ClassLabel feature 'label' of imdb_reviews/plain_text/1.0.0); --class_names must "
+      "name the same classes (in any order: labels are remapped by name) or be left out. "
+      "Not stored: bad, good; left out: neg, pos.")
+
+
 def test_tfds_bad_record_messages_name_the_data_set(tmp_path, monkeypatch):
   empty = [(f"aclImdb/train/pos/{100 + i}_9.txt", " ") for i in range(4)]
   root = place_imdb_archive(tmp_path, monkeypatch, extra=empty)

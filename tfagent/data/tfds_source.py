@@ -104,7 +104,9 @@ def _records(builder, split: str, fields: tuple, class_names: tuple):
 def load_tfds(arg: str, data_cfg) -> tuple:
   """`tfds:NAME[/CONFIG][:VERSION]`: train split (validation carved) and the test split."""
   builder = make_builder(arg, data_cfg)
-  text_key, label_key, class_names = supervised_fields(builder, arg)
+  text_key, label_key, stored = supervised_fields(builder, arg)
+  class_names = sources.stored_class_names(
+      stored, data_cfg, f"the ClassLabel feature {label_key!r} of {builder.info.full_name}")
   prepare(builder, arg, data_cfg)
   available = set(builder.info.splits)
   test = data_cfg.tfds_test_split
@@ -113,7 +115,7 @@ def load_tfds(arg: str, data_cfg) -> tuple:
                       f"expected 'train' and --tfds_test_split={test!r}.")
   logging.info("tfds:%s prepared in %s; classes %s.", arg, builder.data_dir, class_names)
   read = functools.partial(_records, builder, fields=(text_key, label_key),
-                           class_names=class_names)
+                           class_names=stored)
   parts = [Part("train", functools.partial(read, "train")),
            Part("test", functools.partial(read, test))]
   return load_parts(parts, LabelMap(class_names, "fixed", data_cfg.normalize_labels), data_cfg,
