@@ -119,3 +119,19 @@ def test_tfrecord_class_names_that_differ_from_the_stored_ones_are_refused(tmp_p
       f"(in {tmp_path}/out/dataset_info.json); --class_names must name the same classes "
       "(in any order: labels are remapped by name) or be left out. Not stored: negative; "
       "left out: neg.")
+
+
+def test_convert_refuses_a_folder_that_holds_files_so_no_stale_shard_is_read(tmp_path):
+  src = write_jsonl(tmp_path / "d.jsonl")
+  cfg = config.DataConfig(dataset=f"jsonl:{src}", text_field="body", label_field="y",
+                          on_bad_record="skip")
+  out = tmp_path / "out"
+  convert.convert(cfg, str(out), num_shards=3)
+  before = sorted(os.listdir(out))
+  with pytest.raises(ConfigError) as e:
+    convert.convert(cfg, str(out), num_shards=2)  # Would leave the 3-shard files beside.
+  assert str(e.value) == (
+      f"--output_dir={out}: holds 10 files already (dataset_info.json, "
+      "test-00000-of-00003.tfrecord, ...); tfrecord:GLOB would read the files of an earlier "
+      "convert with the new ones. Give an empty or new folder, or delete this one first.")
+  assert sorted(os.listdir(out)) == before
