@@ -91,12 +91,21 @@ def test_convert_command_line_skips_bad_records_into_shards(tmp_path):
   assert len([f for f in os.listdir(tmp_path / "out") if f.startswith("train-")]) == 2
 
 
-def test_tfrecord_class_names_in_another_order_remap_the_stored_labels_by_name(tmp_path):
+def skipping_cfg(tmp_path):
+  """The DataConfig of write_jsonl's file, its one bad record skipped."""
   src = write_jsonl(tmp_path / "d.jsonl")
-  cfg = config.DataConfig(dataset=f"jsonl:{src}", text_field="body", label_field="y",
-                          on_bad_record="skip")
-  convert.convert(cfg, str(tmp_path / "out"), num_shards=2)
-  glob = f"tfrecord:{tmp_path}/out/*.tfrecord"
+  return config.DataConfig(dataset=f"jsonl:{src}", text_field="body", label_field="y",
+                           on_bad_record="skip")
+
+
+def converted(tmp_path, num_shards):
+  """Converts skipping_cfg's file into tmp_path/out; returns its tfrecord:GLOB."""
+  convert.convert(skipping_cfg(tmp_path), str(tmp_path / "out"), num_shards)
+  return f"tfrecord:{tmp_path}/out/*.tfrecord"
+
+
+def test_tfrecord_class_names_in_another_order_remap_the_stored_labels_by_name(tmp_path):
+  glob = converted(tmp_path, num_shards=2)
   stored, _ = data.load_splits(config.DataConfig(dataset=glob))
   splits, info = data.load_splits(config.DataConfig(dataset=glob, class_names="pos,neg"))
   assert info.class_names == ("pos", "neg")
@@ -107,11 +116,7 @@ def test_tfrecord_class_names_in_another_order_remap_the_stored_labels_by_name(t
 
 
 def test_tfrecord_class_names_that_differ_from_the_stored_ones_are_refused(tmp_path):
-  src = write_jsonl(tmp_path / "d.jsonl")
-  cfg = config.DataConfig(dataset=f"jsonl:{src}", text_field="body", label_field="y",
-                          on_bad_record="skip")
-  convert.convert(cfg, str(tmp_path / "out"), num_shards=1)
-  glob = f"tfrecord:{tmp_path}/out/*.tfrecord"
+  glob = converted(tmp_path, num_shards=1)
   with pytest.raises(ConfigError) as e:
     data.load_splits(config.DataConfig(dataset=glob, class_names="negative,pos"))
   assert str(e.value) == (
@@ -122,14 +127,11 @@ def test_tfrecord_class_names_that_differ_from_the_stored_ones_are_refused(tmp_p
 
 
 def test_convert_refuses_a_folder_that_holds_files_so_no_stale_shard_is_read(tmp_path):
-  src = write_jsonl(tmp_path / "d.jsonl")
-  cfg = config.DataConfig(dataset=f"jsonl:{src}", text_field="body", label_field="y",
-                          on_bad_record="skip")
   out = tmp_path / "out"
-  convert.convert(cfg, str(out), num_shards=3)
+  converted(tmp_path, num_shards=3)
   before = sorted(os.listdir(out))
   with pytest.raises(ConfigError) as e:
-    convert.convert(cfg, str(out), num_shards=2)  # Would leave the 3-shard files beside.
+    convert.convert(skipping_cfg(tmp_path), str(out), num_shards=2)  # Would leave the 3-shard files beside.
   assert str(e.value) == (
       f"--output_dir={out}: holds 10 files already (dataset_info.json, "
       "test-00000-of-00003.tfrecord, ...); tfrecord:GLOB would read the files of an earlier "
