@@ -9,7 +9,7 @@ import pytest
 
 from tfagent import config, data
 from tfagent.data import convert
-from tfagent.errors import DataError
+from tfagent.errors import ConfigError, DataError
 
 
 def write_jsonl(path, n=60):
@@ -89,3 +89,51 @@ def test_convert_command_line_skips_bad_records_into_shards(tmp_path):
   info = json.load(open(tmp_path / "out" / "dataset_info.json"))
   assert sum(info["split_sizes"].values()) == 60
   assert len([f for f in os.listdir(tmp_path / "out") if f.startswith("train-")]) == 2
+
+
+def skipping_cfg(tmp_path):
+  """The DataConfig of write_jsonl's file, its one bad record skipped."""
+  src = write_jsonl(tmp_path / "d.jsonl")
+  return config.DataConfig(dataset=f"jsonl:{src}", text_field="body", label_field="y",
+                           on_bad_record="skip")
+
+
+def converted(tmp_path, num_shards):
+  """Converts skipping_cfg's file into tmp_path/out; returns its tfrecord:GLOB."""
+  convert.convert(skipping_cfg(tmp_path), str(tmp_path / "out"), num_shards)
+  return f"tfrecord:{tmp_path}/out/*.tfrecord"
+
+
+def test_tfrecord_class_names_in_another_order_remap_the_stored_labels_by_name(tmp_path):
+  glob = converted(tmp_path, num_shards=2)
+  stored, _ = data.load_splits(config.DataConfig(dataset=glob))
+  splits, info = data.load_splits(config.DataConfig(dataset=glob, class_names="pos,neg"))
+  assert info.class_names == ("pos", "neg")
+  flipped = {s: sorted((t, 1 - l) for t, l in ex) for s, ex in examples(stored).items()}
+  assert examples(splits) == flipped  # "bad" texts are neg: id 0 stored, id 1 asked for.
+  assert info.report["class_balance"]["train"]["neg"] == sum(
+      1 for t, _ in examples(stored)["train"] if "bad" in t)
+
+
+def test_tfrecord_class_names_that_differ_from_the_stored_ones_are_refused(tmp_path):
+  glob = converted(tmp_path, num_shards=1)
+  with pytest.raises(ConfigError) as e:
+    data.load_splits(config.DataConfig(dataset=glob, class_names="negative,pos"))
+  assert str(e.value) == (
+      f"--class_names=negative,pos: --dataset={glob} stores the classes neg, pos "
+      f"(in {tmp_path}/out/dataset_info.json); --class_names must name the same classes "
+      "(in any order: labels are remapped by name) or be left out. Not stored: negative; "
+      "left out: neg.")
+
+
+def test_convert_refuses_a_folder_that_holds_files_so_no_stale_shard_is_read(tmp_path):
+  out = tmp_path / "out"
+  converted(tmp_path, num_shards=3)
+  before = sorted(os.listdir(out))
+  with pytest.raises(ConfigError) as e:
+    convert.convert(skipping_cfg(tmp_path), str(out), num_shards=2)  # Would leave the 3-shard files beside.
+  assert str(e.value) == (
+      f"--output_dir={out}: holds 10 files already (dataset_info.json, "
+      "test-00000-of-00003.tfrecord, ...); tfrecord:GLOB would read the files of an earlier "
+      "convert with the new ones. Give an empty or new folder, or delete this one first.")
+  assert sorted(os.listdir(out)) == before

@@ -4,6 +4,7 @@ import gzip
 import io
 import json
 import os
+import re
 import tarfile
 
 import pytest
@@ -257,8 +258,11 @@ def test_unknown_kind_lists_new_kinds():
 
 # --- TFDS, offline -----------------------------------------------------------------------
 
-def build_aclimdb_archive(path, n=6):
-  """A tiny aclImdb_v1.tar.gz in the layout of the original (train|test)/(neg|pos|unsup)."""
+def build_aclimdb_archive(path, n=6, extra=()):
+  """A tiny aclImdb_v1.tar.gz in the layout of the original (train|test)/(neg|pos|unsup).
+
+  `extra`: more (member name, text) pairs, e.g. a bad review.
+  """
   def add(tar, name, text):
     raw = text.encode("utf-8")
     info = tarfile.TarInfo(name)
@@ -271,6 +275,8 @@ def build_aclimdb_archive(path, n=6):
           add(tar, f"aclImdb/{split}/{label}/{i}_{3 if label == 'neg' else 8}.txt",
               f"{split} {label} review {i}: {'awful' if label == 'neg' else 'great'} film")
     add(tar, "aclImdb/train/unsup/0_0.txt", "an unlabelled review")
+    for name, text in extra:
+      add(tar, name, text)
   return str(path)
 
 
@@ -284,15 +290,26 @@ def offline_imdb(tmp_path, monkeypatch):
   builder's `url_infos` table); download manager, manual-dir lookup, the real
   imdb_reviews example generator and preparation all run unchanged.
   """
+  return place_imdb_archive(tmp_path, monkeypatch)
+
+
+def place_imdb_archive(tmp_path, monkeypatch, extra=()):
+  """Writes the tiny archive into tmp_path/manual and registers its checksum (see above)."""
   from etils import epath
   from tensorflow_datasets.core.download import checksums
   from tensorflow_datasets.datasets.imdb_reviews import imdb_reviews_dataset_builder as imdb
   manual = tmp_path / "manual"
   manual.mkdir()
-  archive = build_aclimdb_archive(manual / "aclImdb_v1.tar.gz")
+  archive = build_aclimdb_archive(manual / "aclImdb_v1.tar.gz", extra=extra)
   info = checksums.compute_url_info(epath.Path(archive))
   monkeypatch.setattr(imdb.Builder, "url_infos", {imdb._DOWNLOAD_URL: info})
   return tmp_path
+
+
+def offline_cfg(root, **kw):
+  """DataConfig fields for imdb_reviews prepared from the archive under `root`."""
+  return dict(tfds_data_dir=str(root / "tfds"), tfds_manual_dir=str(root / "manual"),
+              validation_fraction=0.3, **kw)
 
 
 def test_tfds_imdb_reviews_prepared_offline_from_a_hand_placed_archive(offline_imdb):
@@ -338,6 +355,34 @@ def test_tfds_unlabelled_examples_are_unknown_labels(offline_imdb):
                           f"0..1).{HINT}")
   with pytest.raises(DataError, match="the test split has no examples"):
     load("tfds:imdb_reviews", on_bad_record="skip", **cfg)
+
+
+def test_tfds_class_names_in_another_order_remap_labels_by_name(offline_imdb):
+  splits, info = load("tfds:imdb_reviews", **offline_cfg(offline_imdb, class_names="pos,neg"))
+  assert info.class_names == ("pos", "neg")
+  got = all_examples(splits)
+  assert len(got["test"]) == 12 and all(("great" in t) == (l == 0) for t, l in got["test"])
+
+
+def test_tfds_class_names_other_than_its_own_are_refused(offline_imdb):
+  with pytest.raises(ConfigError) as e:
+    load("tfds:imdb_reviews", **offline_cfg(offline_imdb, class_names="bad,good"))
+  assert str(e.value) == (
+      "--class_names=bad,good: --dataset=tfds:imdb_reviews stores the classes neg, pos (in "
+      "the ClassLabel feature 'label' of imdb_reviews/plain_text/1.0.0); --class_names must "
+      "name the same classes (in any order: labels are remapped by name) or be left out. "
+      "Not stored: bad, good; left out: neg, pos.")
+
+
+def test_tfds_bad_record_messages_name_the_data_set(tmp_path, monkeypatch):
+  empty = [(f"aclImdb/train/pos/{100 + i}_9.txt", " ") for i in range(4)]
+  root = place_imdb_archive(tmp_path, monkeypatch, extra=empty)
+  _, info = load("tfds:imdb_reviews", **offline_cfg(root, on_bad_record="skip"))
+  shown = info.report["skipped_examples"]["empty_text"]
+  assert len(shown) == 4
+  for message in shown:  # Each at its own record of the train split.
+    assert re.fullmatch(r"tfds:imdb_reviews/plain_text/1\.0\.0 train record \d+: empty text "
+                        r"in field 'text'; expected non-blank text\.", message), message
 
 
 def test_tsv_bad_records_name_the_tab_delimiter(tmp_path):

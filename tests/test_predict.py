@@ -2,6 +2,7 @@
 
 import csv
 import gzip
+import io
 import json
 import os
 import subprocess
@@ -46,11 +47,39 @@ def test_file_texts_read_csv_tsv_jsonl_and_gzip(tmp_path):
   assert list(predict.file_texts(str(tmp_path / "a.jsonl.gz"), "text")) == ["five", "六"]
 
 
+@pytest.fixture
+def fresh_csv_field_limit():
+  """csv's default field limit (128 KiB), as in a new process: readers run before raise it."""
+  before = csv.field_size_limit(128 * 1024)
+  yield
+  csv.field_size_limit(before)
+
+
+def test_a_200_kib_csv_text_that_training_accepts_is_classified(
+    predictor, tmp_path, fresh_csv_field_limit):
+  from tfagent import config, data
+  long = " ".join(["great movie loved it"] * 10_000)  # 200 KiB: over csv's 128 KiB default.
+  path = tmp_path / "long.csv"
+  path.write_text(f"text,label\n{long},positive\nbad,negative\n", encoding="utf-8")
+  out = io.StringIO()
+  texts = predict.input_texts([], str(path), "text", None)
+  assert predict.predict_stream(predictor, texts, out, "jsonl", 0, 8) == 2
+  rows = [json.loads(line) for line in out.getvalue().splitlines()]
+  assert [r["text"] for r in rows] == [long, "bad"] and len(long) > 200 * 1024
+  csv.field_size_limit(128 * 1024)  # Training's reader, from the same default, takes it too.
+  examples = data.load_all(config.DataConfig(dataset=f"csv:{path}",
+                                             class_names="negative,positive"))[0]
+  assert long.encode() in [t for t, _ in examples.as_numpy_iterator()]
+
+
 @pytest.mark.parametrize("content,name,message", [
     ("id,body\n1,x\n", "a.csv", "a.csv:1: no column 'text' (--text_field)"),
     ("text\nok\n\"\"\n", "b.csv", "b.csv:3: empty text in field 'text'"),
     ('{"text": 3}\n', "c.jsonl", "c.jsonl:1: field 'text' is an int"),
-    ("[1]\n", "d.jsonl", "d.jsonl:1: a JSON list"),
+    ("[1]\n", "d.jsonl", "d.jsonl:1: malformed line: a JSON list"),
+    ("text,id\nhello, world,1\n", "f.csv", "f.csv:2: malformed line: 3 fields where the "
+     "header has 2; quote fields that contain the delimiter."),
+    ('text\n"open\n', "g.csv", "g.csv:2: a quoted field opens on this line"),
     ("x", "e.txt", "expected a .csv, .tsv or .jsonl file")])
 def test_bad_input_files_name_the_place(tmp_path, content, name, message):
   (tmp_path / name).write_text(content, encoding="utf-8")

@@ -17,7 +17,7 @@ import tensorflow as tf
 
 from tfagent import cli, config
 from tfagent.data import sources, tfrecord
-from tfagent.errors import TfagentError
+from tfagent.errors import ConfigError, TfagentError
 
 FLAGS = flags.FLAGS
 LOG_EVERY_S = 10  # Seconds between progress lines.
@@ -43,8 +43,25 @@ def write_split(ds: tf.data.Dataset, out_dir: str, split: str, num_shards: int) 
   return n
 
 
+def check_output_dir(out_dir: str) -> None:
+  """Refuses a folder that holds files: shards of an earlier convert would be read too."""
+  if not tf.io.gfile.isdir(out_dir):
+    return
+  names = sorted(tf.io.gfile.listdir(out_dir))
+  if names:
+    shown = ", ".join(names[:2]) + (", ..." if len(names) > 2 else "")
+    raise ConfigError(f"--output_dir={out_dir}: holds {len(names)} "
+                      f"file{'s' if len(names) > 1 else ''} already ({shown}); tfrecord:GLOB "
+                      "would read the files of an earlier convert with the new ones. Give an "
+                      "empty or new folder, or delete this one first.")
+
+
 def convert(data_cfg, out_dir: str, num_shards: int) -> dict:
-  """Loads, validates and splits `data_cfg.dataset`, then writes shards and dataset_info.json."""
+  """Loads, validates and splits `data_cfg.dataset`, then writes shards and dataset_info.json.
+
+  `out_dir` must be empty or new (see check_output_dir).
+  """
+  check_output_dir(out_dir)
   splits, info = sources.load_splits(data_cfg)
   tf.io.gfile.makedirs(out_dir)
   sizes = {s: write_split(splits[s], out_dir, s, num_shards) for s in sources.SPLITS}
@@ -60,7 +77,9 @@ def convert(data_cfg, out_dir: str, num_shards: int) -> dict:
 def define_flags(flag_values=FLAGS) -> None:
   """Defines this entry point's flags (the data section's and its own) as a program."""
   config.define_flags([config.DataConfig], flag_values)
-  flags.DEFINE_string("output_dir", None, "Folder for SPLIT-NNNNN-of-MMMMM.tfrecord files.",
+  flags.DEFINE_string("output_dir", None, "Empty or new folder for SPLIT-NNNNN-of-MMMMM"
+                      ".tfrecord files; one holding files is refused, as its old shards "
+                      "would be read with the new ones.",
                       module_name=__name__, flag_values=flag_values)
   flags.DEFINE_integer("num_shards", 8, "Files per split; several let readers and "
                        "workers stream in parallel.", module_name=__name__,

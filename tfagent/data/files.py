@@ -35,11 +35,15 @@ def _load_file(reader, kind: str, arg: str, data_cfg) -> tuple:
 
 
 def _read_csv(path, data_cfg):
-  return records.read_delimited(path, ",", data_cfg)
+  return records.read_delimited(path, ",", (data_cfg.text_field, data_cfg.label_field))
 
 
 def _read_tsv(path, data_cfg):
-  return records.read_delimited(path, "\t", data_cfg)
+  return records.read_delimited(path, "\t", (data_cfg.text_field, data_cfg.label_field))
+
+
+def _read_jsonl(path, data_cfg):
+  return records.read_jsonl(path, (data_cfg.text_field, data_cfg.label_field))
 
 
 def folder_labels(files: dict, data_cfg, source: str) -> LabelMap:
@@ -101,6 +105,6 @@ def load_dir(arg: str, data_cfg) -> tuple:
 sources.SOURCES.update(
     csv=functools.partial(_load_file, _read_csv, "csv"),
     tsv=functools.partial(_load_file, _read_tsv, "tsv"),
-    jsonl=functools.partial(_load_file, records.read_jsonl, "jsonl"),
+    jsonl=functools.partial(_load_file, _read_jsonl, "jsonl"),
     dir=load_dir,
 )

@@ -130,10 +130,13 @@ def _header_index(path: str, header: list, fields: tuple) -> list:
   return index
 
 
-def read_delimited(path: str, delimiter: str, data_cfg):
-  """Yields `Raw`/`BadRecord` for each row of a CSV/TSV file with a header row."""
+def read_delimited(path: str, delimiter: str, fields: tuple):
+  """Yields `Raw`/`BadRecord` for each row of a CSV/TSV file with a header row.
+
+  `fields`: the text column and the label column, or the text column alone (the
+  records of unlabelled texts then carry the label "").
+  """
   csv.field_size_limit(max(csv.field_size_limit(), CSV_FIELD_LIMIT))
-  fields = (data_cfg.text_field, data_cfg.label_field)
   with open_binary(path) as binary, reading(path):
     # utf-8-sig drops the byte-order mark Excel's "CSV UTF-8" writes; surrogateescape
     # keeps bad bytes so that the row can be reported, not lost.
@@ -186,17 +189,19 @@ def _row_record(where: str, row: list, header: list, index: tuple, fields: tuple
     return BadRecord("malformed", where, f"malformed line: {len(row)} fields where "
                      f"the header has {len(header)}; quote fields that contain the "
                      "delimiter.")
-  text, label = row[index[0]], row[index[1]]
+  text = row[index[0]]
   bad = check_text(where, fields[0], text)
-  label = canonical_label(where, fields[1], label)
+  label = canonical_label(where, fields[1], row[index[1]]) if len(fields) > 1 else ""
   if bad or isinstance(label, BadRecord):
     return bad or label
   return Raw(where, text, label)
 
 
-def read_jsonl(path: str, data_cfg):
-  """Yields `Raw`/`BadRecord` for each line of a JSON Lines file (one object a line)."""
-  fields = (data_cfg.text_field, data_cfg.label_field)
+def read_jsonl(path: str, fields: tuple):
+  """Yields `Raw`/`BadRecord` for each line of a JSON Lines file (one object a line).
+
+  `fields`: the text key and the label key, or the text key alone (as read_delimited).
+  """
   with open_binary(path) as f, reading(path):
     for lineno, raw in enumerate(f, start=1):
       where = f"{path}:{lineno}"
@@ -234,7 +239,7 @@ def _json_record(where: str, line: str, fields: tuple):
       return BadRecord("missing_field", where, f"field {field!r} is null; expected "
                        f"{'a text' if field == fields[0] else 'a label'} in every record.")
   bad = check_text(where, fields[0], obj.get(fields[0]))
-  label = canonical_label(where, fields[1], obj.get(fields[1]))
+  label = canonical_label(where, fields[1], obj.get(fields[1])) if len(fields) > 1 else ""
   if bad or isinstance(label, BadRecord):
     return bad or label
   return Raw(where, obj[fields[0]], label)

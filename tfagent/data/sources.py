@@ -89,6 +89,49 @@ def parse_dataset_flag(dataset: str) -> tuple:
   return kind, arg
 
 
+def given_class_names(data_cfg) -> tuple:
+  """`--class_names` as a tuple of names; empty when not given."""
+  return tuple(n.strip() for n in data_cfg.class_names.split(",") if n.strip())
+
+
+def stored_class_names(stored, data_cfg, where: str) -> tuple:
+  """The classes of a source that stores its own (tfrecord, tfds), `--class_names` checked.
+
+  `--class_names` may give the stored classes in another order: the stored ids are
+  then remapped by name (see `id_remap`); any other set of names is refused, as
+  reading the stored ids under other names would change every label.
+
+  Args:
+    stored: the class names the source stores, in the order of its label ids.
+    data_cfg: the DataConfig (its dataset and class_names).
+    where: where the source stores them, for the error and the log.
+  Returns:
+    The class names in label order.
+  """
+  stored, given = tuple(stored), given_class_names(data_cfg)
+  if not given or given == stored:
+    return stored
+  parts = [f"{what}: {', '.join(names)}" for what, names in (
+      ("not stored", [n for n in given if n not in stored]),
+      ("left out", [n for n in stored if n not in given]),
+      ("given twice", sorted({n for n in given if given.count(n) > 1}))) if names]
+  if parts:
+    details = "; ".join(parts)
+    raise ConfigError(f"--class_names={','.join(given)}: --dataset={data_cfg.dataset} stores "
+                      f"the classes {', '.join(stored)} (in {where}); --class_names must name "
+                      "the same classes (in any order: labels are remapped by name) or be "
+                      f"left out. {details[0].upper()}{details[1:]}.")
+  logging.info("--class_names=%s: %s stores the classes in the order %s (in %s); its labels "
+               "are remapped by name to the order given.", ",".join(given), data_cfg.dataset,
+               ",".join(stored), where)
+  return given
+
+
+def id_remap(stored, class_names) -> list:
+  """`new_id = remap[stored_id]`: each stored id to the id of its name in `class_names`."""
+  return [list(class_names).index(name) for name in stored]
+
+
 def class_balance(labels, class_names) -> dict:
   counts = collections.Counter(labels)
   return {name: counts.get(i, 0) for i, name in enumerate(class_names)}

@@ -95,16 +95,18 @@ def _records(builder, split: str, fields: tuple, class_names: tuple):
                       f"field {fields[0]!r}.")
       continue
     label = int(ex[fields[1]])
-    # By name, as names are what the LabelMap takes; -1 marks an unlabelled example
-    # (e.g. GLUE test) and stays an unknown label.
-    name = class_names[label] if 0 <= label < len(class_names) else str(label)
-    yield check_text(where, fields[0], text) or Raw(where, text, name)
+    # By name, as names are what the LabelMap takes (so --class_names may reorder
+    # them); -1 marks an unlabelled example (e.g. GLUE test) and stays an unknown label.
+    label_name = class_names[label] if 0 <= label < len(class_names) else str(label)
+    yield check_text(where, fields[0], text) or Raw(where, text, label_name)
 
 
 def load_tfds(arg: str, data_cfg) -> tuple:
   """`tfds:NAME[/CONFIG][:VERSION]`: train split (validation carved) and the test split."""
   builder = make_builder(arg, data_cfg)
-  text_key, label_key, class_names = supervised_fields(builder, arg)
+  text_key, label_key, stored = supervised_fields(builder, arg)
+  class_names = sources.stored_class_names(
+      stored, data_cfg, f"the ClassLabel feature {label_key!r} of {builder.info.full_name}")
   prepare(builder, arg, data_cfg)
   available = set(builder.info.splits)
   test = data_cfg.tfds_test_split
@@ -113,7 +115,7 @@ def load_tfds(arg: str, data_cfg) -> tuple:
                       f"expected 'train' and --tfds_test_split={test!r}.")
   logging.info("tfds:%s prepared in %s; classes %s.", arg, builder.data_dir, class_names)
   read = functools.partial(_records, builder, fields=(text_key, label_key),
-                           class_names=class_names)
+                           class_names=stored)
   parts = [Part("train", functools.partial(read, "train")),
            Part("test", functools.partial(read, test))]
   return load_parts(parts, LabelMap(class_names, "fixed", data_cfg.normalize_labels), data_cfg,

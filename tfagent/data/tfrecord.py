@@ -45,8 +45,19 @@ def read_files(files: list, data_cfg) -> tf.data.Dataset:
   return ds.map(_parse, num_parallel_calls=tf.data.AUTOTUNE)
 
 
+def _remapped(ds: tf.data.Dataset, remap: list) -> tf.data.Dataset:
+  """Labels mapped by `remap[stored_id]`: the stored classes in another order."""
+  table = tf.constant(remap, tf.int32)
+  return ds.map(lambda text, label: (text, tf.gather(table, label)),
+                num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def _info_path(files: list) -> str:
+  return os.path.join(os.path.dirname(files[0]), INFO_FILE)
+
+
 def _read_info(files: list) -> dict:
-  path = os.path.join(os.path.dirname(files[0]), INFO_FILE)
+  path = _info_path(files)
   if not tf.io.gfile.exists(path):
     return {}
   with tf.io.gfile.GFile(path) as f:
@@ -67,8 +78,9 @@ def load_tfrecord(arg: str, data_cfg) -> tuple:
                     f"{len(files)} matched; expected names like {shard_name('train', 0, 8)} "
                     "(written by python -m tfagent.data.convert).")
   info = _read_info(files)
-  names = [n.strip() for n in data_cfg.class_names.split(",") if n.strip()]
-  class_names = tuple(names or info.get("class_names", ()))
+  stored = info.get("class_names", ())
+  class_names = (sources.stored_class_names(stored, data_cfg, _info_path(files)) if stored
+                 else sources.given_class_names(data_cfg))
   if not class_names:
     raise DataError(f"tfrecord:{arg}: no {INFO_FILE} beside the files and no "
                     "--class_names; give the class names in label order.")
@@ -76,10 +88,12 @@ def load_tfrecord(arg: str, data_cfg) -> tuple:
   balance = (info.get("report") or {}).get("class_balance") or {}
   splits = {}
   for s in sources.SPLITS:
-    counts = balance.get(s)
-    label_counts = ({i: counts.get(n, 0) for i, n in enumerate(class_names)}
-                    if counts and not names else None)
-    splits[s] = sources.Streamed(read_files(by_split[s], data_cfg), sizes.get(s), label_counts)
+    counts = balance.get(s)  # By class name, so it holds in any order of the names.
+    label_counts = {i: counts.get(n, 0) for i, n in enumerate(class_names)} if counts else None
+    ds = read_files(by_split[s], data_cfg)
+    if stored and tuple(stored) != class_names:
+      ds = _remapped(ds, sources.id_remap(stored, class_names))
+    splits[s] = sources.Streamed(ds, sizes.get(s), label_counts)
   logging.info("tfrecord:%s: %s files per split.", arg,
                {s: len(fs) for s, fs in by_split.items()})
   report = {"tfrecord_files": {s: len(fs) for s, fs in by_split.items()},
