@@ -1,13 +1,16 @@
 """Evaluation: accuracy, macro and per-class P/R/F1, ROC-AUC, confusion matrix, predictions.
 
-  tfagent evaluate --model_dir=runs/quickstart [--saved_model=PATH]
+  tfagent evaluate --model_dir=runs/quickstart --output_dir=DIR [--saved_model=PATH]
   tfagent evaluate --saved_model=saved_models/quickstart --dataset=csv:new.csv [--output_dir=DIR]
 
 With --model_dir the run's own test split is scored (its config.json fixes the
-data set and split). With --dataset every labelled record of that source is
-scored (validated as training data is, with the data flags), against the
-model's own class names. Writes metrics.json, confusion_matrix.png and a
-predictions csv (text, label, predicted class, each class's probability).
+data set and split) with its checkpoints/best.keras, which holds what the export
+holds (the wide+deep weight chosen on validation included). With --dataset every
+labelled record of that source is scored (validated as training data is, with
+the data flags), against the model's own class names. Writes metrics.json,
+confusion_matrix.png and a predictions csv (text, label, predicted class, each
+class's probability); an existing metrics.json (the run's own eval/ holds
+training's) is replaced only with --overwrite.
 """
 
 import csv
@@ -178,15 +181,30 @@ def define_flags(flag_values=FLAGS) -> None:
                       "test split (its config.json fixes the data set and split).",
                       module_name=__name__, flag_values=flag_values)
   flags.DEFINE_string("saved_model", None, "SavedModel version dir or base path to "
-                      "evaluate; default: the run's checkpoints/best.keras.",
+                      "evaluate; default: the run's checkpoints/best.keras (what its export "
+                      "holds).",
                       module_name=__name__, flag_values=flag_values)
   flags.DEFINE_string("output_dir", None, "Where metrics go; default MODEL_DIR/eval, or "
                       "./eval with --dataset.", module_name=__name__, flag_values=flag_values)
+  flags.DEFINE_boolean("overwrite", False, "Replace an existing OUTPUT_DIR/metrics.json; off, "
+                       "it is an error, so training's own eval/metrics.json is kept.",
+                       module_name=__name__, flag_values=flag_values)
   config.define_flags([config.DataConfig], flag_values)
 
 
-def run_test_split(model_dir: str, saved_model: str, output_dir: str) -> dict:
+def check_overwrite(output_dir: str, overwrite: bool) -> None:
+  """Fails, before any work, when `output_dir` holds a metrics.json and `overwrite` is off."""
+  path = os.path.join(output_dir, "metrics.json")
+  if not overwrite and tf.io.gfile.exists(path):
+    raise ConfigError(f"{path} exists; pass --overwrite to replace it (overwrite=True in "
+                      "Python), or --output_dir=DIR to write elsewhere.")
+
+
+def run_test_split(model_dir: str, saved_model: str, output_dir: str,
+                   overwrite: bool = False) -> dict:
   """Scores a training run's own test split with its export or its best checkpoint."""
+  output_dir = output_dir or os.path.join(model_dir, "eval")
+  check_overwrite(output_dir, overwrite)
   cfg = config.load_json(os.path.join(model_dir, "config.json"))
   splits, info = data.load_splits(cfg.data)
   if saved_model:
@@ -196,20 +214,22 @@ def run_test_split(model_dir: str, saved_model: str, output_dir: str) -> dict:
     logits_fn = models.traced(load_checkpoint(os.path.join(model_dir, "checkpoints",
                                                            "best.keras")))
     predict_fn = lambda text: tf.nn.softmax(logits_fn(text))
-  return evaluate(predict_fn, splits["test"], info.class_names,
-                  output_dir or os.path.join(model_dir, "eval"))
+  return evaluate(predict_fn, splits["test"], info.class_names, output_dir)
 
 
-def run_labelled_source(data_cfg, saved_model: str, output_dir: str) -> dict:
+def run_labelled_source(data_cfg, saved_model: str, output_dir: str,
+                        overwrite: bool = False) -> dict:
   """Scores every labelled record of `data_cfg.dataset` with a SavedModel."""
   if not saved_model:
     raise ConfigError("--dataset needs --saved_model: the export whose classes the labels "
                       "are checked against.")
+  output_dir = output_dir or "eval"
+  check_overwrite(output_dir, overwrite)
   export_dir = resolve_saved_model(saved_model)
   class_names = signatures.class_names(export_dir)
   ds, info = data.load_all(dataclasses.replace(data_cfg, class_names=",".join(class_names)))
   return evaluate(saved_model_predict_fn(export_dir), ds, info.class_names,
-                  output_dir or "eval", predictions="predictions.csv",
+                  output_dir, predictions="predictions.csv",
                   extra={"dataset": data_cfg.dataset, "saved_model": export_dir})
 
 
@@ -220,9 +240,9 @@ def main(argv):
   def body():
     if FLAGS["dataset"].present:
       run_labelled_source(config.section_from_flags(config.DataConfig, FLAGS),
-                          FLAGS.saved_model, FLAGS.output_dir)
+                          FLAGS.saved_model, FLAGS.output_dir, FLAGS.overwrite)
     elif FLAGS.model_dir:
-      run_test_split(FLAGS.model_dir, FLAGS.saved_model, FLAGS.output_dir)
+      run_test_split(FLAGS.model_dir, FLAGS.saved_model, FLAGS.output_dir, FLAGS.overwrite)
     else:
       raise ConfigError("Give --model_dir (score a run's test split) or --saved_model with "
                         "--dataset (score a labelled file).")

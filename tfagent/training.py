@@ -284,14 +284,15 @@ def path_outputs(paths, split, batch_size: int = evaluate.BATCH_SIZE) -> tuple:
   return np.concatenate(wide), np.concatenate(deep), np.concatenate(labels)
 
 
-def set_deep_weight(model: keras.Model, outputs: tuple) -> dict:
-  """Sets the deep path's weight in `wide_deep` to the one of lowest validation loss;
-  `outputs` is `path_outputs` of the validation split."""
+def set_deep_weight(model: keras.Model, outputs: tuple, out: config.Config) -> dict:
+  """Sets `wide_deep`'s deep weight to the one of lowest validation loss (`outputs`: validation's
+  `path_outputs`) and saves out's best.keras with it: the checkpoint scores as the export does."""
   weight, losses = models.wide.choose_deep_weight(*outputs)
   model.get_layer(models.WIDE_DEEP).deep_weight.assign(weight)
+  backup.replace_atomically(model.save, os.path.join(out.train.model_dir, "checkpoints",
+                                                     "best.keras"))
   logging.info("Wide + deep: deep-path weight %.2f chosen on validation (loss %.4f; wide "
-               "alone %.4f, weight 1 %.4f).", weight, losses[weight], losses[0.0],
-               losses[1.0])
+               "alone %.4f, weight 1 %.4f).", weight, losses[weight], losses[0.0], losses[1.0])
   return {"chosen": weight, "validation_loss": {f"{w:g}": l for w, l in losses.items()}}
 
 
@@ -362,7 +363,7 @@ def train_in(cfg: config.Config, out: config.Config, strategy) -> dict:
   if wide_fit is not None:
     paths = {"fn": models.traced(models.path_logits(model))}
     paths["validation"] = path_outputs(paths["fn"], splits["validation"])
-    wide_fit.report["deep_weight"] = set_deep_weight(model, paths["validation"])
+    wide_fit.report["deep_weight"] = set_deep_weight(model, paths["validation"], out)
   final = classifier.evaluate(val_ds, verbose=0, return_dict=True)
   # A few real texts become TF Serving's warm-up requests (assets.extra).
   warmup = [t.decode("utf-8") for t, _ in splits["validation"].take(4).as_numpy_iterator()]

@@ -1,0 +1,90 @@
+"""`tfagent evaluate --model_dir` on a wide+deep run: it scores what training exported, and
+keeps the run's own metrics unless asked."""
+
+import dataclasses
+import json
+import os
+import random
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from conftest import NEGATIVE, POSITIVE, tiny_config
+from tfagent import evaluate, train
+from tfagent.errors import ConfigError
+
+
+def write_noisy_corpus(folder, n=600, flip=0.1, seed=2) -> str:
+  """Embedded layout; each text is three phrases, labelled by their majority, 10 % flipped.
+
+  Neither path is perfect on it, so the deep weight chosen on validation (0.15 with these
+  seeds on 2 CPU cores) scores the test split otherwise than weight 1.
+  """
+  rng = random.Random(seed)
+  lines = {"pos.txt": [], "neg.txt": []}
+  for i in range(n):
+    picks = [rng.choice(POSITIVE + NEGATIVE) for _ in range(3)]
+    positive = (sum(p in POSITIVE for p in picks) >= 2) != (rng.random() < flip)
+    lines["pos.txt" if positive else "neg.txt"].append(f"{' '.join(picks)} #{i}")
+  os.makedirs(folder, exist_ok=True)
+  for name, texts in lines.items():
+    with open(os.path.join(folder, name), "w", encoding="utf-8") as f:
+      f.write("\n".join(texts) + "\n")
+  return str(folder)
+
+
+@pytest.fixture(scope="module")
+def wide_run(tmp_path_factory):
+  """A tiny LSTM with the wide path, trained once; returns `(run dir, its eval/metrics.json)`.
+
+  The metrics are read before any test runs evaluate on the run.
+  """
+  root = tmp_path_factory.mktemp("wide")
+  cfg = tiny_config(write_noisy_corpus(root / "corpus"), root / "run", root / "saved_models")
+  cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, wide_ngrams=2))
+  train.train_and_evaluate(cfg)
+  return cfg.train.model_dir, read_metrics(cfg.train.model_dir)
+
+
+def read_metrics(run_dir) -> dict:
+  with open(os.path.join(run_dir, "eval", "metrics.json"), encoding="utf-8") as f:
+    return json.load(f)
+
+
+def test_model_dir_scores_trainings_test_accuracy_to_the_last_digit(wide_run, tmp_path):
+  run_dir, trained = wide_run
+  # With weight 1 chosen, scoring at weight 1 would pass unnoticed.
+  assert trained["wide"]["deep_weight"]["chosen"] != 1.0
+  scored = evaluate.run_test_split(run_dir, None, str(tmp_path))
+  assert (scored["accuracy"], scored["confusion_matrix"]) == \
+      (trained["accuracy"], trained["confusion_matrix"])
+
+
+def test_an_existing_metrics_file_is_kept_unless_asked(wide_run, tmp_path):
+  run_dir, trained = wide_run
+  path = os.path.join(run_dir, "eval", "metrics.json")
+  with open(path, "rb") as f:
+    before = f.read()
+  with pytest.raises(ConfigError, match=rf"{re.escape(path)} exists.*--overwrite"):
+    evaluate.run_test_split(run_dir, None, None)
+  with open(path, "rb") as f:
+    assert f.read() == before
+  copy = shutil.copytree(run_dir, tmp_path / "run")
+  scored = evaluate.run_test_split(str(copy), None, None, overwrite=True)
+  assert read_metrics(copy) == json.loads(json.dumps(scored))
+  assert scored["accuracy"] == trained["accuracy"]
+
+
+@pytest.mark.slow
+def test_the_command_refuses_to_overwrite_in_one_line(wide_run):
+  run_dir, _ = wide_run
+  proc = subprocess.run([sys.executable, "-m", "tfagent.evaluate", f"--model_dir={run_dir}"],
+                        capture_output=True, text=True, timeout=300,
+                        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+  assert proc.returncode == 1
+  assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
+  assert f"{os.path.join(run_dir, 'eval', 'metrics.json')} exists" in proc.stderr
+  assert "--overwrite" in proc.stderr, proc.stderr[-2000:]
