@@ -1,5 +1,5 @@
 """The server keeps its promises (issue 26, item 6): deadlines and a bounded queue without
-batching.
+batching, and large gRPC requests converted off the event loop.
 
 The server runs in this process (tfagent.serving.server.Server on loopback ports), so its
 model can be a test-only SavedModel whose function is Python: `tf.py_function` waits on a
@@ -24,6 +24,7 @@ TIMEOUT_MS = 3000  # --rest_api_timeout_in_ms: long enough for rejections to com
 GATE_SECONDS = 30  # The gated model answers after this long at most, gate or not.
 WAIT = 15  # Seconds a client waits; far less than the gate, far more than a deadline.
 ROOM = 1 + pool.queued_calls(1)  # Calls let in with one model thread: one runs, the rest wait.
+LARGE = pool.INLINE_BYTES + 1  # A request this large is converted on the thread pool.
 
 
 class Gate:
@@ -129,3 +130,26 @@ def test_a_full_unbatched_queue_answers_503_at_once(served):
   gate.open.set()
   assert predict(served) == (200, "")  # The queue drained: the server serves on.
   gate.open.clear()
+
+
+def test_a_large_grpc_predict_is_converted_off_the_event_loop(served, monkeypatch):
+  """As REST parses a body over pool.INLINE_BYTES on its thread pool."""
+  gate = served["gate"]
+  gate.open.set()
+  threads = []
+  to_ndarray = tensors.to_ndarray
+
+  def spy(proto):
+    threads.append(threading.current_thread().name)
+    return to_ndarray(proto)
+  monkeypatch.setattr(tensors, "to_ndarray", spy)
+  stub = prediction_service_pb2_grpc.PredictionServiceStub(
+      grpc.insecure_channel(served["grpc"]))
+  for size in (16, LARGE):
+    request = predict_pb2.PredictRequest(model_spec={"name": "gated"})
+    request.inputs["text"].CopyFrom(tf.make_tensor_proto(["y" * size]))
+    response = stub.Predict(request, timeout=WAIT)
+    assert tf.make_ndarray(response.outputs["n"]).tolist() == [size]
+  gate.open.clear()
+  # The gRPC event loop runs on the thread named "grpc"; its pool's threads are "grpc_N".
+  assert threads[0] == "grpc" and threads[1].startswith("grpc_"), threads

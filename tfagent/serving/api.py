@@ -251,10 +251,22 @@ class Api:
 
   async def predict(self, request: predict_pb2.PredictRequest, deadline,
                     executor: pool.CallPool) -> predict_pb2.PredictResponse:
-    """gRPC Predict (predict_impl.cc, predict_util.cc RunPredict)."""
+    """gRPC Predict (predict_impl.cc, predict_util.cc RunPredict); large requests on `executor`.
+
+    As REST parses a large body: converting a request of up to 2 GiB must not
+    hold the event loop.
+    """
     self.check_spec(request)
+    if request.ByteSize() > pool.INLINE_BYTES:
+      return await executor.call(deadline, self.predict_blocking, request, deadline)
     servable, name, inputs = self._predict_call(request)
     outputs = await pool.run_async(servable, name, inputs, deadline, executor)
+    return self._predict_response(request, servable, name, outputs)
+
+  def predict_blocking(self, request: predict_pb2.PredictRequest, deadline):
+    """Predict on a pool thread: conversions and the model call block it, not the loop."""
+    servable, name, inputs = self._predict_call(request)
+    outputs = servable.run(name, inputs, deadline)
     return self._predict_response(request, servable, name, outputs)
 
   def _predict_call(self, request: predict_pb2.PredictRequest) -> tuple:

@@ -18,6 +18,7 @@ import time
 
 from tfagent.serving import status
 
+INLINE_BYTES = 64 << 10  # Larger requests are parsed and converted on a pool, off the loop.
 QUEUED_PER_THREAD = 10  # As batching's default max_enqueued_batches: 10 waiting a thread.
 
 
