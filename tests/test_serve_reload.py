@@ -15,9 +15,10 @@ import requests
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
+import serving_util
 from serving_util import run_server
-from tfagent import config, export
-from tfagent.serving import manager, servable
+from tfagent import config, export, signatures
+from tfagent.serving import manager, retries, servable
 
 POLL_SECONDS = 1
 WAIT = 60  # Seconds a condition may take on a busy machine before the test fails.
@@ -140,3 +141,76 @@ def test_version_changes_freeze_the_heap_and_free_the_unloaded_version(trained_r
   assert old() is None
   assert gc.get_freeze_count() - frozen < one_version / 2
   mgr.close()
+
+
+@pytest.fixture(scope="module")
+def synthetic_version(tmp_path_factory) -> str:
+  """A small SavedModel with one warm-up record (a predict of one text)."""
+  from tensorflow_serving.apis import prediction_log_pb2
+  path = str(tmp_path_factory.mktemp("synthetic") / "1")
+  serving_util.write_synthetic_model(path)
+  log = prediction_log_pb2.PredictionLog()
+  log.predict_log.request.model_spec.name = "m"
+  log.predict_log.request.inputs["text"].CopyFrom(tf.make_tensor_proto(["warm"]))
+  os.makedirs(os.path.dirname(os.path.join(path, signatures.WARMUP_FILE)))
+  with tf.io.TFRecordWriter(os.path.join(path, signatures.WARMUP_FILE)) as writer:
+    writer.write(log.SerializeToString())
+  return path
+
+
+def test_a_retry_reads_the_version_again_after_its_files_changed_during_a_load(
+    synthetic_version, tmp_path):
+  base = tmp_path / "m"
+  shutil.copytree(synthetic_version, base / "1")
+  late = base / "1" / "copied_late.txt"
+
+  def replay(servable_, log):
+    del servable_, log
+    if not late.exists():  # The copy's last file lands while the first try warms up.
+      late.write_text("done")
+  mgr = manager.ModelManager(manager.single_model("m", str(base)), servable.LoadOptions(
+      settle_seconds=0, max_load_retries=2, load_retry_interval_seconds=0.1), replay=replay)
+  try:
+    mgr.start(poll_seconds=-1)
+    assert mgr.available() == {"m": [1]}
+  finally:
+    mgr.close()
+
+
+def test_a_load_waiting_to_retry_holds_no_lock(synthetic_version, tmp_path):
+  """A config reload (HandleReloadConfigRequest) and other models load meanwhile."""
+  for name in ("a", "b"):
+    shutil.copytree(synthetic_version, tmp_path / name / "1")
+  a, b = (manager.ModelSpecConfig(name, str(tmp_path / name)) for name in ("a", "b"))
+  mgr = manager.ModelManager([a], servable.LoadOptions(
+      warmup=False, settle_seconds=0, max_load_retries=3, load_retry_interval_seconds=WAIT))
+  mgr.start(poll_seconds=POLL_SECONDS)
+  reload = threading.Thread(target=mgr.reload_config, args=([a, b],), daemon=True)
+  try:
+    os.makedirs(tmp_path / "a" / "2")
+    (tmp_path / "a" / "2" / "saved_model.pb").write_bytes(b"not a SavedModel")
+    wait_for(lambda: len(mgr.model_status("a").model_version_status) == 2,
+             "the poller to try version 2")
+    time.sleep(POLL_SECONDS)  # The broken version's first try fails in milliseconds.
+    reload.start()
+    reload.join(WAIT / 4)
+    assert not reload.is_alive(), "the config reload waited for another model's retries"
+    assert mgr.resolve("b").version == 1 and mgr.resolve("a").version == 1
+  finally:
+    mgr.close()
+    if reload.is_alive():
+      reload.join(WAIT)
+
+
+def test_load_retries_wait_their_interval_give_up_and_forget_a_vanished_version():
+  tries = retries.LoadRetries(max_retries=1, interval_seconds=30)
+  key = ("m", 2)
+  assert tries.tries(key) == 0 and not tries.pending()
+  assert not tries.record_failure(key, ("files", 1))  # One retry left, due in 30 s.
+  assert tries.tries(key) is None and tries.pending()
+  assert tries.pause(poll_seconds=5) == 5 and 25 < tries.pause(poll_seconds=60) <= 30
+  assert tries.forget("m", keep={1}) == [2] and not tries.pending()  # Version 2 is gone.
+  now = retries.LoadRetries(max_retries=1, interval_seconds=0)
+  assert not now.record_failure(key, ("files", 1)) and now.tries(key) == 1  # Due at once.
+  assert now.record_failure(key, ("files", 1)) and not now.pending()  # The last try: given up.
+  assert now.failed_as(key, ("files", 1)) and not now.failed_as(key, ("files", 2))

@@ -3,10 +3,7 @@ both protocols. Checks run in TF Serving's order, with its messages (the source
 functions are named beside each); input names and sizes are checked before
 any array is built."""
 
-import asyncio
 import dataclasses
-import functools
-import time
 
 from google.protobuf import text_format
 import grpc
@@ -15,7 +12,7 @@ from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
                                      inference_pb2, model_pb2, predict_pb2, regression_pb2)
 
 from tfagent import signatures
-from tfagent.serving import status, tensors
+from tfagent.serving import pool, status, tensors
 
 SIGNATURE_DEF = "signature_def"
 _PREDICT_METHODS = (signatures.PREDICT_METHOD, signatures.CLASSIFY_METHOD,
@@ -176,38 +173,6 @@ def regression_result(outputs: dict, n: int) -> regression_pb2.RegressionResult:
   return result
 
 
-def in_pool(executor, fn, *args) -> "asyncio.Future":
-  """`fn(*args)` on `executor`, awaitable from the running event loop (which it never blocks)."""
-  return asyncio.get_running_loop().run_in_executor(executor, functools.partial(fn, *args))
-
-
-async def run_async(servable, signature_name: str, inputs: dict, deadline, executor) -> dict:
-  """`servable.run` for an event loop: batched calls wait on a future, not a thread.
-
-  The batch thread resolves the future on the loop; unbatched calls run on
-  `executor`, as model calls must never block the loop.
-  """
-  loop = asyncio.get_running_loop()
-  future = loop.create_future()
-
-  def resolve(task):
-    if not future.done():
-      if task.error is not None:
-        future.set_exception(task.error)
-      else:
-        future.set_result(task.result)
-  batcher, pending = servable.submit(signature_name, inputs,
-                                     lambda t: loop.call_soon_threadsafe(resolve, t), deadline)
-  if batcher is None:  # Not batched: `pending` is the call, run off the loop.
-    return await in_pool(executor, pending)
-  timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-  try:
-    return await asyncio.wait_for(future, timeout)
-  except asyncio.TimeoutError:
-    batcher.cancel(pending)
-    raise status.deadline_exceeded() from None
-
-
 class Api:
   """The calls, over a ModelManager, with the options the server's flags set."""
 
@@ -285,14 +250,34 @@ class Api:
       seen.add(alias)
 
   async def predict(self, request: predict_pb2.PredictRequest, deadline,
-                    executor) -> predict_pb2.PredictResponse:
-    """gRPC Predict (predict_impl.cc, predict_util.cc RunPredict)."""
+                    executor: pool.CallPool) -> predict_pb2.PredictResponse:
+    """gRPC Predict (predict_impl.cc, predict_util.cc RunPredict); large requests on `executor`.
+
+    As REST parses a large body: converting a request of up to 2 GiB must not
+    hold the event loop.
+    """
     self.check_spec(request)
+    if request.ByteSize() > pool.INLINE_BYTES:
+      return await executor.call(deadline, self.predict_blocking, request, deadline)
+    servable, name, inputs = self._predict_call(request)
+    outputs = await pool.run_async(servable, name, inputs, deadline, executor)
+    return self._predict_response(request, servable, name, outputs)
+
+  def predict_blocking(self, request: predict_pb2.PredictRequest, deadline):
+    """Predict on a pool thread: conversions and the model call block it, not the loop."""
+    servable, name, inputs = self._predict_call(request)
+    outputs = servable.run(name, inputs, deadline)
+    return self._predict_response(request, servable, name, outputs)
+
+  def _predict_call(self, request: predict_pb2.PredictRequest) -> tuple:
+    """(servable, signature name, input arrays) of a Predict, after every check."""
     servable = self.resolve(request.model_spec)
     name = request.model_spec.signature_name or signatures.DEFAULT_SIGNATURE
     signature = self.predict_signature(servable, name)
-    inputs = self.predict_inputs(request, signature)
-    outputs = await run_async(servable, name, inputs, deadline, executor)
+    return servable, name, self.predict_inputs(request, signature)
+
+  def _predict_response(self, request, servable, name: str,
+                        outputs: dict) -> predict_pb2.PredictResponse:
     response = predict_pb2.PredictResponse()
     fill_spec(response.model_spec, servable, name)
     for key in request.output_filter or sorted(outputs):

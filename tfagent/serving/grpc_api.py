@@ -1,7 +1,6 @@
 """TF Serving's gRPC services, on the stubs that PyPI `tensorflow-serving-api` generates."""
 
 import asyncio
-from concurrent import futures
 import dataclasses
 import threading
 import time
@@ -11,7 +10,7 @@ import grpc
 from tensorflow_serving.apis import (model_management_pb2, model_service_pb2_grpc,
                                      prediction_service_pb2_grpc)
 
-from tfagent.serving import manager as manager_lib, status
+from tfagent.serving import manager as manager_lib, pool, status
 
 MAX_MESSAGE_BYTES = 2**31 - 1  # TF Serving lifts gRPC's 4 MiB default the same way.
 
@@ -49,7 +48,12 @@ class _Servicer:
     self.api, self.metrics, self.executor = api, metrics, executor
 
   def _in_pool(self, fn, *args):
-    return asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+    return self.executor.call(None, fn, *args)
+
+  def _model_call(self, fn, request, context):
+    """`fn(request, deadline)` on the pool, which keeps the call's deadline too."""
+    deadline = _deadline(context)
+    return self.executor.call(deadline, fn, request, deadline)
 
   async def _call(self, method: str, model: str, context, work):
     started = time.perf_counter()
@@ -76,17 +80,17 @@ class PredictionServicer(_Servicer, prediction_service_pb2_grpc.PredictionServic
                             self.api.predict(request, _deadline(context), self.executor))
 
   async def Classify(self, request, context):
-    return await self._call("classify", request.model_spec.name, context, self._in_pool(
-        self.api.classify, request, _deadline(context)))
+    return await self._call("classify", request.model_spec.name, context, self._model_call(
+        self.api.classify, request, context))
 
   async def Regress(self, request, context):
-    return await self._call("regress", request.model_spec.name, context, self._in_pool(
-        self.api.regress, request, _deadline(context)))
+    return await self._call("regress", request.model_spec.name, context, self._model_call(
+        self.api.regress, request, context))
 
   async def MultiInference(self, request, context):
     model = request.tasks[0].model_spec.name if request.tasks else ""
-    return await self._call("multi_inference", model, context, self._in_pool(
-        self.api.multi_inference, request, _deadline(context)))
+    return await self._call("multi_inference", model, context, self._model_call(
+        self.api.multi_inference, request, context))
 
   async def GetModelMetadata(self, request, context):
     return await self._call("metadata", request.model_spec.name, context,
@@ -124,7 +128,7 @@ class GrpcServer:
   """grpc.aio server on its own event loop thread; model calls as in REST."""
 
   def __init__(self, api, metrics, options: GrpcOptions):
-    self.executor = futures.ThreadPoolExecutor(options.max_threads, "grpc")
+    self.executor = pool.CallPool(options.max_threads, "grpc", "grpc_max_threads")
     self.loop = asyncio.SelectorEventLoop()
     threading.Thread(target=self.loop.run_forever, daemon=True, name="grpc").start()
     asyncio.run_coroutine_threadsafe(self._start(api, metrics, options),

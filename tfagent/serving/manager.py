@@ -5,8 +5,10 @@ integer version directories; the versions its policy asks for (by default the
 latest one) are loaded, warmed up, and only then served; versions no longer
 asked for are unloaded after their replacement is serving, so no request fails
 during a switch. A directory whose files still change (a copy in progress) is
-left for a later poll, and a load that fails (after --max_num_load_retries) is
-retried only once the directory changes, so half a version is never served.
+left for a later poll. A load that fails is tried again, on the version as it
+is then, at the first poll after --load_retry_interval_micros (no lock is held
+while it waits); after --max_num_load_retries it is retried only once the
+directory changes, so half a version is never served.
 At start-up, as tensorflow_model_server does, the server waits for every
 model's first version and refuses to start if one fails to load.
 """
@@ -24,6 +26,7 @@ from tensorflow_serving.config import model_server_config_pb2
 
 from tfagent.errors import ConfigError, TfagentError
 from tfagent.serving import status
+from tfagent.serving.retries import LoadRetries, fingerprint
 from tfagent.serving.servable import LoadOptions, Servable, error_code
 from tfagent.versions import list_versions
 
@@ -95,16 +98,6 @@ def parse_model_config(text: str, source: str) -> list:
   return models_from_proto(proto, source)
 
 
-def fingerprint(path: str) -> tuple:
-  """Every file's relative path, size and mtime: unchanged means no copy in progress."""
-  out = []
-  for root, _, files in os.walk(path):
-    for f in files:
-      st = os.stat(os.path.join(root, f))
-      out.append((os.path.relpath(os.path.join(root, f), path), st.st_size, st.st_mtime_ns))
-  return tuple(sorted(out))
-
-
 def aspired(model: ModelSpecConfig, available: list) -> set:
   """The versions the model's version policy asks for, of those on disk."""
   if model.policy == "all":
@@ -147,7 +140,7 @@ class ModelManager:
     self._servables = {m: {} for m in self.models}  # name -> {version: Servable}
     self._states = {m: {} for m in self.models}  # name -> {version: (state, error)}
     self._labels = {}  # name -> {label: version}, checked by _update_labels.
-    self._failed = {}  # (name, version) -> fingerprint of the failed attempt.
+    self._retries = LoadRetries(options.max_load_retries, options.load_retry_interval_seconds)
     self._stop = threading.Event()
     self._thread = None
 
@@ -165,10 +158,11 @@ class ModelManager:
       if failed:
         raise StartupError("; ".join(failed))
       waiting = [m for m, s in self._servables.items() if not s]
-      if not waiting or poll_seconds < 0 or self._stop.is_set():
+      retrying = self._retries.pending() and (waiting or poll_seconds <= 0)
+      if not (retrying or waiting and poll_seconds >= 0) or self._stop.is_set():
         break
       logging.info("Waiting for a first version of %s", ", ".join(sorted(waiting)))
-      self._stop.wait(max(poll_seconds, 1))
+      self._stop.wait(self._retries.pause(poll_seconds))
     self._update_labels()
     if poll_seconds > 0:
       self._thread = threading.Thread(target=self._poll_loop, args=(poll_seconds,),
@@ -187,7 +181,7 @@ class ModelManager:
       self._thread.join(timeout=10)
 
   def _poll_loop(self, poll_seconds: float) -> None:
-    while not self._stop.wait(poll_seconds):
+    while not self._stop.wait(self._retries.pause(poll_seconds)):
       try:
         self.poll_once()
       except Exception:  # noqa: BLE001  Keep polling; the next poll may succeed.
@@ -209,6 +203,8 @@ class ModelManager:
       logging.warning("No versions of servable %s found under base path %s",
                       model.name, model.base_path)
     wanted = aspired(model, list(on_disk))
+    for version in self._retries.forget(model.name, wanted):
+      self._set_state(model.name, version, _State.END)  # Gone, or no longer asked for.
     for version in sorted(wanted - set(loaded)):
       self._load(model.name, version, on_disk[version])
     loaded = self._servables[model.name]
@@ -227,6 +223,7 @@ class ModelManager:
     with self._config_lock:
       new = {m.name: m for m in models}
       for name in set(self.models) - set(new):
+        self._retries.forget(name)
         for version in list(self._servables[name]):
           self._unload(name, version)
       with self._lock:
@@ -258,38 +255,35 @@ class ModelManager:
       self._states[name][version] = (state, error)
 
   def _load(self, name: str, version: int, path: str) -> None:
-    """Loads and warms one version once its files have stopped changing, with retries."""
-    before = fingerprint(path)
-    if self._failed.get((name, version)) == before:
-      return  # Failed as it is now; retried when the directory changes.
+    """One try, if due, at a version whose files have stopped changing; each try
+    fingerprints the version afresh, and a failed one is retried at a later poll."""
+    key, tries = (name, version), self._retries.tries((name, version))
+    before = None if tries is None else fingerprint(path)
+    if before is None or self._retries.failed_as(key, before):
+      return  # Not due yet, or failed as it is now: retried when the directory changes.
     time.sleep(self.options.settle_seconds)
     if fingerprint(path) != before:
       logging.info("Servable %s version %d is still being written; waiting.", name, version)
       return
+    if tries:
+      logging.info("Retrying servable %s version %d (%d of %d)", name, version, tries,
+                   self.options.max_load_retries)
     self._set_state(name, version, _State.LOADING)
-    for attempt in range(self.options.max_load_retries + 1):
-      if attempt:
-        logging.info("Retrying servable %s version %d (%d of %d)", name, version, attempt,
-                     self.options.max_load_retries)
-        if self._stop.wait(self.options.load_retry_interval_seconds):
-          break
-      started = time.monotonic()
-      try:
-        servable = self._new_servable(name, version, path, before)
-      except Exception as e:  # noqa: BLE001  A bad version must not stop the server.
-        error = e
-        logging.error("Servable %s version %d failed to load from %s: %s", name, version,
-                      path, e)
-        continue
-      with self._lock:
-        self._servables[name] = {**self._servables[name], version: servable}
-        self._states[name][version] = (_State.AVAILABLE, None)
-      self._failed.pop((name, version), None)
-      logging.info("Successfully loaded servable version {name: %s version: %d} in %.1f s",
-                   name, version, time.monotonic() - started)
+    started = time.monotonic()
+    try:
+      servable = self._new_servable(name, version, path, before)
+    except Exception as e:  # noqa: BLE001  A bad version must not stop the server.
+      logging.error("Servable %s version %d failed to load from %s: %s", name, version,
+                    path, e)
+      if self._retries.record_failure(key, before):
+        self._set_state(name, version, _State.END, e)
       return
-    self._failed[(name, version)] = before
-    self._set_state(name, version, _State.END, error)
+    with self._lock:
+      self._servables[name] = {**self._servables[name], version: servable}
+      self._states[name][version] = (_State.AVAILABLE, None)
+    self._retries.loaded(key)
+    logging.info("Successfully loaded servable version {name: %s version: %d} in %.1f s",
+                 name, version, time.monotonic() - started)
 
   def _new_servable(self, name: str, version: int, path: str, before: tuple) -> Servable:
     servable = Servable(name, version, path, self.options)

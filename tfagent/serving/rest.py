@@ -19,10 +19,9 @@ import grpc
 from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
                                      get_model_status_pb2, model_pb2, regression_pb2)
 
-from tfagent.serving import api as api_lib, json_tensor, status
+from tfagent.serving import api as api_lib, json_tensor, pool, status
 
 DEFAULT_METRICS_PATH = "/monitoring/prometheus/metrics"
-INLINE_BODY_BYTES = 64 << 10  # Larger bodies are parsed on the thread pool, off the event loop.
 _V1 = re.compile(r"(?i)/v1/.*")
 _PREDICTION = re.compile(r"(?i)/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?"
                          r":(classify|regress|predict)")
@@ -188,9 +187,9 @@ class RestApi:
     return b"".join(chunks)
 
   async def _dispatch(self, call: Call) -> str:
-    if call.verb == "predict" and len(call.body) <= INLINE_BODY_BYTES:
+    if call.verb == "predict" and len(call.body) <= pool.INLINE_BYTES:
       return await self.predict_inline(call)
-    return await api_lib.in_pool(self.executor, self.run_in_pool, call)
+    return await self.executor.call(call.deadline, self.run_in_pool, call)
 
   async def predict_inline(self, call: Call) -> str:
     """A small predict parsed on the event loop and handed straight to the batcher.
@@ -199,12 +198,12 @@ class RestApi:
     loop. Unbatched servables go to the thread pool.
     """
     servable, name, inputs, fmt = self._predict_inputs(call)
-    outputs = await api_lib.run_async(servable, name, inputs, call.deadline, self.executor)
+    outputs = await pool.run_async(servable, name, inputs, call.deadline, self.executor)
     return json_tensor.predict_response(outputs, fmt)
 
   def _predict_inputs(self, call: Call) -> tuple:
     """FillPredictRequestFromJson, then the checks Predict makes: (servable, name, inputs, fmt)."""
-    if len(call.body) > INLINE_BODY_BYTES:
+    if len(call.body) > pool.INLINE_BYTES:
       self._refuse_oversize_batch(call)
     doc = json_tensor.parse_body(call.body)
     name = doc.get("signature_name", "")

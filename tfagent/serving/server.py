@@ -6,7 +6,6 @@ plus a few tfagent-only bounds. Flags TF Serving has and this server does not
 implement are accepted; a non-default value of one is logged as ignored.
 """
 
-from concurrent import futures
 import dataclasses
 import threading
 import time
@@ -17,8 +16,8 @@ import uvicorn
 
 from tfagent import signatures
 from tfagent.errors import ConfigError
-from tfagent.serving import (api, batching, grpc_api, http_limits, manager, metrics, protos,
-                             rest, servable)
+from tfagent.serving import (api, batching, grpc_api, http_limits, manager, metrics, pool,
+                             protos, rest, servable)
 
 _CPUS = batching._cpu_count()  # pylint: disable=protected-access
 
@@ -50,8 +49,8 @@ class ServerOptions:
   # README command and the official image's entrypoint use.
   rest_api_port: int = _flag(8501, "HTTP/REST port; 0 turns it off.")
   rest_api_num_threads: int = _flag(4 * _CPUS, "Threads for REST work off the event loop "
-                                    "(classify, regress, large bodies; TF's default: 4 per "
-                                    "core). Small predicts never hold one.")
+                                    "(unbatched calls, large bodies; TF's default: 4 per "
+                                    "core); past 10 calls waiting a thread, 503.")
   rest_api_timeout_in_ms: int = _flag(30_000, "REST request deadline; past it the answer is "
                                       "504. 0: none.")
   rest_api_enable_cors_support: bool = _flag(False, "Add CORS headers to REST answers.")
@@ -309,7 +308,7 @@ class Server:
   def _start_rest(self) -> None:
     """uvicorn (httptools parser, uvloop) in a thread; model calls on a thread pool."""
     opts = self.options
-    self._executor = futures.ThreadPoolExecutor(opts.rest_api_num_threads, "rest")
+    self._executor = pool.CallPool(opts.rest_api_num_threads, "rest", "rest_api_num_threads")
     app = rest.RestApi(self.api, self.metrics, self._executor, rest.RestOptions(
         timeout_ms=opts.rest_api_timeout_in_ms, max_body_bytes=opts.rest_api_max_body_bytes,
         cors=opts.rest_api_enable_cors_support, metrics_path=self._metrics_path))
