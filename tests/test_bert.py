@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfagent import config, models, optim, train, training
+from tfagent import config, models, optim, signatures, train, training
 from tfagent.errors import ConfigError
 from tfagent.models import bert
 
@@ -200,11 +200,13 @@ def test_train_export_and_evaluate_end_to_end(trained_bert):
   pred = keras_model(tf.constant(texts), training=False).numpy().argmax(-1)
   assert result["examples"] == len(labels) > 0
   assert result["accuracy"] == pytest.approx(np.mean(pred == labels))
-  shown = subprocess.run(["saved_model_cli", "show", "--dir", result["saved_model"], "--all"],
-                         capture_output=True, text=True, check=True).stdout
-  sig = shown.split("signature_def['serving_default']")[1]
-  assert "inputs['text'] tensor_info:\n        dtype: DT_STRING\n        shape: (-1)" in sig
-  assert "outputs['probabilities'] tensor_info:\n        dtype: DT_FLOAT\n        shape: (-1, 2)" in sig
+  # The SignatureDef as TF Serving (and `saved_model_cli show`) reads it from saved_model.pb.
+  sig = signatures.read_signature_defs(result["saved_model"])["serving_default"]
+  text, probabilities = sig.inputs["text"], sig.outputs["probabilities"]
+  assert text.dtype == tf.string.as_datatype_enum
+  assert [d.size for d in text.tensor_shape.dim] == [-1]
+  assert probabilities.dtype == tf.float32.as_datatype_enum
+  assert [d.size for d in probabilities.tensor_shape.dim] == [-1, 2]
 
 
 def clean_process_probabilities(path: str, texts) -> np.ndarray:
