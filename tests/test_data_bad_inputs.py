@@ -20,6 +20,7 @@ import sys
 from absl import flags
 import pytest
 
+from conftest import run_command
 from tfagent import config, data
 from tfagent.data.records import REASONS
 
@@ -514,22 +515,18 @@ def cli(*args) -> subprocess.Popen:
 
 @pytest.mark.slow
 def test_command_lines_exit_1_with_the_same_message_and_no_traceback(run_train, tmp_path):
+  """One real process per command: exit status 1, the in-process message, no traceback.
+
+  (The truncated-gzip train case ran here too; its message is checked in-process by
+  test_truncated_gz_is_one_line_naming_the_file, and the train process by the case below.
+  evaluate's real process: test_evaluate.py; its data error, in-process below.)
+  """
   quote = quoted_file(tmp_path, '"never closed,pos')
-  gz = tmp_path / "d.csv.gz"
-  gz.write_bytes(gzip.compress(open(quote, "rb").read())[:40])
-  run_dir = tmp_path / "evalrun"
-  config.save_json(config.Config(data=config.DataConfig(dataset=f"csv:{quote}",
-                                                         on_bad_record="skip")),
-                   str(run_dir / "config.json"))
-  cases = {  # command line -> the same flags in-process (None: evaluate has no model stage).
+  cases = {  # command line -> the same flags in-process.
       ("tfagent.train", f"--dataset=csv:{quote}", "--on_bad_record=skip", *TINY,
        f"--model_dir={tmp_path}/cli"): (f"--dataset=csv:{quote}", "--on_bad_record=skip"),
-      ("tfagent.train", f"--dataset=csv:{gz}", *TINY, f"--model_dir={tmp_path}/cli2"):
-          (f"--dataset=csv:{gz}",),
       ("tfagent.data.convert", f"--dataset=csv:{quote}", "--on_bad_record=skip",
        f"--output_dir={tmp_path}/out"): (f"--dataset=csv:{quote}", "--on_bad_record=skip"),
-      ("tfagent.evaluate", f"--model_dir={run_dir}"): (f"--dataset=csv:{quote}",
-                                                      "--on_bad_record=skip"),
   }
   procs = {args: cli(*args) for args in cases}  # In parallel: each spends seconds importing TF.
   for args, proc in procs.items():
@@ -539,3 +536,21 @@ def test_command_lines_exit_1_with_the_same_message_and_no_traceback(run_train, 
     assert proc.returncode == 1, (args, stderr[-2000:])
     assert "Traceback" not in stderr, stderr[-2000:]
     assert expected.message in stderr, (args, expected.message, stderr[-2000:])
+
+
+def test_evaluate_of_a_run_with_a_bad_record_says_what_train_says(run_train, tmp_path,
+                                                                   monkeypatch, caplog):
+  """`tfagent evaluate --model_dir` in-process reads the run's data as train does: exit 1
+  and train's message."""
+  quote = quoted_file(tmp_path, '"never closed,pos')
+  run_dir = tmp_path / "evalrun"
+  config.save_json(config.Config(data=config.DataConfig(dataset=f"csv:{quote}",
+                                                         on_bad_record="skip")),
+                   str(run_dir / "config.json"))
+  expected = run_train(f"--dataset=csv:{quote}", "--on_bad_record=skip")
+  assert expected.code == 1 and expected.message
+  caplog.clear()
+  with caplog.at_level(logging.INFO):
+    assert run_command(monkeypatch, "evaluate", f"--model_dir={run_dir}") == 1
+  message = "\n".join(r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR)
+  assert expected.message in message, (expected.message, message)

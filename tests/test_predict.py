@@ -5,16 +5,14 @@ import gzip
 import io
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
+from conftest import run_command
 from tfagent import predict
 from tfagent.errors import ConfigError, DataError
 
-ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
 TEXTS = ["great movie loved it", "很差 讨厌", "a mess, truly awful"]
 
 
@@ -111,19 +109,21 @@ def test_csv_output_has_a_column_per_class_or_the_top_k(predictor):
   assert rows[0] == ["text", "class", "class_1", "probability_1"] and rows[1][2] == "positive"
 
 
-@pytest.mark.slow
-def test_cli_from_a_csv_file_to_a_csv_file_and_from_stdin(trained_run, tmp_path):
+def test_command_from_a_csv_file_to_a_csv_file_and_from_stdin(trained_run, tmp_path,
+                                                              monkeypatch, capfd):
+  """`tfagent predict` in-process: --input/--output/--top_k, then standard input. (Texts as
+  arguments: test_cli.py, with the one real process of this command.)"""
   base = os.path.dirname(trained_run[1]["saved_model"])
   (tmp_path / "in.csv").write_text("text,other\n" + "".join(f'"{t}",x\n' for t in TEXTS),
                                    encoding="utf-8")
-  proc = subprocess.run([sys.executable, "-m", "tfagent.cli", "predict", f"--saved_model={base}",
-                         f"--input={tmp_path / 'in.csv'}", f"--output={tmp_path / 'out.csv'}",
-                         "--top_k=2"], capture_output=True, text=True, env=ENV, timeout=300)
-  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert run_command(monkeypatch, "predict", f"--saved_model={base}",
+                     f"--input={tmp_path / 'in.csv'}", f"--output={tmp_path / 'out.csv'}",
+                     "--top_k=2") == 0
   rows = list(csv.DictReader(open(tmp_path / "out.csv", encoding="utf-8")))
   assert [r["text"] for r in rows] == TEXTS and rows[0]["class"] == "positive"
   assert not [f for f in os.listdir(tmp_path) if ".tmp" in f]
-  proc = subprocess.run([sys.executable, "-m", "tfagent.predict", f"--saved_model={base}"],
-                        input="great movie loved it\n\n很差 讨厌\n", capture_output=True,
-                        text=True, env=ENV, timeout=300)
-  assert [json.loads(l)["class"] for l in proc.stdout.splitlines()] == ["positive", "negative"]
+  capfd.readouterr()
+  assert run_command(monkeypatch, "predict", f"--saved_model={base}",
+                     stdin="great movie loved it\n\n很差 讨厌\n") == 0
+  assert [json.loads(l)["class"] for l in capfd.readouterr().out.splitlines()] == [
+      "positive", "negative"]
