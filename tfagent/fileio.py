@@ -25,6 +25,11 @@ def is_local(path: str) -> bool:
   return scheme(path) in ("", "file")
 
 
+def absolute(path: str) -> str:
+  """A local path made absolute; a gs://, ram://... URL as it is (abspath would break it)."""
+  return os.path.abspath(path) if scheme(path) == "" else path
+
+
 def check_filesystems(paths: dict) -> None:
   """Fails before any work when a path's scheme has no filesystem registered.
 
