@@ -28,7 +28,7 @@ def test_backup_of_another_run_is_an_error_and_the_same_run_resumes(corpus_dir, 
   assert config.load_json(os.path.join(cfg.train.model_dir, "config.json")) == cfg
 
   longer = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=3, verbose=1))
-  with caplog.at_level("INFO"):
+  with caplog.at_level("INFO", logger="absl"):
     result = train.train_and_evaluate(longer)  # More epochs and another verbosity resume.
   assert "Resumed from epoch 2 step 2 (global step 26)" in caplog.text
   assert len(result["history"]["loss"]) == 2  # The rest of epoch 2, then epoch 3.
