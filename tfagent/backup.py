@@ -7,21 +7,36 @@ them half-written) and has every worker write the same files. This callback
 keeps its idea and file layout (`backup/`, weights + JSON metadata) and adds:
 the step within the epoch (the input stream skips the batches already seen),
 the state of callbacks that decide on epochs (early stopping, best checkpoint),
-and atomic writes: each file is written beside its final name, fsynced and
-moved into place with os.replace, the metadata last, so the metadata always
-names a complete weights file.
+atomic writes through tf.io.gfile (fileio.replace_atomically), the metadata last,
+so the metadata always names a complete weights file, and the fingerprint of the
+settings a resume depends on, so a backup never resumes another run.
+
+Not tf.train.CheckpointManager: its `ckpt-N.index/.data-*` layout would replace
+the `ckpt-N.weights.h5` + `state.json` pair that tools and tests read, and it
+holds no JSON state (position, callbacks, RNG); it gives no stronger guarantee
+(it too writes beside the final name and renames, the index last).
 """
 
 import dataclasses
-import glob
 import json
 import os
 
 from absl import logging
 import keras
 import numpy as np
+import tensorflow as tf
+
+from tfagent import config, fileio
+from tfagent.errors import ConfigError
 
 STATE_FILE = "state.json"
+# Settings a resume may change: where the run writes, what it logs, hardware and
+# speed, how often it backs up, and --epochs (more stretches the learning-rate
+# schedule over the new total, as a fresh run of that length would).
+RESUME_FREE = frozenset({"train.model_dir", "train.epochs", "train.verbose",
+                         "train.profile_steps", "train.misclassified_examples",
+                         "train.shard_report", "train.backup_every_steps", "train.strategy",
+                         "train.tpu", "train.jit_compile"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,40 +50,34 @@ class Position:
     return self.epoch * steps_per_epoch + self.step
 
 
-def _fsync_dir(path: str) -> None:
-  fd = os.open(path, os.O_RDONLY)
-  try:
-    os.fsync(fd)
-  finally:
-    os.close(fd)
-
-
-def replace_atomically(write, final: str) -> None:
-  """Calls `write(tmp_path)`, fsyncs the file and renames it to `final`."""
-  folder, name = os.path.split(final)
-  tmp = os.path.join(folder, f".tmp-{name}")
-  write(tmp)
-  with open(tmp, "rb+") as f:
-    os.fsync(f.fileno())
-  os.replace(tmp, final)
-  _fsync_dir(folder)
-
-
-def write_text_atomically(final: str, text: str) -> None:
-  """Writes a small UTF-8 text file through `replace_atomically`."""
-  def write(path):
-    with open(path, "w", encoding="utf-8") as f:
-      f.write(text)
-  replace_atomically(write, final)
-
-
 def read_state(backup_dir: str) -> dict:
   """The last backup's `state.json`, or None when there is none."""
   path = os.path.join(backup_dir, STATE_FILE)
-  if not os.path.exists(path):
+  if not tf.io.gfile.exists(path):
     return None
-  with open(path, encoding="utf-8") as f:
-    return json.load(f)
+  return json.loads(fileio.read_text(path))
+
+
+def run_fingerprint(cfg: config.Config) -> dict:
+  """`section.field -> value` of every setting a resume depends on (not the export's)."""
+  return {f"{section}.{name}": value for section, fields in cfg.to_dict().items()
+          if section != "export" for name, value in fields.items()
+          if f"{section}.{name}" not in RESUME_FREE}
+
+
+def check_same_run(backup_dir: str, fingerprint: dict) -> None:
+  """Fails, naming the differing settings, when `backup_dir` holds another run's backup."""
+  state = read_state(backup_dir)
+  saved = (state or {}).get("run")
+  if saved is None:  # No backup, or one written before fingerprints.
+    return
+  differ = sorted(k for k in set(saved) | set(fingerprint) if saved.get(k) != fingerprint.get(k))
+  if differ:
+    changes = "; ".join(f"{k} is {saved.get(k)!r} there, {fingerprint.get(k)!r} now"
+                        for k in differ)
+    raise ConfigError(f"{backup_dir} holds the backup of another run ({changes}). Re-run with "
+                      f"its settings to resume it, or start fresh: delete {backup_dir} or "
+                      "give a new --model_dir.")
 
 
 def rng_variables(model: keras.Model) -> list:
@@ -97,9 +106,8 @@ def restore(model: keras.Model, backup_dir: str, steps_per_epoch: int) -> Positi
 
 def clear(backup_dir: str) -> None:
   """Removes the backup once training has finished, as Keras' BackupAndRestore does."""
-  for path in glob.glob(os.path.join(backup_dir, "*")) + glob.glob(
-      os.path.join(backup_dir, ".tmp-*")):
-    os.remove(path)
+  for path in tf.io.gfile.glob(os.path.join(backup_dir, "*")):  # .tmp-* too, unlike glob.glob
+    tf.io.gfile.remove(path)
 
 
 class Resumable:
@@ -131,11 +139,13 @@ class StepBackup(keras.callbacks.Callback):
     steps_per_epoch: global steps an epoch.
     start: the Position training starts (or resumes) from.
     resumables: name -> Resumable callback whose state is saved with it.
+    fingerprint: `run_fingerprint` of the run, checked before a resume.
   """
 
   def __init__(self, backup_dir: str, every_steps: int, steps_per_epoch: int,
-               start: Position, resumables: dict):
+               start: Position, resumables: dict, fingerprint: dict = None):
     super().__init__()
+    self.fingerprint = fingerprint
     self.backup_dir, self.every_steps = backup_dir, max(1, every_steps)
     self.steps_per_epoch, self.resumables = steps_per_epoch, resumables
     self.global_step = start.global_step(steps_per_epoch)
@@ -153,13 +163,14 @@ class StepBackup(keras.callbacks.Callback):
 
   def save(self, epoch: int, step: int) -> None:
     """Writes `ckpt-GLOBALSTEP.weights.h5`, then `state.json` naming it; drops older ones."""
-    os.makedirs(self.backup_dir, exist_ok=True)
+    tf.io.gfile.makedirs(self.backup_dir)
     name = f"ckpt-{self.global_step}.weights.h5"
-    replace_atomically(self.model.save_weights, os.path.join(self.backup_dir, name))
+    fileio.replace_atomically(self.model.save_weights, os.path.join(self.backup_dir, name))
     state = {"epoch": epoch, "step": step, "global_step": self.global_step, "weights": name,
              "rng": [np.asarray(v.numpy()).tolist() for v in rng_variables(self.model)],
-             "callbacks": {k: c.get_state() for k, c in self.resumables.items()}}
-    write_text_atomically(os.path.join(self.backup_dir, STATE_FILE), json.dumps(state))
-    for old in glob.glob(os.path.join(self.backup_dir, "ckpt-*.weights.h5")):
+             "callbacks": {k: c.get_state() for k, c in self.resumables.items()},
+             "run": self.fingerprint}
+    fileio.write_text_atomically(os.path.join(self.backup_dir, STATE_FILE), json.dumps(state))
+    for old in tf.io.gfile.glob(os.path.join(self.backup_dir, "ckpt-*.weights.h5")):
       if os.path.basename(old) != name:
-        os.remove(old)
+        tf.io.gfile.remove(old)

@@ -9,7 +9,6 @@ code takes the Config and never reads flags.
 
 import dataclasses
 import json
-import os
 
 from tfagent.errors import ConfigError
 
@@ -312,11 +311,11 @@ def to_flag_args(cfg: Config) -> list:
 
 
 def save_json(cfg: Config, path: str) -> None:
-  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-  with open(path, "w", encoding="utf-8") as f:
-    json.dump(cfg.to_dict(), f, indent=2, sort_keys=True)
+  from tfagent import fileio  # Here, not above: `--help` answers before TensorFlow loads.
+  fileio.write_text_atomically(path, json.dumps(cfg.to_dict(), indent=2, sort_keys=True))
 
 
 def load_json(path: str) -> Config:
-  with open(path, encoding="utf-8") as f:
+  import tensorflow as tf
+  with tf.io.gfile.GFile(path, "r") as f:
     return Config.from_dict(json.load(f))

@@ -19,7 +19,7 @@ import os
 from absl import app, flags, logging
 import numpy as np
 
-from tfagent import backup, cli, config
+from tfagent import cli, config, fileio
 from tfagent.errors import ConfigError
 
 FLAGS = flags.FLAGS
@@ -79,8 +79,7 @@ def cross_validate(cfg: config.Config, run_fold) -> dict:
                  records[-1]["test_examples"])
   out = {"dataset": cfg.data.dataset, "folds": folds, "seed": cfg.data.seed,
          "per_fold": records, **summarize(records)}
-  os.makedirs(cfg.train.model_dir, exist_ok=True)
-  backup.write_text_atomically(os.path.join(cfg.train.model_dir, SUMMARY_FILE),
+  fileio.write_text_atomically(os.path.join(cfg.train.model_dir, SUMMARY_FILE),
                                json.dumps(out, indent=2))
   logging.info("Cross-validation over %d folds: accuracy %.4f +- %.4f (std).", folds,
                out["accuracy"]["mean"], out["accuracy"]["std"])

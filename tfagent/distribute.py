@@ -179,6 +179,7 @@ def worker_scratch(strategy: tf.distribute.Strategy):
     yield None
     return
   task_type, task_id = task_of(strategy)
+  # Local on purpose: a non-chief worker's writes are thrown away, never shared.
   scratch = tempfile.mkdtemp(prefix=f"tfagent-{task_type}{task_id}-")
   try:
     yield scratch

@@ -24,7 +24,7 @@ import numpy as np
 from sklearn import metrics as skm
 import tensorflow as tf
 
-from tfagent import cli, config, data, signatures
+from tfagent import cli, config, data, fileio, signatures
 from tfagent.errors import ConfigError
 from tfagent.versions import resolve_saved_model
 
@@ -110,7 +110,8 @@ def plot_confusion(matrix, class_names, path: str) -> None:
       ax=ax, colorbar=False, values_format="d")
   ax.set_title("Confusion matrix (test)")
   fig.tight_layout()
-  fig.savefig(path, dpi=100)
+  with tf.io.gfile.GFile(path, "wb") as f:
+    fig.savefig(f, format="png", dpi=100)
   plt.close(fig)
 
 
@@ -120,7 +121,7 @@ def write_predictions(predict_fn, ds: tf.data.Dataset, class_names, path: str) -
   The file is written beside its name and moved into place when complete. Returns
   `(labels <int>[n], probabilities <float>[n, C], seconds)` as `predict_probabilities` does.
   """
-  with open(path + ".tmp", "w", encoding="utf-8", newline="") as f:
+  with tf.io.gfile.GFile(path + ".tmp", "w") as f:
     writer = csv.writer(f)
     writer.writerow(["text", "label", "predicted", *(f"probability_{n}" for n in class_names)])
 
@@ -130,7 +131,7 @@ def write_predictions(predict_fn, ds: tf.data.Dataset, class_names, path: str) -
                          *(f"{v:.6f}" for v in p)])
 
     scored = predict_probabilities(predict_fn, ds, BATCH_SIZE, on_batch=write_rows)
-  os.replace(path + ".tmp", path)
+  tf.io.gfile.rename(path + ".tmp", path, overwrite=True)
   return scored
 
 
@@ -141,14 +142,14 @@ def evaluate(predict_fn, test_ds, class_names, out_dir: str, extra: dict = None,
   `extra` (e.g. training time and history) is merged into the result, and so
   into `metrics.json`, over the test metrics.
   """
-  os.makedirs(out_dir, exist_ok=True)
+  tf.io.gfile.makedirs(out_dir)
   labels, probs, seconds = write_predictions(predict_fn, test_ds, class_names,
                                              os.path.join(out_dir, predictions))
   result = compute_metrics(labels, probs, class_names)
   result["inference_examples_per_second"] = len(labels) / max(seconds, 1e-9)
   result.update(extra or {})
-  with open(os.path.join(out_dir, "metrics.json"), "w", encoding="utf-8") as f:
-    json.dump(result, f, indent=2)
+  fileio.write_text_atomically(os.path.join(out_dir, "metrics.json"),
+                               json.dumps(result, indent=2))
   plot_confusion(result["confusion_matrix"], class_names,
                  os.path.join(out_dir, "confusion_matrix.png"))
   logging.info("Test: accuracy %.4f, macro F1 %.4f, ROC-AUC %.4f on %d examples -> %s",
@@ -238,6 +239,8 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
 
   def body():
+    fileio.check_filesystems({"model_dir": FLAGS.model_dir, "saved_model": FLAGS.saved_model,
+                              "output_dir": FLAGS.output_dir})
     if FLAGS["dataset"].present:
       run_labelled_source(config.section_from_flags(config.DataConfig, FLAGS),
                           FLAGS.saved_model, FLAGS.output_dir, FLAGS.overwrite)

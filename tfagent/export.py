@@ -1,14 +1,15 @@
 """SavedModel export for TensorFlow Serving: raw strings in, labels and probabilities out."""
 
+import contextlib
+import dataclasses
 import os
-import shutil
-import tempfile
+import uuid
 
 from absl import logging
 import keras
 import tensorflow as tf
 
-from tfagent import _compat, backup, signatures
+from tfagent import _compat, fileio, signatures
 from tfagent.errors import ConfigError
 from tfagent.versions import next_version
 
@@ -59,10 +60,11 @@ def set_method_name(export_dir: str, signature: str, method: str) -> None:
   saved_model = signatures.read_saved_model(export_dir)
   for meta_graph in saved_model.meta_graphs:
     meta_graph.signature_def[signature].method_name = method
-  with open(signatures.saved_model_path(export_dir), "wb") as f:
-    f.write(saved_model.SerializeToString())
-  with open(os.path.join(export_dir, "fingerprint.pb"), "wb") as f:
-    f.write(_compat.saved_model_fingerprint(export_dir))
+  # Written anew, not opened for writing: ram:// appends to an existing file.
+  fileio.write_bytes_atomically(signatures.saved_model_path(export_dir),
+                                saved_model.SerializeToString())
+  fileio.write_bytes_atomically(os.path.join(export_dir, "fingerprint.pb"),
+                                _compat.saved_model_fingerprint(export_dir))
 
 
 def write_warmup_requests(export_dir: str, model_name: str, texts) -> None:
@@ -76,7 +78,7 @@ def write_warmup_requests(export_dir: str, model_name: str, texts) -> None:
   for text in texts:
     example = classify.input.example_list.examples.add()
     example.features.feature["text"].bytes_list.value.append(text.encode("utf-8"))
-  os.makedirs(os.path.join(export_dir, "assets.extra"), exist_ok=True)
+  tf.io.gfile.makedirs(os.path.join(export_dir, "assets.extra"))
   with tf.io.TFRecordWriter(os.path.join(export_dir, signatures.WARMUP_FILE)) as writer:
     for log in (prediction_log_pb2.PredictionLog(predict_log={"request": predict}),
                 prediction_log_pb2.PredictionLog(classify_log={"request": classify})):
@@ -94,25 +96,32 @@ def write_server_configs(base: str, model_name: str) -> None:
                   '    model_platform: "tensorflow"\n  }\n}\n')
   for name, text in (("models.config", model_config),
                      ("batching_parameters.txt", BATCHING_PARAMETERS)):
-    backup.write_text_atomically(os.path.join(base, name), text)
+    fileio.write_text_atomically(os.path.join(base, name), text)
 
 
-def export_model(model: keras.Model, class_names, export_cfg, warmup_texts=None) -> str:
-  """Writes `<export_dir>/<model_name>/<version>/` atomically and returns its path.
+@dataclasses.dataclass(frozen=True)
+class Staged:
+  """An export written under a temporary name (`path`), to be published as `final`."""
+  path: str
+  final: str
+  model_name: str
 
-  The SavedModel is written into a hidden temporary directory beside the
-  versions and renamed into place, so TF Serving, which polls the base path for
-  integer directories, never sees a half-written version. `warmup_texts` (a few
-  real texts) become the warm-up requests TF Serving replays before serving.
+
+def write_staged(model: keras.Model, class_names, export_cfg, warmup_texts=None) -> Staged:
+  """Writes the SavedModel, its method names and warm-up file into a hidden folder.
+
+  The folder sits beside the versions; TF Serving, which polls the base path for
+  integer directories, does not see it. `warmup_texts` (a few real texts) become
+  the warm-up requests TF Serving replays before serving.
   """
   base = os.path.join(export_cfg.export_dir, export_cfg.model_name)
   version = export_cfg.version or next_version(base)
   final = os.path.join(base, str(version))
-  if os.path.exists(final):
+  if tf.io.gfile.exists(final):
     raise ConfigError(f"--version={version}: {final} already exists; pick another "
                       "version or leave --version=0 for the next free one.")
-  os.makedirs(base, exist_ok=True)
-  tmp = tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=base)
+  tmp = os.path.join(base, f".tmp-{version}-{uuid.uuid4().hex[:8]}")
+  tf.io.gfile.makedirs(tmp)
   try:
     serve, classify = make_serving_fns(model, class_names)
     archive = keras.export.ExportArchive()
@@ -123,10 +132,34 @@ def export_model(model: keras.Model, class_names, export_cfg, warmup_texts=None)
       archive.write_out(tmp, verbose=False)
     set_method_name(tmp, signatures.CLASSIFY_SIGNATURE, signatures.CLASSIFY_METHOD)
     write_warmup_requests(tmp, export_cfg.model_name, warmup_texts or ["warm-up"])
-    os.rename(tmp, final)
   except BaseException:
-    shutil.rmtree(tmp, ignore_errors=True)
+    fileio.remove_tree(tmp)
     raise
-  write_server_configs(base, export_cfg.model_name)
-  logging.info("Exported SavedModel version %d to %s", version, final)
-  return final
+  return Staged(tmp, final, export_cfg.model_name)
+
+
+def publish(staged: Staged) -> str:
+  """Makes a complete staged export visible as its version; nothing is written into it after."""
+  fileio.publish_folder(staged.path, staged.final)
+  write_server_configs(os.path.dirname(staged.final), staged.model_name)
+  logging.info("Exported SavedModel version %s to %s", os.path.basename(staged.final),
+               staged.final)
+  return staged.final
+
+
+@contextlib.contextmanager
+def staged_export(model: keras.Model, class_names, export_cfg, warmup_texts=None):
+  """Yields a Staged export to add files to (a model card); publishes it when the block
+  ends, removes it when the block fails."""
+  staged = write_staged(model, class_names, export_cfg, warmup_texts)
+  try:
+    yield staged
+  except BaseException:
+    fileio.remove_tree(staged.path)
+    raise
+  publish(staged)
+
+
+def export_model(model: keras.Model, class_names, export_cfg, warmup_texts=None) -> str:
+  """Writes `<export_dir>/<model_name>/<version>/` completely, then publishes it; its path."""
+  return publish(write_staged(model, class_names, export_cfg, warmup_texts))

@@ -15,7 +15,7 @@ import json
 import os
 import platform
 
-from tfagent import backup
+from tfagent import fileio
 
 UNKNOWN_WARN = 0.20  # Share of [UNK] pieces above which the vocabulary does not fit the text.
 FEW_EXAMPLES = 1000  # Training texts below which test figures are loose.
@@ -149,6 +149,6 @@ def to_markdown(card: dict) -> str:
 
 def write(export_dir: str, card: dict) -> None:
   """Writes model_card.json and model_card.md into the export's version directory."""
-  backup.write_text_atomically(os.path.join(export_dir, "model_card.json"),
+  fileio.write_text_atomically(os.path.join(export_dir, "model_card.json"),
                                json.dumps(card, indent=2, ensure_ascii=False))
-  backup.write_text_atomically(os.path.join(export_dir, "model_card.md"), to_markdown(card))
+  fileio.write_text_atomically(os.path.join(export_dir, "model_card.md"), to_markdown(card))

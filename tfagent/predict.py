@@ -22,7 +22,7 @@ from absl import app, flags, logging
 import numpy as np
 import tensorflow as tf
 
-from tfagent import cli, signatures
+from tfagent import cli, fileio, signatures
 from tfagent.data import records
 from tfagent.errors import ConfigError, DataError
 from tfagent.versions import resolve_saved_model
@@ -154,6 +154,8 @@ def main(argv):
   def body():
     if FLAGS.top_k < 0 or FLAGS.batch_size < 1:
       raise ConfigError("--top_k must be 0 or more and --batch_size 1 or more.")
+    fileio.check_filesystems({"saved_model": FLAGS.saved_model, "input": FLAGS.input,
+                              "output": FLAGS.output})
     predictor = Predictor(FLAGS.saved_model)
     texts = input_texts(argv[1:], FLAGS.input, FLAGS.text_field, sys.stdin)
     fmt = output_format(FLAGS.output, FLAGS.format)
@@ -162,12 +164,12 @@ def main(argv):
       return
     tmp = f"{FLAGS.output}.tmp-{os.getpid()}"
     try:  # Written beside its name and moved there: no half-written output on an error.
-      with open(tmp, "w", encoding="utf-8", newline="") as out:
+      with tf.io.gfile.GFile(tmp, "w") as out:
         n = predict_stream(predictor, texts, out, fmt, FLAGS.top_k, FLAGS.batch_size)
-      os.replace(tmp, FLAGS.output)
+      tf.io.gfile.rename(tmp, FLAGS.output, overwrite=True)
     finally:
-      if os.path.exists(tmp):
-        os.remove(tmp)
+      if tf.io.gfile.exists(tmp):
+        tf.io.gfile.remove(tmp)
     logging.info("Wrote %d predictions to %s.", n, FLAGS.output)
   cli.run_main(body)
 

@@ -42,9 +42,10 @@ def saved_model_path(export_dir: str) -> str:
 
 def read_saved_model(export_dir: str):
   """The SavedModel proto of `export_dir/saved_model.pb`."""
+  import tensorflow as tf
   from tensorflow.core.protobuf import saved_model_pb2
   saved_model = saved_model_pb2.SavedModel()
-  with open(saved_model_path(export_dir), "rb") as f:
+  with tf.io.gfile.GFile(saved_model_path(export_dir), "rb") as f:
     saved_model.ParseFromString(f.read())
   return saved_model
 

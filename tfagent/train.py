@@ -50,8 +50,10 @@ def check(cfg: config.Config, present) -> None:
   """Checks before any work that the flags given (`present`) apply to the model and that
   the model's settings are valid; an error names the flag."""
   config.check_applicable(cfg, present)
-  from tfagent import models  # pylint: disable=import-outside-toplevel
+  from tfagent import fileio, models  # pylint: disable=import-outside-toplevel
   models.check_model_config(cfg.model)
+  fileio.check_filesystems({"model_dir": cfg.train.model_dir,
+                            "export_dir": cfg.export.export_dir})
 
 
 def train_and_evaluate(cfg: config.Config) -> dict:

@@ -9,7 +9,6 @@ import contextlib
 import dataclasses
 import hashlib
 import json
-import math
 import os
 import sys
 import time
@@ -17,60 +16,26 @@ import time
 from absl import logging
 import keras
 import numpy as np
+import tensorflow as tf
 
-from tfagent import (_compat, backup, config, data, distribute, evaluate, export,
+from tfagent import (_compat, backup, config, data, distribute, evaluate, export, fileio,
                      model_card, models, optim, summaries)
+from tfagent.callbacks import config_error, make_callbacks, profile_range  # noqa: F401
 from tfagent.errors import ConfigError
 
 # --mixed_precision -> Keras dtype policy: variables stay float32 in all three.
 PRECISION_POLICIES = dict(zip(config.PRECISIONS, ("float32", "mixed_bfloat16", "mixed_float16")))
 
 
-class AtomicModelCheckpoint(backup.Resumable, keras.callbacks.Callback):
-  """Saves the whole string-input model as `last.keras` and `best.keras`.
-
-  Each file is written beside its final name, fsynced and moved with
-  os.replace, so a crash never leaves a half-written checkpoint under the final
-  name. `best` survives a restart (it is saved with the step backup).
-  """
-  STATE = ("best",)
-
-  def __init__(self, model_to_save: keras.Model, directory: str, monitor="val_loss"):
-    super().__init__()
-    self.model_to_save, self.directory, self.monitor = model_to_save, directory, monitor
-    self.best = math.inf
-
-  def _save(self, name: str) -> None:
-    backup.replace_atomically(self.model_to_save.save, os.path.join(self.directory, name))
-
-  def on_epoch_end(self, epoch, logs=None):
-    os.makedirs(self.directory, exist_ok=True)
-    self._save("last.keras")
-    value = (logs or {}).get(self.monitor, math.inf)
-    if value < self.best:
-      self.best = float(value)
-      self._save("best.keras")
-      logging.info("Epoch %d: %s improved to %.4f, saved best.keras", epoch + 1,
-                   self.monitor, value)
-
-
-class ResumableEarlyStopping(backup.Resumable, keras.callbacks.EarlyStopping):
-  """EarlyStopping whose patience count and best value survive a restart.
-
-  Best weights are not held here: they come back from `checkpoints/best.keras`
-  after training (see restore_best), which a restart does not lose.
-  """
-  STATE = ("wait", "best", "best_epoch")
-
-
 def prepare_run_dir(model_dir: str, cfg: config.Config) -> None:
   """Creates the run directory, checks it is writable and saves config.json."""
   try:
-    os.makedirs(model_dir, exist_ok=True)
+    tf.io.gfile.makedirs(model_dir)
     config.save_json(cfg, os.path.join(model_dir, "config.json"))
-  except OSError as e:
+  except (OSError, tf.errors.OpError) as e:
+    reason = e.strerror if isinstance(e, OSError) else e.message
     raise ConfigError(f"--model_dir={model_dir}: cannot write there "
-                      f"({e.strerror}); choose a writable directory.") from None
+                      f"({reason}); choose a writable directory.") from None
 
 
 def make_schedule(train_cfg, total_steps: int):
@@ -90,40 +55,6 @@ def make_optimizer(train_cfg, total_steps: int, backbone=None) -> keras.optimize
   # Decaying biases and normalisation scales only hurts; the usual exclusion.
   optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
   return optimizer
-
-
-def profile_range(steps: str):
-  """Parses --profile_steps "FIRST,LAST" (1-based steps of a fit) for Keras' profile_batch."""
-  if not steps:
-    return 0
-  parts = steps.split(",")
-  if len(parts) != 2 or not all(p.strip().isdigit() and int(p) > 0 for p in parts) \
-      or int(parts[0]) > int(parts[1]):
-    raise config_error("profile_steps", steps, "two positive steps FIRST,LAST, e.g. 5,8")
-  return int(parts[0]), int(parts[1])
-
-
-def config_error(flag: str, value, valid: str) -> ConfigError:
-  return ConfigError(f"--{flag}={value!r} is invalid; expected {valid}.")
-
-
-def make_callbacks(cfg: config.Config, model: keras.Model, start: backup.Position,
-                   steps_per_epoch: int) -> list:
-  """Throughput, TensorBoard, early stopping, atomic checkpoints and step backups."""
-  run = cfg.train.model_dir
-  stopping = ResumableEarlyStopping("val_loss", patience=cfg.train.early_stopping_patience,
-                                    verbose=1)
-  checkpoint = AtomicModelCheckpoint(model, os.path.join(run, "checkpoints"))
-  return [
-      summaries.Throughput(cfg.data.batch_size),  # Before TensorBoard, which logs it.
-      keras.callbacks.TensorBoard(summaries.log_dirs(run)[0],  # logs/train, logs/validation
-                                  profile_batch=profile_range(cfg.train.profile_steps)),
-      stopping, checkpoint,
-      # Last: it saves the state the callbacks above reached at the epoch's end.
-      backup.StepBackup(os.path.join(run, "backup"), cfg.train.backup_every_steps,
-                        steps_per_epoch, start, {"early_stopping": stopping,
-                                                 "checkpoint": checkpoint}),
-  ]
 
 
 def fit_verbosity(train_cfg) -> int:
@@ -190,10 +121,10 @@ def write_shard_report(ds, contexts: list, strategy, cfg: config.Config) -> None
     for text, _ in ds.shard(num_pipelines, pipeline_id).as_numpy_iterator():
       hashes.append(hashlib.sha1(text).hexdigest())
   folder = os.path.join(cfg.train.model_dir, "shards")
-  os.makedirs(folder, exist_ok=True)
-  with open(os.path.join(folder, f"{task_type or 'local'}-{task_id}.json"), "w") as f:
-    json.dump({"input_pipelines": contexts, "examples": len(hashes),
-               "text_sha1": sorted(hashes)}, f)
+  fileio.write_text_atomically(
+      os.path.join(folder, f"{task_type or 'local'}-{task_id}.json"),
+      json.dumps({"input_pipelines": contexts, "examples": len(hashes),
+                  "text_sha1": sorted(hashes)}))
 
 
 def train_input(strategy, split, tokenizer, cfg: config.Config, start_step: int,
@@ -245,7 +176,7 @@ def fit_remaining(classifier, inputs: FitInputs, cfg, steps_per_epoch,
 def restore_best(classifier: keras.Model, checkpoint_dir: str) -> None:
   """Loads the classifier weights of the best epoch (lowest val_loss), saved atomically."""
   path = os.path.join(checkpoint_dir, "best.keras")
-  if os.path.exists(path):
+  if tf.io.gfile.exists(path):
     best = evaluate.load_checkpoint(path)
     classifier.set_weights(best.get_layer(models.CLASSIFIER).get_weights())
 
@@ -310,7 +241,12 @@ def train_and_evaluate(cfg: config.Config) -> dict:
 
 
 def load_data(cfg: config.Config, out: config.Config) -> tuple:
-  """Run directory, seed, splits and their report; returns `(splits, info, n_train)`."""
+  """Run directory, seed, splits and their report; returns `(splits, info, n_train)`.
+
+  A backup of another run in the run directory is an error before config.json is
+  overwritten (all workers read the chief's backup).
+  """
+  backup.check_same_run(os.path.join(cfg.train.model_dir, "backup"), backup.run_fingerprint(cfg))
   prepare_run_dir(out.train.model_dir, cfg)
   keras.utils.set_random_seed(cfg.data.seed)
   splits, info = data.load_splits(cfg.data)
@@ -367,28 +303,30 @@ def train_in(cfg: config.Config, out: config.Config, strategy) -> dict:
   final = classifier.evaluate(val_ds, verbose=0, return_dict=True)
   # A few real texts become TF Serving's warm-up requests (assets.extra).
   warmup = [t.decode("utf-8") for t, _ in splits["validation"].take(4).as_numpy_iterator()]
-  path = export.export_model(model, info.class_names, out.export, warmup_texts=warmup)
+  # Scored and given its model card before it is published: a version never changes.
+  with export.staged_export(model, info.class_names, out.export, warmup) as staged:
+    result = {"history": history, "validation": {k: float(v) for k, v in final.items()},
+              "saved_model": staged.final, "train_seconds": train_seconds,
+              "epochs_run": epochs_run, "train_examples": n_train,
+              **({"wide": wide_fit.report} if wide_fit is not None else {}),
+              "unknown_token_share": unknown,
+              # Includes each epoch's validation pass, as a user's wall clock does.
+              "train_examples_per_second": n_train * epochs_run / max(train_seconds, 1e-9)}
+    if distribute.is_chief(strategy):
+      result = evaluate_export(cfg, result, splits, info, paths, staged.path)
   backup.clear(os.path.join(out.train.model_dir, "backup"))
-  result = {"history": history, "validation": {k: float(v) for k, v in final.items()},
-            "saved_model": path, "train_seconds": train_seconds, "epochs_run": epochs_run,
-            "train_examples": n_train,
-            **({"wide": wide_fit.report} if wide_fit is not None else {}),
-            "unknown_token_share": unknown,
-            # Includes each epoch's validation pass, as a user's wall clock does.
-            "train_examples_per_second": n_train * epochs_run / max(train_seconds, 1e-9)}
-  if distribute.is_chief(strategy):
-    result = evaluate_export(cfg, result, splits, info, paths)
   return result
 
 
-def evaluate_export(cfg: config.Config, result: dict, splits, info, paths) -> dict:
-  """Chief only: test metrics of the export, `eval/metrics.json`, final summaries.
+def evaluate_export(cfg: config.Config, result: dict, splits, info, paths, staged: str) -> dict:
+  """Chief only: test metrics of the export staged at `staged`, `eval/metrics.json`, its
+  model card, final summaries.
 
   `paths` (wide+deep models only) holds the traced path function and the validation
   split's path logits, for the ablation rows.
   """
   eval_dir = os.path.join(cfg.train.model_dir, "eval")
-  predict_fn = evaluate.saved_model_predict_fn(result["saved_model"])
+  predict_fn = evaluate.saved_model_predict_fn(staged)
   # The export scores the validation split once: its accuracy and loss, its metrics and
   # the misclassified-examples summary (from the first texts).
   scan = []
@@ -412,7 +350,7 @@ def evaluate_export(cfg: config.Config, result: dict, splits, info, paths) -> di
   result["validation_metrics"] = {k: v for k, v in evaluate.compute_metrics(
       labels, probs, info.class_names).items() if k in model_card.METRIC_KEYS}
   result = evaluate.evaluate(predict_fn, splits["test"], info.class_names, eval_dir, extra=result)
-  write_model_card(cfg, result, splits, info)
+  write_model_card(cfg, result, splits, info, staged)
   logdir, _, val_dir = summaries.log_dirs(cfg.train.model_dir)
   validation = result["validation"]
   summaries.write_final_metrics(logdir, {"val_loss": validation["loss"],
@@ -425,13 +363,13 @@ def evaluate_export(cfg: config.Config, result: dict, splits, info, paths) -> di
   return result
 
 
-def write_model_card(cfg: config.Config, result: dict, splits, info) -> None:
-  """model_card.{json,md} in the export's version directory (tfagent/model_card.py)."""
+def write_model_card(cfg: config.Config, result: dict, splits, info, export_dir: str) -> None:
+  """model_card.{json,md} in the export's (staged) version directory (tfagent/model_card.py)."""
   hashes = {name: model_card.split_hash(splits[name]) for name in data.SPLITS}
   warnings = model_card.data_warnings(info, result)
   vocabulary = model_card.vocabulary_warning(cfg.model.name, result["unknown_token_share"])
   card = model_card.build(cfg, info, result, hashes, [vocabulary] * bool(vocabulary) + warnings)
-  model_card.write(result["saved_model"], card)
+  model_card.write(export_dir, card)
 
 
 def path_metrics(paths: dict, class_names) -> dict:

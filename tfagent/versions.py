@@ -1,10 +1,12 @@
 """The export layout TF Serving reads: `BASE/<integer version>/saved_model.pb`.
 
-No TensorFlow or Keras here, so the server, `predict` and the bench scripts
-find versions without importing the training stack.
+No Keras here, so the server, `predict` and the bench scripts find versions
+without importing the training stack; paths go through tf.io.gfile (gs://, ram://).
 """
 
 import os
+
+import tensorflow as tf
 
 from tfagent.errors import ConfigError
 from tfagent.signatures import saved_model_path
@@ -13,25 +15,25 @@ from tfagent.signatures import saved_model_path
 def list_versions(base_path: str) -> dict:
   """Integer version directories holding a saved_model.pb: version -> path."""
   try:
-    names = os.listdir(base_path)
-  except OSError:
+    names = [n.rstrip("/") for n in tf.io.gfile.listdir(base_path)]
+  except tf.errors.OpError:
     return {}
   return {int(n): os.path.join(base_path, n) for n in names
-          if n.isdigit() and os.path.isfile(saved_model_path(os.path.join(base_path, n)))}
+          if n.isdigit() and tf.io.gfile.exists(saved_model_path(os.path.join(base_path, n)))}
 
 
 def next_version(base_path: str) -> int:
   """One more than the largest integer directory, complete or not (1 if none)."""
   try:
-    names = os.listdir(base_path)
-  except OSError:
+    names = [n.rstrip("/") for n in tf.io.gfile.listdir(base_path)]
+  except tf.errors.OpError:
     return 1
   return max((int(n) for n in names if n.isdigit()), default=0) + 1
 
 
 def resolve_saved_model(path: str) -> str:
   """A version directory as it is, or a base path's latest complete version."""
-  if os.path.isfile(saved_model_path(path)):
+  if tf.io.gfile.exists(saved_model_path(path)):
     return path
   versions = list_versions(path)
   if versions:

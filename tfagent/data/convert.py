@@ -15,7 +15,7 @@ import time
 from absl import app, flags, logging
 import tensorflow as tf
 
-from tfagent import cli, config
+from tfagent import cli, config, fileio
 from tfagent.data import sources, tfrecord
 from tfagent.errors import ConfigError, TfagentError
 
@@ -92,6 +92,7 @@ def main(argv):
   try:
     data_cfg = config.section_from_flags(config.DataConfig, FLAGS)
     logging.info("Data config: %s", data_cfg)
+    fileio.check_filesystems({"output_dir": FLAGS.output_dir})
     convert(data_cfg, FLAGS.output_dir, FLAGS.num_shards)
   except TfagentError as e:
     logging.error("%s", e)

@@ -13,6 +13,7 @@ import importlib.util
 import os
 
 from absl import logging
+import tensorflow as tf
 
 from tfagent.data import records, sources
 from tfagent.data.validate import LabelMap, Part, fixed_labels, load_parts
@@ -53,7 +54,7 @@ def load_embedded(arg: str, data_cfg) -> tuple:
   paths = {}
   for name, filename in CLASS_FILES.items():
     path = os.path.join(folder, filename)
-    if not os.path.isfile(path):
+    if not tf.io.gfile.exists(path):
       raise DataError(f"embedded:{arg}: missing {path}; the folder needs one text "
                       f"per line in {' and '.join(CLASS_FILES.values())}.")
     if labels.id_of(name) is not None:

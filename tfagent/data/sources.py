@@ -10,6 +10,7 @@ import random
 from absl import logging
 import tensorflow as tf
 
+from tfagent import fileio
 from tfagent.errors import ConfigError, DataError
 
 SPLITS = ("train", "validation", "test")
@@ -190,11 +191,9 @@ def check_classes(class_names, balance: dict, dataset: str) -> None:
 
 def write_report(info: "DatasetInfo", path: str) -> None:
   """Writes `data_report.json`: sizes, class balance, skipped records, duplicates."""
-  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
   report = dict(info.report, dataset=info.name, class_names=list(info.class_names),
                 split_sizes=info.split_sizes)
-  with open(path, "w", encoding="utf-8") as f:
-    json.dump(report, f, indent=2, sort_keys=True)
+  fileio.write_text_atomically(path, json.dumps(report, indent=2, sort_keys=True))
 
 
 def load_all(data_cfg) -> tuple:

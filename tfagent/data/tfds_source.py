@@ -13,6 +13,7 @@ import socket
 import urllib.parse
 
 from absl import logging
+import tensorflow as tf
 
 from tfagent.data import sources
 from tfagent.data.records import BadRecord, Raw, check_text
@@ -66,7 +67,7 @@ def prepare(builder, arg: str, data_cfg) -> None:
   download_dir = os.path.join(builder.data_dir_root, "downloads")
   manual_dir = data_cfg.tfds_manual_dir or os.path.join(download_dir, "manual")
   for url, info in (builder.url_infos or {}).items():
-    placed = info.filename and os.path.exists(os.path.join(manual_dir, info.filename))
+    placed = info.filename and tf.io.gfile.exists(os.path.join(manual_dir, info.filename))
     if not placed and not _reachable(url):
       raise DataError(f"tfds:{arg}: cannot reach {url} and {builder.data_dir} is not "
                       f"prepared. Download that URL elsewhere and place it as "

@@ -47,16 +47,16 @@ def packaged_preset_dir(name: str) -> str:
 
 def check_preset_dir(path: str) -> None:
   """Raises a ConfigError naming the missing file when `path` is no usable preset folder."""
-  if os.path.isfile(os.path.join(path, "metadata.json")):  # keras-hub preset layout.
+  if tf.io.gfile.exists(os.path.join(path, "metadata.json")):  # keras-hub preset layout.
     need = ["config.json", "tokenizer.json", os.path.join("assets", "tokenizer", "vocabulary.txt")]
     kind = "a keras-hub preset folder"
   else:
     need = ["config.json", "vocab.txt"]
     kind = "a Hugging Face BERT folder"
-    if not any(os.path.isfile(os.path.join(path, f))
+    if not any(tf.io.gfile.exists(os.path.join(path, f))
                for f in ("model.safetensors", "model.safetensors.index.json")):
       need.append("model.safetensors")
-  missing = [f for f in need if not os.path.isfile(os.path.join(path, f))]
+  missing = [f for f in need if not tf.io.gfile.exists(os.path.join(path, f))]
   if missing:
     raise ConfigError(f"--preset={path}: {', '.join(missing)} missing; {kind} needs "
                       f"{', '.join(need)}.")
@@ -66,7 +66,7 @@ def resolve_preset(preset: str) -> str:
   """Maps `--preset` to what `from_preset` takes: a local folder or a keras-hub name."""
   if preset in PACKAGED_PRESETS:
     path = packaged_preset_dir(preset)
-  elif os.path.isdir(preset):
+  elif tf.io.gfile.isdir(preset):
     path = preset
   elif os.sep in preset or preset.startswith("."):
     raise ConfigError(f"--preset={preset}: no such directory.")
@@ -86,7 +86,7 @@ def load_preset(preset: str) -> tuple:
     return (keras_hub.models.BertBackbone.from_preset(source, name=BACKBONE),
             keras_hub.models.BertTokenizer.from_preset(source))
   except (OSError, ValueError, RuntimeError) as e:
-    if os.path.isdir(source):
+    if tf.io.gfile.isdir(source):
       raise ConfigError(f"--preset={preset}: {source} does not load as a BERT "
                         f"preset: {e}") from None
     raise ConfigError(f"--preset={preset}: cannot load the keras-hub preset ({e}). Without "

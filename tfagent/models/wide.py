@@ -117,11 +117,11 @@ class NgramWide(keras.layers.Layer):
 
   def save_assets(self, dir_path):
     # JSON escapes every character that could break a line-based vocabulary file.
-    with open(os.path.join(dir_path, "ngrams.json"), "w", encoding="ascii") as f:
-      json.dump(self._vocabulary, f)
+    with tf.io.gfile.GFile(os.path.join(dir_path, "ngrams.json"), "w") as f:
+      f.write(json.dumps(self._vocabulary))  # ensure_ascii: ASCII only.
 
   def load_assets(self, dir_path):
-    with open(os.path.join(dir_path, "ngrams.json"), encoding="ascii") as f:
+    with tf.io.gfile.GFile(os.path.join(dir_path, "ngrams.json"), "r") as f:
       self.set_vocabulary(json.load(f))
 
   def get_config(self):

@@ -50,7 +50,7 @@ def serve_in_subprocess(args: list, model: str, log_path: str, timeout: float = 
   env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
   if python_path:
     env["PYTHONPATH"] = python_path
-  with open(log_path, "w") as log:
+  with open(log_path, "w") as log:  # Local: the child process writes it through the OS.
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
   url = f"http://127.0.0.1:{rest}"
   try:

@@ -24,6 +24,7 @@ from google.protobuf import text_format
 from tensorflow_serving.apis import get_model_status_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
+from tfagent import fileio
 from tfagent.errors import ConfigError, TfagentError
 from tfagent.serving import status
 from tfagent.serving.retries import LoadRetries, fingerprint
@@ -50,7 +51,7 @@ class ModelSpecConfig:
 
 def single_model(name: str, base_path: str) -> list:
   """The config `--model_name --model_base_path` stand for (BuildSingleModelConfig)."""
-  return [ModelSpecConfig(name=name, base_path=os.path.abspath(base_path))]
+  return [ModelSpecConfig(name=name, base_path=fileio.absolute(base_path))]
 
 
 def _model_from_proto(c, source: str) -> ModelSpecConfig:
@@ -66,7 +67,7 @@ def _model_from_proto(c, source: str) -> ModelSpecConfig:
                       "supported; use 'tensorflow'.")
   policy = c.model_version_policy.WhichOneof("policy_choice") or "latest"
   return ModelSpecConfig(
-      name=c.name, base_path=os.path.abspath(c.base_path), policy=policy,
+      name=c.name, base_path=fileio.absolute(c.base_path), policy=policy,
       num_versions=c.model_version_policy.latest.num_versions or 1,
       versions=tuple(c.model_version_policy.specific.versions),
       labels=tuple(sorted(c.version_labels.items())))

@@ -5,6 +5,7 @@ ssl_config.proto) so their text files parse as tensorflow_model_server parses th
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, text_format
 from google.protobuf import wrappers_pb2  # noqa: F401  Registers wrappers.proto in the pool.
 
+from tfagent import fileio
 from tfagent.errors import ConfigError
 
 _PACKAGE = "tensorflow.serving.tfagent"
@@ -58,12 +59,7 @@ def message_class(name: str):
 
 def parse_text_file(path: str, name: str, flag: str):
   """Parses a text proto file; errors name the flag, the file and the expected message."""
-  try:
-    with open(path, encoding="utf-8") as f:
-      text = f.read()
-  except OSError as e:
-    raise ConfigError(f"--{flag}={path}: {e.strerror}.") from None
-  return parse_text(text, name, f"--{flag}={path}")
+  return parse_text(fileio.read_text(path, flag), name, f"--{flag}={path}")
 
 
 def parse_text(text: str, name: str, source: str):

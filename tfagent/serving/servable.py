@@ -146,7 +146,7 @@ class Servable:
     """
     from tensorflow_serving.apis import prediction_log_pb2
     path = os.path.join(self.path, signatures.WARMUP_FILE)
-    if not os.path.isfile(path):
+    if not tf.io.gfile.exists(path):
       return 0
     count = 0
     for record in tf.data.TFRecordDataset(path).as_numpy_iterator():

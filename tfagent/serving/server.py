@@ -14,7 +14,7 @@ from absl import logging
 import grpc
 import uvicorn
 
-from tfagent import signatures
+from tfagent import fileio, signatures
 from tfagent.errors import ConfigError
 from tfagent.serving import (api, batching, grpc_api, http_limits, manager, metrics, pool,
                              protos, rest, servable)
@@ -142,6 +142,8 @@ def ignored_flags(options: ServerOptions) -> list:
 
 def model_configs(options: ServerOptions) -> list:
   """Models from --model_config_file (which overrides --model_name/--model_base_path)."""
+  fileio.check_filesystems({"model_config_file": options.model_config_file,
+                            "model_base_path": options.model_base_path})
   if options.model_config_file:
     return manager.parse_model_config(read_config_file(options.model_config_file),
                                       f"--model_config_file={options.model_config_file}")
@@ -153,11 +155,7 @@ def model_configs(options: ServerOptions) -> list:
 
 def read_config_file(path: str) -> str:
   """The text of --model_config_file, or a ConfigError naming it."""
-  try:
-    with open(path, encoding="utf-8") as f:
-      return f.read()
-  except OSError as e:
-    raise ConfigError(f"--model_config_file={path}: {e.strerror}.") from None
+  return fileio.read_text(path, "model_config_file")
 
 
 def batching_options(options: ServerOptions):

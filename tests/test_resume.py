@@ -1,0 +1,43 @@
+"""A backup resumes only the run that wrote it: another data set, model or batch size is
+one clear error before training; the same settings still resume."""
+
+import dataclasses
+import json
+import os
+
+import pytest
+
+from conftest import tiny_config
+from test_storage import resumable, train_interrupted
+from tfagent import backup, config, train
+from tfagent.errors import ConfigError
+
+pytestmark = pytest.mark.slow
+
+
+def test_backup_of_another_run_is_an_error_and_the_same_run_resumes(corpus_dir, tmp_path,
+                                                                    monkeypatch, caplog):
+  cfg = resumable(tiny_config(corpus_dir, tmp_path / "run", tmp_path / "saved_models"))
+  train_interrupted(cfg, 27, monkeypatch)
+  other = dataclasses.replace(
+      cfg, data=dataclasses.replace(cfg.data, batch_size=16),
+      model=dataclasses.replace(cfg.model, hidden_dim=6))
+  with pytest.raises(ConfigError, match=r"data\.batch_size is 8 there, 16 now; "
+                     r"model\.hidden_dim is 4 there, 6 now.*delete .*backup"):
+    train.train_and_evaluate(other)
+  assert config.load_json(os.path.join(cfg.train.model_dir, "config.json")) == cfg
+
+  longer = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=3, verbose=1))
+  with caplog.at_level("INFO", logger="absl"):
+    result = train.train_and_evaluate(longer)  # More epochs and another verbosity resume.
+  assert "Resumed from epoch 2 step 2 (global step 26)" in caplog.text
+  assert len(result["history"]["loss"]) == 2  # The rest of epoch 2, then epoch 3.
+
+
+def test_fingerprint_leaves_out_what_a_resume_may_change():
+  cfg = config.Config()
+  fingerprint = backup.run_fingerprint(cfg)
+  assert {"data.dataset", "data.seed", "data.batch_size", "model.name", "model.vocab_size",
+          "model.sequence_length", "train.learning_rate"} <= set(fingerprint)
+  assert not {"train.model_dir", "train.epochs", "export.export_dir"} & set(fingerprint)
+  json.dumps(fingerprint)  # Stored in state.json.

@@ -1,0 +1,87 @@
+"""The run's Keras callbacks: TensorBoard, early stopping, atomic checkpoints, step backups.
+
+Each writes through tf.io.gfile (directly or through Keras), so --model_dir may be
+gs:// or ram://; the ones that decide on epochs survive a restart (backup.Resumable).
+"""
+
+import math
+import os
+
+from absl import logging
+import keras
+import tensorflow as tf
+
+from tfagent import backup, config, fileio, summaries
+from tfagent.errors import ConfigError
+
+
+class AtomicModelCheckpoint(backup.Resumable, keras.callbacks.Callback):
+  """Saves the whole string-input model as `last.keras` and `best.keras`.
+
+  Each file is written beside its final name and renamed into place
+  (fileio.replace_atomically), so a crash never leaves a half-written checkpoint
+  under the final name. `best` survives a restart (it is saved with the step backup).
+  """
+  STATE = ("best",)
+
+  def __init__(self, model_to_save: keras.Model, directory: str, monitor="val_loss"):
+    super().__init__()
+    self.model_to_save, self.directory, self.monitor = model_to_save, directory, monitor
+    self.best = math.inf
+
+  def _save(self, name: str) -> None:
+    fileio.replace_atomically(self.model_to_save.save, os.path.join(self.directory, name))
+
+  def on_epoch_end(self, epoch, logs=None):
+    tf.io.gfile.makedirs(self.directory)
+    self._save("last.keras")
+    value = (logs or {}).get(self.monitor, math.inf)
+    if value < self.best:
+      self.best = float(value)
+      self._save("best.keras")
+      logging.info("Epoch %d: %s improved to %.4f, saved best.keras", epoch + 1,
+                   self.monitor, value)
+
+
+class ResumableEarlyStopping(backup.Resumable, keras.callbacks.EarlyStopping):
+  """EarlyStopping whose patience count and best value survive a restart.
+
+  Best weights are not held here: they come back from `checkpoints/best.keras`
+  after training (see restore_best), which a restart does not lose.
+  """
+  STATE = ("wait", "best", "best_epoch")
+
+
+def profile_range(steps: str):
+  """Parses --profile_steps "FIRST,LAST" (1-based steps of a fit) for Keras' profile_batch."""
+  if not steps:
+    return 0
+  parts = steps.split(",")
+  if len(parts) != 2 or not all(p.strip().isdigit() and int(p) > 0 for p in parts) \
+      or int(parts[0]) > int(parts[1]):
+    raise config_error("profile_steps", steps, "two positive steps FIRST,LAST, e.g. 5,8")
+  return int(parts[0]), int(parts[1])
+
+
+def config_error(flag: str, value, valid: str) -> ConfigError:
+  return ConfigError(f"--{flag}={value!r} is invalid; expected {valid}.")
+
+
+def make_callbacks(cfg: config.Config, model: keras.Model, start: backup.Position,
+                   steps_per_epoch: int) -> list:
+  """Throughput, TensorBoard, early stopping, atomic checkpoints and step backups."""
+  run = cfg.train.model_dir
+  stopping = ResumableEarlyStopping("val_loss", patience=cfg.train.early_stopping_patience,
+                                    verbose=1)
+  checkpoint = AtomicModelCheckpoint(model, os.path.join(run, "checkpoints"))
+  return [
+      summaries.Throughput(cfg.data.batch_size),  # Before TensorBoard, which logs it.
+      keras.callbacks.TensorBoard(summaries.log_dirs(run)[0],  # logs/train, logs/validation
+                                  profile_batch=profile_range(cfg.train.profile_steps)),
+      stopping, checkpoint,
+      # Last: it saves the state the callbacks above reached at the epoch's end.
+      backup.StepBackup(os.path.join(run, "backup"), cfg.train.backup_every_steps,
+                        steps_per_epoch, start, {"early_stopping": stopping,
+                                                 "checkpoint": checkpoint},
+                        backup.run_fingerprint(cfg)),
+  ]
