@@ -220,7 +220,7 @@ def set_deep_weight(model: keras.Model, outputs: tuple, out: config.Config) -> d
   `path_outputs`) and saves out's best.keras with it: the checkpoint scores as the export does."""
   weight, losses = models.wide.choose_deep_weight(*outputs)
   model.get_layer(models.WIDE_DEEP).deep_weight.assign(weight)
-  backup.replace_atomically(model.save, os.path.join(out.train.model_dir, "checkpoints",
+  fileio.replace_atomically(model.save, os.path.join(out.train.model_dir, "checkpoints",
                                                      "best.keras"))
   logging.info("Wide + deep: deep-path weight %.2f chosen on validation (loss %.4f; wide "
                "alone %.4f, weight 1 %.4f).", weight, losses[weight], losses[0.0], losses[1.0])

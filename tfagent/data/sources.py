@@ -4,7 +4,6 @@ import collections
 import dataclasses
 import hashlib
 import json
-import os
 import random
 
 from absl import logging

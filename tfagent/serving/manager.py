@@ -15,7 +15,6 @@ model's first version and refuses to start if one fails to load.
 
 import dataclasses
 import gc
-import os
 import threading
 import time
 
