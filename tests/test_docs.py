@@ -245,11 +245,20 @@ def test_readme_own_data_commands_run(tmp_path):
   assert train.returncode == 0, train.stderr[-3000:]
   version = os.path.join(tmp_path, "saved_models", "my_model", "1")
   assert os.path.exists(os.path.join(version, "model_card.md"))
+  summary = closing_summary(train.stderr)
+  assert summary["SavedModel"] == "saved_models/my_model/1"
+  assert summary["Model card"] == "saved_models/my_model/1/model_card.md"
 
   predict = run_cli("predict", *readme_command("predict"), cwd=tmp_path)
   assert predict.returncode == 0, predict.stderr[-3000:]
   rows = list(csv.DictReader(open(tmp_path / "predictions.csv", encoding="utf-8")))
   assert len(rows) == 8 and {r["class"] for r in rows} <= {"negative", "positive"}
+  # The summary's own predict command, as a user pastes it.
+  command, args = shlex.split(summary["predict"])[1], shlex.split(summary["predict"])[2:]
+  predicted = run_cli(command, *args, cwd=tmp_path)
+  assert predicted.returncode == 0, predicted.stderr[-3000:]
+  [row] = [json.loads(line) for line in predicted.stdout.splitlines()]  # JSON lines.
+  assert row["class"] in ("negative", "positive")
 
   evaluate = run_cli("evaluate", *readme_command("evaluate"), cwd=tmp_path)
   assert evaluate.returncode == 0, evaluate.stderr[-3000:]
@@ -257,12 +266,17 @@ def test_readme_own_data_commands_run(tmp_path):
   assert metrics["examples"] == 12
 
   rest, grpc = free_port(), free_port()
-  serve_args = readme_command("serve") + [f"--rest_api_port={rest}", f"--port={grpc}"]
-  server = subprocess.Popen([sys.executable, "-m", "tfagent.cli", "serve", *serve_args],
+  # The summary's serve command (the README's, for this run) and both curl bodies.
+  serve_args = shlex.split(summary["serve"])[2:]
+  assert serve_args == readme_command("serve")
+  server = subprocess.Popen([sys.executable, "-m", "tfagent.cli", "serve", *serve_args,
+                             f"--rest_api_port={rest}", f"--port={grpc}"],
                             cwd=tmp_path, env=ENV, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
   try:
-    answer = post_readme_curl(rest)
+    answer = post_curl(rest, readme_curl())
+    [row] = post_curl(rest, summary["curl"])["predictions"]
+    assert row["classes"] in ("negative", "positive")
   finally:
     server.terminate()
     server.wait(timeout=30)
@@ -273,10 +287,27 @@ def test_readme_own_data_commands_run(tmp_path):
       row.keys() for row in shown["predictions"]]
 
 
-def post_readme_curl(port: int) -> dict:
-  """Sends the README's curl body to its path on `port` once the model is up."""
+def closing_summary(log: str) -> dict:
+  """The lines of the run's closing summary (after "Done."), by what they name."""
+  lines = log[log.rindex("Done.\n"):].splitlines()
+  found = {}
+  for line in lines[1:]:
+    key, _, value = line.strip().partition(": ")
+    if key in ("SavedModel", "Model card"):
+      found[key] = value
+    elif line.startswith("  tfagent ") or line.startswith("  curl "):
+      found[line.split()[1] if "tfagent" in line else "curl"] = line.strip()
+  return found
+
+
+def readme_curl() -> str:
   with open(README, encoding="utf-8") as f:
-    curl = next(line for line in snippets(f.read()) if line.startswith("curl -d"))
+    return next(line for line in snippets(f.read()) if line.startswith("curl -d"))
+
+
+def post_curl(port: int, curl: str) -> dict:
+  """Sends a `curl -d BODY localhost:8501/...` line's body to its path on `port` once the
+  model is up."""
   body, url = shlex.split(curl)[2:4]
   url = "http://" + url.replace("localhost:8501", f"127.0.0.1:{port}")
   deadline = time.time() + 120

@@ -5,13 +5,14 @@ gs:// or ram://; the ones that decide on epochs survive a restart (backup.Resuma
 """
 
 import math
+import sys
 import os
 
 from absl import logging
 import keras
 import tensorflow as tf
 
-from tfagent import backup, config, fileio, summaries
+from tfagent import backup, config, fileio, progress, summaries
 from tfagent.errors import ConfigError
 
 
@@ -63,19 +64,29 @@ def profile_range(steps: str):
   return int(parts[0]), int(parts[1])
 
 
+def fit_verbosity(train_cfg) -> int:
+  """A progress bar on a terminal; one line per epoch in logs and CI."""
+  if train_cfg.verbose >= 0:
+    return train_cfg.verbose
+  return 1 if sys.stdout.isatty() else 2
+
+
 def config_error(flag: str, value, valid: str) -> ConfigError:
   return ConfigError(f"--{flag}={value!r} is invalid; expected {valid}.")
 
 
 def make_callbacks(cfg: config.Config, model: keras.Model, start: backup.Position,
                    steps_per_epoch: int) -> list:
-  """Throughput, TensorBoard, early stopping, atomic checkpoints and step backups."""
-  run = cfg.train.model_dir
+  """Throughput, progress, TensorBoard, early stopping, atomic checkpoints and step backups."""
+  run, verbosity = cfg.train.model_dir, fit_verbosity(cfg.train)
   stopping = ResumableEarlyStopping("val_loss", patience=cfg.train.early_stopping_patience,
                                     verbose=1)
   checkpoint = AtomicModelCheckpoint(model, os.path.join(run, "checkpoints"))
   return [
       summaries.Throughput(cfg.data.batch_size),  # Before TensorBoard, which logs it.
+      # Between Keras' epoch lines (no progress bar) or after each epoch (under a bar).
+      *([progress.FitProgress(cfg.data.batch_size, progress.EVERY_SECONDS
+                              if verbosity == 2 else None)] if verbosity else []),
       keras.callbacks.TensorBoard(summaries.log_dirs(run)[0],  # logs/train, logs/validation
                                   profile_batch=profile_range(cfg.train.profile_steps)),
       stopping, checkpoint,

@@ -9,7 +9,7 @@ from absl import logging
 import keras
 import tensorflow as tf
 
-from tfagent import _compat, fileio, signatures
+from tfagent import _compat, fileio, progress, signatures
 from tfagent.errors import ConfigError
 from tfagent.versions import next_version
 
@@ -107,6 +107,7 @@ class Staged:
   model_name: str
 
 
+@progress.stage("Exporting the SavedModel")
 def write_staged(model: keras.Model, class_names, export_cfg, warmup_texts=None) -> Staged:
   """Writes the SavedModel, its method names and warm-up file into a hidden folder.
 

@@ -58,6 +58,7 @@ def check(cfg: config.Config, present) -> None:
 
 def train_and_evaluate(cfg: config.Config) -> dict:
   """tfagent.training.train_and_evaluate: trains, exports and evaluates `cfg`."""
+  logging.info("Loading TensorFlow and Keras...")  # About 10 s, before any other line.
   from tfagent import training  # pylint: disable=import-outside-toplevel
   return training.train_and_evaluate(cfg)
 
@@ -83,10 +84,7 @@ def main(argv):
   except TfagentError as e:
     logging.error("%s", e)
     sys.exit(1)
-  if "accuracy" in result:  # Only the chief evaluates.
-    logging.info("Done: test accuracy %.4f; SavedModel %s", result["accuracy"],
-                 result["saved_model"])
-  else:
+  if "accuracy" not in result:  # The chief logs the run's summary (tfagent.progress).
     logging.info("Done: worker finished; the chief writes the SavedModel.")
 
 

@@ -10,7 +10,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import sys
 import time
 
 from absl import logging
@@ -19,8 +18,9 @@ import numpy as np
 import tensorflow as tf
 
 from tfagent import (_compat, backup, config, data, distribute, evaluate, export, fileio,
-                     model_card, models, optim, summaries)
-from tfagent.callbacks import config_error, make_callbacks, profile_range  # noqa: F401
+                     model_card, models, optim, progress, summaries)
+from tfagent.callbacks import (config_error, fit_verbosity, make_callbacks,  # noqa: F401
+                               profile_range)
 from tfagent.errors import ConfigError
 
 # --mixed_precision -> Keras dtype policy: variables stay float32 in all three.
@@ -57,13 +57,6 @@ def make_optimizer(train_cfg, total_steps: int, backbone=None) -> keras.optimize
   return optimizer
 
 
-def fit_verbosity(train_cfg) -> int:
-  """A progress bar on a terminal; one line per epoch in logs and CI."""
-  if train_cfg.verbose >= 0:
-    return train_cfg.verbose
-  return 1 if sys.stdout.isatty() else 2
-
-
 @contextlib.contextmanager
 def precision_policy(name: str):
   """Sets Keras' global dtype policy for the run; logits and loss stay float32."""
@@ -86,6 +79,7 @@ def for_this_worker(cfg: config.Config, scratch: str) -> config.Config:
       export=dataclasses.replace(cfg.export, export_dir=os.path.join(scratch, "saved_models")))
 
 
+@progress.stage("Building the model (its vocabulary from the training split)")
 def build_and_compile(cfg: config.Config, strategy, train_ds, class_names, total_steps: int,
                       wide_fit=None):
   """Builds the string model and compiles its classifier inside `strategy.scope()`."""
@@ -147,6 +141,7 @@ class FitInputs:
   callbacks: list
 
 
+@progress.stage("Training")
 def fit_remaining(classifier, inputs: FitInputs, cfg, steps_per_epoch,
                   start: backup.Position) -> dict:
   """Runs the epochs left after `start`; a resumed partial epoch is a fit of its own.
@@ -197,8 +192,9 @@ def fit_wide(cfg: config.Config, splits, info):
   """Fits the wide path on the training split (C on validation); None when it is off."""
   if not cfg.model.wide_ngrams:
     return None
-  return models.wide.fit_wide(cfg.model, splits["train"], splits["validation"],
-                              len(info.class_names), cfg.data.seed)
+  with progress.stage("Fitting the wide path (n-gram logistic regression)"):
+    return models.wide.fit_wide(cfg.model, splits["train"], splits["validation"],
+                                len(info.class_names), cfg.data.seed)
 
 
 def path_outputs(paths, split, batch_size: int = evaluate.BATCH_SIZE) -> tuple:
@@ -240,6 +236,7 @@ def train_and_evaluate(cfg: config.Config) -> dict:
     return train_in(cfg, for_this_worker(cfg, scratch), strategy)
 
 
+@progress.stage("Reading and checking the data")
 def load_data(cfg: config.Config, out: config.Config) -> tuple:
   """Run directory, seed, splits and their report; returns `(splits, info, n_train)`.
 
@@ -315,9 +312,12 @@ def train_in(cfg: config.Config, out: config.Config, strategy) -> dict:
     if distribute.is_chief(strategy):
       result = evaluate_export(cfg, result, splits, info, paths, staged.path)
   backup.clear(os.path.join(out.train.model_dir, "backup"))
+  if distribute.is_chief(strategy):
+    logging.info("Done.\n%s", progress.final_summary(cfg, result, warmup[0]))
   return result
 
 
+@progress.stage("Scoring the export on validation and test; writing eval/ and the model card")
 def evaluate_export(cfg: config.Config, result: dict, splits, info, paths, staged: str) -> dict:
   """Chief only: test metrics of the export staged at `staged`, `eval/metrics.json`, its
   model card, final summaries.
