@@ -8,6 +8,7 @@ import json
 import os
 import socket
 import threading
+import time
 
 import keras
 import pytest
@@ -119,17 +120,26 @@ def snapshot(folder: str) -> dict:
 
 
 @pytest.mark.parametrize("where", ["local", "ram"])
-def test_published_version_never_changes(corpus_dir, tmp_path, where):
-  """A watcher that copies the version the moment it appears sees what is there at the end."""
+def test_published_version_never_changes(corpus_dir, tmp_path, where, monkeypatch):
+  """The version as it is the moment it is published, and as a watcher first sees it, is what
+  is there at the end."""
+  from tfagent import fileio
   root = str(tmp_path) if where == "local" else f"ram://published-{where}"
   cfg = tiny_config(corpus_dir, os.path.join(root, "run"), os.path.join(root, "saved_models"))
   version = os.path.join(root, "saved_models", "tiny", "1")
-  seen, done = [], threading.Event()
+  published, seen, done = [], [], threading.Event()
+  publish_folder = fileio.publish_folder
 
-  def watch():
+  def publish_and_look(staged, final):
+    publish_folder(staged, final)
+    published.append(snapshot(final))
+  monkeypatch.setattr(fileio, "publish_folder", publish_and_look)
+
+  def watch():  # A server polling the base path: it may look at any moment.
     while not done.is_set() and not seen:
       if tf.io.gfile.exists(os.path.join(version, "saved_model.pb")):
         seen.append(snapshot(version))
+      time.sleep(0.001)
   watcher = threading.Thread(target=watch)
   watcher.start()
   try:
@@ -137,9 +147,10 @@ def test_published_version_never_changes(corpus_dir, tmp_path, where):
   finally:
     done.set()
     watcher.join()
-  assert seen, "the version never appeared"
-  assert seen[0] == snapshot(version)
-  assert "model_card.json" in seen[0]
+  assert len(published) == 1 and "model_card.json" in published[0]
+  assert published[0] == snapshot(version)
+  # A loaded machine can starve the watcher until the run ends; when it did look, it saw it all.
+  assert seen in ([], published)
 
 
 def test_scheme_without_its_plugin_is_one_clear_error_before_any_work(tmp_path, monkeypatch):
