@@ -50,6 +50,7 @@ def check(cfg: config.Config, present) -> None:
   """Checks before any work that the flags given (`present`) apply to the model and that
   the model's settings are valid; an error names the flag."""
   config.check_applicable(cfg, present)
+  logging.info("Loading TensorFlow and Keras...")  # About 10 s, before any other line.
   from tfagent import fileio, models  # pylint: disable=import-outside-toplevel
   models.check_model_config(cfg.model)
   fileio.check_filesystems({"model_dir": cfg.train.model_dir,
@@ -58,7 +59,6 @@ def check(cfg: config.Config, present) -> None:
 
 def train_and_evaluate(cfg: config.Config) -> dict:
   """tfagent.training.train_and_evaluate: trains, exports and evaluates `cfg`."""
-  logging.info("Loading TensorFlow and Keras...")  # About 10 s, before any other line.
   from tfagent import training  # pylint: disable=import-outside-toplevel
   return training.train_and_evaluate(cfg)
 

@@ -274,11 +274,14 @@ def fit_wide(model_cfg, train: tf.data.Dataset, validation: tf.data.Dataset,
   layer = make_layer(model_cfg.wide_ngrams, vocabulary,
                      np.zeros((len(vocabulary) + 1, num_classes), np.float32),
                      np.zeros(num_classes, np.float32))
+  logging.info("Wide path: %d n-grams kept of %d counted; featurizing train and validation.",
+               len(vocabulary), report["ngrams_counted"])
   x, labels = featurize(layer, train)
   x_val, labels_val = featurize(layer, validation)
   grid = [model_cfg.wide_c] if model_cfg.wide_c > 0 else list(C_GRID)
   tried = {}
-  for c in grid:
+  for i, c in enumerate(grid):  # Each fit takes seconds: say which one runs.
+    logging.info("Wide path: fitting C %g (%d of %d).", c, i + 1, len(grid))
     kernel, bias = fit_linear(x, labels, num_classes, c, seed)
     logits = x_val @ kernel + bias
     tried[c] = {"validation_loss": log_loss(logits, labels_val) if len(labels_val) else 0.0,
