@@ -168,6 +168,7 @@ def fit_remaining(classifier, inputs: FitInputs, cfg, steps_per_epoch,
   return history
 
 
+@progress.stage("Restoring the best epoch's weights")
 def restore_best(classifier: keras.Model, checkpoint_dir: str) -> None:
   """Loads the classifier weights of the best epoch (lowest val_loss), saved atomically."""
   path = os.path.join(checkpoint_dir, "best.keras")
@@ -209,6 +210,15 @@ def path_outputs(paths, split, batch_size: int = evaluate.BATCH_SIZE) -> tuple:
     deep.append(np.asarray(d))
     labels.append(label.numpy())
   return np.concatenate(wide), np.concatenate(deep), np.concatenate(labels)
+
+
+@progress.stage("Choosing the deep path's weight on validation")
+def weigh_paths(model: keras.Model, validation, out: config.Config) -> tuple:
+  """`(paths, choice)`: the traced path function with validation's path logits, and the deep
+  weight `set_deep_weight` chose on them."""
+  paths = {"fn": models.traced(models.path_logits(model))}
+  paths["validation"] = path_outputs(paths["fn"], validation)
+  return paths, set_deep_weight(model, paths["validation"], out)
 
 
 def set_deep_weight(model: keras.Model, outputs: tuple, out: config.Config) -> dict:
@@ -294,9 +304,7 @@ def train_in(cfg: config.Config, out: config.Config, strategy) -> dict:
   restore_best(classifier, os.path.join(out.train.model_dir, "checkpoints"))
   paths = None  # Each path's logits on each split, for the deep weight and the ablation.
   if wide_fit is not None:
-    paths = {"fn": models.traced(models.path_logits(model))}
-    paths["validation"] = path_outputs(paths["fn"], splits["validation"])
-    wide_fit.report["deep_weight"] = set_deep_weight(model, paths["validation"], out)
+    paths, wide_fit.report["deep_weight"] = weigh_paths(model, splits["validation"], out)
   final = classifier.evaluate(val_ds, verbose=0, return_dict=True)
   # A few real texts become TF Serving's warm-up requests (assets.extra).
   warmup = [t.decode("utf-8") for t, _ in splits["validation"].take(4).as_numpy_iterator()]
