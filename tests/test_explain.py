@@ -15,6 +15,9 @@ import tensorflow as tf
 from conftest import tiny_config
 from tfagent import config, explain, models, signatures
 from tfagent.models import wide
+from test_bert import VOCAB as BERT_VOCAB
+from test_bert import write_tiny_preset
+from test_export import tensor_infos
 
 TEXTS = ["great movie loved it", "难看 垃圾 失望", "", "an unseen sentence 未见过 great great",
          "terrible movie hated it, truly awful"]
@@ -22,9 +25,11 @@ CLASSES = ["negative", "positive"]
 
 # Only TensorFlow: what TF Serving has. No tfagent, keras or keras-hub.
 RELOAD = """
-import json, sys
+import importlib, json, sys
 import tensorflow as tf
-assert "tfagent" not in sys.modules and "keras" not in sys.modules
+for module in sys.argv[3:]:
+  importlib.import_module(module)
+assert "tfagent" not in sys.modules and "keras_hub" not in sys.modules
 explain = tf.saved_model.load(sys.argv[1]).signatures["explain"]
 out = explain(text=tf.constant(json.loads(sys.argv[2])))
 print(json.dumps({"attributions": out["attributions"].numpy().tolist(),
@@ -50,8 +55,8 @@ def untrained(cfg: config.ModelConfig) -> keras.Model:
   return models.build_model(cfg, CLASSES, corpus, wide_fit)
 
 
-def explained(model, texts, steps=64) -> dict:
-  out = explain.make_explain_fn(model, CLASSES, steps, details=True)(tf.constant(texts))
+def explained(model, texts, steps=64, classes=CLASSES) -> dict:
+  out = explain.make_explain_fn(model, classes, steps, details=True)(tf.constant(texts))
   return {k: v.numpy() for k, v in out.items()}
 
 
@@ -67,10 +72,8 @@ def best_model(cfg) -> keras.Model:
 def test_export_has_the_explain_signature(trained_run):
   _, result = trained_run
   sig = signatures.read_signature_defs(result["saved_model"])[signatures.EXPLAIN_SIGNATURE]
-  infos = lambda m: {k: (tf.dtypes.as_dtype(v.dtype).name, tuple(d.size for d in v.tensor_shape.dim))
-                     for k, v in m.items()}
-  assert infos(sig.inputs) == {"text": ("string", (-1,))}
-  assert infos(sig.outputs) == {"tokens": ("string", (-1, -1)),
+  assert tensor_infos(sig.inputs) == {"text": ("string", (-1,))}
+  assert tensor_infos(sig.outputs) == {"tokens": ("string", (-1, -1)),
                                 "attributions": ("float32", (-1, -1)),
                                 "probabilities": ("float32", (-1, 2)),
                                 "classes": ("string", (-1,)),
@@ -147,18 +150,47 @@ def test_tokens_are_the_texts_words_padded_and_bigrams_fold_onto_them():
   assert completeness_ratio(out) <= 0.01
 
 
-def write_planted_corpus(folder, n_per_class=200, seed=0) -> str:
-  """Each line: 6-9 random filler words, and one of two planted words that decides its class."""
+@pytest.fixture(scope="module")
+def tiny_bert(tmp_path_factory) -> keras.Model:
+  preset = write_tiny_preset(tmp_path_factory.mktemp("tiny_bert"))
+  cfg = config.ModelConfig(name="bert", preset=preset, sequence_length=8, dropout=0.0)
+  return models.build_model(cfg, CLASSES, None)
+
+
+def test_bert_is_explained_over_its_word_pieces(tiny_bert):
+  texts = ["great films !", "", "a truly awful mess , hated it"]
+  out = explained(tiny_bert, texts)
+  tokens = [[t.decode() for t in row] for row in out["tokens"]]
+  # [CLS] left out; [SEP] and padding are ""; "films" is two pieces; 8 ids keep 6 pieces.
+  assert tokens == [["great", "film", "##s", "!", "", "", ""], [""] * 7,
+                    ["a", "truly", "awful", "mess", ",", "hated", ""]]
+  assert set(BERT_VOCAB) >= {t for row in tokens for t in row if t}
+  assert (out["attributions"][0, 4:] == 0).all() and (out["attributions"][1] == 0).all()
+  assert completeness_ratio(out) <= 0.01
+  expected = tf.nn.softmax(tiny_bert(tf.constant(texts), training=False)).numpy()
+  np.testing.assert_allclose(out["probabilities"], expected, atol=1e-5)
+
+
+PLANTED = {"pos": "zapato", "neg": "ventana", "none": None}
+
+
+def write_planted_corpus(path, n_per_class=200, seed=0) -> str:
+  """JSON lines: 6-9 random filler words and the class's planted word, or none for "none".
+
+  The third class matters: with two, a model may learn one word only and read the
+  other class from its absence (the tiny Transformer did: the all-padding baseline
+  already said "pos", so "zapato" rightly got no credit and won in 54 % of texts).
+  """
   rng = random.Random(seed)
   filler = [f"w{i}" for i in range(40)]
-  os.makedirs(folder, exist_ok=True)
-  for name, planted in (("pos.txt", "zapato"), ("neg.txt", "ventana")):
-    with open(os.path.join(folder, name), "w", encoding="utf-8") as f:
+  with open(path, "w", encoding="utf-8") as f:
+    for label, planted in PLANTED.items():
       for _ in range(n_per_class):
         words = rng.sample(filler, rng.randint(6, 9))
-        words.insert(rng.randint(0, len(words)), planted)
-        f.write(" ".join(words) + "\n")
-  return str(folder)
+        if planted:
+          words.insert(rng.randint(0, len(words)), planted)
+        f.write(json.dumps({"text": " ".join(words), "label": label}) + "\n")
+  return str(path)
 
 
 def planted_texts(n=100, seed=1) -> tuple:
@@ -167,7 +199,7 @@ def planted_texts(n=100, seed=1) -> tuple:
   for i in range(n):
     words = [f"w{rng.randrange(40)}" for _ in range(rng.randint(6, 9))]
     position = rng.randint(0, len(words))
-    words.insert(position, ("zapato", "ventana")[i % 2])
+    words.insert(position, (PLANTED["pos"], PLANTED["neg"])[i % 2])
     texts.append(" ".join(words))
     positions.append(position)
   return texts, np.array(positions)
@@ -178,14 +210,16 @@ def planted_texts(n=100, seed=1) -> tuple:
                                        dict(name="lstm", wide_ngrams=2, wide_min_count=2)],
                          ids=["lstm", "transformer", "wide_deep"])
 def test_the_planted_word_gets_the_largest_attribution(overrides, tmp_path):
-  corpus = write_planted_corpus(tmp_path / "corpus")
-  cfg = tiny_config(corpus, tmp_path / "run", tmp_path / "saved_models")
-  cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, **overrides),
-                            train=dataclasses.replace(cfg.train, epochs=6))
+  cfg = tiny_config("", tmp_path / "run", tmp_path / "saved_models")
+  corpus = write_planted_corpus(tmp_path / "planted.jsonl")
+  data = dataclasses.replace(cfg.data, dataset=f"jsonl:{corpus}", class_names="neg,pos,none")
+  cfg = dataclasses.replace(
+      cfg, data=data, model=dataclasses.replace(cfg.model, **overrides),
+      train=dataclasses.replace(cfg.train, epochs=6))
   from tfagent import train
   train.train_and_evaluate(cfg)
   texts, positions = planted_texts()
-  out = explained(best_model(cfg), texts)
+  out = explained(best_model(cfg), texts, classes=["neg", "pos", "none"])
   hits = (out["attributions"].argmax(-1) == positions).mean()
   print(f"{overrides}: planted word top-attributed in {hits:.0%} of {len(texts)} texts; "
         f"completeness ratio {completeness_ratio(out):.2e}")
@@ -197,10 +231,28 @@ def test_the_planted_word_gets_the_largest_attribution(overrides, tmp_path):
 def test_explain_reloads_in_a_clean_process_and_gives_the_in_process_attributions(trained_run):
   cfg, result = trained_run
   expected = explained(best_model(cfg), TEXTS, steps=cfg.export.explain_steps)
-  proc = subprocess.run([sys.executable, "-c", RELOAD, result["saved_model"], json.dumps(TEXTS)],
+  got = reload_in_a_clean_process(result["saved_model"], TEXTS)
+  np.testing.assert_allclose(np.array(got["attributions"]), expected["attributions"], atol=1e-5)
+  assert got["tokens"] == [[t.decode() for t in row] for row in expected["tokens"]]
+
+
+@pytest.mark.slow
+def reload_in_a_clean_process(path: str, texts, *modules) -> dict:
+  """The explain signature's outputs in a process that imports only TensorFlow and `modules`."""
+  proc = subprocess.run([sys.executable, "-c", RELOAD, path, json.dumps(texts), *modules],
                         capture_output=True, text=True, check=True,
                         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
-  got = json.loads(proc.stdout.strip().splitlines()[-1])
+  return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_bert_explain_reloads_with_tensorflow_text_only(tiny_bert, tmp_path):
+  from tfagent import export
+  path = export.export_model(tiny_bert, CLASSES, config.ExportConfig(
+      export_dir=str(tmp_path), model_name="bert", explain_steps=16))
+  texts = ["great films !", "", "a truly awful mess , hated it"]
+  expected = explained(tiny_bert, texts, steps=16)
+  got = reload_in_a_clean_process(path, texts, "tensorflow_text")
   np.testing.assert_allclose(np.array(got["attributions"]), expected["attributions"], atol=1e-5)
   assert got["tokens"] == [[t.decode() for t in row] for row in expected["tokens"]]
 

@@ -19,6 +19,10 @@ wide path `wide + deep_weight * deep`), not its probability.
   (`--ngrams=2` bigrams) are split evenly over the words they cover, like the
   wide path's. Without a wide path only the words inside the model's window
   (`sequence_length`) are shown; with one, all (the wide path reads them all).
+- BERT: the same over the backbone's token embeddings (positions and segments are
+  added after, as in the backbone), [CLS] and [SEP] kept in the baseline, so they
+  get none; tokens are the word pieces as the vocabulary spells them ("##" marks
+  a word's continuation), [CLS] left out, [SEP] and padding "".
 """
 
 import dataclasses
@@ -27,7 +31,7 @@ import keras
 import tensorflow as tf
 
 from tfagent import signatures
-from tfagent.models import CLASSIFIER, TOKENIZER, WIDE, WIDE_DEEP, ensemble
+from tfagent.models import CLASSIFIER, TOKENIZER, WIDE, WIDE_DEEP, bert, ensemble
 from tfagent.models.layers import TextTokenizer, standardize
 
 # Interpolation points a gradient call: 16x the batch's activations at once.
@@ -39,7 +43,7 @@ LOGIT_DIFFERENCE = "logit_difference"  # F(x) - F(baseline), an output of detail
 @dataclasses.dataclass(frozen=True)
 class Parts:
   """The pieces of a string-in, logits-out model that the explanation needs."""
-  tokenizer: TextTokenizer
+  tokenizer: keras.layers.Layer  # TextTokenizer or bert.WordPieceEncoder.
   paths: tuple  # (embedding layer, keras.Model [ids, embeddings] -> logits) a member.
   average: keras.layers.Layer  # MemberAverage, or None for one model.
   wide: keras.layers.Layer  # NgramWide, or None.
@@ -59,23 +63,48 @@ def embedding_path(member: keras.Model) -> tuple:
   return embedding, keras.Model([member.input, embedding.output], member.output)
 
 
+def supported(model: keras.Model) -> bool:
+  """Whether `model` can be explained: any from-scratch model, BERT without a wide path."""
+  tokenizer = find_layer(model, TOKENIZER)
+  return isinstance(tokenizer, TextTokenizer) or (
+      isinstance(tokenizer, bert.WordPieceEncoder) and find_layer(model, WIDE) is None)
+
+
 def model_parts(model: keras.Model) -> Parts:
-  """Splits a from-scratch model (models.build_model) into the parts the explanation uses."""
+  """Splits a models.build_model model into the parts the explanation uses."""
+  if not supported(model):
+    raise NotImplementedError(f"{model.name}: no explanation for a wide path over word "
+                              "pieces (its words and BERT's pieces do not line up).")
   tokenizer = model.get_layer(TOKENIZER)
-  if not isinstance(tokenizer, TextTokenizer):
-    raise NotImplementedError(f"{model.name}: explanations need the from-scratch tokenizer; "
-                              f"{type(tokenizer).__name__} is not supported yet.")
+  path = embedding_path if isinstance(tokenizer, TextTokenizer) else bert.embedding_path
   classifier = model.get_layer(CLASSIFIER)
   average = find_layer(model, kind=ensemble.MemberAverage)
   members = ([classifier] if average is None else
              [l for l in classifier.layers if isinstance(l, keras.Model)])
-  return Parts(tokenizer, tuple(embedding_path(m) for m in members), average,
+  return Parts(tokenizer, tuple(path(m) for m in members), average,
                find_layer(model, WIDE), find_layer(model, WIDE_DEEP))
 
 
-def supported(model: keras.Model) -> bool:
-  """Whether `model` can be explained (its tokenizer is the from-scratch one)."""
-  return isinstance(find_layer(model, TOKENIZER), TextTokenizer)
+def is_bert(parts: Parts) -> bool:
+  """Whether the tokens are BERT's word pieces."""
+  return isinstance(parts.tokenizer, bert.WordPieceEncoder)
+
+
+def baseline_ids(parts: Parts, ids: tf.Tensor) -> tf.Tensor:
+  """Padding (id 0) in place of every token but BERT's [CLS] and [SEP], which every text has."""
+  if not is_bert(parts):
+    return tf.zeros_like(ids)
+  wordpiece = parts.tokenizer.tokenizer
+  special = (ids == wordpiece.cls_token_id) | (ids == wordpiece.sep_token_id)
+  return tf.where(special, ids, tf.zeros_like(ids))
+
+
+def wordpiece_tokens(parts: Parts, ids, id_attributions) -> tuple:
+  """`(pieces <string>[batch, L-1], attributions <float32>[batch, L-1])`, [CLS] left out."""
+  pieces = tf.gather(tf.constant(parts.tokenizer.vocabulary(), tf.string), ids[:, 1:])
+  real = tf.equal(baseline_ids(parts, ids)[:, 1:], 0) & tf.not_equal(ids[:, 1:], 0)
+  # [CLS] and [SEP] equal their baseline: their attributions are exactly 0.
+  return tf.where(real, pieces, ""), id_attributions[:, 1:]
 
 
 def deep_logits(parts: Parts, ids: tf.Tensor, embeddings: list) -> tf.Tensor:
@@ -93,13 +122,14 @@ def combine(parts: Parts, deep: tf.Tensor, wide: tf.Tensor) -> tf.Tensor:
 
 
 def deep_weight(parts: Parts) -> tf.Tensor:
+  """The deep path's scale in the logits (WideDeep.deep_weight; 1 without a wide path)."""
   if parts.wide_deep is None:
     return tf.constant(1.0)
   return tf.cast(tf.convert_to_tensor(parts.wide_deep.deep_weight), tf.float32)
 
 
 def chunk_gradients(parts: Parts, ids, inputs, baselines, alphas, target) -> list:
-  """Gradients of F at `alphas` `<float32>[k]` along the path: `<float32>[k, batch, L, D]` a member."""
+  """Gradients of F at path points `alphas` `<float32>[k]`: `<float32>[k, batch, L, D]` a member."""
   k = tf.shape(alphas)[0]
   points = []
   for x, b in zip(inputs, baselines):
@@ -187,15 +217,19 @@ def explain_batch(parts: Parts, class_names: tf.Tensor, text: tf.Tensor, steps: 
   """The explain signature's outputs for `<string>[batch]`, plus LOGIT_DIFFERENCE `[batch]`."""
   ids = parts.tokenizer(text)
   inputs = [tf.cast(embedding(ids), tf.float32) for embedding, _ in parts.paths]
-  baselines = [tf.cast(embedding(tf.zeros_like(ids)), tf.float32) for embedding, _ in parts.paths]
+  base_ids = baseline_ids(parts, ids)
+  baselines = [tf.cast(embedding(base_ids), tf.float32) for embedding, _ in parts.paths]
   wide = None if parts.wide is None else tf.cast(parts.wide(text), tf.float32)
   logits = combine(parts, deep_logits(parts, ids, inputs), wide)
   wide_base = None if wide is None else tf.zeros_like(wide) + tf.cast(parts.wide.bias, tf.float32)
   base = combine(parts, deep_logits(parts, ids, baselines), wide_base)
   target = tf.argmax(logits, axis=-1)
   difference = (tf.gather(logits, target, batch_dims=1) - tf.gather(base, target, batch_dims=1))
-  tokens, attributions = token_attributions(
-      parts, text, integrated_gradients(parts, ids, inputs, baselines, target, steps), target)
+  id_attributions = integrated_gradients(parts, ids, inputs, baselines, target, steps)
+  if is_bert(parts):
+    tokens, attributions = wordpiece_tokens(parts, ids, id_attributions)
+  else:
+    tokens, attributions = token_attributions(parts, text, id_attributions, target)
   return {signatures.EXPLAIN_TOKENS: tokens,  # <string>[batch, T]
           signatures.EXPLAIN_ATTRIBUTIONS: attributions,  # <float32>[batch, T]
           signatures.EXPLAIN_PROBABILITIES: tf.nn.softmax(logits, -1),  # <float32>[batch, C]

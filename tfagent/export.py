@@ -55,8 +55,8 @@ def make_serving_fns(model: keras.Model, class_names) -> tuple:
 def add_explain_endpoint(archive, model: keras.Model, class_names, steps: int) -> None:
   """Adds the explain signature (method predict, Keras' default) where the model supports it."""
   if not explain.supported(model):
-    logging.warning("No %s signature: %s has no from-scratch tokenizer (BERT is not "
-                    "explained yet).", signatures.EXPLAIN_SIGNATURE, model.name)
+    logging.warning("No %s signature: %s has a wide path over BERT's word pieces, which "
+                    "explain.py does not attribute.", signatures.EXPLAIN_SIGNATURE, model.name)
     return
   archive.add_endpoint(signatures.EXPLAIN_SIGNATURE,
                        explain.make_explain_fn(model, class_names, steps))
