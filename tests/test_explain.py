@@ -120,6 +120,22 @@ def test_completeness_holds_for_every_from_scratch_architecture(overrides):
   assert completeness_ratio(out) <= 0.01
 
 
+@pytest.mark.slow
+def test_an_ensemble_wide_deep_export_serves_the_in_process_explanation(tmp_path):
+  from tfagent import export
+  model = untrained(tiny_model_config(name="transformer", ensemble_size=2, ngrams=2,
+                                      wide_ngrams=2, wide_min_count=1))
+  path = export.export_model(model, CLASSES, config.ExportConfig(
+      export_dir=str(tmp_path), model_name="all", explain_steps=8))
+  served = signatures.load_signature(path, signatures.EXPLAIN_SIGNATURE)(text=tf.constant(TEXTS))
+  expected = explained(model, TEXTS, steps=8)
+  for key in signatures.EXPLAIN_OUTPUTS:
+    if key == signatures.EXPLAIN_TOKENS or key == signatures.EXPLAIN_CLASSES:
+      assert served[key].numpy().tolist() == expected[key].tolist()
+    else:
+      np.testing.assert_allclose(served[key].numpy(), expected[key], atol=1e-5)
+
+
 def test_wide_path_attributions_are_its_exact_ngram_weights():
   """With deep weight 0 the model is the wide path: each n-gram's weight split over its words."""
   model = untrained(tiny_model_config(wide_ngrams=2, wide_min_count=1, wide_c=1.0))
