@@ -219,10 +219,14 @@ def explain_batch(parts: Parts, class_names: tf.Tensor, text: tf.Tensor, steps: 
   inputs = [tf.cast(embedding(ids), tf.float32) for embedding, _ in parts.paths]
   base_ids = baseline_ids(parts, ids)
   baselines = [tf.cast(embedding(base_ids), tf.float32) for embedding, _ in parts.paths]
+  # The text and its baseline in one call: one copy of the model in the graph, not two.
+  both = deep_logits(parts, tf.concat([ids, ids], 0),
+                     [tf.concat([x, b], 0) for x, b in zip(inputs, baselines)])
+  deep, deep_base = tf.split(both, 2)
   wide = None if parts.wide is None else tf.cast(parts.wide(text), tf.float32)
-  logits = combine(parts, deep_logits(parts, ids, inputs), wide)
+  logits = combine(parts, deep, wide)
   wide_base = None if wide is None else tf.zeros_like(wide) + tf.cast(parts.wide.bias, tf.float32)
-  base = combine(parts, deep_logits(parts, ids, baselines), wide_base)
+  base = combine(parts, deep_base, wide_base)
   target = tf.argmax(logits, axis=-1)
   difference = (tf.gather(logits, target, batch_dims=1) - tf.gather(base, target, batch_dims=1))
   id_attributions = integrated_gradients(parts, ids, inputs, baselines, target, steps)
