@@ -81,7 +81,8 @@ def run_command(monkeypatch, command: str, *args, stdin: str = "") -> int:
 SLOW_FILES = {"test_bench_accuracy.py": 200, "test_distribute.py": 170, "test_bert.py": 130,
               "test_fault_tolerance.py": 125, "test_docs.py": 95, "test_cli.py": 90,
               "test_serve_conformance.py": 70, "test_serve.py": 60, "test_cross_validate.py": 50,
-              "test_serve_load.py": 45, "test_train.py": 45, "test_user_api.py": 40}
+              "test_serve_load.py": 45, "test_train.py": 45, "test_user_api.py": 40,
+              "test_explain.py": 130}
 
 
 def pytest_xdist_auto_num_workers(config):

@@ -14,6 +14,7 @@ import tensorflow as tf
 
 from conftest import tiny_config
 from tfagent import config, explain, models, signatures
+from tfagent.errors import ConfigError
 from tfagent.models import wide
 from test_bert import VOCAB as BERT_VOCAB
 from test_bert import write_tiny_preset
@@ -134,6 +135,11 @@ def test_an_ensemble_wide_deep_export_serves_the_in_process_explanation(tmp_path
       assert served[key].numpy().tolist() == expected[key].tolist()
     else:
       np.testing.assert_allclose(served[key].numpy(), expected[key], atol=1e-5)
+
+
+def test_explain_steps_below_one_names_the_flag():
+  with pytest.raises(ConfigError, match="--explain_steps=0: expected 1 or more"):
+    explain.make_explain_fn(untrained(tiny_model_config()), CLASSES, 0)
 
 
 def test_wide_path_attributions_are_its_exact_ngram_weights():

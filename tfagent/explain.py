@@ -31,6 +31,7 @@ import keras
 import tensorflow as tf
 
 from tfagent import signatures
+from tfagent.errors import ConfigError
 from tfagent.models import CLASSIFIER, TOKENIZER, WIDE, WIDE_DEEP, bert, ensemble
 from tfagent.models.layers import TextTokenizer, standardize
 
@@ -248,7 +249,7 @@ def make_explain_fn(model: keras.Model, class_names, steps: int, details: bool =
   A tf.function for the export; `details` adds LOGIT_DIFFERENCE, F(x) - F(baseline).
   """
   if steps < 1:
-    raise ValueError(f"--explain_steps={steps}: expected 1 or more (64 is the default).")
+    raise ConfigError(f"--explain_steps={steps}: expected 1 or more (64 is the default).")
   parts = model_parts(model)
   names = tf.constant(list(class_names), tf.string)
 
