@@ -9,7 +9,7 @@ from absl import logging
 import keras
 import tensorflow as tf
 
-from tfagent import _compat, fileio, progress, signatures
+from tfagent import _compat, explain, fileio, progress, signatures
 from tfagent.errors import ConfigError
 from tfagent.versions import next_version
 
@@ -50,6 +50,16 @@ def make_serving_fns(model: keras.Model, class_names) -> tuple:
     return {signatures.CLASSIFY_CLASSES: tf.tile(names[tf.newaxis], [tf.shape(text)[0], 1]),
             signatures.CLASSIFY_SCORES: scores}  # <string>[batch, C], <float32>[batch, C]
   return serve, classify
+
+
+def add_explain_endpoint(archive, model: keras.Model, class_names, steps: int) -> None:
+  """Adds the explain signature (method predict, Keras' default) where the model supports it."""
+  if not explain.supported(model):
+    logging.warning("No %s signature: %s has a wide path over BERT's word pieces, which "
+                    "explain.py does not attribute.", signatures.EXPLAIN_SIGNATURE, model.name)
+    return
+  archive.add_endpoint(signatures.EXPLAIN_SIGNATURE,
+                       explain.make_explain_fn(model, class_names, steps))
 
 
 def set_method_name(export_dir: str, signature: str, method: str) -> None:
@@ -129,7 +139,8 @@ def write_staged(model: keras.Model, class_names, export_cfg, warmup_texts=None)
     archive.track(model)
     archive.add_endpoint(signatures.DEFAULT_SIGNATURE, serve)
     archive.add_endpoint(signatures.CLASSIFY_SIGNATURE, classify)
-    with _compat.no_default_save_signatures():  # Only the two endpoints are traced.
+    add_explain_endpoint(archive, model, class_names, export_cfg.explain_steps)
+    with _compat.no_default_save_signatures():  # Only the endpoints are traced.
       archive.write_out(tmp, verbose=False)
     set_method_name(tmp, signatures.CLASSIFY_SIGNATURE, signatures.CLASSIFY_METHOD)
     write_warmup_requests(tmp, export_cfg.model_name, warmup_texts or ["warm-up"])

@@ -10,6 +10,7 @@ import os
 
 DEFAULT_SIGNATURE = "serving_default"  # TF Serving's kDefaultServingSignatureDefKey.
 CLASSIFY_SIGNATURE = "classify"  # The export's tf.Example signature.
+EXPLAIN_SIGNATURE = "explain"  # Integrated gradients of the predicted class (tfagent/explain.py).
 SERVE_TAG = "serve"  # TF Serving's default --saved_model_tags.
 
 PREDICT_METHOD = "tensorflow/serving/predict"
@@ -22,6 +23,15 @@ CLASSIFY_CLASSES = "classes"
 CLASSIFY_SCORES = "scores"
 REGRESS_INPUTS = "inputs"
 REGRESS_OUTPUTS = "outputs"
+
+# Outputs of the explain signature (method predict, input `text` <string>[batch]).
+EXPLAIN_TOKENS = "tokens"  # <string>[batch, T]: the text's tokens, padded with "".
+EXPLAIN_ATTRIBUTIONS = "attributions"  # <float32>[batch, T]: each token's share of F(x) - F(base).
+EXPLAIN_PROBABILITIES = "probabilities"  # <float32>[batch, C], as serving_default's.
+EXPLAIN_CLASSES = "classes"  # <string>[batch]: the predicted class, whose logit F is.
+EXPLAIN_COMPLETENESS = "completeness_error"  # <float32>[batch]: |sum(attr) - (F(x) - F(base))|.
+EXPLAIN_OUTPUTS = (EXPLAIN_TOKENS, EXPLAIN_ATTRIBUTIONS, EXPLAIN_PROBABILITIES, EXPLAIN_CLASSES,
+                   EXPLAIN_COMPLETENESS)
 
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 MAX_WARMUP_RECORDS = 1000  # TF Serving's WarmupConsts::kMaxNumRecords.

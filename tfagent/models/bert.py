@@ -181,6 +181,28 @@ def build_head(backbone: keras.Model, cfg, num_classes: int) -> keras.Model:
   return keras.Model(ids, logits, name="classifier")
 
 
+def embedding_path(classifier: keras.Model) -> tuple:
+  """`(token embedding, rest)` of a `build_head` classifier, for integrated gradients.
+
+  rest: `[ids <int>[batch, L], token embeddings <float>[batch, L, H]] -> logits`, the
+  classifier in inference mode from its token embeddings on (positions and segments
+  are added inside, as the backbone does). It mirrors build_head; tests/test_explain.py
+  checks that `rest([ids, embedding(ids)])` is the classifier's output.
+  """
+  backbone = classifier.get_layer(BACKBONE)
+  inputs = backbone.input
+  encoder = keras.Model([inputs["segment_ids"], inputs["padding_mask"],
+                         backbone.token_embedding.output], backbone.output["sequence_output"])
+  pool, head = classifier.get_layer("pool"), classifier.get_layer("logits")
+
+  def rest(ids_and_embeddings, training=False):
+    ids, embeddings = ids_and_embeddings
+    mask = keras.ops.not_equal(ids, 0)
+    tokens = encoder([keras.ops.zeros_like(ids), mask, embeddings], training=training)
+    return head(pool(tokens, mask=mask))
+  return backbone.token_embedding, rest
+
+
 def build_bert(cfg, num_classes: int, tokenizer_name: str) -> tuple:
   """Loads `cfg.preset` and returns `(WordPieceEncoder, classifier)`.
 
