@@ -4,6 +4,7 @@ and off, beside the in-process latency of the same SavedModel, in one run.
   python -m tfagent.train --flagfile=configs/lstm.flags
   python bench/serve_bench.py --model_base_path=saved_models/lstm --model_name=lstm \
       [--baseline_tree=/tmp/main]   # e.g. git archive main | tar -x -C /tmp/main
+      [--signature_name=explain --output=bench/results/serve_bench_explain.json]
 
 Each client sends one text per request, back to back, for --seconds (at most
 --max_requests each); clients run in --client_processes processes so the
@@ -44,17 +45,17 @@ def percentile(values: list, q: float) -> float:
   return values[min(len(values) - 1, int(q * len(values)))]
 
 
-def in_process_latency(path: str, seconds: float) -> dict:
-  """The exported serving_default called directly on one text: the floor to compare with."""
+def in_process_latency(path: str, seconds: float, signature_name: str) -> dict:
+  """The measured signature called directly on one text: the floor to compare with."""
   import tensorflow as tf
   from tfagent import signatures
-  serve = signatures.load_signature(path)
+  serve = signatures.load_signature(path, signature_name)
   for text in TEXTS:
     serve(text=tf.constant([text]))
   latencies, start, i = [], time.perf_counter(), 0
   while time.perf_counter() - start < seconds and i < 5000:
     t = time.perf_counter()
-    serve(text=tf.constant([TEXTS[i % len(TEXTS)]]))["probabilities"].numpy()
+    [v.numpy() for v in serve(text=tf.constant([TEXTS[i % len(TEXTS)]])).values()]
     latencies.append(time.perf_counter() - t)
     i += 1
   return summary(latencies, time.perf_counter() - start, 0)
@@ -78,14 +79,16 @@ def warm_worker(_) -> int:
   return os.getpid()
 
 
-def client_worker(server: str, protocol: str, model: str, threads: int, start_at: float,
-                  seconds: float, max_requests: int) -> tuple:
-  """One load-generating process: `threads` clients from `start_at` for `seconds`."""
+def client_worker(target: tuple, threads: int, start_at: float, seconds: float,
+                  max_requests: int) -> tuple:
+  """One load-generating process: `threads` clients of `target = (server, protocol, model,
+  signature_name)` from `start_at` for `seconds`."""
   import threading
   from tfagent import client
+  server, protocol, model, signature_name = target
   c = client.make_client(server, model, protocol)
   for text in TEXTS[:2]:
-    c.predict([text])  # Connect and warm this process's client.
+    c.predict([text], signature_name)  # Connect and warm this process's client.
   latencies, errors, lock = [], [0], threading.Lock()
 
   def loop(k):
@@ -95,7 +98,7 @@ def client_worker(server: str, protocol: str, model: str, threads: int, start_at
     while time.time() < start_at + seconds and n < max_requests:
       t = time.perf_counter()
       try:
-        c.predict([TEXTS[(k + n) % len(TEXTS)]])
+        c.predict([TEXTS[(k + n) % len(TEXTS)]], signature_name)
         mine.append(time.perf_counter() - t)
       except Exception:  # noqa: BLE001  Counted, reported.
         errors[0] += 1
@@ -115,8 +118,9 @@ def load(pool, server: str, protocol: str, clients: int) -> dict:
   procs = min(clients, FLAGS.client_processes)
   shares = [clients // procs + (i < clients % procs) for i in range(procs)]
   start_at = time.time() + 2.0
-  futures = [pool.submit(client_worker, server, protocol, FLAGS.model_name, n, start_at,
-                         FLAGS.seconds, FLAGS.max_requests) for n in shares]
+  target = (server, protocol, FLAGS.model_name, FLAGS.signature_name)
+  futures = [pool.submit(client_worker, target, n, start_at, FLAGS.seconds, FLAGS.max_requests)
+             for n in shares]
   results = [f.result() for f in futures]
   latencies = [x for r in results for x in r[0]]
   return summary(latencies, max(r[2] for r in results), sum(r[1] for r in results))
@@ -131,7 +135,7 @@ def cpu_seconds(pid: int) -> float:
 
 WRK_SCRIPT = """wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
-wrk.body = '{"instances": ["%s"]}'
+wrk.body = '{"signature_name": "%s", "instances": ["%s"]}'
 """
 
 
@@ -143,7 +147,7 @@ def wrk_load(url: str, clients: int, tmp: str) -> dict:
   """
   script = os.path.join(tmp, "predict.lua")
   with open(script, "w", encoding="utf-8") as f:
-    f.write(WRK_SCRIPT % TEXTS[0])
+    f.write(WRK_SCRIPT % (FLAGS.signature_name, TEXTS[0]))
   out = subprocess.run(
       ["wrk", f"-t{min(clients, 2)}", f"-c{clients}", f"-d{int(FLAGS.seconds)}s", "--latency",
        "-s", script, f"{url}/v1/models/{FLAGS.model_name}:predict"],
@@ -168,7 +172,8 @@ def grpc_body(path: str) -> None:
   import tensorflow as tf
   from tensorflow_serving.apis import predict_pb2
   request = predict_pb2.PredictRequest()
-  request.model_spec.name = FLAGS.model_name
+  request.model_spec.name, request.model_spec.signature_name = (FLAGS.model_name,
+                                                                FLAGS.signature_name)
   request.inputs["text"].CopyFrom(tf.make_tensor_proto([TEXTS[0]]))
   message = request.SerializeToString()
   with open(path, "wb") as f:
@@ -285,7 +290,7 @@ def table(result: dict) -> str:
                   f"{cell['p50_ms']:.2f} | {cell['p99_ms']:.2f} | "
                   f"{cell['server_cpu_ms_per_request']:.2f} | {cell['errors']} |")
   ip = result["in_process"]
-  rows.append(f"| in-process `serving_default` | 1 | - | {ip['rps']:.0f} | {ip['p50_ms']:.2f} | "
+  rows.append(f"| in-process `{result['signature_name']}` | 1 | - | {ip['rps']:.0f} | {ip['p50_ms']:.2f} | "
               f"{ip['p99_ms']:.2f} | - | 0 |")
   return "\n".join(rows)
 
@@ -332,6 +337,9 @@ def define_flags() -> None:
   flags.DEFINE_string("model_base_path", "saved_models/lstm", "Exported model (base path); "
                       "configs/lstm.flags writes it.")
   flags.DEFINE_string("model_name", "lstm", "Name to serve it under.")
+  flags.DEFINE_string("signature_name", "serving_default", "Signature every request (and the "
+                      "in-process floor) calls, e.g. `explain` to measure what an explanation "
+                      "costs beside serving_default.")
   flags.DEFINE_list("concurrency", ["1", "8", "32"], "Concurrent clients per cell.")
   flags.DEFINE_float("seconds", 8.0, "Load time per cell.")
   flags.DEFINE_integer("max_requests", 2000, "Cap on requests per client per cell.")
@@ -357,8 +365,9 @@ def main(argv):
   base = os.path.abspath(FLAGS.model_base_path)
   path = resolve_saved_model(base)
   result = {"saved_model": path, "cpus": os.cpu_count(), "load_average": os.getloadavg(),
-            "seconds_per_cell": FLAGS.seconds, "server_flags": thread_flags()}
-  result["in_process"] = in_process_latency(path, FLAGS.seconds)
+            "seconds_per_cell": FLAGS.seconds, "server_flags": thread_flags(),
+            "signature_name": FLAGS.signature_name}
+  result["in_process"] = in_process_latency(path, FLAGS.seconds, FLAGS.signature_name)
   logging.info("in-process: %s", json.dumps(result["in_process"]))
   ctx = multiprocessing.get_context("spawn")
   with tempfile.TemporaryDirectory() as tmp, concurrent.futures.ProcessPoolExecutor(

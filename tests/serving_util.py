@@ -100,6 +100,58 @@ def write_synthetic_model(export_dir: str, fail_every: int = 0) -> str:
   return export_dir
 
 
+def expected_attributions(token: str) -> float:
+  """What the synthetic explain signature gives a token: its utf-8 length / 10, negative
+  for a token starting with "bad"."""
+  return (-1 if token.startswith("bad") else 1) * len(token.encode("utf-8")) / 10
+
+
+def write_explain_model(export_dir: str) -> str:
+  """A SavedModel (tf.saved_model.save of a tf.Module) with serving_default and classify as
+  write_synthetic_model's, and the `explain` signature of the export contract:
+    explain  text <string>[b] -> tokens <string>[b, T] (split on spaces, padded with ""),
+             attributions <float>[b, T] (expected_attributions), probabilities [b, 2],
+             classes <string>[b], completeness_error <float>[b] (0.01)
+  """
+  import tensorflow as tf
+  names = tf.constant(CLASS_NAMES)
+
+  def probabilities(text):
+    s = tf.cast(tf.minimum(tf.strings.length(text), 10), tf.float32) / 10
+    return tf.stack([1 - s, s], axis=1)
+
+  def string_spec(name):
+    return [tf.TensorSpec([None], tf.string, name=name)]
+
+  class Synthetic(tf.Module):
+    @tf.function(input_signature=string_spec("text"))
+    def serve(self, text):
+      p = probabilities(text)
+      ids = tf.argmax(p, axis=1)
+      return {"probabilities": p, "class_ids": ids, "classes": tf.gather(names, ids)}
+
+    @tf.function(input_signature=string_spec("inputs"))
+    def classify(self, inputs):
+      text = tf.io.parse_example(inputs, {"text": tf.io.FixedLenFeature([], tf.string)})["text"]
+      p = probabilities(text)
+      return {"classes": tf.tile(names[tf.newaxis], [tf.shape(p)[0], 1]), "scores": p}
+
+    @tf.function(input_signature=string_spec("text"))
+    def explain(self, text):
+      tokens = tf.strings.split(text)
+      size = tf.cast(tf.strings.length(tokens), tf.float32) / 10
+      sign = tf.where(tf.strings.regex_full_match(tokens, "bad.*"), -1.0, 1.0)
+      p = probabilities(text)
+      return {"tokens": tokens.to_tensor(""), "attributions": (size * sign).to_tensor(0.0),
+              "probabilities": p, "classes": tf.gather(names, tf.argmax(p, axis=1)),
+              "completeness_error": tf.fill(tf.shape(text), 0.01)}
+
+  module = Synthetic()
+  tf.saved_model.save(module, export_dir, signatures={
+      "serving_default": module.serve, "classify": module.classify, "explain": module.explain})
+  return export_dir
+
+
 class Connection:
   """One keep-alive HTTP/1.1 connection: does the next request reuse it?"""
 

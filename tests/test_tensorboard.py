@@ -13,7 +13,8 @@ from tensorboard import program
 import tensorflow as tf
 
 from conftest import tiny_config
-from tfagent import data, evaluate, summaries, train
+from serving_util import write_explain_model, write_synthetic_model
+from tfagent import data, evaluate, explain_view, summaries, train
 
 
 @pytest.fixture(scope="module")
@@ -71,13 +72,41 @@ def test_misclassified_summary_is_the_exports_mistakes_on_the_first_validation_t
   texts = [text for text, _ in scan.as_numpy_iterator()]
   labels, probs, _ = evaluate.predict_probabilities(
       evaluate.saved_model_predict_fn(result["saved_model"]), scan, evaluate.BATCH_SIZE)
+  export = result["saved_model"]  # With the explain signature, the top tokens too.
+  explain = explain_view.load_explainer(export) if explain_view.has_explain(export) else None
   expected = summaries.misclassified_markdown(texts, labels, probs, info.class_names,
-                                              cfg.train.misclassified_examples)
+                                              cfg.train.misclassified_examples, explain)
   table = text_summary(os.path.join(tb_run.logs, "validation"),
                        "misclassified_validation_examples")
   assert table == expected
   assert table.count("\n") + 1 == 2 + max(1, min(cfg.train.misclassified_examples,
                                                  int((probs.argmax(-1) != labels).sum())))
+
+
+def test_misclassified_table_lists_each_mistakes_top_tokens_from_the_explain_signature(
+    tmp_path):
+  """The table read back from the event file: a top-tokens column for an export with the
+  explain signature (largest |attribution| first, five at most); none for an older export."""
+  import numpy as np
+  texts = [b"the worst badly made film ever badness", b"fine", b"bad | ok"]
+  labels = np.array([0, 0, 1])
+  probs = np.array([[0.2, 0.8], [0.9, 0.1], [0.7, 0.3]], np.float32)
+  export = write_explain_model(str(tmp_path / "explain" / "1"))
+  summaries.write_misclassified(str(tmp_path / "logs"), (texts, labels, probs),
+                                ["negative", "positive"], 5, 1,
+                                explain_view.load_explainer(export))
+  table = text_summary(str(tmp_path / "logs"), "misclassified_validation_examples")
+  assert table.splitlines() == [
+      "| true | predicted | p | text | top tokens |", "| --- | --- | --- | --- | --- |",
+      "| negative | positive | 0.80 | the worst badly made film ever badness | "
+      "badness (-0.70), worst (+0.50), badly (-0.50), made (+0.40), film (+0.40) |",
+      "| positive | negative | 0.70 | bad \\| ok | bad (-0.30), ok (+0.20), \\| (+0.10) |"]
+  old = write_synthetic_model(str(tmp_path / "old" / "1"))
+  assert not explain_view.has_explain(old)
+  summaries.write_misclassified(str(tmp_path / "old_logs"), (texts, labels, probs),
+                                ["negative", "positive"], 5, 1)
+  table = text_summary(str(tmp_path / "old_logs"), "misclassified_validation_examples")
+  assert table.splitlines()[0] == "| true | predicted | p | text |"
 
 
 @pytest.mark.slow

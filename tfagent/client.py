@@ -58,10 +58,12 @@ class RestClient:
       raise ServerError(response.status, doc.get("error", payload.decode("utf-8", "replace")))
     return doc
 
-  def predict(self, texts: list) -> list:
-    """One dict of outputs (probabilities, class_ids, classes) per text."""
-    doc = self._request("POST", self.path + ":predict", {"instances": list(texts)})
-    return doc["predictions"]
+  def predict(self, texts: list, signature_name: str = "") -> list:
+    """One dict of outputs (probabilities, class_ids, classes) per text; of the named
+    signature's outputs (e.g. `explain`) with `signature_name`."""
+    body = {"instances": list(texts), **({"signature_name": signature_name}
+                                          if signature_name else {})}
+    return self._request("POST", self.path + ":predict", body)["predictions"]
 
   def classify(self, texts: list) -> list:
     """[(label, score), ...] per text, from the `classify` signature."""
@@ -100,11 +102,12 @@ class GrpcClient:
     except self._grpc.RpcError as e:
       raise ServerError(e.code().name, e.details()) from None
 
-  def predict(self, texts: list) -> list:
+  def predict(self, texts: list, signature_name: str = "") -> list:
+    """As RestClient.predict, through PredictionService/Predict."""
     import tensorflow as tf
     from tensorflow_serving.apis import predict_pb2
     request = predict_pb2.PredictRequest()
-    self._spec(request.model_spec)
+    self._spec(request.model_spec, signature_name)
     request.inputs["text"].CopyFrom(tf.make_tensor_proto(list(texts), tf.string))
     outputs = {k: tf.make_ndarray(v) for k, v in
                self._call(self.prediction.Predict, request).outputs.items()}
@@ -139,6 +142,8 @@ def _plain(value):
     return value.decode("utf-8", "replace")
   if hasattr(value, "tolist"):
     out = value.tolist()
+    if isinstance(out, list):  # A row of strings (explain's tokens) decoded like one.
+      return [_plain(v) for v in out]
     return out.decode("utf-8", "replace") if isinstance(out, bytes) else out
   return value
 

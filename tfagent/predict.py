@@ -4,13 +4,19 @@
   cat texts.txt | tfagent predict --saved_model=saved_models/quickstart
   tfagent predict --saved_model=saved_models/quickstart --input=new.csv --output=pred.csv --top_k=2
 
+  tfagent predict --saved_model=saved_models/quickstart --explain --explain_html=why.html "text"
+
 Input: texts given as arguments, a csv/tsv/jsonl file (`.gz` too; the text in
 --text_field), or one text per non-blank line of standard input. Output: JSON
 lines (the text, its class, class id and every class's probability) or csv
 (--output=*.csv or --format=csv), to standard output or --output. Texts are read,
 classified and written --batch_size at a time, so the input may be larger than memory.
+With --explain, each text's tokens and their attributions (the export's `explain`
+signature) instead: coloured on a terminal, `token(+0.42)` otherwise, JSON lines with
+--format=jsonl; --explain_html also writes them as one self-contained HTML page.
 """
 
+import contextlib
 import csv
 import functools
 import itertools
@@ -22,7 +28,7 @@ from absl import app, flags, logging
 import numpy as np
 import tensorflow as tf
 
-from tfagent import cli, fileio, signatures
+from tfagent import cli, explain_view, fileio, signatures
 from tfagent.data import records
 from tfagent.errors import ConfigError, DataError
 from tfagent.versions import resolve_saved_model
@@ -32,12 +38,25 @@ FORMATS = ("jsonl", "csv")
 
 
 class Predictor:
-  """Texts -> rows, backed by a SavedModel's serving_default signature."""
+  """Texts -> rows, backed by a SavedModel's serving_default (and explain) signature."""
 
   def __init__(self, path: str):
-    export_dir = resolve_saved_model(path)
+    self.export_dir = export_dir = resolve_saved_model(path)
     self.serve = signatures.load_signature(export_dir)
     self.class_names = signatures.class_names(export_dir)
+    self._explain = None
+
+  def explainer(self):
+    """The export's explain signature as `texts -> rows`, loaded on first use (a
+    prediction-only user does not pay for it); ConfigError when the export has none."""
+    if self._explain is None:
+      self._explain = explain_view.load_explainer(self.export_dir)
+    return self._explain
+
+  def explain(self, texts: list) -> list:
+    """One dict a text: text, class, probabilities, tokens (padding dropped), their
+    attributions toward the predicted class, completeness_error (tfagent/explain_view.py)."""
+    return self.explainer()(list(texts))
 
   def predict(self, texts: list, top_k: int = 0) -> list:
     """One dict a text: text, class, class_id, probabilities in class order (top_k when > 0)."""
@@ -147,32 +166,86 @@ def define_flags(flag_values=FLAGS) -> None:
   flags.DEFINE_integer("top_k", 0, "Also list the K most probable classes of each text "
                        "(csv: instead of one column per class); 0: off.", **own)
   flags.DEFINE_integer("batch_size", 256, "Texts per model call (and held in memory).", **own)
+  flags.DEFINE_bool("explain", False, "Show why: each text's tokens with their attribution "
+                    "toward the predicted class (the export's `explain` signature, integrated "
+                    "gradients), coloured on a terminal, `token(+0.42)` otherwise, JSON lines "
+                    "with --format=jsonl. Costs several model calls a text.", **own)
+  flags.DEFINE_string("explain_html", "", "Also write the explanations as one self-contained "
+                      "HTML page to this file (implies --explain), to share or to read long "
+                      "texts; empty: none.", **own)
   flags.mark_flag_as_required("saved_model", flag_values=flag_values)
 
 
-def main(argv):
-  def body():
-    if FLAGS.top_k < 0 or FLAGS.batch_size < 1:
-      raise ConfigError("--top_k must be 0 or more and --batch_size 1 or more.")
-    fileio.check_filesystems({"saved_model": FLAGS.saved_model, "input": FLAGS.input,
-                              "output": FLAGS.output})
-    predictor = Predictor(FLAGS.saved_model)
-    texts = input_texts(argv[1:], FLAGS.input, FLAGS.text_field, sys.stdin)
-    fmt = output_format(FLAGS.output, FLAGS.format)
-    if not FLAGS.output:
-      predict_stream(predictor, texts, sys.stdout, fmt, FLAGS.top_k, FLAGS.batch_size)
-      return
-    tmp = f"{FLAGS.output}.tmp-{os.getpid()}"
-    try:  # Written beside its name and moved there: no half-written output on an error.
-      with tf.io.gfile.GFile(tmp, "w") as out:
-        n = predict_stream(predictor, texts, out, fmt, FLAGS.top_k, FLAGS.batch_size)
-      tf.io.gfile.rename(tmp, FLAGS.output, overwrite=True)
-    finally:
-      if tf.io.gfile.exists(tmp):
-        tf.io.gfile.remove(tmp)
-    logging.info("Wrote %d predictions to %s.", n, FLAGS.output)
-  cli.run_main(body)
+def explain_format(fmt: str, output: str, top_k: int) -> str:
+  """--explain's output: "text" (the terminal view) or "jsonl" (one row a line)."""
+  if top_k or output_format(output, fmt) == "csv":
+    raise ConfigError("--explain writes each text's tokens and scores as text, or as JSON "
+                      "lines with --format=jsonl; not with --top_k or csv (--format=csv, an "
+                      "--output ending in .csv).")
+  return fmt or "text"
 
+
+def explain_stream(predictor: Predictor, texts, out, fmt: str, page, batch_size: int) -> int:
+  """Explains `texts` batch by batch: each row to `out` (the terminal view, coloured when
+  `fmt` is "colour", or a JSON line) and, with a `page`, as an HTML section; returns the count."""
+  n = 0
+  for batch in batches(texts, batch_size):
+    for row in predictor.explain(batch):
+      out.write(json.dumps(row, ensure_ascii=False) + "\n" if fmt == "jsonl" else
+                explain_view.terminal(row, colour=fmt == "colour"))
+      if page is not None:
+        page.write(explain_view.html_section(row))
+    n += len(batch)
+  return n
+
+
+@contextlib.contextmanager
+def atomic_output(path: str, default=None):
+  """A text file written beside `path` and moved there on success (no half-written output
+  on an error); `default` (e.g. standard output) when `path` is empty."""
+  if not path:
+    yield default
+    return
+  tmp = f"{path}.tmp-{os.getpid()}"
+  try:
+    with tf.io.gfile.GFile(tmp, "w") as out:
+      yield out
+    tf.io.gfile.rename(tmp, path, overwrite=True)
+  finally:
+    if tf.io.gfile.exists(tmp):
+      tf.io.gfile.remove(tmp)
+
+
+def run(argv: list) -> None:
+  """`tfagent predict` from parsed flags: predictions, or explanations with --explain."""
+  if FLAGS.top_k < 0 or FLAGS.batch_size < 1:
+    raise ConfigError("--top_k must be 0 or more and --batch_size 1 or more.")
+  fileio.check_filesystems({"saved_model": FLAGS.saved_model, "input": FLAGS.input,
+                            "output": FLAGS.output, "explain_html": FLAGS.explain_html})
+  explain = FLAGS.explain or bool(FLAGS.explain_html)
+  fmt = (explain_format(FLAGS.format, FLAGS.output, FLAGS.top_k) if explain
+         else output_format(FLAGS.output, FLAGS.format))
+  predictor = Predictor(FLAGS.saved_model)
+  if explain:
+    predictor.explainer()  # A missing signature is an error before any input is read.
+  texts = input_texts(argv[1:], FLAGS.input, FLAGS.text_field, sys.stdin)
+  with atomic_output(FLAGS.output, sys.stdout) as out, atomic_output(FLAGS.explain_html) as page:
+    if not explain:
+      n = predict_stream(predictor, texts, out, fmt, FLAGS.top_k, FLAGS.batch_size)
+    else:
+      if fmt == "text" and not FLAGS.output and explain_view.use_colour(sys.stdout):
+        fmt = "colour"
+      if page is not None:
+        page.write(explain_view.HTML_HEAD)
+      n = explain_stream(predictor, texts, out, fmt, page, FLAGS.batch_size)
+      if page is not None:
+        page.write(explain_view.HTML_TAIL)
+  for path in filter(None, (FLAGS.output, FLAGS.explain_html)):
+    logging.info("Wrote %d %s to %s.", n, "explanations" if explain else "predictions", path)
+
+
+def main(argv):
+  cli.run_main(lambda: run(argv))
 
 if __name__ == "__main__":
   define_flags()

@@ -3,7 +3,8 @@
 Keras' TensorBoard callback writes `logs/train` and `logs/validation` (epoch
 loss, accuracy, learning rate, profiler trace). These add what a practitioner
 also looks for: examples/s, the run's config with its final metrics in the
-hparams dashboard, and validation texts the model gets wrong.
+hparams dashboard, and validation texts the model gets wrong, with the tokens that
+pushed the export toward its wrong answer where it has an `explain` signature.
 """
 
 import os
@@ -14,6 +15,7 @@ import numpy as np
 from tensorboard.plugins.hparams import api as hp
 import tensorflow as tf
 
+from tfagent import explain_view
 
 FINAL_METRICS = ("final/val_loss", "final/val_accuracy", "final/test_accuracy")
 MISCLASSIFIED_SCAN = 512  # Validation texts scanned for the misclassified-examples summary.
@@ -75,29 +77,46 @@ def write_final_metrics(logdir: str, metrics: dict, step: int) -> None:
         tf.summary.scalar(tag, float(metrics[name]), step=step)
 
 
-def misclassified_markdown(texts, labels, probabilities, class_names, limit: int) -> str:
-  """A markdown table of up to `limit` mistakes, most confident first."""
+def misclassified_markdown(texts, labels, probabilities, class_names, limit: int,
+                           explain=None) -> str:
+  """A markdown table of up to `limit` mistakes, most confident first; with `explain`
+  (`texts -> rows`, tfagent/explain_view.py), each one's top tokens toward its prediction."""
   predicted = probabilities.argmax(-1)
   wrong = np.flatnonzero(predicted != labels)
   wrong = wrong[np.argsort(-probabilities[wrong, predicted[wrong]])][:limit]
-  rows = ["| true | predicted | p | text |", "| --- | --- | --- | --- |"]
-  for i in wrong:
-    text = texts[i].decode("utf-8", "replace")[:300].replace("|", "\\|").replace("\n", " ")
+  decoded = [texts[i].decode("utf-8", "replace") for i in wrong]
+  # Only the shown texts, in one call: explaining costs several model calls a text.
+  top = [top_tokens_cell(row) for row in explain(decoded)] if explain and decoded else None
+  rows = ["| true | predicted | p | text |" + (" top tokens |" if top else ""),
+          "| --- | --- | --- | --- |" + (" --- |" if top else "")]
+  for k, i in enumerate(wrong):
     rows.append(f"| {class_names[labels[i]]} | {class_names[predicted[i]]} | "
-                f"{probabilities[i, predicted[i]]:.2f} | {text} |")
+                f"{probabilities[i, predicted[i]]:.2f} | {cell(decoded[k])} |"
+                + (f" {top[k]} |" if top else ""))
   if not len(wrong):
     rows.append("| - | - | - | no mistakes among the examples checked |")
   return "\n".join(rows)
 
 
+def cell(text: str, limit: int = 300) -> str:
+  """`text` as one markdown table cell: cut to `limit` characters, on one line."""
+  return text[:limit].replace("|", "\\|").replace("\n", " ")
+
+
+def top_tokens_cell(row: dict) -> str:
+  """`token (+0.42), ...`: the explained row's tokens of largest |attribution|."""
+  return ", ".join(f"{cell(t, 40)} ({a:+.2f})" for t, a in explain_view.top_tokens(row))
+
+
 def write_misclassified(logdir: str, scored: tuple, class_names, limit: int,
-                        step: int) -> None:
+                        step: int, explain=None) -> None:
   """Writes up to `limit` mistakes among `scored = (texts, labels, probabilities)` (the
-  export's answers on the first `MISCLASSIFIED_SCAN` validation texts) as a text summary."""
+  export's answers on the first `MISCLASSIFIED_SCAN` validation texts) as a text summary,
+  with their top tokens when `explain` is given (misclassified_markdown)."""
   texts, labels, probabilities = scored
   if not len(texts):
     return
-  table = misclassified_markdown(texts, labels, probabilities, class_names, limit)
+  table = misclassified_markdown(texts, labels, probabilities, class_names, limit, explain)
   with tf.summary.create_file_writer(logdir).as_default():
     tf.summary.text("misclassified_validation_examples", table, step=step)
 

@@ -17,8 +17,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfagent import (_compat, backup, config, data, distribute, evaluate, export, fileio,
-                     model_card, models, optim, progress, summaries)
+from tfagent import (_compat, backup, config, data, distribute, evaluate, explain_view, export,
+                     fileio, model_card, models, optim, progress, summaries)
 from tfagent.callbacks import (config_error, fit_verbosity, make_callbacks,  # noqa: F401
                                profile_range)
 from tfagent.errors import ConfigError
@@ -366,8 +366,9 @@ def evaluate_export(cfg: config.Config, result: dict, splits, info, paths, stage
                                          "test_accuracy": result["accuracy"]},
                                 step=cfg.train.epochs)
   n = len(scan)
+  explain = explain_view.load_explainer(staged) if explain_view.has_explain(staged) else None
   summaries.write_misclassified(val_dir, (scan, labels[:n], probs[:n]), info.class_names,
-                                cfg.train.misclassified_examples, step=cfg.train.epochs)
+                                cfg.train.misclassified_examples, cfg.train.epochs, explain)
   return result
 
 

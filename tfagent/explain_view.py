@@ -1,0 +1,157 @@
+"""Where users see an export's `explain` signature: its rows, a terminal view, an HTML page.
+
+Keras-free: TensorFlow is imported only inside `load_explainer`, so `tfagent
+predict`, the Python API and the TensorBoard summary share this without a
+model library. A row is one text's explanation:
+
+  {"text": str, "class": str, "probabilities": [C floats], "tokens": [n str],
+   "attributions": [n floats], "completeness_error": float}
+
+Attributions are integrated gradients toward the predicted class: positive
+pushes toward it, negative away (docs/python_api.md#explain).
+"""
+
+import html
+import os
+
+from tfagent import signatures
+from tfagent.errors import ConfigError
+
+# These mirror the export's `explain` signature (tfagent/export.py); one place to point at
+# signatures.py's constants once both land.
+EXPLAIN_SIGNATURE = "explain"
+EXPLAIN_INPUT = "text"
+TOKENS = "tokens"  # <string>[batch, T], padded with "".
+ATTRIBUTIONS = "attributions"  # <float32>[batch, T], toward the predicted class.
+PROBABILITIES = "probabilities"  # <float32>[batch, C].
+CLASSES = "classes"  # <string>[batch], the predicted class name.
+COMPLETENESS_ERROR = "completeness_error"  # <float32>[batch].
+
+TOP_TOKENS = 5  # Tokens the TensorBoard table lists a text: enough to see why, one line.
+RESET = "\x1b[0m"
+# 256-colour backgrounds, faint to strong, by sign; strong ones take white text.
+GREENS, REDS = (194, 120, 28), (224, 210, 160)
+
+
+def has_explain(export_dir: str) -> bool:
+  """Whether the export at `export_dir` carries the `explain` signature."""
+  return EXPLAIN_SIGNATURE in signatures.read_signature_defs(export_dir)
+
+
+def missing_explain_error(export_dir: str) -> ConfigError:
+  """The error for an export without the signature: it predates explanations."""
+  found = ", ".join(sorted(signatures.read_signature_defs(export_dir)))
+  return ConfigError(
+      f"{export_dir} has no '{EXPLAIN_SIGNATURE}' signature (it has: {found}): it was "
+      "exported before explanations existed. Re-export it (tfagent train with the same "
+      "flagfile) to explain its predictions; --explain and --explain_html need that.")
+
+
+def load_explainer(export_dir: str):
+  """`texts -> [row, ...]` from the export's explain signature; ConfigError without one."""
+  if not has_explain(export_dir):
+    raise missing_explain_error(export_dir)
+  import tensorflow as tf
+  explain = signatures.load_signature(export_dir, EXPLAIN_SIGNATURE)
+
+  def run(texts: list) -> list:
+    out = explain(**{EXPLAIN_INPUT: tf.constant(list(texts), tf.string)})
+    return rows_from_outputs(texts, {k: v.numpy() for k, v in out.items()})
+  return run
+
+
+def rows_from_outputs(texts: list, out: dict) -> list:
+  """The signature's outputs (numpy, `[batch, ...]`) -> one row a text, padding dropped."""
+  rows = []
+  for i, text in enumerate(texts):
+    tokens = [t.decode("utf-8", "replace") for t in out[TOKENS][i]]
+    n = len(tokens)
+    while n and not tokens[n - 1]:  # Padding is "" at the end only.
+      n -= 1
+    rows.append({"text": text, "class": _text(out[CLASSES][i]),
+                 "probabilities": [round(float(p), 6) for p in out[PROBABILITIES][i]],
+                 "tokens": tokens[:n],
+                 "attributions": [float(a) for a in out[ATTRIBUTIONS][i][:n]],
+                 "completeness_error": float(out[COMPLETENESS_ERROR][i])})
+  return rows
+
+
+def _text(value) -> str:
+  return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def top_tokens(row: dict, k: int = TOP_TOKENS) -> list:
+  """The `k` (token, attribution) pairs of largest |attribution|, largest first."""
+  pairs = list(zip(row["tokens"], row["attributions"]))
+  return sorted(pairs, key=lambda p: -abs(p[1]))[:k]
+
+
+def class_probability(row: dict) -> float:
+  """The predicted class's probability (the largest)."""
+  return max(row["probabilities"])
+
+
+def use_colour(stream) -> bool:
+  """Colour for a terminal, unless NO_COLOR is set (no-color.org)."""
+  return hasattr(stream, "isatty") and stream.isatty() and not os.environ.get("NO_COLOR")
+
+
+def _strength(score: float, scale: float) -> int:
+  """0, 1 or 2: how strong a score is beside the text's largest |score|."""
+  share = abs(score) / scale if scale > 0 else 0.0
+  return 0 if share < 1 / 3 else 1 if share < 2 / 3 else 2
+
+
+def _coloured(token: str, score: float, scale: float) -> str:
+  level = _strength(score, scale)
+  background = (GREENS if score >= 0 else REDS)[level]
+  foreground = 15 if level == 2 else 16
+  return f"\x1b[48;5;{background};38;5;{foreground}m{token}{RESET}"
+
+
+def terminal(row: dict, colour: bool) -> str:
+  """Two lines: class, probability and the text; then each token with its score
+  (`token(+0.42)`), or coloured by sign and strength on a terminal."""
+  head = (f"{row['class']} {class_probability(row):.3f} (completeness error "
+          f"{row['completeness_error']:.2g}): {row['text']}")
+  scale = max((abs(a) for a in row["attributions"]), default=0.0)
+  if colour:
+    body = " ".join(_coloured(t, a, scale) for t, a in zip(row["tokens"], row["attributions"]))
+  else:
+    body = " ".join(f"{t}({a:+.2f})" for t, a in zip(row["tokens"], row["attributions"]))
+  return f"{head}\n  {body}\n"
+
+
+HTML_HEAD = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>tfagent explanations</title>
+<style>
+body { font: 15px/1.6 system-ui, sans-serif; margin: 2em; max-width: 60em; }
+section { border-top: 1px solid #ccc; padding: .6em 0; }
+.meta { color: #444; font-size: 90%; } .text { white-space: pre-wrap; }
+.tok { padding: 0 .15em; border-radius: .2em; }
+</style></head><body>
+<h1>Why the model said this</h1>
+<p class="meta">Integrated gradients toward the predicted class: <span class="tok"
+style="background: rgba(0,150,0,.5)">green</span> pushes toward it, <span class="tok"
+style="background: rgba(210,0,0,.5)">red</span> away; the strength is beside the text's
+largest score. Hover a token for its score.</p>
+"""
+HTML_TAIL = "</body></html>\n"
+
+
+def html_token(token: str, score: float, scale: float) -> str:
+  """One token as a span carrying its score (`data-score`, `title`), coloured by sign."""
+  alpha = 0.08 + 0.72 * (abs(score) / scale if scale > 0 else 0.0)
+  rgb = "0,150,0" if score >= 0 else "210,0,0"
+  return (f'<span class="tok" data-score="{score:.6g}" title="{score:+.4f}" '
+          f'style="background: rgba({rgb},{alpha:.2f})">{html.escape(token)}</span>')
+
+
+def html_section(row: dict) -> str:
+  """One text's block of the page, every user string escaped."""
+  scale = max((abs(a) for a in row["attributions"]), default=0.0)
+  tokens = " ".join(html_token(t, a, scale) for t, a in zip(row["tokens"], row["attributions"]))
+  return (f'<section><p class="meta">{html.escape(row["class"])} '
+          f'{class_probability(row):.3f} · completeness error '
+          f'{row["completeness_error"]:.2g}</p>\n<p class="text">{html.escape(row["text"])}</p>\n'
+          f'<p class="tokens">{tokens}</p></section>\n')
