@@ -17,15 +17,14 @@ import os
 from tfagent import signatures
 from tfagent.errors import ConfigError
 
-# These mirror the export's `explain` signature (tfagent/export.py); one place to point at
-# signatures.py's constants once both land.
-EXPLAIN_SIGNATURE = "explain"
+# The export's `explain` signature (tfagent/signatures.py holds the contract).
+EXPLAIN_SIGNATURE = signatures.EXPLAIN_SIGNATURE
 EXPLAIN_INPUT = "text"
-TOKENS = "tokens"  # <string>[batch, T], padded with "".
-ATTRIBUTIONS = "attributions"  # <float32>[batch, T], toward the predicted class.
-PROBABILITIES = "probabilities"  # <float32>[batch, C].
-CLASSES = "classes"  # <string>[batch], the predicted class name.
-COMPLETENESS_ERROR = "completeness_error"  # <float32>[batch].
+TOKENS = signatures.EXPLAIN_TOKENS
+ATTRIBUTIONS = signatures.EXPLAIN_ATTRIBUTIONS
+PROBABILITIES = signatures.EXPLAIN_PROBABILITIES
+CLASSES = signatures.EXPLAIN_CLASSES
+COMPLETENESS_ERROR = signatures.EXPLAIN_COMPLETENESS
 
 TOP_TOKENS = 5  # Tokens the TensorBoard table lists a text: enough to see why, one line.
 RESET = "\x1b[0m"
