@@ -293,3 +293,37 @@ def test_saved_model_cli_lists_the_explain_signature(trained_run):
                              ("completeness_error", "DT_FLOAT", "(-1)")):
     assert f"outputs['{name}'] tensor_info:\n        dtype: {dtype}\n        shape: {shape}" in sig
   assert "Method name is: tensorflow/serving/predict" in sig
+
+
+def word_pushes(row: dict, word: str, positive: str) -> list:
+  """The summed attribution of each occurrence of `word` (its characters, adjacent tokens)
+  toward `positive`: the attributions are toward the predicted class, so a negative
+  prediction flips their sign."""
+  tokens, scores, n = row["tokens"], row["attributions"], len(word)
+  sign = 1.0 if row["class"] == positive else -1.0
+  return [sign * sum(scores[i:i + n]) for i in range(len(tokens) - n + 1)
+          if "".join(tokens[i:i + n]) == word]
+
+
+@pytest.mark.slow
+def test_sentiment_words_push_their_way_on_the_embedded_reviews(tmp_path):
+  """好 / 不错 push toward positive and 差 / 失望 toward negative in most test texts holding them:
+  a small BiLSTM + wide path trained on 4,000 texts of the embedded corpus (Chinese reviews)."""
+  import tfagent
+  from tfagent import data, train
+  cfg = config.Config(
+      data=config.DataConfig(dataset="embedded:", max_train_examples=4000),
+      model=config.ModelConfig(name="lstm", ngrams=2, vocab_size=8000, sequence_length=64,
+                               embedding_dim=16, hidden_dim=16, dropout=0.3, wide_ngrams=2),
+      train=config.TrainConfig(model_dir=str(tmp_path / "run"), epochs=2, verbose=0),
+      export=config.ExportConfig(export_dir=str(tmp_path / "sm"), model_name="zh",
+                                 explain_steps=32))
+  result = train.train_and_evaluate(cfg)
+  test_texts = [t.decode() for t, _ in data.load_splits(cfg.data)[0]["test"].as_numpy_iterator()]
+  model = tfagent.load(result["saved_model"])
+  found = {}  # word -> (occurrences, share pushing its way)
+  for word, toward in (("好", 1), ("不错", 1), ("差", -1), ("失望", -1)):
+    holding = [t for t in test_texts if word in t][:150]
+    pushes = [p for row in model.explain(holding) for p in word_pushes(row, word, "positive")]
+    found[word] = (len(pushes), float(np.mean(np.sign(pushes) == toward)))
+  assert all(n >= 30 and right > 0.5 for n, right in found.values()), found
