@@ -1,9 +1,7 @@
 """`tfagent serve` answers the export's `explain` signature like any other: REST with
 `signature_name`, gRPC Predict with the official tensorflow-serving-api stubs, and the
-benchmark's clients measure it (bench/serve_bench.py --signature_name=explain).
-
-A synthetic export of the contract (serving_util.write_explain_model) until the real
-signature lands.
+benchmark's clients measure it (bench/serve_bench.py --signature_name=explain). The export is
+a trained one (conftest's tiny LSTM); its answers are the signature's own, run in-process.
 """
 
 import os
@@ -17,48 +15,46 @@ import requests
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
-from serving_util import expected_attributions, expected_probabilities, run_server
-from serving_util import write_explain_model
-from tfagent import client
+from serving_util import run_server
+from tfagent import client, signatures
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bench import serve_bench  # noqa: E402
 
 pytestmark = pytest.mark.slow
-TEXTS = ["good", "bad acting, badly told", "差 评"]
-OUTPUTS = {"tokens", "attributions", "probabilities", "classes", "completeness_error"}
+TEXTS = ["great movie loved it", "awful boring film, a mess", "难看 垃圾 失望"]
+OUTPUTS = set(signatures.EXPLAIN_OUTPUTS)
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory):
-  root = tmp_path_factory.mktemp("serve_explain")
-  write_explain_model(str(root / "why" / "1"))
-  args = [f"--model_name=why", f"--model_base_path={root / 'why'}"]
-  with run_server(args, "why", str(root / "server.log")) as (url, address, _):
-    yield {"url": url, "grpc": address}
+def served(trained_run, tmp_path_factory):
+  _, result = trained_run
+  explain = signatures.load_signature(result["saved_model"], signatures.EXPLAIN_SIGNATURE)
+  expected = {k: v.numpy() for k, v in explain(text=tf.constant(TEXTS)).items()}
+  args = ["--model_name=why", f"--model_base_path={os.path.dirname(result['saved_model'])}"]
+  log = str(tmp_path_factory.mktemp("serve_explain") / "server.log")
+  with run_server(args, "why", log) as (url, address, _):
+    yield {"url": url, "grpc": address, "expected": expected}
 
 
-def check_rows(rows: list) -> None:
-  """Rows of the explain signature's outputs (tokens padded to the longest text) are right."""
+def check_rows(rows: list, expected: dict) -> None:
+  """Row-format answers are the in-process signature's outputs, text by text."""
   assert [set(r) for r in rows] == [OUTPUTS] * len(TEXTS)
-  width = max(len(t.split()) for t in TEXTS)
-  for row, text, probs in zip(rows, TEXTS, expected_probabilities(TEXTS)):
-    tokens = text.split()
-    assert row["tokens"] == tokens + [""] * (width - len(tokens))
-    np.testing.assert_allclose(row["attributions"][:len(tokens)],
-                               [expected_attributions(t) for t in tokens], atol=1e-6)
-    np.testing.assert_allclose(row["probabilities"], probs, atol=1e-6)
-    assert row["classes"] == ["negative", "positive"][int(probs.argmax())]
-    assert row["completeness_error"] == pytest.approx(0.01)
+  assert any(t for t in expected["tokens"][0])  # Real tokens, not only padding.
+  for i, row in enumerate(rows):
+    assert row["tokens"] == [t.decode() for t in expected["tokens"][i]]
+    assert row["classes"] == expected["classes"][i].decode()
+    for key in ("attributions", "probabilities", "completeness_error"):
+      np.testing.assert_allclose(row[key], expected[key][i], atol=1e-5)
 
 
 def test_rest_predict_with_signature_name_explain(served):
   response = requests.post(f"{served['url']}/v1/models/why:predict", timeout=30,
                            json={"signature_name": "explain", "instances": TEXTS})
   assert response.status_code == 200, response.text
-  check_rows(response.json()["predictions"])
+  check_rows(response.json()["predictions"], served["expected"])
   rest = client.make_client(served["url"].removeprefix("http://"), "why", "rest")
-  check_rows(rest.predict(TEXTS, signature_name="explain"))
+  check_rows(rest.predict(TEXTS, signature_name="explain"), served["expected"])
 
 
 def test_grpc_predict_with_the_official_stubs(served):
@@ -70,9 +66,11 @@ def test_grpc_predict_with_the_official_stubs(served):
   assert response.model_spec.signature_name == "explain"
   assert set(response.outputs) == OUTPUTS
   tokens = tf.make_ndarray(response.outputs["tokens"])
-  assert tokens.shape == (3, 4) and tokens[0].tolist() == [b"good", b"", b"", b""]
+  assert tokens.tolist() == served["expected"]["tokens"].tolist()
+  np.testing.assert_allclose(tf.make_ndarray(response.outputs["attributions"]),
+                             served["expected"]["attributions"], atol=1e-5)
   check_rows(client.make_client(served["grpc"], "why", "grpc").predict(
-      TEXTS, signature_name="explain"))
+      TEXTS, signature_name="explain"), served["expected"])
 
 
 @pytest.mark.parametrize("protocol", ["rest", "grpc"])

@@ -120,9 +120,13 @@ def publish_folder(tmp: str, final: str) -> None:
     tf.io.gfile.rename(tmp, final)
     return
   names = sorted(files_under(tmp), key=lambda n: n == "saved_model.pb")
-  for name in names:
+  for name in names[:-1]:
     tf.io.gfile.makedirs(os.path.dirname(os.path.join(final, name)))
     tf.io.gfile.copy(os.path.join(tmp, name), os.path.join(final, name), overwrite=True)
+  # saved_model.pb, copied last, is renamed from its copy so that no reader sees it half
+  # copied (ram:// and some stores show a file while it is being written).
+  replace_atomically(lambda path: tf.io.gfile.copy(os.path.join(tmp, names[-1]), path,
+                                                   overwrite=True), os.path.join(final, names[-1]))
   remove_tree(tmp)
 
 
