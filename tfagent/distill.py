@@ -211,12 +211,15 @@ def mixed(labelled: tf.data.Dataset, extra: tf.data.Dataset, n_labelled: int, n_
 
 
 @progress.stage("Labelling the training texts with the teacher (--teacher)")
-def teach(cfg, splits, info, n_train: int) -> Taught:
-  """The training split with the teacher's tempered probabilities beside each label."""
+def teach(cfg, splits, info, n_train: int, teacher: Teacher = None) -> Taught:
+  """The training split with the teacher's tempered probabilities beside each label.
+
+  `teacher`: --teacher already loaded (a caller that keeps it across runs), or None.
+  """
   tc = cfg.train
   if not tc.teacher:
     return Taught(splits["train"], n_train, {})
-  teacher = Teacher(tc.teacher)
+  teacher = teacher or Teacher(tc.teacher)
   order = class_order(teacher, info.class_names, cfg.data.dataset)
   texts = splits["train"].map(lambda text, _: text)
   soft = teach_texts(teacher, texts, order, tc.distill_temperature)
