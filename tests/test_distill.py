@@ -305,3 +305,57 @@ def test_distilled_run_exports_and_its_model_card_names_the_teacher(teacher_path
   # The checkpoint (its classifier compiled with the distillation loss) reloads.
   evaluate.load_checkpoint(str(tmp_path / "run" / "checkpoints" / "best.keras"))
   assert tree_digest(teacher_path) == digest  # The teacher export is unchanged.
+
+
+MIRRORED_SCRIPT = r"""
+import dataclasses, json, sys
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+sys.path.insert(0, "tests")
+from conftest import tiny_config, write_corpus
+from tfagent import distribute, train
+root = sys.argv[1]
+corpus = write_corpus(root + "/corpus", n_per_class=60)
+with open(root + "/u.csv", "w") as f:
+  f.write("text\n" + "".join(f"unlabelled great film {i}\n" for i in range(24)))
+train.train_and_evaluate(tiny_config(corpus, root + "/teacher", root + "/sm"))
+out = {}
+for strategy in ("default", "mirrored"):
+  cfg = tiny_config(corpus, f"{root}/{strategy}", f"{root}/sm", name="transformer")
+  # As tests/test_distribute.py: no dropout, batches padded to their longest.
+  cfg = dataclasses.replace(
+      cfg, data=dataclasses.replace(cfg.data, bucket_width=0),
+      model=dataclasses.replace(cfg.model, dropout=0.0, ensemble_size=2, wide_ngrams=2),
+      train=dataclasses.replace(cfg.train, strategy=strategy, teacher=root + "/sm/tiny",
+                                distill_alpha=0.7, distill_unlabeled=f"csv:{root}/u.csv"),
+      export=dataclasses.replace(cfg.export, model_name="student"))
+  result = train.train_and_evaluate(cfg)
+  out[strategy] = {"replicas": distribute.get_strategy(strategy).num_replicas_in_sync,
+                   "history": result["history"], "validation": result["validation"]}
+print("RESULT " + json.dumps(out))
+"""
+
+
+@pytest.mark.slow
+def test_mirrored_distillation_matches_one_device(tmp_path):
+  """A Transformer ensemble of two with the wide path, taught with unlabelled texts: under
+  Mirrored on two CPUs the per-epoch losses match one device's (the targets are split with
+  the texts across replicas and members)."""
+  import subprocess  # pylint: disable=import-outside-toplevel
+  import sys  # pylint: disable=import-outside-toplevel
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  env = dict(os.environ, PYTHONPATH=root, TF_CPP_MIN_LOG_LEVEL="2")
+  env.pop("TF_CONFIG", None)
+  proc = subprocess.run([sys.executable, "-c", MIRRORED_SCRIPT, str(tmp_path)], cwd=root,
+                        env=env, capture_output=True, text=True, timeout=900)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")][-1]
+  out = json.loads(line[len("RESULT "):])
+  assert out["mirrored"]["replicas"] == 2
+  single, mirrored = out["default"]["history"], out["mirrored"]["history"]
+  assert single["loss"][-1] < single["loss"][0]  # It trained.
+  assert mirrored["loss"] == pytest.approx(single["loss"], rel=1e-4, abs=1e-5)
+  assert mirrored["val_loss"] == pytest.approx(single["val_loss"], rel=1e-4, abs=1e-5)
+  assert out["mirrored"]["validation"] == pytest.approx(out["default"]["validation"], rel=1e-4,
+                                                        abs=1e-5)

@@ -172,9 +172,11 @@ class TrainConfig:
   distill_alpha: float = setting(0.5, "Weight of the teacher term (1 - alpha weighs the "
                                  "labels); 1 learns from the teacher only. 0.5 as "
                                  "keras.distillation's Distiller.")
-  distill_unlabeled: str = setting("", "Extra texts (KIND:ARG, any --dataset kind; labels "
-                                   "ignored) that the teacher labels and the model also "
-                                   "trains on; needs --teacher. Empty: none.")
+  distill_unlabeled: str = setting("", "Extra texts that the teacher labels and the model "
+                                   "also trains on (needs --teacher): KIND:ARG of any --dataset "
+                                   "kind, labels ignored; csv/tsv/jsonl need only "
+                                   "--text_field, dir:PATH reads every file under PATH. "
+                                   "Empty: none.")
 
 
 @dataclasses.dataclass(frozen=True)
