@@ -119,6 +119,27 @@ def test_training_loss_at_alpha_one_is_cross_entropy_to_the_tempered_teacher(
   assert expected > 0.1  # A real loss, not a degenerate zero.
 
 
+class CountingTeacher(distill.Teacher):
+  """The real teacher, counting the texts it is asked about."""
+  texts = 0
+
+  def probabilities(self, text):
+    self.texts += int(tf.size(text))
+    return super().probabilities(text)
+
+
+def test_teacher_labels_each_text_once_whatever_the_epochs(teacher_path, corpus_dir, tmp_path):
+  cfg = with_train(tiny_config(corpus_dir, tmp_path / "run", tmp_path / "sm"),
+                   teacher=teacher_path)
+  splits, info = data.load_splits(cfg.data)
+  teacher = CountingTeacher(teacher_path)
+  taught = distill.teach(cfg, splits, info, info.split_sizes["train"], teacher)
+  assert teacher.texts == info.split_sizes["train"]
+  for _ in range(3):  # Three epochs read the cached targets.
+    assert sum(1 for _ in taught.train) == info.split_sizes["train"]
+  assert teacher.texts == info.split_sizes["train"]
+
+
 # --- The student learns the teacher; the teacher is never trained ------------------------------
 
 def test_student_moves_toward_the_teacher_and_the_teacher_is_untouched(
@@ -170,18 +191,25 @@ def test_base_path_takes_the_highest_version_and_any_version_can_teach(teacher_p
 class NotAClassifier(tf.Module):
 
   @tf.function(input_signature=[tf.TensorSpec([None], tf.float32)])
-  def double(self, x):
-    return {"y": 2 * x}
+  def double(self, text):
+    return {"probabilities": 2 * text}
+
+  @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+  def length(self, text):
+    return {"scores": tf.strings.length(text)}
 
 
 def bad_exports(root) -> dict:
-  """Exports that cannot teach: float input, no serving_default, no SavedModel at all."""
+  """Exports that cannot teach: float `text`, no probabilities, no serving_default, no
+  SavedModel at all."""
   module = NotAClassifier()
   tf.saved_model.save(module, str(root / "float"), signatures={"serving_default": module.double})
+  tf.saved_model.save(module, str(root / "scores"), signatures={"serving_default": module.length})
   tf.saved_model.save(module, str(root / "unsigned"), signatures={"other": module.double})
   os.makedirs(root / "empty")
-  return {"float": "serving_default takes", "unsigned": "no serving_default signature",
-          "empty": "not a SavedModel", "missing": "not a SavedModel"}
+  return {"float": "serving_default takes .*float32", "scores": "returns \\['scores'\\]",
+          "unsigned": "no serving_default signature", "empty": "not a SavedModel",
+          "missing": "not a SavedModel"}
 
 
 def test_a_bad_teacher_is_one_clear_error_before_training(corpus_dir, tmp_path):
@@ -319,7 +347,6 @@ root = sys.argv[1]
 corpus = write_corpus(root + "/corpus", n_per_class=60)
 with open(root + "/u.csv", "w") as f:
   f.write("text\n" + "".join(f"unlabelled great film {i}\n" for i in range(24)))
-train.train_and_evaluate(tiny_config(corpus, root + "/teacher", root + "/sm"))
 out = {}
 for strategy in ("default", "mirrored"):
   cfg = tiny_config(corpus, f"{root}/{strategy}", f"{root}/sm", name="transformer")
@@ -327,7 +354,7 @@ for strategy in ("default", "mirrored"):
   cfg = dataclasses.replace(
       cfg, data=dataclasses.replace(cfg.data, bucket_width=0),
       model=dataclasses.replace(cfg.model, dropout=0.0, ensemble_size=2, wide_ngrams=2),
-      train=dataclasses.replace(cfg.train, strategy=strategy, teacher=root + "/sm/tiny",
+      train=dataclasses.replace(cfg.train, strategy=strategy, teacher=sys.argv[2],
                                 distill_alpha=0.7, distill_unlabeled=f"csv:{root}/u.csv"),
       export=dataclasses.replace(cfg.export, model_name="student"))
   result = train.train_and_evaluate(cfg)
@@ -338,7 +365,7 @@ print("RESULT " + json.dumps(out))
 
 
 @pytest.mark.slow
-def test_mirrored_distillation_matches_one_device(tmp_path):
+def test_mirrored_distillation_matches_one_device(teacher_path, tmp_path):
   """A Transformer ensemble of two with the wide path, taught with unlabelled texts: under
   Mirrored on two CPUs the per-epoch losses match one device's (the targets are split with
   the texts across replicas and members)."""
@@ -347,8 +374,8 @@ def test_mirrored_distillation_matches_one_device(tmp_path):
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   env = dict(os.environ, PYTHONPATH=root, TF_CPP_MIN_LOG_LEVEL="2")
   env.pop("TF_CONFIG", None)
-  proc = subprocess.run([sys.executable, "-c", MIRRORED_SCRIPT, str(tmp_path)], cwd=root,
-                        env=env, capture_output=True, text=True, timeout=900)
+  proc = subprocess.run([sys.executable, "-c", MIRRORED_SCRIPT, str(tmp_path), teacher_path],
+                        cwd=root, env=env, capture_output=True, text=True, timeout=900)
   assert proc.returncode == 0, proc.stderr[-3000:]
   line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")][-1]
   out = json.loads(line[len("RESULT "):])

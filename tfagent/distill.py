@@ -80,11 +80,11 @@ class Teacher:
     self.serve = self.module.signatures.get(signatures.DEFAULT_SIGNATURE)
     if self.serve is None:
       raise teacher_error(path, f"{self.export_dir} has no serving_default signature")
-    text = self.serve.structured_input_signature[1].get("text")
-    outputs = self.serve.structured_outputs
+    inputs, outputs = self.serve.structured_input_signature[1], self.serve.structured_outputs
+    text = inputs.get("text")
     if text is None or text.dtype != tf.string or "probabilities" not in outputs:
-      raise teacher_error(path, f"its serving_default takes {self.serve.structured_input_signature[1]}"
-                          f" and returns {sorted(outputs)}")
+      raise teacher_error(path, f"its serving_default takes {inputs} and returns "
+                          f"{sorted(outputs)}")
     self.class_names = self.read_class_names()
     base = os.path.basename(os.path.normpath(self.export_dir))
     self.version = int(base) if base.isdigit() else None
@@ -295,11 +295,8 @@ class LabelAccuracy(keras.metrics.Mean):
 
 
 def compile_args(train_cfg) -> dict:
-  """The classifier's loss and metrics: with a teacher, the distillation loss on packed targets.
-
-  keras.distillation.Distiller calls its teacher on every batch of the student's inputs
-  (here token ids, where the teacher takes strings), so cached teacher outputs need this loss.
-  """
+  """The classifier's loss and metrics: with a teacher, the distillation loss on packed targets."""
+  # Not keras.distillation.Distiller: it reruns the teacher each step, on ids it cannot take.
   if not train_cfg.teacher:
     return {"loss": keras.losses.SparseCategoricalCrossentropy(from_logits=True),
             "metrics": ["accuracy"]}
