@@ -210,16 +210,20 @@ def mixed(labelled: tf.data.Dataset, extra: tf.data.Dataset, n_labelled: int, n_
   return out
 
 
-@progress.stage("Labelling the training texts with the teacher (--teacher)")
 def teach(cfg, splits, info, n_train: int, teacher: Teacher = None) -> Taught:
   """The training split with the teacher's tempered probabilities beside each label.
 
   `teacher`: --teacher already loaded (a caller that keeps it across runs), or None.
   """
-  tc = cfg.train
-  if not tc.teacher:
+  if not cfg.train.teacher:
     return Taught(splits["train"], n_train, {})
-  teacher = teacher or Teacher(tc.teacher)
+  with progress.stage("Labelling the training texts with the teacher (--teacher)"):
+    return labelled_by(teacher or Teacher(cfg.train.teacher), cfg, splits, info)
+
+
+def labelled_by(teacher: Teacher, cfg, splits, info) -> Taught:
+  """`teach` with its teacher loaded: the labelled split's targets, then the unlabelled texts'."""
+  tc = cfg.train
   order = class_order(teacher, info.class_names, cfg.data.dataset)
   texts = splits["train"].map(lambda text, _: text)
   soft = teach_texts(teacher, texts, order, tc.distill_temperature)
