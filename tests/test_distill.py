@@ -140,8 +140,24 @@ def test_teacher_labels_each_text_once_whatever_the_epochs(teacher_path, corpus_
   assert teacher.texts == info.split_sizes["train"]
 
 
+def test_an_ensemble_student_gets_each_members_targets_last(teacher_path, corpus_dir, tmp_path):
+  """Members read their own streams: targets stack to [batch, members, 1 + C]."""
+  cfg = with_train(tiny_config(corpus_dir, tmp_path / "run", tmp_path / "sm"),
+                   teacher=teacher_path)
+  cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, ensemble_size=2))
+  splits, info = data.load_splits(cfg.data)
+  taught = distill.teach(cfg, splits, info, info.split_sizes["train"])
+  tokenizer = models.build_tokenizer(cfg.model, taught.train.map(lambda t, _: t).batch(64))
+  ids, targets = next(iter(data.make_input_fn(taught.train, tokenizer, cfg.data, training=True,
+                                              model_cfg=cfg.model, start_step=0)()))
+  assert len(ids) == 2 and targets.shape[1:] == (2, 3)
+  np.testing.assert_allclose(targets.numpy()[..., 1:].sum(-1), 1.0, rtol=1e-5)
+  assert set(np.unique(targets.numpy()[..., 0])) <= {0.0, 1.0}
+
+
 # --- The student learns the teacher; the teacher is never trained ------------------------------
 
+@pytest.mark.slow
 def test_student_moves_toward_the_teacher_and_the_teacher_is_untouched(
     teacher_path, flipped_corpus, tmp_path):
   """On labels the teacher contradicts, alpha=1 ends near the teacher and alpha=0 far from it."""
