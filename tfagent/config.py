@@ -68,6 +68,12 @@ class DataConfig:
                        "untouched. 0 keeps the usual split.")
   fold: int = setting(0, "The fold held out when --folds is set (0..folds-1); "
                       "tfagent.cross_validate runs every fold.")
+  group_field: str = setting("", "Column (csv/tsv) or key (jsonl) naming each record's group "
+                             "(a movie, a customer): validation, the 80/10/10 split and the "
+                             "folds then hash the group, not the text, so no group is in two "
+                             "splits and validation does not overrate the model. A record "
+                             "without a group is a bad record (see --on_bad_record). Empty: "
+                             "split by text.")
   tfds_data_dir: str = setting("", "TFDS data dir; empty uses TFDS's default "
                                "(~/tensorflow_datasets).")
   tfds_manual_dir: str = setting("", "Folder with hand-downloaded TFDS archives for offline "

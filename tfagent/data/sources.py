@@ -15,6 +15,7 @@ from tfagent.errors import ConfigError, DataError
 SPLITS = ("train", "validation", "test")
 # Share of examples per split; the embedded corpus has no official split.
 SPLIT_FRACTIONS = {"train": 0.8, "validation": 0.1, "test": 0.1}
+GROUP_SOURCES = ("csv", "tsv", "jsonl")  # Kinds whose records can carry --group_field.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -202,6 +203,7 @@ def load_all(data_cfg) -> tuple:
   `(dataset of (text, label), info)`, info.split_sizes holding {"all": n}.
   """
   kind, arg = parse_dataset_flag(data_cfg.dataset)
+  check_groups(data_cfg, kind)
   splits, class_names, report = SOURCES[kind](arg, data_cfg)
   sizes = [split_size(splits[name]) for name in SPLITS]
   if sizes == [0, 0, 0]:
@@ -227,6 +229,18 @@ def check_folds(data_cfg, kind: str) -> None:
                       "the source they came from (csv:, tsv:, jsonl:, dir:, tfds:, embedded:).")
 
 
+def check_groups(data_cfg, kind: str) -> None:
+  """Fails, saying where groups can come from, when --group_field is set for another source."""
+  if not data_cfg.group_field or kind in GROUP_SOURCES:
+    return
+  hint = (" tfrecord shards were split when converted: give --group_field to tfagent "
+          "convert instead." if kind == "tfrecord" else "")
+  raise ConfigError(f"--group_field={data_cfg.group_field}: --dataset={data_cfg.dataset} has "
+                    f"no group field ({kind}: records hold a text and a label only); groups "
+                    f"are read from {', '.join(k + ':' for k in GROUP_SOURCES)} files (a "
+                    f"column or a key).{hint} Leave --group_field empty to split by text.")
+
+
 def load_splits(data_cfg) -> tuple:
   """Loads, validates and splits the configured data set.
 
@@ -236,6 +250,7 @@ def load_splits(data_cfg) -> tuple:
   """
   kind, arg = parse_dataset_flag(data_cfg.dataset)
   check_folds(data_cfg, kind)
+  check_groups(data_cfg, kind)
   splits, class_names, report = SOURCES[kind](arg, data_cfg)
   if data_cfg.max_train_examples:
     splits["train"] = cap_examples(splits["train"], data_cfg.max_train_examples, data_cfg.seed)
