@@ -20,6 +20,7 @@ STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker_mirrore
 PRECISIONS = ("float32", "bfloat16", "mixed_float16")
 TRUNCATIONS = ("head", "tail", "head_tail")
 BAD_RECORD_POLICIES = ("error", "skip")
+MONITORS = ("val_loss", "val_accuracy", "val_macro_f1")
 # Fields whose flag has another name than the field.
 FLAG_NAMES = {("ModelConfig", "name"): "model"}
 
@@ -145,7 +146,14 @@ class TrainConfig:
                                           "learned.", models=("bert",))
   weight_decay: float = setting(1e-4, "AdamW decoupled weight decay.")
   warmup_fraction: float = setting(0.1, "Share of steps spent warming up.")
-  early_stopping_patience: int = setting(2, "Epochs without val_loss gain before stopping.")
+  early_stopping_patience: int = setting(2, "Epochs without --monitor gain before stopping.")
+  monitor: str = setting("val_loss", "What early stopping and the best checkpoint follow; "
+                         "val_macro_f1 (computed each epoch) weighs a rare class as much as "
+                         "a common one.", MONITORS)
+  class_weight: str = setting("none", "Loss weight of each class: none; balanced (n / (C * "
+                              "n_class), counted on the training split only) lifts the recall "
+                              "of rare classes; or a JSON file {\"class name\": weight} (a "
+                              "class left out weighs 1).")
   strategy: str = setting("auto", "tf.distribute strategy; auto: TPU with --tpu, Mirrored on "
                           "2+ GPUs, else default. multi_worker_mirrored reads TF_CONFIG "
                           "(docs/distributed.md).", STRATEGIES)
