@@ -229,3 +229,30 @@ def test_class_weights_apply_the_same_under_mirrored(tmp_path):
   assert out["mirrored"]["loss"] == pytest.approx(out["default"]["loss"], rel=1e-4)
   assert out["mirrored"]["val_macro_f1"] == pytest.approx(out["default"]["val_macro_f1"],
                                                           rel=1e-4)
+
+
+CHECKPOINT_SCRIPT = r"""
+import sys, keras, numpy as np
+if sys.argv[1] == "save":
+  from tfagent import imbalance
+  inner = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)], name="classifier")
+  inner.compile("adam", "sparse_categorical_crossentropy",
+                metrics=["accuracy", imbalance.SparseMacroF1(2)])
+  inner.fit(np.zeros((8, 4)), np.zeros(8, int), verbose=0)
+  x = keras.Input((4,))
+  keras.Model(x, inner(x)).save(sys.argv[2])
+else:
+  from tfagent import evaluate
+  print("LOADED", evaluate.load_checkpoint(sys.argv[2]).count_params())
+"""
+
+
+def test_a_checkpoint_compiled_with_macro_f1_loads_in_a_clean_process(tmp_path):
+  """`tfagent evaluate` loads best.keras in a process that never imported training."""
+  path = str(tmp_path / "best.keras")
+  env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2")
+  for step in ("save", "load"):
+    proc = subprocess.run([sys.executable, "-c", CHECKPOINT_SCRIPT, step, path], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+  assert "LOADED 10" in proc.stdout

@@ -170,13 +170,14 @@ def saved_model_predict_fn(path: str):
 def load_checkpoint(path: str):
   """Loads a `.keras` checkpoint of any tfagent model (string input, logits out).
 
-  The classifier inside was saved compiled, so its optimizer class must be
-  registered too; the top-level model is loaded uncompiled (inference needs none).
+  The classifier inside was saved compiled, so its optimizer and metric classes must
+  be registered too; the top-level model is loaded uncompiled (inference needs none).
   """
   import keras
   # Register the custom layers and the optimizer before deserializing.
   import tfagent.models  # noqa: F401
   import tfagent.optim  # noqa: F401
+  import tfagent.imbalance  # noqa: F401  (its macro-F1 metric, with --monitor=val_macro_f1)
   return keras.saving.load_model(path, compile=False)
 
 
