@@ -256,3 +256,20 @@ def test_a_checkpoint_compiled_with_macro_f1_loads_in_a_clean_process(tmp_path):
                           env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
   assert "LOADED 10" in proc.stdout
+
+
+@pytest.mark.parametrize("monitor, values, best_epoch", [
+    ("val_macro_f1", [0.5, 0.7, 0.6], 1), ("val_loss", [0.5, 0.7, 0.4], 2)])
+def test_the_best_checkpoint_follows_the_monitors_direction(tmp_path, monitor, values,
+                                                            best_epoch):
+  import keras
+  from tfagent import callbacks
+  model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+  checkpoint = callbacks.AtomicModelCheckpoint(model, str(tmp_path), monitor,
+                                               imbalance.check_monitor(monitor))
+  saved = []
+  for epoch, value in enumerate(values):
+    model.layers[0].bias.assign([float(epoch)])  # Marks which epoch's weights are saved.
+    checkpoint.on_epoch_end(epoch, {monitor: value})
+    saved.append(keras.saving.load_model(str(tmp_path / "best.keras")).layers[0].bias.numpy())
+  assert float(saved[-1][0]) == best_epoch
