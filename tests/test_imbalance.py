@@ -2,7 +2,6 @@
 data_report.json, per-class metrics, and --monitor=val_macro_f1."""
 
 import csv
-import dataclasses
 import json
 import os
 import random

@@ -49,7 +49,7 @@ class DataConfig:
                              "integer id).")
   test_path: str = setting("", "Official test file for csv/tsv/jsonl; validation is then "
                            "carved from train. Without it the file is split 80/10/10 by a "
-                           "seeded hash of the text.")
+                           "seeded hash of the text (of the group with --group_field).")
   class_names: str = setting("", "Comma-separated class names in label order; fixes the "
                              "order and makes any other label an error.")
   normalize_labels: bool = setting(False, "Merge labels that differ only in case or spacing "
@@ -64,9 +64,10 @@ class DataConfig:
   dedup: bool = setting(False, "Drop repeated texts and train texts also in test (they are "
                         "always counted and reported).")
   folds: int = setting(0, "Cross-validation: K > 1 splits train+validation into K folds by a "
-                       "seeded hash of the text (copies share a fold); --fold is then the "
-                       "held-out part, scored as test. An official test split is left out "
-                       "untouched. 0 keeps the usual split.")
+                       "seeded hash of the text (copies share a fold; with --group_field, "
+                       "of the group); --fold is then the held-out part, scored as test. "
+                       "An official test split is left out untouched. 0 keeps the usual "
+                       "split.")
   fold: int = setting(0, "The fold held out when --folds is set (0..folds-1); "
                       "tfagent.cross_validate runs every fold.")
   group_field: str = setting("", "Column (csv/tsv) or key (jsonl) naming each record's group "
