@@ -76,7 +76,8 @@ def accuracy_and_loss(predict_fn, ds: tf.data.Dataset, batch_size: int = BATCH_S
 
 
 def compute_metrics(labels, probabilities, class_names) -> dict:
-  """Accuracy, macro precision/recall/F1, ROC-AUC (one-vs-rest), confusion matrix."""
+  """Accuracy, macro and per-class precision/recall/F1, ROC-AUC (one-vs-rest), confusion
+  matrix (counts, and normalised by row)."""
   pred = probabilities.argmax(-1)
   label_ids = list(range(len(class_names)))
   p, r, f1, _ = skm.precision_recall_fscore_support(
@@ -96,7 +97,10 @@ def compute_metrics(labels, probabilities, class_names) -> dict:
   return {"examples": int(len(labels)), "accuracy": float((pred == labels).mean()),
           "macro_precision": float(p), "macro_recall": float(r), "macro_f1": float(f1),
           "roc_auc": float(auc), "class_names": list(class_names), "per_class": per_class,
-          "confusion_matrix": skm.confusion_matrix(labels, pred, labels=label_ids).tolist()}
+          "confusion_matrix": skm.confusion_matrix(labels, pred, labels=label_ids).tolist(),
+          # Row i: how class i's examples were predicted (its recall on the diagonal).
+          "confusion_matrix_normalized": skm.confusion_matrix(
+              labels, pred, labels=label_ids, normalize="true").tolist()}
 
 
 def plot_confusion(matrix, class_names, path: str) -> None:
@@ -166,13 +170,14 @@ def saved_model_predict_fn(path: str):
 def load_checkpoint(path: str):
   """Loads a `.keras` checkpoint of any tfagent model (string input, logits out).
 
-  The classifier inside was saved compiled, so its optimizer class must be
-  registered too; the top-level model is loaded uncompiled (inference needs none).
+  The classifier inside was saved compiled, so its optimizer and metric classes must
+  be registered too; the top-level model is loaded uncompiled (inference needs none).
   """
   import keras
   # Register the custom layers and the optimizer before deserializing.
   import tfagent.models  # noqa: F401
   import tfagent.optim  # noqa: F401
+  import tfagent.imbalance  # noqa: F401  (its macro-F1 metric, with --monitor=val_macro_f1)
   return keras.saving.load_model(path, compile=False)
 
 

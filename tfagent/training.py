@@ -18,7 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfagent import (_compat, backup, config, data, distribute, evaluate, explain_view, export,
-                     fileio, model_card, models, optim, progress, summaries)
+                     fileio, imbalance, model_card, models, optim, progress, summaries)
 from tfagent.callbacks import (config_error, fit_verbosity, make_callbacks,  # noqa: F401
                                profile_range)
 from tfagent.errors import ConfigError
@@ -90,7 +90,9 @@ def build_and_compile(cfg: config.Config, strategy, train_ds, class_names, total
     classifier.compile(optimizer=make_optimizer(cfg.train, total_steps,
                                                 models.find_backbone(classifier)),
                        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                       metrics=["accuracy"], jit_compile=cfg.train.jit_compile)
+                       metrics=["accuracy", *imbalance.metrics(cfg.train.monitor,
+                                                               len(class_names))],
+                       jit_compile=cfg.train.jit_compile)
   return model, classifier
 
 
@@ -122,10 +124,14 @@ def write_shard_report(ds, contexts: list, strategy, cfg: config.Config) -> None
 
 
 def train_input(strategy, split, tokenizer, cfg: config.Config, start_step: int,
-                contexts: list):
-  """The distributed endless training stream from `start_step`; records input contexts."""
-  input_fn = data.make_input_fn(split, tokenizer, cfg.data, training=True,
-                                model_cfg=cfg.model, start_step=start_step)
+                contexts: list, weights=None):
+  """The distributed endless training stream from `start_step`; records input contexts.
+
+  With class `weights` each batch also carries its examples' weights (imbalance.weighted).
+  """
+  input_fn = imbalance.weighted(data.make_input_fn(split, tokenizer, cfg.data, training=True,
+                                                   model_cfg=cfg.model, start_step=start_step),
+                                weights)
 
   def recorded(ctx):
     contexts.append((ctx.num_input_pipelines, ctx.input_pipeline_id))
@@ -170,7 +176,7 @@ def fit_remaining(classifier, inputs: FitInputs, cfg, steps_per_epoch,
 
 @progress.stage("Restoring the best epoch's weights")
 def restore_best(classifier: keras.Model, checkpoint_dir: str) -> None:
-  """Loads the classifier weights of the best epoch (lowest val_loss), saved atomically."""
+  """Loads the classifier weights of the best epoch (best --monitor), saved atomically."""
   path = os.path.join(checkpoint_dir, "best.keras")
   if tf.io.gfile.exists(path):
     best = evaluate.load_checkpoint(path)
@@ -291,10 +297,11 @@ def train_in(cfg: config.Config, out: config.Config, strategy) -> dict:
     start = backup.restore(classifier, os.path.join(cfg.train.model_dir, "backup"),
                            steps_per_epoch)
   log_start(cfg, out, model, steps_per_epoch)
-  contexts = []
+  contexts, weights = [], imbalance.run_weights(cfg.train, info, splits["train"])
   fit_start = time.perf_counter()
   inputs = FitInputs(
-      lambda skip: train_input(strategy, splits["train"], tokenizer, cfg, skip, contexts),
+      lambda skip: train_input(strategy, splits["train"], tokenizer, cfg, skip, contexts,
+                               weights),
       val_ds, make_callbacks(out, model, start, steps_per_epoch))
   history = fit_remaining(classifier, inputs, cfg, steps_per_epoch, start)
   train_seconds = time.perf_counter() - fit_start

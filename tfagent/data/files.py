@@ -35,15 +35,18 @@ def _load_file(reader, kind: str, arg: str, data_cfg) -> tuple:
 
 
 def _read_csv(path, data_cfg):
-  return records.read_delimited(path, ",", (data_cfg.text_field, data_cfg.label_field))
+  return records.read_delimited(path, ",", (data_cfg.text_field, data_cfg.label_field),
+                                data_cfg.group_field)
 
 
 def _read_tsv(path, data_cfg):
-  return records.read_delimited(path, "\t", (data_cfg.text_field, data_cfg.label_field))
+  return records.read_delimited(path, "\t", (data_cfg.text_field, data_cfg.label_field),
+                                data_cfg.group_field)
 
 
 def _read_jsonl(path, data_cfg):
-  return records.read_jsonl(path, (data_cfg.text_field, data_cfg.label_field))
+  return records.read_jsonl(path, (data_cfg.text_field, data_cfg.label_field),
+                            data_cfg.group_field)
 
 
 def folder_labels(files: dict, data_cfg, source: str) -> LabelMap:

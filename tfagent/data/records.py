@@ -30,6 +30,7 @@ class Raw:
   where: str  # "path:line", "path" or "source record N".
   text: str
   label: str  # Class name or integer id, as text.
+  group: str = None  # With --group_field: the record's group, which picks its split.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,11 +132,12 @@ def _header_index(path: str, header: list, fields: tuple) -> list:
   return index
 
 
-def read_delimited(path: str, delimiter: str, fields: tuple):
+def read_delimited(path: str, delimiter: str, fields: tuple, group: str = ""):
   """Yields `Raw`/`BadRecord` for each row of a CSV/TSV file with a header row.
 
   `fields`: the text column and the label column, or the text column alone (the
-  records of unlabelled texts then carry the label "").
+  records of unlabelled texts then carry the label ""). `group`: the column of
+  each record's group (--group_field), or "" for none.
   """
   csv.field_size_limit(max(csv.field_size_limit(), CSV_FIELD_LIMIT))
   with open_binary(path) as binary, reading(path):
@@ -151,7 +153,47 @@ def read_delimited(path: str, delimiter: str, fields: tuple):
       raise DataError(f"{path}:1: the header holds NUL bytes: the file looks like UTF-16 "
                       "(or binary); re-encode it as UTF-8.")
     index = _header_index(path, header, fields)
-    yield from _rows(path, reader, header, index, fields)
+    group_column = _group_column(path, header, group)
+    for record in _rows(path, reader, header, index, fields):
+      if isinstance(record, _Row):
+        value = record.row[group_column] if group_column is not None else None
+        record = with_group(record.raw, group, value)
+      yield record
+
+
+def _group_column(path: str, header: list, group: str):
+  """The index of the --group_field column (None without one); a missing one is an error."""
+  if not group:
+    return None
+  if group not in header:
+    raise DataError(f"{path}:1: no column {group!r} (--group_field); the header has "
+                    f"{', '.join(map(repr, header))}.")
+  return header.index(group)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Row:
+  """A usable record with the row it came from (its group column is read from it)."""
+  raw: Raw
+  row: list
+
+
+def with_group(record, field: str, value):
+  """`record` with its group from `value` (field `field`); an empty group is a BadRecord.
+
+  Without a field, `record` as it is. A group is a non-blank string or an integer
+  (a JSON id); records without one cannot be placed, so they are bad records.
+  """
+  if not field or isinstance(record, BadRecord):
+    return record
+  if isinstance(value, int) and not isinstance(value, bool):
+    value = str(value)
+  if not isinstance(value, str) or not value.strip():
+    shown = "missing" if value is None else f"empty ({value!r})"
+    return BadRecord("missing_field", record.where, f"group field {field!r} (--group_field) "
+                     f"is {shown}; expected a non-blank group (a string or an integer id) "
+                     "in every record.")
+  return dataclasses.replace(record, group=value.strip())
 
 
 def _rows(path: str, reader, header: list, index: list, fields: tuple):
@@ -195,13 +237,14 @@ def _row_record(where: str, row: list, header: list, index: tuple, fields: tuple
   label = canonical_label(where, fields[1], row[index[1]]) if len(fields) > 1 else ""
   if bad or isinstance(label, BadRecord):
     return bad or label
-  return Raw(where, text, label)
+  return _Row(Raw(where, text, label), row)
 
 
-def read_jsonl(path: str, fields: tuple):
+def read_jsonl(path: str, fields: tuple, group: str = ""):
   """Yields `Raw`/`BadRecord` for each line of a JSON Lines file (one object a line).
 
-  `fields`: the text key and the label key, or the text key alone (as read_delimited).
+  `fields`: the text key and the label key, or the text key alone (as read_delimited);
+  `group`: the key of each record's group (--group_field), or "" for none.
   """
   with open_binary(path) as f, reading(path):
     for lineno, raw in enumerate(f, start=1):
@@ -210,7 +253,7 @@ def read_jsonl(path: str, fields: tuple):
       if isinstance(line, BadRecord):
         yield line
       elif line.strip():  # A blank line is no record.
-        yield _json_record(where, line, fields)
+        yield _json_record(where, line, fields, group)
 
 
 def decode_line(raw: bytes, lineno: int, where: str):
@@ -224,7 +267,7 @@ def decode_line(raw: bytes, lineno: int, where: str):
                      "re-encode the file as UTF-8.")
 
 
-def _json_record(where: str, line: str, fields: tuple):
+def _json_record(where: str, line: str, fields: tuple, group: str = ""):
   """Turns one JSON line into a Raw or BadRecord."""
   try:
     obj = json.loads(line.rstrip("\r\n"))
@@ -243,7 +286,7 @@ def _json_record(where: str, line: str, fields: tuple):
   label = canonical_label(where, fields[1], obj.get(fields[1])) if len(fields) > 1 else ""
   if bad or isinstance(label, BadRecord):
     return bad or label
-  return Raw(where, obj[fields[0]], label)
+  return with_group(Raw(where, obj[fields[0]], label), group, obj.get(group))
 
 
 def class_folders(root: str) -> list:

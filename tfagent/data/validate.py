@@ -16,6 +16,7 @@ import re
 from absl import logging
 import tensorflow as tf
 
+from tfagent.data.groups import GroupTally
 from tfagent.data.records import REASONS, BadRecord, Raw
 from tfagent.data.sources import (SPLITS, Examples, Streamed, no_examples, normalize_whitespace,
                                   split_of)
@@ -164,6 +165,11 @@ def text_key(text: str, seed: int) -> tuple:
   return norm, int.from_bytes(digest[:8], "big")
 
 
+def split_key(record: Raw, norm: str, key: int, seed: int) -> tuple:
+  """What picks a record's split: its group's `text_key` with --group_field, else its text's."""
+  return (norm, key) if record.group is None else text_key(record.group, seed)
+
+
 def fold_split(key: int, data_cfg) -> str:
   """Split of a text under cross-validation: its fold is held out as test.
 
@@ -202,6 +208,7 @@ class Plan:
   spellings: collections.Counter = dataclasses.field(
       default_factory=collections.Counter)  # Label as written -> usable records.
   firsts: dict = dataclasses.field(default_factory=dict)  # Label as written -> where first.
+  groups: GroupTally = dataclasses.field(default_factory=GroupTally)
 
 
 def accept(item, labels: LabelMap, tally: Tally, field: str):
@@ -246,7 +253,8 @@ class _Scanner:
     """Counts one usable record; marks it for removal if it repeats a text."""
     plan, cfg = self.plan, self.cfg
     norm, key = text_key(record.text, cfg.seed)
-    split = assign(part, norm, key, plan.has_test, cfg)
+    by = split_key(record, norm, key, cfg.seed)
+    split = assign(part, *by, plan.has_test, cfg)
     plan.spellings[record.label] += 1
     plan.firsts.setdefault(record.label, record.where)
     seen = self.first[part].get(key)
@@ -266,6 +274,7 @@ class _Scanner:
       plan.stats["train_test_overlap"] += 1
       if cfg.dedup:  # Test stays intact: it is what every figure is measured on.
         self._drop_first("train", key, "removed_overlap")
+    plan.groups.add(split, record, by[1])
     self._count(split, record.label, len(record.text.encode("utf-8")), +1)
 
   def _drop_first(self, part: str, key: int, stat: str) -> None:
@@ -368,7 +377,8 @@ def split_examples(parts: list, plan: Plan, data_cfg, only: str = None):
       if label_id is None:
         continue
       norm, key = text_key(item.text, data_cfg.seed)
-      split = assign(part.name, norm, key, plan.has_test, data_cfg)
+      split = assign(part.name, *split_key(item, norm, key, data_cfg.seed), plan.has_test,
+                     data_cfg)
       if only is None or split == only:
         yield item.text, label_id, split
 
@@ -409,6 +419,8 @@ def load_parts(parts: list, labels, data_cfg, source: str) -> tuple:
   plan, report = scan(parts, labels, data_cfg, source)
   if data_cfg.folds > 1:
     report["cross_validation"] = {"folds": data_cfg.folds, "fold": data_cfg.fold}
+  if data_cfg.group_field:
+    report["groups"] = plan.groups.report(data_cfg.group_field, plan.has_test)
   return build_splits(parts, plan, data_cfg), plan.labels.class_names, report
 
 
