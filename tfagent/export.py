@@ -180,6 +180,7 @@ def staged_export(model: keras.Model, class_names, export_cfg, warmup_texts=None
   publish(staged)
 
 
-def export_model(model: keras.Model, class_names, export_cfg, warmup_texts=None) -> str:
+def export_model(model: keras.Model, class_names, export_cfg, warmup_texts=None,
+                 thresholds=None) -> str:
   """Writes `<export_dir>/<model_name>/<version>/` completely, then publishes it; its path."""
-  return publish(write_staged(model, class_names, export_cfg, warmup_texts))
+  return publish(write_staged(model, class_names, export_cfg, warmup_texts, thresholds))
