@@ -225,7 +225,7 @@ RELOAD = """
 import json, sys
 import tensorflow as tf
 import tensorflow_text
-assert "tfagent" not in sys.modules and "keras" not in sys.modules
+assert "tfagent" not in sys.modules and "keras_hub" not in sys.modules
 serve = tf.saved_model.load(sys.argv[1]).signatures["serving_default"]
 out = serve(text=tf.constant(json.loads(sys.argv[2])))
 print(json.dumps({k: v.numpy().tolist() for k, v in out.items() if k != "labels"}))
