@@ -267,8 +267,8 @@ def test_tfagent_serve_answers_rest_and_grpc(run, tmp_path):
       assert row["label_mask"] == expected["label_mask"][i].tolist()
       assert row["labels"] == [x.decode() for x in expected["labels"][i]]
     examples = [{"text": t} for t in TEXTS]
-    answer = requests.post(f"{url}/v1/models/topics:classify", json={"examples": examples},
-                           timeout=30).json()["results"]
+    answer = requests.post(f"{url}/v1/models/topics:classify", timeout=30, json={
+        "signature_name": "classify", "examples": examples}).json()["results"]
     names = sorted(make_multilabel.TOPICS)
     assert [[c for c, _ in r] for r in answer] == [names] * len(TEXTS)
     np.testing.assert_allclose([[s for _, s in r] for r in answer], expected["probabilities"],
