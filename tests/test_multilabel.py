@@ -21,6 +21,7 @@ import requests
 import tensorflow as tf
 from tensorflow_serving.apis import classification_pb2, predict_pb2, prediction_service_pb2_grpc
 
+from conftest import run_command
 from serving_util import run_server
 from tfagent import config, data, export, signatures, tasks
 from tfagent.data import convert
@@ -83,6 +84,19 @@ def test_bad_label_lists_name_file_and_line_or_are_counted(tmp_path, labels, rea
   assert str(error.value).startswith(os.path.join(str(tmp_path), message)), str(error.value)
   _, info = data.load_all(dataclasses.replace(cfg, on_bad_record="skip"))
   assert info.report["skipped"][reason] == 1 and info.split_sizes == {"all": 3}
+
+
+def test_convert_stops_at_an_unknown_label_in_a_list_with_one_error(tmp_path, monkeypatch,
+                                                                    caplog):
+  """`tfagent convert` as a user runs it: exit status 1 and one error line naming file and line."""
+  path = write_csv(tmp_path / "d.csv", [("x one", "a"), ("x two", "b|zz"), ("x three", "b")])
+  code = run_command(monkeypatch, "convert", f"--dataset=csv:{path}", "--task=multilabel",
+                     "--label_field=labels", "--class_names=a,b",
+                     f"--output_dir={tmp_path / 'out'}")
+  errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+  assert code == 1 and len(errors) == 1, errors
+  assert errors[0].startswith(f"{path}:3: in the label list ['b', 'zz']: unknown label 'zz' in "
+                              "field 'labels'; expected one of a, b"), errors[0]
 
 
 def test_allow_empty_labels_keeps_a_record_no_label_applies_to(tmp_path):
