@@ -207,7 +207,7 @@ def test_multilabel_trains_far_above_chance_and_reports_its_metrics(run):
   result = run["result"]
   labels = np.array(list(by_text(data.load_splits(run["cfg"].data)[0]["test"]).values()))
   chance = chance_micro_f1(labels)
-  assert chance < 0.5, chance  # Computed: ~0.4 on this corpus.
+  assert chance < 0.5, chance  # Computed: 0.48 here (predicting every label always).
   assert result["micro_f1"] >= 0.95, (result["micro_f1"], chance)
   with open(os.path.join(run["cfg"].train.model_dir, "eval", "metrics.json")) as f:
     metrics = json.load(f)
