@@ -18,12 +18,13 @@ import keras
 import numpy as np
 import pytest
 import requests
+from sklearn.metrics import f1_score
 import tensorflow as tf
 from tensorflow_serving.apis import classification_pb2, predict_pb2, prediction_service_pb2_grpc
 
 from conftest import run_command
 from serving_util import run_server
-from tfagent import config, data, export, signatures, tasks
+from tfagent import config, data, export, model_card, signatures, tasks
 from tfagent.data import convert
 from tfagent.errors import ConfigError, DataError
 
@@ -123,7 +124,6 @@ def test_best_thresholds_maximise_each_labels_f1():
   labels = (rng.random((200, 3)) < [0.3, 0.6, 0.0]).astype(np.float32)
   probs = np.clip(labels * 0.25 + rng.random((200, 3)) * 0.6, 0, 1)
   got = tasks.best_thresholds(labels, probs)
-  from sklearn.metrics import f1_score
   for j in range(2):
     best = max(f1_score(labels[:, j], probs[:, j] >= t) for t in np.unique(probs[:, j]))
     assert f1_score(labels[:, j], probs[:, j] >= got[j]) == pytest.approx(best)
@@ -191,14 +191,12 @@ def test_label_lists_survive_csv_to_tfrecord_to_training(run):
   for split in data.SPLITS:
     assert by_text(rec_splits[split]) == by_text(csv_splits[split]), split
   written = dict(make_multilabel.records(1000))  # text -> label names, as generated.
-  names = csv_info.class_names
   for split in data.SPLITS:
     for text, hot in by_text(rec_splits[split]).items():
-      assert [n for n, v in zip(names, hot) if v] == written[text]
+      assert [n for n, v in zip(csv_info.class_names, hot) if v] == written[text]
   # What training scored is what was converted: the model card's content hashes.
   with open(os.path.join(run["result"]["saved_model"], "model_card.json")) as f:
     card = json.load(f)
-  from tfagent import model_card
   assert card["data"]["content_sha256"]["test"] == model_card.split_hash(rec_splits["test"])
 
 
