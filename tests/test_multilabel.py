@@ -335,8 +335,8 @@ print("RESULT " + json.dumps(out))
 def test_mirrored_on_two_cpus_trains_as_one_device(tmp_path):
   """The same code path under MirroredStrategy: the multi-hot labels split across replicas
   give the one-device losses (global batch 32 = 2 x 16, no dropout) and thresholds. A
-  Transformer, as test_distribute.py's Mirrored test uses (the tiny LSTM stopped here on
-  "stack elements of an empty list", a replica's empty batch; not checked for multiclass)."""
+  Transformer, as test_distribute.py's Mirrored test uses: a tiny LSTM stops on a replica's
+  empty last batch ("stack elements of an empty list"), for multiclass too (checked)."""
   env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": ROOT}
   proc = subprocess.run([sys.executable, "-c", MIRRORED, str(tmp_path)], cwd=ROOT, env=env,
                         capture_output=True, text=True, timeout=600)
