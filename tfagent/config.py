@@ -21,6 +21,7 @@ PRECISIONS = ("float32", "bfloat16", "mixed_float16")
 TRUNCATIONS = ("head", "tail", "head_tail")
 BAD_RECORD_POLICIES = ("error", "skip")
 MONITORS = ("val_loss", "val_accuracy", "val_macro_f1")
+TASKS = ("multiclass", "multilabel")
 # Fields whose flag has another name than the field.
 FLAG_NAMES = {("ModelConfig", "name"): "model"}
 
@@ -88,6 +89,15 @@ class DataConfig:
                               "little padding is computed; 0 pads to each batch's longest.")
   deterministic: bool = setting(True, "Fixed element order for reproducible runs; false lets "
                                 "parallel stages reorder elements, for speed.")
+  task: str = setting("multiclass", "multiclass: one label a record (softmax); multilabel: a "
+                      "list of labels a record (sigmoid per label, thresholds tuned on "
+                      "validation; docs/data.md#multi-label).", TASKS)
+  label_delimiter: str = setting("|", "Multilabel csv/tsv: separates the labels in the label "
+                                 "field ('a|b'); '|' because ',' and tab are the files' own "
+                                 "delimiters and label names rarely hold it.")
+  allow_empty_labels: bool = setting(False, "Multilabel: a record with an empty label list "
+                                     "(no label applies) is kept; off, it is a bad record, "
+                                     "as an empty field is more often a mistake.")
 
 
 @dataclasses.dataclass(frozen=True)

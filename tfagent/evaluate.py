@@ -206,12 +206,21 @@ def check_overwrite(output_dir: str, overwrite: bool) -> None:
                       "Python), or --output_dir=DIR to write elsewhere.")
 
 
+def check_multiclass(data_cfg) -> None:
+  """This command scores multiclass runs; a multilabel run's metrics come from training."""
+  if data_cfg.task != "multiclass":
+    raise ConfigError(f"--task={data_cfg.task}: tfagent evaluate scores multiclass models; a "
+                      "multilabel run writes its eval/metrics.json (micro/macro F1, per "
+                      "label, subset accuracy, LRAP) when it trains.")
+
+
 def run_test_split(model_dir: str, saved_model: str, output_dir: str,
                    overwrite: bool = False) -> dict:
   """Scores a training run's own test split with its export or its best checkpoint."""
   output_dir = output_dir or os.path.join(model_dir, "eval")
   check_overwrite(output_dir, overwrite)
   cfg = config.load_json(os.path.join(model_dir, "config.json"))
+  check_multiclass(cfg.data)
   splits, info = data.load_splits(cfg.data)
   if saved_model:
     predict_fn = saved_model_predict_fn(resolve_saved_model(saved_model))
@@ -230,6 +239,7 @@ def run_labelled_source(data_cfg, saved_model: str, output_dir: str,
     raise ConfigError("--dataset needs --saved_model: the export whose classes the labels "
                       "are checked against.")
   output_dir = output_dir or "eval"
+  check_multiclass(data_cfg)
   check_overwrite(output_dir, overwrite)
   export_dir = resolve_saved_model(saved_model)
   class_names = signatures.class_names(export_dir)

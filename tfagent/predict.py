@@ -59,13 +59,18 @@ class Predictor:
     return self.explainer()(list(texts))
 
   def predict(self, texts: list, top_k: int = 0) -> list:
-    """One dict a text: text, class, class_id, probabilities in class order (top_k when > 0)."""
-    probs = self.serve(text=tf.constant(texts, tf.string))["probabilities"].numpy()
+    """One dict a text: text, class, class_id, probabilities in class order (top_k when > 0);
+    a multilabel export's rows also hold `labels`, the names its thresholds select."""
+    out = self.serve(text=tf.constant(texts, tf.string))
+    probs = out["probabilities"].numpy()
+    masks = out["label_mask"].numpy() if "label_mask" in out else [None] * len(texts)
     rows = []
-    for text, p in zip(texts, probs):
+    for text, p, mask in zip(texts, probs, masks):
       best = int(p.argmax())
       row = {"text": text, "class": self.class_names[best], "class_id": best,
              "probabilities": [round(float(v), 6) for v in p]}
+      if mask is not None:
+        row["labels"] = [n for n, on in zip(self.class_names, mask) if on]
       if top_k:
         order = np.argsort(-p, kind="stable")[:top_k]
         row["top_k"] = [[self.class_names[i], round(float(p[i]), 6)] for i in order]

@@ -18,7 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfagent import (_compat, backup, config, data, distribute, evaluate, explain_view, export,
-                     fileio, imbalance, model_card, models, optim, progress, summaries)
+                     fileio, imbalance, model_card, models, optim, progress, summaries, tasks)
 from tfagent.callbacks import (config_error, fit_verbosity, make_callbacks,  # noqa: F401
                                profile_range)
 from tfagent.errors import ConfigError
@@ -89,9 +89,7 @@ def build_and_compile(cfg: config.Config, strategy, train_ds, class_names, total
     classifier = model.get_layer(models.CLASSIFIER)
     classifier.compile(optimizer=make_optimizer(cfg.train, total_steps,
                                                 models.find_backbone(classifier)),
-                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                       metrics=["accuracy", *imbalance.metrics(cfg.train.monitor,
-                                                               len(class_names))],
+                       **tasks.compile_args(cfg.data.task, cfg.train.monitor, len(class_names)),
                        jit_compile=cfg.train.jit_compile)
   return model, classifier
 
@@ -282,6 +280,7 @@ def log_start(cfg: config.Config, out: config.Config, model, steps_per_epoch: in
 
 def train_in(cfg: config.Config, out: config.Config, strategy) -> dict:
   """Data, model, resume, fit, export, evaluate; `out` names the folders this worker writes."""
+  tasks.check_config(cfg)
   splits, info, n_train = load_data(cfg, out)
   steps_per_epoch = max(1, n_train // cfg.data.batch_size)
   wide_fit = fit_wide(cfg, splits, info)
@@ -315,13 +314,15 @@ def train_in(cfg: config.Config, out: config.Config, strategy) -> dict:
   final = classifier.evaluate(val_ds, verbose=0, return_dict=True)
   # A few real texts become TF Serving's warm-up requests (assets.extra).
   warmup = [t.decode("utf-8") for t, _ in splits["validation"].take(4).as_numpy_iterator()]
+  thresholds = tasks.tune_thresholds(cfg, model, splits["validation"])  # Multilabel only.
   # Scored and given its model card before it is published: a version never changes.
-  with export.staged_export(model, info.class_names, out.export, warmup) as staged:
+  with export.staged_export(model, info.class_names, out.export, warmup, thresholds) as staged:
     result = {"history": history, "validation": {k: float(v) for k, v in final.items()},
               "saved_model": staged.final, "train_seconds": train_seconds,
               "epochs_run": epochs_run, "train_examples": n_train,
               **({"wide": wide_fit.report} if wide_fit is not None else {}),
               "unknown_token_share": unknown,
+              **({"thresholds": thresholds.tolist()} if thresholds is not None else {}),
               # Includes each epoch's validation pass, as a user's wall clock does.
               "train_examples_per_second": n_train * epochs_run / max(train_seconds, 1e-9)}
     if distribute.is_chief(strategy):
@@ -340,6 +341,8 @@ def evaluate_export(cfg: config.Config, result: dict, splits, info, paths, stage
   `paths` (wide+deep models only) holds the traced path function and the validation
   split's path logits, for the ablation rows.
   """
+  if tasks.is_multilabel(cfg):
+    return tasks.evaluate_multilabel(cfg, result, splits, info, staged)
   eval_dir = os.path.join(cfg.train.model_dir, "eval")
   predict_fn = evaluate.saved_model_predict_fn(staged)
   # The export scores the validation split once: its accuracy and loss, its metrics and

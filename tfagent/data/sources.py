@@ -10,6 +10,7 @@ from absl import logging
 import tensorflow as tf
 
 from tfagent import fileio
+from tfagent.data import multilabel
 from tfagent.errors import ConfigError, DataError
 
 SPLITS = ("train", "validation", "test")
@@ -35,11 +36,13 @@ class Examples:
   """An in-memory split: parallel lists of texts and integer labels."""
   texts: list
   labels: list
+  multi_hot: int = 0  # Multilabel: C, each label a multi-hot list of C floats; else 0.
 
   def to_dataset(self) -> tf.data.Dataset:
-    """Returns `(text: <string>[], label: <int32>[])` elements."""
-    return tf.data.Dataset.from_tensor_slices(
-        (tf.constant(self.texts, tf.string), tf.constant(self.labels, tf.int32)))
+    """Returns `(text: <string>[], label: <int32>[])` elements (multilabel: `<float32>[C]`)."""
+    labels = (tf.reshape(tf.constant(self.labels, tf.float32), [-1, self.multi_hot])
+              if self.multi_hot else tf.constant(self.labels, tf.int32))
+    return tf.data.Dataset.from_tensor_slices((tf.constant(self.texts, tf.string), labels))
 
 
 @dataclasses.dataclass
@@ -137,6 +140,10 @@ def id_remap(stored, class_names) -> list:
 
 
 def class_balance(labels, class_names) -> dict:
+  """Examples per class name; multi-hot labels (multilabel) count each label of a record."""
+  if labels and isinstance(labels[0], list):
+    counts = {i: int(sum(row[i] for row in labels)) for i in range(len(class_names))}
+    return {name: counts[i] for i, name in enumerate(class_names)}
   counts = collections.Counter(labels)
   return {name: counts.get(i, 0) for i, name in enumerate(class_names)}
 
@@ -156,7 +163,8 @@ def cap_examples(split, n: int, seed: int):
     if n >= len(split.texts):
       return split
     keep = sorted(random.Random(seed).sample(range(len(split.texts)), n))
-    return Examples([split.texts[i] for i in keep], [split.labels[i] for i in keep])
+    return Examples([split.texts[i] for i in keep], [split.labels[i] for i in keep],
+                    split.multi_hot)
   size = None if split.size is None else min(n, split.size)
   return Streamed(split.dataset.take(n), size, None if size != split.size else split.label_counts)
 
@@ -224,6 +232,7 @@ def load_all(data_cfg) -> tuple:
   """
   kind, arg = parse_dataset_flag(data_cfg.dataset)
   check_groups(data_cfg, kind)
+  check_task_source(kind, data_cfg)
   splits, class_names, report = SOURCES[kind](arg, data_cfg)
   sizes = [split_size(splits[name]) for name in SPLITS]
   if sizes == [0, 0, 0]:
@@ -232,6 +241,11 @@ def load_all(data_cfg) -> tuple:
   total = None if None in sizes else sum(sizes)
   ds = parts[0].concatenate(parts[1]).concatenate(parts[2])
   return ds, DatasetInfo(data_cfg.dataset, tuple(class_names), {"all": total}, report)
+
+
+def check_task_source(kind: str, data_cfg) -> None:
+  """Fails when --task=multilabel is given a source of one label a record (data/multilabel.py)."""
+  multilabel.check_source(kind, data_cfg)
 
 
 def check_folds(data_cfg, kind: str) -> None:
@@ -271,6 +285,7 @@ def load_splits(data_cfg) -> tuple:
   kind, arg = parse_dataset_flag(data_cfg.dataset)
   check_folds(data_cfg, kind)
   check_groups(data_cfg, kind)
+  check_task_source(kind, data_cfg)
   splits, class_names, report = SOURCES[kind](arg, data_cfg)
   if data_cfg.max_train_examples:
     splits["train"] = cap_examples(splits["train"], data_cfg.max_train_examples, data_cfg.seed)

@@ -17,6 +17,7 @@ from absl import logging
 import tensorflow as tf
 
 from tfagent.data.groups import GroupTally
+from tfagent.data.multilabel import is_multilabel, multi_hot
 from tfagent.data.records import REASONS, BadRecord, Raw
 from tfagent.data.sources import (SPLITS, Examples, Streamed, no_examples, normalize_whitespace,
                                   split_of)
@@ -80,7 +81,11 @@ class LabelMap:
     return cls(labels, "names", normalize)
 
   def id_of(self, label: str):
-    """Returns the class id of `label`, or None if it is not a known class."""
+    """Returns the class id of `label` (a tuple of ids for a tuple of labels: multilabel),
+    or None if it is (or holds) no known class."""
+    if isinstance(label, tuple):
+      ids = tuple(self.id_of(one) for one in label)
+      return None if None in ids else ids
     label_id = self._index.get(self._key(label))
     if label_id is None and self.takes_ids and INT_ID.fullmatch(label) \
         and int(label) < len(self.class_names):
@@ -89,6 +94,11 @@ class LabelMap:
 
   def unknown(self, record: Raw, field: str) -> BadRecord:
     """The bad record for a label that is no class; names a near spelling if one exists."""
+    if isinstance(record.label, tuple):  # Multilabel: the first unknown label of the list.
+      bad = next(one for one in record.label if self.id_of(one) is None)
+      one = self.unknown(dataclasses.replace(record, label=bad), field)
+      return BadRecord(one.reason, one.where, f"in the label list {list(record.label)}: "
+                       f"{one.message}")
     names = ", ".join(self.class_names)
     ids = f" (or an id 0..{len(self.class_names) - 1})" if self.takes_ids else ""
     near = [n for n in self.class_names if fold(n) == fold(record.label)]
@@ -246,8 +256,11 @@ class _Scanner:
     """Whether two labels as written name one class (ids and spellings resolved)."""
     labels = self.plan.labels
     if labels is not None:
-      return labels.id_of(a) == labels.id_of(b)
-    return fold(a) == fold(b) if self.cfg.normalize_labels else a == b
+      a, b = labels.id_of(a), labels.id_of(b)
+    elif self.cfg.normalize_labels:
+      a, b = (tuple(map(fold, x)) if isinstance(x, tuple) else fold(x) for x in (a, b))
+    # Label lists (multilabel) are one class set in any order.
+    return set(a) == set(b) if isinstance(a, tuple) and isinstance(b, tuple) else a == b
 
   def add(self, part: str, ordinal: int, record: Raw) -> None:
     """Counts one usable record; marks it for removal if it repeats a text."""
@@ -255,8 +268,9 @@ class _Scanner:
     norm, key = text_key(record.text, cfg.seed)
     by = split_key(record, norm, key, cfg.seed)
     split = assign(part, *by, plan.has_test, cfg)
-    plan.spellings[record.label] += 1
-    plan.firsts.setdefault(record.label, record.where)
+    for label in record.label if isinstance(record.label, tuple) else (record.label,):
+      plan.spellings[label] += 1
+      plan.firsts.setdefault(label, record.where)
     seen = self.first[part].get(key)
     if seen is not None:
       plan.stats[f"duplicates_{split}"] += 1
@@ -288,7 +302,8 @@ class _Scanner:
 
   def _count(self, split: str, label: str, nbytes: int, sign: int) -> None:
     self.plan.sizes[split] += sign
-    self.plan.balance[split][label] += sign
+    for one in label if isinstance(label, tuple) else (label,):  # Multilabel: each label.
+      self.plan.balance[split][one] += sign
     self.plan.text_bytes += nbytes
 
 
@@ -376,6 +391,8 @@ def split_examples(parts: list, plan: Plan, data_cfg, only: str = None):
       label_id = plan.labels.id_of(item.label)
       if label_id is None:
         continue
+      if isinstance(label_id, tuple):  # Multilabel: <float32>[C], 1 at each label.
+        label_id = multi_hot(label_id, len(plan.labels.class_names))
       norm, key = text_key(item.text, data_cfg.seed)
       split = assign(part.name, *split_key(item, norm, key, data_cfg.seed), plan.has_test,
                      data_cfg)
@@ -386,7 +403,8 @@ def split_examples(parts: list, plan: Plan, data_cfg, only: str = None):
 def build_splits(parts: list, plan: Plan, data_cfg) -> dict:
   """Holds the splits in memory when the text fits `--cache_max_mb`, else streams them."""
   if plan.text_bytes <= data_cfg.cache_max_mb * 2**20:
-    splits = {name: Examples([], []) for name in SPLITS}
+    width = len(plan.labels.class_names) if is_multilabel(data_cfg) else 0
+    splits = {name: Examples([], [], width) for name in SPLITS}
     for text, label_id, split in split_examples(parts, plan, data_cfg):
       splits[split].texts.append(text)
       splits[split].labels.append(label_id)
@@ -402,7 +420,7 @@ def stream_split(parts: list, plan: Plan, data_cfg, name: str) -> Streamed:
     for text, label_id, _ in split_examples(parts, plan, data_cfg, only=name):
       yield text, label_id
   ds = tf.data.Dataset.from_generator(generate, output_signature=(
-      tf.TensorSpec([], tf.string), tf.TensorSpec([], tf.int32)))
+      tf.TensorSpec([], tf.string), label_spec(data_cfg, len(plan.labels.class_names))))
   # Cardinality stays unknown on purpose: make_input_fn caches only splits
   # held in memory (known cardinality), never a stream.
   return Streamed(ds, plan.sizes[name], _balance_ids(plan, name))
@@ -422,6 +440,13 @@ def load_parts(parts: list, labels, data_cfg, source: str) -> tuple:
   if data_cfg.group_field:
     report["groups"] = plan.groups.report(data_cfg.group_field, plan.has_test)
   return build_splits(parts, plan, data_cfg), plan.labels.class_names, report
+
+
+def label_spec(data_cfg, num_classes: int) -> tf.TensorSpec:
+  """A label's spec: `<int32>[]` (multiclass) or multi-hot `<float32>[C]` (multilabel)."""
+  if is_multilabel(data_cfg):
+    return tf.TensorSpec([num_classes], tf.float32)
+  return tf.TensorSpec([], tf.int32)
 
 
 def _balance_ids(plan: Plan, split: str) -> collections.Counter:
