@@ -373,6 +373,7 @@ def test_bert_with_a_wide_path_lists_the_ngrams_after_the_pieces(tiny_bert_prese
   assert out["attributions"].shape == out["tokens"].shape
   assert (out["attributions"][out["tokens"] == b""] == 0).all()
   assert completeness_ratio(out) <= 0.01
+  assert explained(model, [""], steps=2)["tokens"].tolist() == [[]]  # No n-gram in the batch.
 
 
 def test_bert_with_a_wide_path_and_deep_weight_zero_is_the_wide_path_exactly(tiny_bert_preset):

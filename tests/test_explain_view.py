@@ -173,3 +173,14 @@ def test_the_views_show_the_probability_of_the_rows_class():
   names = ["negative", "positive"]
   assert explain_view.terminal(row, False, names).startswith("negative 0.300 (completeness")
   assert "negative 0.300 · completeness" in explain_view.html_section(row, names)
+
+
+def test_predict_and_explain_load_the_export_once(export_dir, monkeypatch):
+  """Scoring, the class names and the explanations share one tf.saved_model.load."""
+  import tensorflow as tf
+  loads, load = [], tf.saved_model.load
+  monkeypatch.setattr(tf.saved_model, "load", lambda *a, **k: loads.append(a) or load(*a, **k))
+  model = tfagent.load(export_dir)
+  assert model.predict(["good"])[0]["class"] == "negative"
+  assert model.explain(["good"])[0]["tokens"] == ["good"]
+  assert len(loads) == 1

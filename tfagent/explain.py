@@ -209,9 +209,9 @@ def distinct_ngrams(wide, text: tf.Tensor, target: tf.Tensor) -> tuple:
   n-gram of each text once, in order of first occurrence, and its weight toward `target`."""
   ids, grams = wide.ngram_ids(text), ngram_strings(text, wide.ngrams)
   rows, flat = ids.value_rowids(), ids.flat_values
-  _, occurrence = tf.unique(rows * (wide.vocabulary_size + 1) + flat)
+  keys, occurrence = tf.unique(rows * (wide.vocabulary_size + 1) + flat)
   position = tf.range(tf.size(occurrence))
-  first = tf.math.unsorted_segment_min(position, occurrence, tf.reduce_max(occurrence) + 1)
+  first = tf.math.unsorted_segment_min(position, occurrence, tf.size(keys))
   keep = tf.not_equal(flat, 0) & tf.equal(tf.gather(first, occurrence), position)
   weights = tf.gather_nd(tf.convert_to_tensor(wide.kernel),
                          tf.stack([flat, tf.gather(target, rows)], axis=1))
