@@ -141,4 +141,4 @@ def test_an_unknown_class_name_is_invalid_argument_naming_the_classes(served):
   # Text alone is what TF Serving refuses too: every input of the signature is required.
   response = requests.post(f"{served['url']}/v1/models/why:predict", timeout=30, json={
       "signature_name": "explain_class", "instances": TEXTS})
-  assert response.status_code == 400 and "class_name" in response.json()["error"]
+  assert response.status_code == 400 and "list of objects" in response.json()["error"]
