@@ -162,9 +162,10 @@ def evaluate(predict_fn, test_ds, class_names, out_dir: str, extra: dict = None,
   return result
 
 
-def saved_model_predict_fn(path: str):
-  """Loads a SavedModel version (TF Text ops registered) and returns texts -> probabilities."""
-  return signatures.probabilities_fn(path)
+def saved_model_predict_fn(path: str, loaded=None):
+  """Loads a SavedModel version (TF Text ops registered; `loaded`: already loaded) and
+  returns texts -> probabilities."""
+  return signatures.probabilities_fn(path, loaded)
 
 
 def load_checkpoint(path: str):

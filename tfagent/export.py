@@ -53,13 +53,15 @@ def make_serving_fns(model: keras.Model, class_names) -> tuple:
 
 
 def add_explain_endpoint(archive, model: keras.Model, class_names, steps: int) -> None:
-  """Adds the explain signature (method predict, Keras' default) where the model supports it."""
+  """Adds the explain and explain_class signatures (method predict, Keras' default) where
+  the model supports them."""
   if not explain.supported(model):
-    logging.warning("No %s signature: %s has a wide path over BERT's word pieces, which "
-                    "explain.py does not attribute.", signatures.EXPLAIN_SIGNATURE, model.name)
+    logging.warning("No %s signature: %s has no tokenizer layer that explain.py knows.",
+                    signatures.EXPLAIN_SIGNATURE, model.name)
     return
-  archive.add_endpoint(signatures.EXPLAIN_SIGNATURE,
-                       explain.make_explain_fn(model, class_names, steps))
+  fns = explain.make_explain_fns(model, class_names, steps)
+  for name, fn in zip((signatures.EXPLAIN_SIGNATURE, signatures.EXPLAIN_CLASS_SIGNATURE), fns):
+    archive.add_endpoint(name, fn)
 
 
 def set_method_name(export_dir: str, signature: str, method: str) -> None:

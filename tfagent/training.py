@@ -22,6 +22,7 @@ from tfagent import (_compat, backup, config, data, distribute, evaluate, explai
 from tfagent.callbacks import (config_error, fit_verbosity, make_callbacks,  # noqa: F401
                                profile_range)
 from tfagent.errors import ConfigError
+from tfagent.signatures import load_saved_model
 
 # --mixed_precision -> Keras dtype policy: variables stay float32 in all three.
 PRECISION_POLICIES = dict(zip(config.PRECISIONS, ("float32", "mixed_bfloat16", "mixed_float16")))
@@ -344,7 +345,8 @@ def evaluate_export(cfg: config.Config, result: dict, splits, info, paths, stage
   if tasks.is_multilabel(cfg):
     return tasks.evaluate_multilabel(cfg, result, splits, info, staged)
   eval_dir = os.path.join(cfg.train.model_dir, "eval")
-  predict_fn = evaluate.saved_model_predict_fn(staged)
+  loaded = load_saved_model(staged)  # Once, for scoring and the explanations.
+  predict_fn = evaluate.saved_model_predict_fn(staged, loaded)
   # The export scores the validation split once: its accuracy and loss, its metrics and
   # the misclassified-examples summary (from the first texts).
   scan = []
@@ -376,7 +378,8 @@ def evaluate_export(cfg: config.Config, result: dict, splits, info, paths, stage
                                          "test_accuracy": result["accuracy"]},
                                 step=cfg.train.epochs)
   n = len(scan)
-  explain = explain_view.load_explainer(staged) if explain_view.has_explain(staged) else None
+  explain = (explain_view.load_explainer(staged, loaded=loaded)
+             if explain_view.has_explain(staged) else None)
   summaries.write_misclassified(val_dir, (scan, labels[:n], probs[:n]), info.class_names,
                                 cfg.train.misclassified_examples, cfg.train.epochs, explain)
   return result
