@@ -257,6 +257,8 @@ def test_a_teacher_of_other_classes_is_refused(teacher_path, tmp_path):
     ({"distill_unlabeled": "csv:x.csv"}, "--distill_unlabeled=csv:x.csv needs --teacher"),
     ({"teacher": "t", "distill_temperature": 0.0}, "--distill_temperature=0.0 is invalid"),
     ({"teacher": "t", "distill_alpha": 1.5}, "--distill_alpha=1.5 is invalid"),
+    ({"teacher": "t", "class_weight": "balanced", "monitor": "val_macro_f1"},
+     "--teacher=t does not work with --class_weight=balanced, --monitor=val_macro_f1 yet"),
 ])
 def test_bad_distill_flags_fail_before_data_is_read(flags, match, tmp_path):
   with pytest.raises(ConfigError, match=match):

@@ -43,8 +43,9 @@ class Taught:
   report: dict  # What the model card says of the teacher; {} without one.
 
 
-def check_config(train_cfg) -> None:
+def check_config(cfg) -> None:
   """Fails on --distill_* values that cannot work, before any data is read."""
+  train_cfg = cfg.train
   if not train_cfg.teacher:
     if train_cfg.distill_unlabeled:
       raise ConfigError(f"--distill_unlabeled={train_cfg.distill_unlabeled} needs "
@@ -57,6 +58,15 @@ def check_config(train_cfg) -> None:
   if not 0.0 <= train_cfg.distill_alpha <= 1.0:
     raise ConfigError(f"--distill_alpha={train_cfg.distill_alpha} is invalid; expected 0 "
                       "(labels only) to 1 (teacher only).")
+  # Not yet: their weights and metrics read the integer label, not the packed targets.
+  unsupported = [f for f, bad in (
+      (f"--task={cfg.data.task}", cfg.data.task != "multiclass"),
+      (f"--class_weight={train_cfg.class_weight}", train_cfg.class_weight not in ("", "none")),
+      (f"--monitor={train_cfg.monitor}", train_cfg.monitor == "val_macro_f1")) if bad]
+  if unsupported:
+    raise ConfigError(f"--teacher={train_cfg.teacher} does not work with "
+                      f"{', '.join(unsupported)} yet; distillation takes --task=multiclass, "
+                      "--class_weight=none and --monitor=val_loss or val_accuracy.")
 
 
 def teacher_error(path: str, why: str) -> ConfigError:
@@ -215,6 +225,7 @@ def teach(cfg, splits, info, n_train: int, teacher: Teacher = None) -> Taught:
 
   `teacher`: --teacher already loaded (a caller that keeps it across runs), or None.
   """
+  check_config(cfg)  # Again: the Python API reaches here without the command's checks.
   if not cfg.train.teacher:
     return Taught(splits["train"], n_train, {})
   with progress.stage("Labelling the training texts with the teacher (--teacher)"):
@@ -298,11 +309,11 @@ class LabelAccuracy(keras.metrics.Mean):
     return super().update_state(right, keras.ops.cast(labels >= 0, "float32"))
 
 
-def compile_args(train_cfg) -> dict:
-  """The classifier's loss and metrics: with a teacher, the distillation loss on packed targets."""
+def compile_args(train_cfg, task_args: dict) -> dict:
+  """The classifier's loss and metrics: the task's (`task_args`), or with a teacher the
+  distillation loss on packed targets."""
   # Not keras.distillation.Distiller: it reruns the teacher each step, on ids it cannot take.
   if not train_cfg.teacher:
-    return {"loss": keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-            "metrics": ["accuracy"]}
+    return task_args
   return {"loss": DistillationLoss(train_cfg.distill_temperature, train_cfg.distill_alpha),
           "metrics": [LabelAccuracy()]}

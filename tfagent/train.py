@@ -53,7 +53,7 @@ def check(cfg: config.Config, present) -> None:
   logging.info("Loading TensorFlow and Keras...")  # About 10 s, before any other line.
   from tfagent import distill, fileio, models  # pylint: disable=import-outside-toplevel
   models.check_model_config(cfg.model)
-  distill.check_config(cfg.train)
+  distill.check_config(cfg)
   fileio.check_filesystems({"model_dir": cfg.train.model_dir,
                             "export_dir": cfg.export.export_dir})
 
