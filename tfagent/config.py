@@ -80,6 +80,9 @@ class DataConfig:
                               "little padding is computed; 0 pads to each batch's longest.")
   deterministic: bool = setting(True, "Fixed element order for reproducible runs; false lets "
                                 "parallel stages reorder elements, for speed.")
+  read_test: bool = setting(True, "False leaves the test split unread and unscored (tfagent "
+                            "tune's trials are chosen on validation only); the split itself "
+                            "is the same, so a later evaluation scores the usual test texts.")
 
 
 @dataclasses.dataclass(frozen=True)
