@@ -23,7 +23,7 @@ import time
 
 from absl import app, flags, logging
 
-from tfagent import cli, config, search_space
+from tfagent import cli, config, search_space, tune_report
 from tfagent.errors import ConfigError, TfagentError
 
 FLAGS = flags.FLAGS
@@ -88,30 +88,6 @@ def trial_config(cfg: config.Config, values: dict, run_dir: str) -> config.Confi
                                  version=0))
 
 
-def export_mb(path: str) -> float:
-  """Size of a SavedModel version directory in MB (2**20 bytes)."""
-  import tensorflow as tf  # pylint: disable=import-outside-toplevel
-  total = 0
-  for folder, _, files in tf.io.gfile.walk(path):
-    total += sum(tf.io.gfile.stat(os.path.join(folder, f)).length for f in files)
-  return total / 2**20
-
-
-def latency_ms(path: str, text: str, calls: int = 30) -> float:
-  """Median milliseconds of one-text requests to the export, in-process, after warm-up."""
-  import numpy as np  # pylint: disable=import-outside-toplevel
-  from tfagent import evaluate  # pylint: disable=import-outside-toplevel
-  predict = evaluate.saved_model_predict_fn(path)
-  for _ in range(3):
-    predict([text])
-  times = []
-  for _ in range(calls):
-    start = time.perf_counter()
-    predict([text])
-    times.append((time.perf_counter() - start) * 1000)
-  return float(np.median(times))
-
-
 def record_of(trial_id: str, values: dict, cfg: config.Config, result: dict,
               seconds: float) -> dict:
   """What tuning.json keeps of a finished trial."""
@@ -120,7 +96,7 @@ def record_of(trial_id: str, values: dict, cfg: config.Config, result: dict,
           "saved_model": result["saved_model"], "epochs": cfg.train.epochs,
           "val_accuracy": validation["accuracy"], "val_loss": validation["loss"],
           "val_macro_f1": result["validation_metrics"]["macro_f1"],
-          "seconds": seconds, "export_mb": export_mb(result["saved_model"])}
+          "seconds": seconds, "export_mb": tune_report.export_mb(result["saved_model"])}
 
 
 def budget_problem(record: dict, options: TuneOptions) -> str:
@@ -172,7 +148,7 @@ def make_tuner(cfg: config.Config, space: dict, options: TuneOptions):
         keras.backend.clear_session()
       record = record_of(trial.trial_id, values, trial_cfg, result, time.perf_counter() - start)
       if options.max_latency_ms:
-        record["latency_ms"] = latency_ms(result["saved_model"], "a short text to classify")
+        record["latency_ms"] = tune_report.latency_ms(result["saved_model"], "a short text to classify")
       record["rejected"] = budget_problem(record, options)
       write_json(os.path.join(run_dir, RECORD_FILE), record)
       logging.info("Trial %s: %s %.4f%s", trial.trial_id, options.objective,
@@ -244,55 +220,6 @@ def best_record(oracle, records: list):
   return next((r for r in records if best and r["trial"] == best[0]), None)
 
 
-def config_args(cfg: config.Config, names) -> list:
-  """`--flag=value` (config.to_flag_args' form) of the fields of `cfg` whose flag is in `names`."""
-  order = [config.flag_name(section, field) for section in config.SECTIONS.values()
-           for field in dataclasses.fields(section)]
-  return [arg for name, arg in zip(order, config.to_flag_args(cfg)) if name in names]
-
-
-def best_flags(cfg: config.Config, present: set, space: dict, best: dict,
-               options: TuneOptions) -> str:
-  """best.flags: the flags tune was given, then each chosen value under its validation score."""
-  chosen = {name: best["values"][name] for name in space}
-  if "tuner/epochs" in best["values"]:
-    chosen["epochs"] = best["epochs"]
-  score = (f"{options.objective} {best[options.objective]:.4f} on validation (trial "
-           f"{best['trial']}; accuracy {best['val_accuracy']:.4f}, macro F1 "
-           f"{best['val_macro_f1']:.4f}, loss {best['val_loss']:.4f})")
-  lines = [f"# tfagent tune ({options.tuner}, {options.tune_dir}): the best trial, "
-           f"{score}.", "# The flags tfagent tune was given:"]
-  lines += config_args(cfg, present - set(chosen))
-  lines.append("# Chosen by the search:")
-  for name, value in chosen.items():
-    searched = search_space.describe(space[name]) if name in space else "Hyperband's budget"
-    lines += [f"# {name}: {score}; searched {searched}", f"--{name}={value}"]
-  return "\n".join(lines) + "\n"
-
-
-def tuning_markdown(summary: dict) -> str:
-  """tuning.md: every trial in a table, the best one first named."""
-  best, test = summary["best"], summary.get("test") or {}
-  objective = summary["objective"]
-  lines = [f"# tfagent tune: {summary['tuner']}, objective {objective}", "",
-           f"Search space: `{json.dumps(summary['search_space'])}`", ""]
-  if best:
-    lines += [f"Best: trial {best['trial']}, {objective} {best[objective]:.4f}, values "
-              f"`{json.dumps(best['values'])}`; test (scored once, at the end): accuracy "
-              f"{test.get('accuracy', float('nan')):.4f}, macro F1 "
-              f"{test.get('macro_f1', float('nan')):.4f}.", ""]
-  lines += ["| trial | status | values | val accuracy | val macro F1 | val loss | seconds | "
-            "export MB | latency ms | note |", "| --- " * 10 + "|"]
-  for r in summary["trials"]:
-    cells = [r["trial"], r["status"], f"`{json.dumps(r['values'])}`"]
-    for key, form in (("val_accuracy", ".4f"), ("val_macro_f1", ".4f"), ("val_loss", ".4f"),
-                      ("seconds", ".0f"), ("export_mb", ".2f"), ("latency_ms", ".2f")):
-      cells.append(format(r[key], form) if r.get(key) is not None else "-")
-    cells.append(r.get("rejected") or r.get("error") or "")
-    lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |")
-  return "\n".join(lines) + "\n"
-
-
 def tune(cfg: config.Config, space: dict, options: TuneOptions, present: set) -> dict:
   """Searches, scores the best trial's export on test once, writes best.flags and tuning.*.
 
@@ -305,32 +232,39 @@ def tune(cfg: config.Config, space: dict, options: TuneOptions, present: set) ->
   Returns:
     tuning.json's content.
   """
-  from tfagent import evaluate, fileio  # pylint: disable=import-outside-toplevel
+  from tfagent import evaluate  # pylint: disable=import-outside-toplevel
   oracle = run_search(cfg, space, options)
   records = trial_records(oracle, options.tune_dir)
   best = best_record(oracle, records)
   summary = {"tuner": options.tuner, "objective": options.objective,
              "search_space": space, "options": dataclasses.asdict(options),
              "best": best, "trials": records}
-  if best:
-    summary["test"] = {k: v for k, v in evaluate.run_test_split(
-        best["run_dir"], best["saved_model"], os.path.join(options.tune_dir, "test"),
-        overwrite=True).items() if k in ("accuracy", "macro_f1", "examples", "roc_auc")}
-    fileio.write_text_atomically(os.path.join(options.tune_dir, "best.flags"),
-                                 best_flags(cfg, present, space, best, options))
-  write_json(os.path.join(options.tune_dir, "tuning.json"), summary)
-  fileio.write_text_atomically(os.path.join(options.tune_dir, "tuning.md"),
-                               tuning_markdown(summary))
+  write_summary(options.tune_dir, summary, None)  # The trials are kept should test fail.
   if not best:
     raise ConfigError(f"tfagent tune: none of the {len(records)} trials completed within the "
                       f"budgets (see {os.path.join(options.tune_dir, 'tuning.md')}).")
+  summary["test"] = {k: v for k, v in evaluate.run_test_split(
+      best["run_dir"], best["saved_model"], os.path.join(options.tune_dir, "test"),
+      overwrite=True).items() if k in ("accuracy", "macro_f1", "examples", "roc_auc")}
+  write_summary(options.tune_dir, summary, tune_report.best_flags(cfg, present, summary))
   logging.info("Best: trial %s, %s %.4f, %s; test accuracy %.4f. Wrote %s.", best["trial"],
                options.objective, best[options.objective], json.dumps(best["values"]),
                summary["test"]["accuracy"], os.path.join(options.tune_dir, "best.flags"))
   return summary
 
 
+def write_summary(tune_dir: str, summary: dict, flags_text: str = None) -> None:
+  """tuning.json, tuning.md and, once the best trial is scored, best.flags."""
+  from tfagent import fileio  # pylint: disable=import-outside-toplevel
+  write_json(os.path.join(tune_dir, "tuning.json"), summary)
+  fileio.write_text_atomically(os.path.join(tune_dir, "tuning.md"),
+                               tune_report.tuning_markdown(summary))
+  if flags_text:
+    fileio.write_text_atomically(os.path.join(tune_dir, "best.flags"), flags_text)
+
+
 def write_json(path: str, content) -> None:
+  """Writes `content` as indented JSON, atomically."""
   from tfagent import fileio  # pylint: disable=import-outside-toplevel
   fileio.write_text_atomically(path, json.dumps(content, indent=2, sort_keys=True))
 
