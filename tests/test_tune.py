@@ -66,6 +66,16 @@ def test_good_space_becomes_keras_tuner_hyperparameters_and_config_values():
   assert (cfg.model.dropout, cfg.model.hidden_dim, cfg.train.epochs) == (0.35, 128, 5)
 
 
+@pytest.mark.parametrize("space, flagfile", [("quickstart.json", "quickstart.flags"),
+                                              ("imdb_lstm.json", "imdb_lstm.flags")])
+def test_shipped_search_spaces_fit_their_configs(space, flagfile, monkeypatch):
+  monkeypatch.chdir(ROOT)  # Flagfiles name others relative to the repository root.
+  cfg, _ = config.from_args(os.path.join("configs", flagfile))
+  loaded = search_space.load(os.path.join("configs", "search", space), cfg)
+  assert {"dropout", "learning_rate", "hidden_dim", "embedding_dim"} <= set(loaded)
+  search_space.hyperparameters(loaded)
+
+
 def test_time_budget_parses_and_refuses_nonsense():
   assert [tune.parse_duration(t) for t in ("45m", "1h30m", "90s", "2h", "120", "")] == \
       [2700, 5400, 90, 7200, 120, 0]
