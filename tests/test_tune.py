@@ -83,6 +83,17 @@ def test_time_budget_parses_and_refuses_nonsense():
     tune.parse_duration("45 minutes")
 
 
+def test_spent_time_budget_starts_no_trial(tmp_path):
+  cfg = config.Config(train=config.TrainConfig(model_dir=str(tmp_path / "unused")))
+  options = tune.TuneOptions(tune_dir=str(tmp_path / "tune"), tuner="random",
+                             time_budget_s=1e-9)
+  with pytest.raises(ConfigError, match="none of the 0 trials completed"):
+    tune.tune(cfg, {"dropout": {"min": 0.1, "max": 0.5}}, options, set())
+  summary = json.loads((tmp_path / "tune" / "tuning.json").read_text())
+  assert summary["trials"] == [] and summary["best"] is None
+  assert not (tmp_path / "tune" / "trials").exists()
+
+
 def test_export_size_budget_rejects_larger_trials():
   options = tune.TuneOptions(max_export_mb=10)
   assert tune.budget_problem({"export_mb": 9.9}, options) == ""
