@@ -31,6 +31,7 @@ TUNERS = ("hyperband", "random", "bayesian")
 OBJECTIVES = {"val_accuracy": "max", "val_macro_f1": "max", "val_loss": "min"}
 SETTINGS_FILE = "tune_settings.json"  # What a resumed search must share with the first run.
 RECORD_FILE = "trial_record.json"  # In each trial's run directory.
+LATENCY_TEXT = "一部不错的电影, a film worth seeing"  # One short request, as a served one.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,7 +149,7 @@ def make_tuner(cfg: config.Config, space: dict, options: TuneOptions):
         keras.backend.clear_session()
       record = record_of(trial.trial_id, values, trial_cfg, result, time.perf_counter() - start)
       if options.max_latency_ms:
-        record["latency_ms"] = tune_report.latency_ms(result["saved_model"], "a short text to classify")
+        record["latency_ms"] = tune_report.latency_ms(result["saved_model"], LATENCY_TEXT)
       record["rejected"] = budget_problem(record, options)
       write_json(os.path.join(run_dir, RECORD_FILE), record)
       logging.info("Trial %s: %s %.4f%s", trial.trial_id, options.objective,
@@ -208,8 +209,8 @@ def trial_records(oracle, tune_dir: str) -> list:
     status = {"COMPLETED": "completed", "RUNNING": "interrupted"}.get(trial.status, "failed")
     record["status"] = "rejected" if record.get("rejected") else status
     if status == "failed" and not record.get("rejected"):
-      record["error"] = (trial.message or "").strip().splitlines()[-1:] or [""]
-      record["error"] = record["error"][0]
+      lines = (trial.message or "").strip().splitlines()
+      record["error"] = lines[-1] if lines else ""  # The exception, below its traceback.
     records.append(record)
   return records
 
