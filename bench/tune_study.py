@@ -11,7 +11,8 @@ Each step is the command a user runs, in its own process, run folders under --ru
 3. with --size_study, the same search under --max_export_mb = half the hand-made export;
 4. `tfagent cross_validate --folds=K` of the hand-made config and of best.flags, on the same
    folds (same seed): per-fold accuracy, the paired difference and its standard error.
-Writes OUT.json and OUT.md. Note: the folds cover the whole corpus, the search's validation
+Writes OUT.json and OUT.md. Run again after a stop, it reuses finished steps (a search
+resumes from its oracle state). Note: the folds cover the whole corpus, the search's validation
 part included, so the tuned config's fold scores carry a little of its selection.
 """
 
@@ -45,14 +46,18 @@ def define_flags() -> None:
                       "OUT.json and OUT.md.")
 
 
-def run(args: list, log: str) -> float:
-  """Runs `python -m ARGS` from the repository root; returns its wall seconds."""
+def run(args: list, log: str, check: bool = True, done: str = None) -> float:
+  """Runs `python -m ARGS` from the repository root; returns its wall seconds (0 when `done`
+  exists already: a stopped study run again goes on where it stopped)."""
+  if done and os.path.exists(done):
+    logging.info("Reusing %s.", done)
+    return 0.0
   cmd = [sys.executable, "-m", *args] + (QUICK if FLAGS.quick else [])
   logging.info("Running: %s (log %s)", shlex.join(cmd), log)
   start = time.perf_counter()
   with open(log, "w", encoding="utf-8") as f:
     code = subprocess.call(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
-  if code:
+  if code and check:
     raise SystemExit(f"{shlex.join(cmd)} failed ({code}); see {log}")
   return time.perf_counter() - start
 
@@ -69,7 +74,8 @@ def search(name: str, extra: list) -> dict:
   seconds = run(["tfagent.tune", f"--flagfile={BASE}", f"--search_space={SPACE}",
                  "--tuner=bayesian", f"--max_trials={trials}", f"--tune_time_budget={budget}",
                  f"--tune_dir={tune_dir}", f"--model_dir={tune_dir}/unused", *extra],
-                os.path.join(FLAGS.runs_dir, f"{name}.log"))
+                os.path.join(FLAGS.runs_dir, f"{name}.log"), check=not extra)
+  # Under a size budget every trial may be rejected: tune then fails, tuning.json says why.
   return {**read_json(tune_dir, "tuning.json"), "wall_seconds": seconds}
 
 
@@ -79,7 +85,8 @@ def cross_validate(name: str, flagfile: str) -> list:
   model_dir = os.path.join(FLAGS.runs_dir, name)
   run(["tfagent.cross_validate", f"--flagfile={flagfile}", f"--folds={folds}",
        f"--model_dir={model_dir}", f"--export_dir={model_dir}/export"],
-      os.path.join(FLAGS.runs_dir, f"{name}.log"))
+      os.path.join(FLAGS.runs_dir, f"{name}.log"),
+      done=os.path.join(model_dir, "cross_validation.json"))
   return [fold["accuracy"] for fold in read_json(model_dir, "cross_validation.json")["per_fold"]]
 
 
@@ -122,7 +129,8 @@ def main(argv):
   os.makedirs(FLAGS.runs_dir, exist_ok=True)
   hand_dir = os.path.join(FLAGS.runs_dir, "hand")
   run(["tfagent.train", f"--flagfile={BASE}", "--noread_test", f"--model_dir={hand_dir}",
-       f"--export_dir={hand_dir}/export"], os.path.join(FLAGS.runs_dir, "hand.log"))
+       f"--export_dir={hand_dir}/export"], os.path.join(FLAGS.runs_dir, "hand.log"),
+      done=os.path.join(hand_dir, "eval", "metrics.json"))
   metrics = read_json(hand_dir, "eval", "metrics.json")
   from tfagent import tune_report  # pylint: disable=import-outside-toplevel
   hand = {"val_accuracy": metrics["validation"]["accuracy"],
