@@ -46,13 +46,14 @@ def define_flags() -> None:
                       "OUT.json and OUT.md.")
 
 
-def run(args: list, log: str, check: bool = True, done: str = None) -> float:
-  """Runs `python -m ARGS` from the repository root; returns its wall seconds (0 when `done`
-  exists already: a stopped study run again goes on where it stopped)."""
+def run(args: list, log: str, check: bool = True, done: str = None,
+        quick: bool = True) -> float:
+  """Runs `python -m ARGS` (and, with --quick and `quick`, QUICK) from the repository root;
+  returns its wall seconds (0 when `done` exists: a stopped study goes on where it stopped)."""
   if done and os.path.exists(done):
     logging.info("Reusing %s.", done)
     return 0.0
-  cmd = [sys.executable, "-m", *args] + (QUICK if FLAGS.quick else [])
+  cmd = [sys.executable, "-m", *args] + (QUICK if FLAGS.quick and quick else [])
   logging.info("Running: %s (log %s)", shlex.join(cmd), log)
   start = time.perf_counter()
   with open(log, "w", encoding="utf-8") as f:
@@ -79,14 +80,15 @@ def search(name: str, extra: list) -> dict:
   return {**read_json(tune_dir, "tuning.json"), "wall_seconds": seconds}
 
 
-def cross_validate(name: str, flagfile: str) -> list:
-  """Per-fold accuracy of `flagfile` under tfagent.cross_validate."""
+def cross_validate(name: str, flagfile: str, quick: bool = True) -> list:
+  """Per-fold accuracy of `flagfile` under tfagent.cross_validate (`quick`: with QUICK after
+  it; best.flags holds QUICK already, and QUICK after it would undo the chosen values)."""
   folds = 2 if FLAGS.quick else FLAGS.folds
   model_dir = os.path.join(FLAGS.runs_dir, name)
   run(["tfagent.cross_validate", f"--flagfile={flagfile}", f"--folds={folds}",
        f"--model_dir={model_dir}", f"--export_dir={model_dir}/export"],
       os.path.join(FLAGS.runs_dir, f"{name}.log"),
-      done=os.path.join(model_dir, "cross_validation.json"))
+      done=os.path.join(model_dir, "cross_validation.json"), quick=quick)
   return [fold["accuracy"] for fold in read_json(model_dir, "cross_validation.json")["per_fold"]]
 
 
@@ -108,10 +110,10 @@ def markdown(out: dict) -> str:
            f"{best['export_mb']:.1f} MB, `{json.dumps(best['values'])}`); search wall time "
            f"{out['search']['wall_seconds']:.0f} s.", ""]
   if "small" in out:
-    small = out["small"]["best"] or {}
-    lines += [f"Under --max_export_mb={out['small']['options']['max_export_mb']:.2f}: best "
-              f"validation accuracy {small.get('val_accuracy', float('nan')):.2%}, export "
-              f"{small.get('export_mb', float('nan')):.2f} MB.", ""]
+    small, limit = out["small"]["best"], out["small"]["options"]["max_export_mb"]
+    lines += [f"Under --max_export_mb={limit:.2f}: " + (
+        f"best validation accuracy {small['val_accuracy']:.2%}, export "
+        f"{small['export_mb']:.2f} MB." if small else "no trial under the budget."), ""]
   folds = out["folds"]
   lines += ["| config | " + " | ".join(f"fold {i}" for i in range(len(folds["hand"])))
             + " | mean |", "| --- " * (len(folds["hand"]) + 2) + "|"]
@@ -141,7 +143,7 @@ def main(argv):
     out["small"] = search("tune_small", [f"--max_export_mb={hand['export_mb'] / 2:.3f}"])
   best_flags = os.path.join(FLAGS.runs_dir, "tune", "best.flags")
   out["folds"] = {"hand": cross_validate("cv_hand", BASE),
-                  "tuned": cross_validate("cv_tuned", best_flags)}
+                  "tuned": cross_validate("cv_tuned", best_flags, quick=False)}
   out["paired_difference"] = paired(out["folds"]["tuned"], out["folds"]["hand"])
   with open(FLAGS.out + ".json", "w", encoding="utf-8") as f:
     json.dump(out, f, indent=2)
