@@ -3,7 +3,7 @@
   status.py       errors with TF Serving's codes and their HTTP mapping
   protos.py       config protos PyPI lacks (BatchingParameters, MonitoringConfig, SSLConfig)
   tensors.py      TensorProto <-> numpy as TF Serving converts them, sizes checked first
-  rapidjson.py    JSON as TF Serving's rapidjson reads and writes it
+  json_text.py    JSON parsed by python-rapidjson (TF Serving's RapidJSON), answers' layout
   json_tensor.py  REST bodies <-> arrays and protos (util/json_tensor.cc)
   batching.py     dynamic batching (BatchingParameters, one queue per signature)
   servable.py     one loaded SavedModel version: signatures, warm-up, run

@@ -13,7 +13,7 @@ import grpc
 import numpy as np
 import tensorflow as tf
 
-from tfagent.serving import rapidjson, status, tensors
+from tfagent.serving import json_text, status, tensors
 
 ROW, COLUMNAR = "row", "columnar"
 # A row body whose `instances` come first (after a plain signature_name, if any).
@@ -38,12 +38,12 @@ def json_type(value) -> str:
 
 def format_error(value, message: str) -> status.ServingError:
   """FormatError: 'JSON Value: <value as debug JSON> <message>'."""
-  return status.invalid_argument(f"JSON Value: {rapidjson.debug_string(value)} {message}")
+  return status.invalid_argument(f"JSON Value: {json_text.debug_string(value)} {message}")
 
 
 def type_error(value, dtype: tf.DType) -> status.ServingError:
   return status.invalid_argument(
-      f"JSON Value: {rapidjson.debug_string(value)} Type: {json_type(value)} is not of "
+      f"JSON Value: {json_text.debug_string(value)} Type: {json_type(value)} is not of "
       f"expected type: {tensors.dtype_name(dtype)}")
 
 
@@ -88,7 +88,7 @@ def convert_leaf(value, dtype: tf.DType):
   else:
     raise status.ServingError(
         grpc.StatusCode.UNIMPLEMENTED,
-        f"Conversion of JSON Value: {rapidjson.debug_string(value)} to type: "
+        f"Conversion of JSON Value: {json_text.debug_string(value)} to type: "
         f"{tensors.dtype_name(dtype)}")
   raise type_error(value, dtype)
 
@@ -111,7 +111,7 @@ def fill(value, shape: list, dtype: tf.DType) -> list:
     if type(v) is not list:
       if level != rank:
         raise status.invalid_argument(
-            f"JSON Value: {rapidjson.debug_string(v)} found at incorrect level: {level + 1} "
+            f"JSON Value: {json_text.debug_string(v)} found at incorrect level: {level + 1} "
             f"in the JSON DOM. Expected at level: {rank}")
       flat.append(convert_leaf(v, dtype))
       continue
@@ -229,7 +229,7 @@ def inputs_from_instances(instances: list, infos) -> dict:
     if set(item) != set(names):
       raise status.invalid_argument(
           f"Failed to process element: {i} of 'instances' list. JSON object: "
-          f"{rapidjson.debug_string(item)} keys must be equal to: {','.join(names)}")
+          f"{json_text.debug_string(item)} keys must be equal to: {','.join(names)}")
   return rows.arrays(len(instances))
 
 
@@ -252,7 +252,7 @@ def inputs_from_columns(inputs, infos) -> dict:
 
 def parse_body(body: bytes) -> dict:
   """ParseJson and FillSignature: a JSON object whose signature_name, if any, is a string."""
-  doc = rapidjson.loads(body)
+  doc = json_text.loads(body)
   if type(doc) is not dict:
     raise format_error(doc, "Is not object")
   if "signature_name" in doc and type(doc["signature_name"]) is not str:
@@ -388,9 +388,9 @@ def value_texts(array: np.ndarray) -> list:
   """Each value of an output as JSON text (AddSingleValueAndAdvance)."""
   flat = array.ravel()
   if array.dtype == object or array.dtype.kind == "S":
-    return [rapidjson.quote(b.decode("utf-8", "surrogateescape")) for b in flat]
+    return [json_text.quote(b.decode("utf-8", "surrogateescape")) for b in flat]
   if array.dtype in (np.float32, np.float64):
-    return rapidjson.decimal_texts(array)
+    return json_text.decimal_texts(array)
   if array.dtype == np.bool_:
     return ["true" if v else "false" for v in flat.tolist()]
   if array.dtype.kind in "iu":
@@ -403,7 +403,7 @@ def _b64_object(writer, value: bytes) -> None:
   """A `*_bytes` output value: {"b64": ...}, written as an object."""
   writer.start(False)
   writer.raw('"b64"')
-  writer.raw(rapidjson.quote(base64.b64encode(value).decode("ascii")))
+  writer.raw(json_text.quote(base64.b64encode(value).decode("ascii")))
   writer.end()
 
 
@@ -441,7 +441,7 @@ def predict_response(outputs: dict, fmt: str) -> str:
   names = sorted(outputs)
   if not names:
     raise status.invalid_argument("Cannot convert empty tensor map to JSON")
-  writer = rapidjson.PrettyWriter()
+  writer = json_text.PrettyWriter()
   writer.start(False)
   objects = len(names) > 1
   if fmt == COLUMNAR:
@@ -450,7 +450,7 @@ def predict_response(outputs: dict, fmt: str) -> str:
       writer.start(False)
     for name in names:
       if objects:
-        writer.raw(rapidjson.quote(name))
+        writer.raw(json_text.quote(name))
       _write_tensor(writer, name, outputs[name])
     if objects:
       writer.end()
@@ -464,7 +464,7 @@ def predict_response(outputs: dict, fmt: str) -> str:
       writer.single_line = True
       for name in names:
         if objects:
-          writer.raw(rapidjson.quote(name))
+          writer.raw(json_text.quote(name))
         array = outputs[name]
         _write_tensor(writer, name, np.asarray(array[row], dtype=array.dtype))
       writer.single_line = False
@@ -489,11 +489,11 @@ def _batch_size(outputs: dict, names: list) -> int:
   return batch
 
 
-def _results_writer(items, noun: str) -> rapidjson.PrettyWriter:
+def _results_writer(items, noun: str) -> json_text.PrettyWriter:
   """A writer past '{"results": ', once there are results to write."""
   if not items:
     raise status.invalid_argument(f"Cannot convert empty {noun} to JSON")
-  writer = rapidjson.PrettyWriter()
+  writer = json_text.PrettyWriter()
   writer.start(False)
   writer.raw('"results"')
   return writer
@@ -506,9 +506,9 @@ def classify_response(result) -> str:
   for row in result.classifications:
     writer.single_line = True
     writer.start(True)
-    scores = rapidjson.decimal_texts(np.array([c.score for c in row.classes], np.float32))
+    scores = json_text.decimal_texts(np.array([c.score for c in row.classes], np.float32))
     for entry, score in zip(row.classes, scores):
-      writer.leaf_array([rapidjson.quote(entry.label), score])
+      writer.leaf_array([json_text.quote(entry.label), score])
     writer.end()
     writer.single_line = False
   writer.end()
@@ -520,7 +520,7 @@ def regress_response(result) -> str:
   """MakeJsonFromRegressionResult."""
   writer = _results_writer(result.regressions, "RegressionResults")
   writer.single_line = True
-  writer.leaf_array(rapidjson.decimal_texts(
+  writer.leaf_array(json_text.decimal_texts(
       np.array([r.value for r in result.regressions], np.float32)))
   writer.end()
   return writer.text()
@@ -528,9 +528,9 @@ def regress_response(result) -> str:
 
 def error_response(message: str) -> str:
   """MakeJsonFromStatus."""
-  writer = rapidjson.PrettyWriter()
+  writer = json_text.PrettyWriter()
   writer.start(False)
   writer.raw('"error"')
-  writer.raw(rapidjson.quote(message))
+  writer.raw(json_text.quote(message))
   writer.end()
   return writer.text()
