@@ -8,6 +8,7 @@ switches single-line arrays on and off mid-document, and its float text
 (WriteDecimal); that layout is written here.
 """
 
+import base64
 import math
 import re
 import sys
@@ -15,7 +16,7 @@ import sys
 import numpy as np
 import rapidjson
 
-from tfagent.serving import status
+from tfagent.serving import status, tensors
 
 # python-rapidjson's reader recurses and stops at Python's recursion limit (1,000
 # by default); TF Serving's reader has no limit of its own. 10,000 levels use
@@ -162,3 +163,157 @@ class PrettyWriter:
 
   def text(self) -> str:
     return "".join(self.out)
+
+
+# Answers ----------------------------------------------------------------------
+
+def value_texts(array: np.ndarray) -> list:
+  """Each value of an output as JSON text (AddSingleValueAndAdvance)."""
+  flat = array.ravel()
+  if array.dtype == object or array.dtype.kind == "S":
+    return [quote(b.decode("utf-8", "surrogateescape")) for b in flat]
+  if array.dtype in (np.float32, np.float64):
+    return decimal_texts(array)
+  if array.dtype == np.bool_:
+    return ["true" if v else "false" for v in flat.tolist()]
+  if array.dtype.kind in "iu":
+    return [str(v) for v in flat.tolist()]
+  raise status.invalid_argument(
+      f"Failed to write JSON value for tensor type: {tensors.dtype_name(array.dtype)}")
+
+
+def _b64_object(writer, value: bytes) -> None:
+  """A `*_bytes` output value: {"b64": ...}, written as an object."""
+  writer.start(False)
+  writer.raw('"b64"')
+  writer.raw(quote(base64.b64encode(value).decode("ascii")))
+  writer.end()
+
+
+def _write_tensor(writer, name: str, array: np.ndarray) -> None:
+  """AddTensorValues: nested arrays (no recursion); `*_bytes` strings as {"b64": ...}."""
+  as_bytes = name.endswith("_bytes") and array.dtype == object
+  flat = array.ravel()
+  texts = None if as_bytes else value_texts(array)
+  if array.ndim == 0:
+    _b64_object(writer, flat[0]) if as_bytes else writer.raw(texts[0])
+    return
+  inner = array.shape[-1]
+  stride = [int(np.prod(array.shape[d + 1:])) for d in range(array.ndim)]
+  pending = [(0, 0)]  # (dimension or -1 to close, offset into the values)
+  while pending:
+    dim, offset = pending.pop()
+    if dim < 0:
+      writer.end()
+    elif dim == array.ndim - 1 and not as_bytes:
+      writer.leaf_array(texts[offset:offset + inner])
+    elif dim == array.ndim - 1:
+      writer.start(True)
+      for value in flat[offset:offset + inner]:
+        _b64_object(writer, value)
+      writer.end()
+    else:
+      writer.start(True)
+      pending.append((-1, 0))
+      for i in reversed(range(array.shape[dim])):
+        pending.append((dim + 1, offset + i * stride[dim]))
+
+
+def predict_response(outputs: dict, fmt: str) -> str:
+  """MakeJsonFromTensors: `predictions` (row) or `outputs` (columnar), rapidjson's layout."""
+  names = sorted(outputs)
+  if not names:
+    raise status.invalid_argument("Cannot convert empty tensor map to JSON")
+  writer = PrettyWriter()
+  writer.start(False)
+  objects = len(names) > 1
+  if fmt == "columnar":
+    writer.raw('"outputs"')
+    if objects:
+      writer.start(False)
+    for name in names:
+      if objects:
+        writer.raw(quote(name))
+      _write_tensor(writer, name, outputs[name])
+    if objects:
+      writer.end()
+  else:
+    batch = _batch_size(outputs, names)
+    writer.raw('"predictions"')
+    writer.start(True)
+    for row in range(batch):
+      if objects:
+        writer.start(False)
+      writer.single_line = True
+      for name in names:
+        if objects:
+          writer.raw(quote(name))
+        array = outputs[name]
+        _write_tensor(writer, name, np.asarray(array[row], dtype=array.dtype))
+      writer.single_line = False
+      if objects:
+        writer.end()
+    writer.end()
+  writer.end()
+  return writer.text()
+
+
+def _batch_size(outputs: dict, names: list) -> int:
+  """MakeRowFormatJsonFromTensors' check: every output has the same first dimension."""
+  batch = None
+  for name in names:
+    array = outputs[name]
+    if array.ndim == 0:
+      raise status.invalid_argument(f"Tensor name: {name} has no shape information ")
+    if batch is not None and array.shape[0] != batch:
+      raise status.invalid_argument(f"Tensor name: {name} has inconsistent batch size: "
+                                    f"{array.shape[0]} expecting: {batch}")
+    batch = array.shape[0]
+  return batch
+
+
+def _results_writer(items, noun: str) -> PrettyWriter:
+  """A writer past '{"results": ', once there are results to write."""
+  if not items:
+    raise status.invalid_argument(f"Cannot convert empty {noun} to JSON")
+  writer = PrettyWriter()
+  writer.start(False)
+  writer.raw('"results"')
+  return writer
+
+
+def classify_response(result) -> str:
+  """MakeJsonFromClassificationResult."""
+  writer = _results_writer(result.classifications, "ClassificationResults")
+  writer.start(True)
+  for row in result.classifications:
+    writer.single_line = True
+    writer.start(True)
+    scores = decimal_texts(np.array([c.score for c in row.classes], np.float32))
+    for entry, score in zip(row.classes, scores):
+      writer.leaf_array([quote(entry.label), score])
+    writer.end()
+    writer.single_line = False
+  writer.end()
+  writer.end()
+  return writer.text()
+
+
+def regress_response(result) -> str:
+  """MakeJsonFromRegressionResult."""
+  writer = _results_writer(result.regressions, "RegressionResults")
+  writer.single_line = True
+  writer.leaf_array(decimal_texts(
+      np.array([r.value for r in result.regressions], np.float32)))
+  writer.end()
+  return writer.text()
+
+
+def error_response(message: str) -> str:
+  """MakeJsonFromStatus."""
+  writer = PrettyWriter()
+  writer.start(False)
+  writer.raw('"error"')
+  writer.raw(quote(message))
+  writer.end()
+  return writer.text()

@@ -152,17 +152,12 @@ def model_configs(options: ServerOptions) -> list:
   fileio.check_filesystems({"model_config_file": options.model_config_file,
                             "model_base_path": options.model_base_path})
   if options.model_config_file:
-    return manager.parse_model_config(read_config_file(options.model_config_file),
-                                      f"--model_config_file={options.model_config_file}")
+    text = fileio.read_text(options.model_config_file, "model_config_file")
+    return manager.parse_model_config(text, f"--model_config_file={options.model_config_file}")
   if not options.model_base_path:
     raise ConfigError("Both --model_base_path and --model_config_file are empty; give "
                       "--model_base_path (with --model_name) or --model_config_file.")
   return manager.single_model(options.model_name, options.model_base_path)
-
-
-def read_config_file(path: str) -> str:
-  """The text of --model_config_file, or a ConfigError naming it."""
-  return fileio.read_text(path, "model_config_file")
 
 
 def batching_options(options: ServerOptions):
@@ -264,6 +259,10 @@ class Server:
     self.metrics = metrics.Metrics()
     self._metrics_path = metrics_path(options)
     self._credentials = grpc_credentials(options)
+    try:
+      self._channel_args = grpc_api.parse_channel_arguments(options.grpc_channel_arguments)
+    except ValueError as e:
+      raise ConfigError(str(e)) from None
     self.api = api.Api(None, api.ApiOptions(
         method_name_check=options.enable_signature_method_name_check,
         tensor_content=options.enable_serialization_as_tensor_content,
@@ -288,25 +287,20 @@ class Server:
       self._grpc = grpc_api.GrpcServer(self.api, self.metrics, grpc_api.GrpcOptions(
           address=f"{opts.bind_address}:{opts.port}" if opts.port else "",
           socket_path=opts.grpc_socket_path, max_threads=opts.grpc_max_threads,
-          channel_arguments=self._channel_arguments(), credentials=self._credentials))
+          channel_arguments=self._channel_args, credentials=self._credentials))
       logging.info("Running gRPC ModelServer at %s:%d ...", opts.bind_address, opts.port)
     if opts.rest_api_port:
       self._start_rest()
       logging.info("Exporting HTTP/REST API at:%s:%d ...", opts.bind_address,
                    opts.rest_api_port)
 
-  def _channel_arguments(self) -> tuple:
-    try:
-      return grpc_api.parse_channel_arguments(self.options.grpc_channel_arguments)
-    except ValueError as e:
-      raise ConfigError(str(e)) from None
-
   def _poll_config(self) -> None:
     """Re-reads --model_config_file every --model_config_file_poll_wait_seconds."""
     path = self.options.model_config_file
     while not self._stopped.wait(self.options.model_config_file_poll_wait_seconds):
       try:
-        self.manager.reload_config(manager.parse_model_config(read_config_file(path), path))
+        self.manager.reload_config(manager.parse_model_config(
+            fileio.read_text(path, "model_config_file"), path))
       except Exception as e:  # noqa: BLE001  The old config stays; the next poll may succeed.
         logging.error("Failed to reload --model_config_file=%s: %s", path, e)
 

@@ -79,6 +79,15 @@ def num_values(proto, elements: int) -> int:
   return len(getattr(proto, _FIELDS[proto.dtype]))
 
 
+def check_rank(alias: str, rank: int) -> None:
+  """At most 254 dimensions (TensorShape::MaxDimensions), and numpy's 64, for either protocol."""
+  if rank > MAX_DIMS:
+    raise status.invalid_argument(f"tensor parsing error: {alias}")
+  if rank > _NUMPY_MAX_DIMS:
+    raise status.invalid_argument(f"tensor parsing error: {alias} (at most "
+                                  f"{_NUMPY_MAX_DIMS} dimensions here)")
+
+
 def check_size(alias: str, proto, max_fill_bytes: int) -> None:
   """The checks Tensor::FromProto makes, before any array is built.
 
@@ -87,7 +96,8 @@ def check_size(alias: str, proto, max_fill_bytes: int) -> None:
   only up to `max_fill_bytes` of padded array.
   """
   shape = shape_of(proto)
-  if proto.tensor_shape.unknown_rank or len(shape) > MAX_DIMS or any(d < 0 for d in shape):
+  check_rank(alias, len(shape))
+  if proto.tensor_shape.unknown_rank or any(d < 0 for d in shape):
     raise status.invalid_argument(f"tensor parsing error: {alias}")
   elements = math.prod(shape)
   count = num_values(proto, elements)
@@ -100,9 +110,6 @@ def check_size(alias: str, proto, max_fill_bytes: int) -> None:
         f"input tensor alias: {alias} declares shape {shape} ({elements} values) but "
         f"carries {count}; padding it to its shape would take more than {max_fill_bytes} "
         "bytes")
-  if len(shape) > _NUMPY_MAX_DIMS:
-    raise status.invalid_argument(f"tensor parsing error: {alias} (at most "
-                                  f"{_NUMPY_MAX_DIMS} dimensions here)")
 
 
 def _decode_string_list(content: bytes, n: int):
