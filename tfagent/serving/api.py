@@ -195,15 +195,13 @@ class Api:
                            {signatures.CLASSIFY_INPUTS: rows}, deadline)
     return outputs, len(rows)
 
-  def classify(self, request, deadline=None) -> classification_pb2.ClassificationResponse:
-    """Classify (classification_service.cc, classifier.cc RunClassify)."""
+  def classify_or_regress(self, request, deadline=None):
+    """Classify or Regress, by the request's type (classification_service.cc,
+    regression_service.cc; classifier.cc RunClassify, regressor.cc RunRegress)."""
     self.check_spec(request)
-    return self.examples_call(self.resolve(request.model_spec), request, "classify", deadline)
-
-  def regress(self, request, deadline=None) -> regression_pb2.RegressionResponse:
-    """Regress (regression_service.cc, regressor.cc RunRegress)."""
-    self.check_spec(request)
-    return self.examples_call(self.resolve(request.model_spec), request, "regress", deadline)
+    kind = "classify" if isinstance(request, classification_pb2.ClassificationRequest) \
+        else "regress"
+    return self.examples_call(self.resolve(request.model_spec), request, kind, deadline)
 
   def examples_call(self, servable, request, kind: str, deadline=None):
     """Classify or regress on one servable (also the warm-up's replay of their logs)."""

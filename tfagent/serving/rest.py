@@ -228,13 +228,11 @@ class RestApi:
 
   def run_in_pool(self, call: Call) -> str:
     """Status, metadata, classify and regress: on a pool thread."""
+    if call.verb in ("status", "metadata") and not call.model:
+      raise status.invalid_argument("Missing model name in request.")
     if call.verb == "status":
-      if not call.model:
-        raise status.invalid_argument("Missing model name in request.")
       return status_json(self.manager.model_status(call.model, call.version))
     if call.verb == "metadata":
-      if not call.model:
-        raise status.invalid_argument("Missing model name in request.")
       request = get_model_metadata_pb2.GetModelMetadataRequest(
           metadata_field=[api_lib.SIGNATURE_DEF])
       request.model_spec.CopyFrom(call.spec())
@@ -248,9 +246,9 @@ class RestApi:
                else regression_pb2.RegressionRequest())
     request.model_spec.CopyFrom(call.spec(doc.get("signature_name", "")))
     json_tensor.fill_examples_request(doc, request, self._batch_limit(call))
-    if call.verb == "classify":
-      return json_text.classify_response(self.api.classify(request, call.deadline).result)
-    return json_text.regress_response(self.api.regress(request, call.deadline).result)
+    answer = (json_text.classify_response if call.verb == "classify"
+              else json_text.regress_response)
+    return answer(self.api.classify_or_regress(request, call.deadline).result)
 
 
 def _predict_answer(servable, name: str, outputs: dict, fmt: str) -> str:

@@ -155,12 +155,8 @@ def to_ndarray(proto) -> np.ndarray:
     values = (_decode_string_list(proto.tensor_content, elements) if proto.tensor_content
               else list(proto.string_val))
     flat = np.empty(elements, dtype=object)
-    if values:
-      flat[:min(len(values), elements)] = values[:elements]
-      flat[len(values):] = values[-1]
-    else:
-      flat[:] = b""
-    return flat.reshape(shape)
+    flat[:] = b""
+    return _padded(values, flat).reshape(shape)
   if proto.dtype in (types_pb2.DT_HALF, types_pb2.DT_UINT16, types_pb2.DT_INT16,
                      types_pb2.DT_INT8, types_pb2.DT_UINT8) and not proto.tensor_content:
     return tf.make_ndarray(proto)  # Packed fields these numpy casts do not read directly.
@@ -170,11 +166,15 @@ def to_ndarray(proto) -> np.ndarray:
   values = np.asarray(getattr(proto, _FIELDS[proto.dtype]), dtype=np_dtype)
   if values.size == elements:
     return values.reshape(shape)
-  flat = np.zeros(elements, dtype=np_dtype)
-  if values.size:
-    flat[:min(values.size, elements)] = values[:elements]
-    flat[values.size:] = values[-1]
-  return flat.reshape(shape)
+  return _padded(values, np.zeros(elements, dtype=np_dtype)).reshape(shape)
+
+
+def _padded(values, flat: np.ndarray) -> np.ndarray:
+  """`flat` holding `values`, then the last value repeated to its end (as TensorFlow pads)."""
+  if len(values):
+    flat[:min(len(values), flat.size)] = values[:flat.size]
+    flat[len(values):] = values[-1]
+  return flat
 
 
 def to_proto(array: np.ndarray, as_content: bool = False) -> tensor_pb2.TensorProto:
