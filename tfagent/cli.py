@@ -70,6 +70,7 @@ COMMANDS = {  # tfagent SUBCOMMAND -> the module `python -m` runs.
     "client": "tfagent.client",
     "convert": "tfagent.data.convert",
     "cross_validate": "tfagent.cross_validate",
+    "tune": "tfagent.tune",
 }
 USAGE = """usage: tfagent COMMAND [--flagfile=FILE] [--flag=value ...]
 
@@ -83,6 +84,7 @@ commands:
   client          call a TF Serving (or tfagent serve) endpoint
   convert         validate and split a source once, into TFRecord shards
   cross_validate  K-fold cross-validation through the training path
+  tune            hyperparameter search (KerasTuner), each trial a training run
 
 `tfagent COMMAND --help` lists the command's flags with their defaults;
 `python -m tfagent.COMMAND` is the same command."""

@@ -98,6 +98,9 @@ class DataConfig:
   allow_empty_labels: bool = setting(False, "Multilabel: a record with an empty label list "
                                      "(no label applies) is kept; off, it is a bad record, "
                                      "as an empty field is more often a mistake.")
+  read_test: bool = setting(True, "False leaves the test split unread and unscored (tfagent "
+                            "tune's trials are chosen on validation only); the split itself "
+                            "is the same, so a later evaluation scores the usual test texts.")
 
 
 @dataclasses.dataclass(frozen=True)

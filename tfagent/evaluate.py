@@ -222,7 +222,8 @@ def run_test_split(model_dir: str, saved_model: str, output_dir: str,
   check_overwrite(output_dir, overwrite)
   cfg = config.load_json(os.path.join(model_dir, "config.json"))
   check_multiclass(cfg.data)
-  splits, info = data.load_splits(cfg.data)
+  # A tune trial's run left test unread (read_test=False); here it is the point.
+  splits, info = data.load_splits(dataclasses.replace(cfg.data, read_test=True))
   if saved_model:
     predict_fn = saved_model_predict_fn(resolve_saved_model(saved_model))
   else:

@@ -17,7 +17,8 @@ import tensorflow as tf
 
 from tfagent import explain_view
 
-FINAL_METRICS = ("final/val_loss", "final/val_accuracy", "final/test_accuracy")
+FINAL_METRICS = ("final/val_loss", "final/val_accuracy", "final/val_macro_f1",
+                 "final/test_accuracy")
 MISCLASSIFIED_SCAN = 512  # Validation texts scanned for the misclassified-examples summary.
 
 

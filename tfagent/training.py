@@ -333,7 +333,7 @@ def train_in(cfg: config.Config, out: config.Config, strategy) -> dict:
     if distribute.is_chief(strategy):
       result = evaluate_export(cfg, result, splits, info, paths, staged.path)
   backup.clear(os.path.join(out.train.model_dir, "backup"))
-  if distribute.is_chief(strategy):
+  if distribute.is_chief(strategy) and cfg.data.read_test:
     logging.info("Done.\n%s", progress.final_summary(cfg, result, warmup[0]))
   return result
 
@@ -368,11 +368,13 @@ def evaluate_export(cfg: config.Config, result: dict, splits, info, paths, stage
               "validation": evaluate.accuracy_and_loss_of(labels, probs)}
     logging.info("Validation of the export: %s (Keras, %s: %s)", result["validation"],
                  keras_key, result[keras_key])
+  result["validation_metrics"] = {k: v for k, v in evaluate.compute_metrics(
+      labels, probs, info.class_names).items() if k in model_card.METRIC_KEYS}
+  if not cfg.data.read_test:  # tfagent tune's trials: validation figures only.
+    return validation_only(cfg, result)
   if paths is not None:
     result["paths"] = path_metrics({**paths, "test": path_outputs(paths["fn"], splits["test"])},
                                    info.class_names)
-  result["validation_metrics"] = {k: v for k, v in evaluate.compute_metrics(
-      labels, probs, info.class_names).items() if k in model_card.METRIC_KEYS}
   result = evaluate.evaluate(predict_fn, splits["test"], info.class_names, eval_dir, extra=result)
   write_model_card(cfg, result, splits, info, staged)
   logdir, _, val_dir = summaries.log_dirs(cfg.train.model_dir)
@@ -386,6 +388,16 @@ def evaluate_export(cfg: config.Config, result: dict, splits, info, paths, stage
              if explain_view.has_explain(staged) else None)
   summaries.write_misclassified(val_dir, (scan, labels[:n], probs[:n]), info.class_names,
                                 cfg.train.misclassified_examples, cfg.train.epochs, explain)
+  return result
+
+
+def validation_only(cfg: config.Config, result: dict) -> dict:
+  """Without `read_test`: eval/metrics.json and the final summaries hold validation figures."""
+  fileio.write_text_atomically(os.path.join(cfg.train.model_dir, "eval", "metrics.json"),
+                               json.dumps(result, indent=2))
+  summaries.write_final_metrics(summaries.log_dirs(cfg.train.model_dir)[0], {
+      "val_loss": result["validation"]["loss"], "val_accuracy": result["validation"]["accuracy"],
+      "val_macro_f1": result["validation_metrics"]["macro_f1"]}, step=cfg.train.epochs)
   return result
 
 

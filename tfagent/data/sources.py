@@ -289,8 +289,10 @@ def load_splits(data_cfg) -> tuple:
   splits, class_names, report = SOURCES[kind](arg, data_cfg)
   if data_cfg.max_train_examples:
     splits["train"] = cap_examples(splits["train"], data_cfg.max_train_examples, data_cfg.seed)
+  if not data_cfg.read_test:  # Unread (tfagent tune): empty, whatever the source holds.
+    splits["test"] = Examples([], [])
   for name in SPLITS:
-    if split_size(splits[name]) == 0:
+    if split_size(splits[name]) == 0 and (name != "test" or data_cfg.read_test):
       raise DataError(no_examples(data_cfg.dataset, name, report.get("skipped")))
   sizes = {name: split_size(splits[name]) for name in SPLITS}
   sizes = None if None in sizes.values() else sizes  # Unknown for some streams.

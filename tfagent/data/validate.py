@@ -307,7 +307,7 @@ class _Scanner:
     self.plan.text_bytes += nbytes
 
 
-def scan(parts: list, labels, data_cfg, source: str) -> tuple:
+def scan(parts: list, labels, data_cfg, source: str, has_test: bool = None) -> tuple:
   """Pass 1 over every part: validates, counts and plans the splits.
 
   Args:
@@ -315,12 +315,14 @@ def scan(parts: list, labels, data_cfg, source: str) -> tuple:
     labels: a LabelMap with fixed class names, or None to learn them from train.
     data_cfg: DataConfig (seed, dedup, on_bad_record, validation_fraction, ...).
     source: name for the log.
+    has_test: whether the source has a test part (default: one is in `parts`).
 
   Returns:
     `(plan, report)`: a Plan for `split_examples` and the data report dict.
   """
   tally = Tally(data_cfg.on_bad_record)
-  plan = Plan(labels, has_test=any(p.name == "test" for p in parts))
+  has_test = any(p.name == "test" for p in parts) if has_test is None else has_test
+  plan = Plan(labels, has_test=has_test)
   scanner = _Scanner(plan, data_cfg)
   for part in parts:
     if plan.labels is None and part.name == "test":
@@ -396,6 +398,8 @@ def split_examples(parts: list, plan: Plan, data_cfg, only: str = None):
       norm, key = text_key(item.text, data_cfg.seed)
       split = assign(part.name, *split_key(item, norm, key, data_cfg.seed), plan.has_test,
                      data_cfg)
+      if split == "test" and not data_cfg.read_test:
+        continue  # Carved from the training file, but never held or scored.
       if only is None or split == only:
         yield item.text, label_id, split
 
@@ -430,11 +434,13 @@ def load_parts(parts: list, labels, data_cfg, source: str) -> tuple:
   """Validates and splits `parts`; returns `(splits, class_names, report)`.
 
   Under cross-validation (`folds` > 1) an official test part is not read: the
-  folds cover the rest, and test stays untouched for the final figures.
+  folds cover the rest, and test stays untouched for the final figures. Without
+  `read_test` it is not read either, but the other splits stay as they were with it.
   """
-  if data_cfg.folds > 1:
+  has_test = any(p.name == "test" for p in parts)
+  if data_cfg.folds > 1 or not data_cfg.read_test:
     parts = [p for p in parts if p.name != "test"]
-  plan, report = scan(parts, labels, data_cfg, source)
+  plan, report = scan(parts, labels, data_cfg, source, has_test and data_cfg.folds <= 1)
   if data_cfg.folds > 1:
     report["cross_validation"] = {"folds": data_cfg.folds, "fold": data_cfg.fold}
   if data_cfg.group_field:

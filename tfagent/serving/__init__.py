@@ -2,9 +2,10 @@
 
   status.py       errors with TF Serving's codes and their HTTP mapping
   protos.py       config protos PyPI lacks (BatchingParameters, MonitoringConfig, SSLConfig)
-  tensors.py      TensorProto <-> numpy as TF Serving converts them, sizes checked first
-  rapidjson.py    JSON as TF Serving's rapidjson reads and writes it
-  json_tensor.py  REST bodies <-> arrays and protos (util/json_tensor.cc)
+  tensors.py      TensorProto <-> numpy, sizes and ranks checked first (both protocols)
+  json_text.py    JSON parsed by python-rapidjson (TF Serving's RapidJSON); answers written
+  json_tensor.py  REST bodies -> arrays and tf.Examples (util/json_tensor.cc)
+  examples.py     classify/regress: signature checks and results (classifier.cc, regressor.cc)
   batching.py     dynamic batching (BatchingParameters, one queue per signature)
   servable.py     one loaded SavedModel version: signatures, warm-up, run
   manager.py      model configs, version polling, loading/unloading, status, labels

@@ -5,14 +5,12 @@ any array is built."""
 
 import dataclasses
 
-from google.protobuf import text_format
 import grpc
-import numpy as np
 from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
                                      inference_pb2, model_pb2, predict_pb2, regression_pb2)
 
 from tfagent import signatures
-from tfagent.serving import pool, status, tensors
+from tfagent.serving import examples, pool, status, tensors
 
 SIGNATURE_DEF = "signature_def"
 _PREDICT_METHODS = (signatures.PREDICT_METHOD, signatures.CLASSIFY_METHOD,
@@ -56,121 +54,6 @@ def check_strings(inputs: dict, limit: int) -> None:
         raise status.invalid_argument(
             f"input tensor alias: {alias} holds a string of {longest} bytes; the limit is "
             f"{limit} bytes (--max_input_string_bytes)")
-
-
-def serialized_examples(request_input) -> np.ndarray:
-  """<string>[n] of serialized tf.Examples, context bytes first (InputToSerializedExampleTensor).
-
-  Concatenated serializations merge as protobuf merges: an example's feature
-  replaces the context's feature of the same name.
-  """
-  kind = request_input.WhichOneof("kind")
-  if kind == "example_list":
-    rows = [e.SerializeToString() for e in request_input.example_list.examples]
-  elif kind == "example_list_with_context":
-    listed = request_input.example_list_with_context
-    context = listed.context.SerializeToString()
-    rows = [context + e.SerializeToString() for e in listed.examples]
-  else:
-    rows = []
-  if not rows:
-    raise status.invalid_argument("Input is empty.")
-  out = np.empty(len(rows), dtype=object)
-  out[:] = rows
-  return out
-
-
-def _debug(signature) -> str:
-  return text_format.MessageToString(signature)
-
-
-def check_classify_signature(signature) -> None:
-  """PreProcessClassification (classifier.cc): one `inputs`, `classes` and/or `scores`."""
-  if len(signature.inputs) != 1:
-    raise status.invalid_argument("Expected one input Tensor.")
-  if len(signature.outputs) not in (1, 2):
-    raise status.invalid_argument(
-        f"Expected one or two output Tensors, found {len(signature.outputs)}")
-  if signatures.CLASSIFY_INPUTS not in signature.inputs:
-    raise status.invalid_argument(
-        f"No classification inputs found in SignatureDef: {_debug(signature)}")
-  if not {signatures.CLASSIFY_CLASSES, signatures.CLASSIFY_SCORES} & set(signature.outputs):
-    raise status.invalid_argument(
-        'Expected classification signature outputs to contain at least one of "classes" or '
-        f'"scores". Signature was: {_debug(signature)}')
-
-
-def check_regress_signature(signature) -> None:
-  """PreProcessRegression (regressor.cc): one `inputs`, one `outputs`."""
-  if len(signature.inputs) != 1:
-    raise status.invalid_argument("Expected one input Tensor.")
-  if len(signature.outputs) != 1:
-    raise status.invalid_argument("Expected one output Tensor.")
-  if signatures.REGRESS_INPUTS not in signature.inputs:
-    raise status.invalid_argument(
-        f"No regression inputs found in SignatureDef: {_debug(signature)}")
-  if signatures.REGRESS_OUTPUTS not in signature.outputs:
-    raise status.invalid_argument(
-        f"No regression outputs found in SignatureDef: {_debug(signature)}")
-
-
-def _shape_text(array: np.ndarray) -> str:
-  return "[" + ",".join(str(d) for d in array.shape) + "]"
-
-
-def _check_matrix(name: str, array, kind: str, n: int) -> None:
-  """PostProcessClassificationResult's checks of one output: [n, C] of the right dtype."""
-  if array.ndim != 2:
-    raise status.invalid_argument(
-        f"Expected Tensor shape: [batch_size num_classes] but got {_shape_text(array)}")
-  dtype = "DT_STRING" if array.dtype == object else tensors.dtype_enum_name(array.dtype)
-  if dtype != kind:
-    raise status.invalid_argument(f"Expected {name} Tensor of {kind}. Got: {dtype}")
-  if array.shape[0] != n:
-    raise status.invalid_argument(
-        f"Expected {name} output batch size of {n}. Got: {array.shape[0]}")
-
-
-def classification_result(outputs: dict, n: int) -> classification_pb2.ClassificationResult:
-  """A ClassificationResult from `classes` <string>[n, C] and/or `scores` <float>[n, C]."""
-  classes = outputs.get(signatures.CLASSIFY_CLASSES)
-  scores = outputs.get(signatures.CLASSIFY_SCORES)
-  if classes is not None:
-    _check_matrix("classes", classes, "DT_STRING", n)
-  if scores is not None:
-    _check_matrix("scores", scores, "DT_FLOAT", n)
-  if classes is not None and scores is not None and classes.shape[1] != scores.shape[1]:
-    raise status.invalid_argument("Tensors class and score should match in dim_size(1). "
-                                  f"Got {classes.shape[1]} vs. {scores.shape[1]}")
-  width = (classes if classes is not None else scores).shape[1]
-  result = classification_pb2.ClassificationResult()
-  for i in range(n):
-    row = result.classifications.add()
-    for j in range(width):
-      entry = row.classes.add()
-      if classes is not None:
-        entry.label = classes[i, j].decode("utf-8", "replace")
-      if scores is not None:
-        entry.score = scores[i, j]
-  return result
-
-
-def regression_result(outputs: dict, n: int) -> regression_pb2.RegressionResult:
-  """A RegressionResult from `outputs` <float>[n] or [n, 1] (PostProcessRegressionResult)."""
-  values = outputs[signatures.REGRESS_OUTPUTS]
-  if not (values.ndim == 1 or (values.ndim == 2 and values.shape[1] == 1)):
-    raise status.invalid_argument("Expected output Tensor shape to be either [batch_size] or "
-                                  f"[batch_size, 1] but got {_shape_text(values)}")
-  if values.shape[0] != n:
-    raise status.invalid_argument("Input batch size did not match output batch size: "
-                                  f"{n} vs. {values.shape[0]}")
-  if values.dtype != np.float32:
-    raise status.invalid_argument("Expected output Tensor of DT_FLOAT.  Got: "
-                                  f"{tensors.dtype_enum_name(values.dtype)}")
-  result = regression_pb2.RegressionResult()
-  for value in values.ravel().tolist():
-    result.regressions.add(value=value)
-  return result
 
 
 class Api:
@@ -249,35 +132,38 @@ class Api:
         raise status.invalid_argument(f"duplicate output tensor alias: {alias}")
       seen.add(alias)
 
+  async def predict_async(self, convert, respond, size: int, deadline,
+                          executor: pool.CallPool):
+    """One predict from an event loop, for REST and gRPC alike.
+
+    `convert()` checks the request and gives (servable, signature name, inputs,
+    context); `respond(servable, name, outputs, context)` makes the answer. A
+    request up to pool.INLINE_BYTES is converted on the loop and a batched call
+    waits on a future, not a thread; a larger one is converted and run on
+    `executor` (converting up to 2 GiB must not hold the loop).
+    """
+    if size > pool.INLINE_BYTES:
+      return await executor.call(deadline, _predict_blocking, convert, respond, deadline)
+    servable, name, inputs, context = convert()
+    outputs = await pool.run_async(servable, name, inputs, deadline, executor)
+    return respond(servable, name, outputs, context)
+
   async def predict(self, request: predict_pb2.PredictRequest, deadline,
                     executor: pool.CallPool) -> predict_pb2.PredictResponse:
-    """gRPC Predict (predict_impl.cc, predict_util.cc RunPredict); large requests on `executor`.
-
-    As REST parses a large body: converting a request of up to 2 GiB must not
-    hold the event loop.
-    """
+    """gRPC Predict (predict_impl.cc, predict_util.cc RunPredict)."""
     self.check_spec(request)
-    if request.ByteSize() > pool.INLINE_BYTES:
-      return await executor.call(deadline, self.predict_blocking, request, deadline)
-    servable, name, inputs = self._predict_call(request)
-    outputs = await pool.run_async(servable, name, inputs, deadline, executor)
-    return self._predict_response(request, servable, name, outputs)
-
-  def predict_blocking(self, request: predict_pb2.PredictRequest, deadline):
-    """Predict on a pool thread: conversions and the model call block it, not the loop."""
-    servable, name, inputs = self._predict_call(request)
-    outputs = servable.run(name, inputs, deadline)
-    return self._predict_response(request, servable, name, outputs)
+    return await self.predict_async(lambda: self._predict_call(request), self._predict_response,
+                                    request.ByteSize(), deadline, executor)
 
   def _predict_call(self, request: predict_pb2.PredictRequest) -> tuple:
-    """(servable, signature name, input arrays) of a Predict, after every check."""
+    """(servable, signature name, input arrays, request) of a Predict, after every check."""
     servable = self.resolve(request.model_spec)
     name = request.model_spec.signature_name or signatures.DEFAULT_SIGNATURE
     signature = self.predict_signature(servable, name)
-    return servable, name, self.predict_inputs(request, signature)
+    return servable, name, self.predict_inputs(request, signature), request
 
-  def _predict_response(self, request, servable, name: str,
-                        outputs: dict) -> predict_pb2.PredictResponse:
+  def _predict_response(self, servable, name: str, outputs: dict,
+                        request) -> predict_pb2.PredictResponse:
     response = predict_pb2.PredictResponse()
     fill_spec(response.model_spec, servable, name)
     for key in request.output_filter or sorted(outputs):
@@ -297,26 +183,25 @@ class Api:
       noun = "classification" if kind == "classify" else "regression"
       raise status.invalid_argument(f"Expected {noun} signature method_name to be {method}. "
                                     f"Was: {signature.method_name}")
-    (check_classify_signature if kind == "classify" else check_regress_signature)(signature)
+    (examples.check_classify_signature if kind == "classify"
+     else examples.check_regress_signature)(signature)
     return signature
 
   def _run_examples(self, servable, name: str, request_input, deadline) -> tuple:
     """(outputs, n): one model call of a signature on the request's examples."""
-    examples = serialized_examples(request_input)
-    check_strings({"inputs": examples}, self.options.max_string_bytes)
+    rows = examples.serialized_examples(request_input)
+    check_strings({"inputs": rows}, self.options.max_string_bytes)
     outputs = servable.run(name or signatures.DEFAULT_SIGNATURE,
-                           {signatures.CLASSIFY_INPUTS: examples}, deadline)
-    return outputs, len(examples)
+                           {signatures.CLASSIFY_INPUTS: rows}, deadline)
+    return outputs, len(rows)
 
-  def classify(self, request, deadline=None) -> classification_pb2.ClassificationResponse:
-    """Classify (classification_service.cc, classifier.cc RunClassify)."""
+  def classify_or_regress(self, request, deadline=None):
+    """Classify or Regress, by the request's type (classification_service.cc,
+    regression_service.cc; classifier.cc RunClassify, regressor.cc RunRegress)."""
     self.check_spec(request)
-    return self.examples_call(self.resolve(request.model_spec), request, "classify", deadline)
-
-  def regress(self, request, deadline=None) -> regression_pb2.RegressionResponse:
-    """Regress (regression_service.cc, regressor.cc RunRegress)."""
-    self.check_spec(request)
-    return self.examples_call(self.resolve(request.model_spec), request, "regress", deadline)
+    kind = "classify" if isinstance(request, classification_pb2.ClassificationRequest) \
+        else "regress"
+    return self.examples_call(self.resolve(request.model_spec), request, kind, deadline)
 
   def examples_call(self, servable, request, kind: str, deadline=None):
     """Classify or regress on one servable (also the warm-up's replay of their logs)."""
@@ -325,10 +210,10 @@ class Api:
     outputs, n = self._run_examples(servable, name, request.input, deadline)
     if kind == "classify":
       response = classification_pb2.ClassificationResponse()
-      response.result.CopyFrom(classification_result(outputs, n))
+      response.result.CopyFrom(examples.classification_result(outputs, n))
     else:
       response = regression_pb2.RegressionResponse()
-      response.result.CopyFrom(regression_result(outputs, n))
+      response.result.CopyFrom(examples.regression_result(outputs, n))
     fill_spec(response.model_spec, servable, name)
     return response
 
@@ -344,9 +229,9 @@ class Api:
       outputs, n = self._run_examples(servable, name, request.input, deadline)
       result = response.results.add()
       if task.method_name == signatures.CLASSIFY_METHOD:
-        result.classification_result.CopyFrom(classification_result(outputs, n))
+        result.classification_result.CopyFrom(examples.classification_result(outputs, n))
       else:
-        result.regression_result.CopyFrom(regression_result(outputs, n))
+        result.regression_result.CopyFrom(examples.regression_result(outputs, n))
       fill_spec(result.model_spec, servable, task.model_spec.signature_name)
     return response
 
@@ -369,9 +254,9 @@ class Api:
       if signature is None:
         raise status.invalid_argument(f"Requested signature not found in model graph: {name}")
       if task.method_name == signatures.CLASSIFY_METHOD:
-        check_classify_signature(signature)
+        examples.check_classify_signature(signature)
       elif task.method_name == signatures.REGRESS_METHOD:
-        check_regress_signature(signature)
+        examples.check_regress_signature(signature)
       else:
         raise status.ServingError(grpc.StatusCode.UNIMPLEMENTED,
                                   f"Unsupported signature method_name: {task.method_name}")
@@ -429,3 +314,9 @@ class Api:
     """Predict, Classify and Regress refuse a request without a ModelSpec."""
     if not request.HasField("model_spec"):
       raise status.invalid_argument("Missing ModelSpec")
+
+
+def _predict_blocking(convert, respond, deadline):
+  """A predict on a pool thread: conversions and the model call block it, not the loop."""
+  servable, name, inputs, context = convert()
+  return respond(servable, name, servable.run(name, inputs, deadline), context)

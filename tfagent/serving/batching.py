@@ -160,8 +160,7 @@ class Batcher:
     then runs that one request unbatched.
     """
     if size > self.options.max_batch_size:
-      raise status.invalid_argument(f"Task size {size} is larger than maximum input batch "
-                                    f"size {self.options.max_batch_size}")
+      raise status.task_size_error(size, self.options.max_batch_size)
     limit = self.options.batch_limit
     task = (_SplitTask(inputs, size, limit, on_done) if size > limit else
             _Task(inputs, size, on_done))

@@ -81,11 +81,11 @@ class PredictionServicer(_Servicer, prediction_service_pb2_grpc.PredictionServic
 
   async def Classify(self, request, context):
     return await self._call("classify", request.model_spec.name, context, self._model_call(
-        self.api.classify, request, context))
+        self.api.classify_or_regress, request, context))
 
   async def Regress(self, request, context):
     return await self._call("regress", request.model_spec.name, context, self._model_call(
-        self.api.regress, request, context))
+        self.api.classify_or_regress, request, context))
 
   async def MultiInference(self, request, context):
     model = request.tasks[0].model_spec.name if request.tasks else ""

@@ -13,12 +13,9 @@ import grpc
 import numpy as np
 import tensorflow as tf
 
-from tfagent.serving import rapidjson, status, tensors
+from tfagent.serving import json_text, status, tensors
 
 ROW, COLUMNAR = "row", "columnar"
-# A row body whose `instances` come first (after a plain signature_name, if any).
-_ROW_PREFIX = re.compile(rb'\s*\{\s*(?:"signature_name"\s*:\s*"[^"\\]*"\s*,\s*)?'
-                         rb'"instances"\s*:\s*\[')
 _B64_CHARS = re.compile(r"[A-Za-z0-9+/]*={0,2}")
 _INT_RANGES = {tf.int32: (-2**31, 2**31), tf.int16: (-2**31, 2**31), tf.int8: (-2**31, 2**31),
                tf.uint8: (-2**31, 2**31), tf.int64: (-2**63, 2**63), tf.uint32: (0, 2**32),
@@ -38,12 +35,12 @@ def json_type(value) -> str:
 
 def format_error(value, message: str) -> status.ServingError:
   """FormatError: 'JSON Value: <value as debug JSON> <message>'."""
-  return status.invalid_argument(f"JSON Value: {rapidjson.debug_string(value)} {message}")
+  return status.invalid_argument(f"JSON Value: {json_text.debug_string(value)} {message}")
 
 
 def type_error(value, dtype: tf.DType) -> status.ServingError:
   return status.invalid_argument(
-      f"JSON Value: {rapidjson.debug_string(value)} Type: {json_type(value)} is not of "
+      f"JSON Value: {json_text.debug_string(value)} Type: {json_type(value)} is not of "
       f"expected type: {tensors.dtype_name(dtype)}")
 
 
@@ -88,7 +85,7 @@ def convert_leaf(value, dtype: tf.DType):
   else:
     raise status.ServingError(
         grpc.StatusCode.UNIMPLEMENTED,
-        f"Conversion of JSON Value: {rapidjson.debug_string(value)} to type: "
+        f"Conversion of JSON Value: {json_text.debug_string(value)} to type: "
         f"{tensors.dtype_name(dtype)}")
   raise type_error(value, dtype)
 
@@ -111,7 +108,7 @@ def fill(value, shape: list, dtype: tf.DType) -> list:
     if type(v) is not list:
       if level != rank:
         raise status.invalid_argument(
-            f"JSON Value: {rapidjson.debug_string(v)} found at incorrect level: {level + 1} "
+            f"JSON Value: {json_text.debug_string(v)} found at incorrect level: {level + 1} "
             f"in the JSON DOM. Expected at level: {rank}")
       flat.append(convert_leaf(v, dtype))
       continue
@@ -127,10 +124,7 @@ def fill(value, shape: list, dtype: tf.DType) -> list:
 
 def to_array(flat: list, shape: list, dtype: tf.DType, alias: str) -> np.ndarray:
   """The leaves as an array; ranks TensorFlow (254) or numpy (64) cannot hold fail as at predict."""
-  if len(shape) > tensors.MAX_DIMS:
-    raise status.invalid_argument(f"tensor parsing error: {alias}")
-  if len(shape) > 64:
-    raise status.invalid_argument(f"tensor parsing error: {alias} (at most 64 dimensions here)")
+  tensors.check_rank(alias, len(shape))
   if dtype == tf.string:
     array = np.empty(len(flat), dtype=object)
     array[:] = flat
@@ -229,7 +223,7 @@ def inputs_from_instances(instances: list, infos) -> dict:
     if set(item) != set(names):
       raise status.invalid_argument(
           f"Failed to process element: {i} of 'instances' list. JSON object: "
-          f"{rapidjson.debug_string(item)} keys must be equal to: {','.join(names)}")
+          f"{json_text.debug_string(item)} keys must be equal to: {','.join(names)}")
   return rows.arrays(len(instances))
 
 
@@ -252,7 +246,7 @@ def inputs_from_columns(inputs, infos) -> dict:
 
 def parse_body(body: bytes) -> dict:
   """ParseJson and FillSignature: a JSON object whose signature_name, if any, is a string."""
-  doc = rapidjson.loads(body)
+  doc = json_text.loads(body)
   if type(doc) is not dict:
     raise format_error(doc, "Is not object")
   if "signature_name" in doc and type(doc["signature_name"]) is not str:
@@ -277,37 +271,6 @@ def check_predict_body(doc: dict, max_batch_size: int = 0) -> str:
   raise status.invalid_argument("Missing 'inputs' or 'instances' key")
 
 
-def count_flat_instances(body: bytes) -> int | None:
-  """The number of instances of a row body whose list holds only strings and numbers,
-  counted without building the document (None for any other body).
-
-  Parsing 30 MB of short strings takes half a gigabyte of Python objects; with
-  batching, a list longer than a batch is refused from this count instead. The
-  count runs on the bytes as arrays (a few times the body's size, briefly).
-  """
-  prefix = _ROW_PREFIX.match(body)
-  if not prefix:
-    return None
-  rest = np.frombuffer(body, np.uint8)[prefix.end():]
-  if (rest == ord("\\")).any():
-    return None  # Escaped quotes: leave it to the parser.
-  outside = np.bitwise_xor.accumulate(rest == ord('"')) == 0  # Not within a string.
-  closing = np.flatnonzero((rest == ord("]")) & outside)
-  if not closing.size:
-    return None
-  items, outside = rest[:closing[0]], outside[:closing[0]]
-  structure = (items == ord("[")) | (items == ord("{")) | (items == ord(":"))
-  if (structure & outside).any() or not (items > ord(" ")).any():
-    return None
-  return int(((items == ord(",")) & outside).sum()) + 1
-
-
-def task_size_error(size: int, limit: int) -> status.ServingError:
-  """The batcher's refusal of a request larger than a batch (raised early, before decoding)."""
-  return status.invalid_argument(f"Task size {size} is larger than maximum input batch size "
-                                 f"{limit}")
-
-
 def _nonempty_list(doc: dict, key: str, not_list: str, empty: str, limit: int) -> list:
   """doc[key] as a non-empty list of at most `limit` items (0: any), else TF Serving's error."""
   items = doc[key]
@@ -316,7 +279,7 @@ def _nonempty_list(doc: dict, key: str, not_list: str, empty: str, limit: int) -
   if not items:
     raise format_error(doc, empty)
   if limit and len(items) > limit:
-    raise task_size_error(len(items), limit)
+    raise status.task_size_error(len(items), limit)
   return items
 
 
@@ -380,157 +343,3 @@ def fill_examples_request(doc: dict, request, max_examples: int = 0) -> None:
             else request.input.example_list)
   for value in examples:
     example_from_json(value, target.examples.add())
-
-
-# Answers ----------------------------------------------------------------------
-
-def value_texts(array: np.ndarray) -> list:
-  """Each value of an output as JSON text (AddSingleValueAndAdvance)."""
-  flat = array.ravel()
-  if array.dtype == object or array.dtype.kind == "S":
-    return [rapidjson.quote(b.decode("utf-8", "surrogateescape")) for b in flat]
-  if array.dtype in (np.float32, np.float64):
-    return rapidjson.decimal_texts(array)
-  if array.dtype == np.bool_:
-    return ["true" if v else "false" for v in flat.tolist()]
-  if array.dtype.kind in "iu":
-    return [str(v) for v in flat.tolist()]
-  raise status.invalid_argument(
-      f"Failed to write JSON value for tensor type: {tensors.dtype_name(array.dtype)}")
-
-
-def _b64_object(writer, value: bytes) -> None:
-  """A `*_bytes` output value: {"b64": ...}, written as an object."""
-  writer.start(False)
-  writer.raw('"b64"')
-  writer.raw(rapidjson.quote(base64.b64encode(value).decode("ascii")))
-  writer.end()
-
-
-def _write_tensor(writer, name: str, array: np.ndarray) -> None:
-  """AddTensorValues: nested arrays (no recursion); `*_bytes` strings as {"b64": ...}."""
-  as_bytes = name.endswith("_bytes") and array.dtype == object
-  flat = array.ravel()
-  texts = None if as_bytes else value_texts(array)
-  if array.ndim == 0:
-    _b64_object(writer, flat[0]) if as_bytes else writer.raw(texts[0])
-    return
-  inner = array.shape[-1]
-  stride = [int(np.prod(array.shape[d + 1:])) for d in range(array.ndim)]
-  pending = [(0, 0)]  # (dimension or -1 to close, offset into the values)
-  while pending:
-    dim, offset = pending.pop()
-    if dim < 0:
-      writer.end()
-    elif dim == array.ndim - 1 and not as_bytes:
-      writer.leaf_array(texts[offset:offset + inner])
-    elif dim == array.ndim - 1:
-      writer.start(True)
-      for value in flat[offset:offset + inner]:
-        _b64_object(writer, value)
-      writer.end()
-    else:
-      writer.start(True)
-      pending.append((-1, 0))
-      for i in reversed(range(array.shape[dim])):
-        pending.append((dim + 1, offset + i * stride[dim]))
-
-
-def predict_response(outputs: dict, fmt: str) -> str:
-  """MakeJsonFromTensors: `predictions` (row) or `outputs` (columnar), rapidjson's layout."""
-  names = sorted(outputs)
-  if not names:
-    raise status.invalid_argument("Cannot convert empty tensor map to JSON")
-  writer = rapidjson.PrettyWriter()
-  writer.start(False)
-  objects = len(names) > 1
-  if fmt == COLUMNAR:
-    writer.raw('"outputs"')
-    if objects:
-      writer.start(False)
-    for name in names:
-      if objects:
-        writer.raw(rapidjson.quote(name))
-      _write_tensor(writer, name, outputs[name])
-    if objects:
-      writer.end()
-  else:
-    batch = _batch_size(outputs, names)
-    writer.raw('"predictions"')
-    writer.start(True)
-    for row in range(batch):
-      if objects:
-        writer.start(False)
-      writer.single_line = True
-      for name in names:
-        if objects:
-          writer.raw(rapidjson.quote(name))
-        array = outputs[name]
-        _write_tensor(writer, name, np.asarray(array[row], dtype=array.dtype))
-      writer.single_line = False
-      if objects:
-        writer.end()
-    writer.end()
-  writer.end()
-  return writer.text()
-
-
-def _batch_size(outputs: dict, names: list) -> int:
-  """MakeRowFormatJsonFromTensors' check: every output has the same first dimension."""
-  batch = None
-  for name in names:
-    array = outputs[name]
-    if array.ndim == 0:
-      raise status.invalid_argument(f"Tensor name: {name} has no shape information ")
-    if batch is not None and array.shape[0] != batch:
-      raise status.invalid_argument(f"Tensor name: {name} has inconsistent batch size: "
-                                    f"{array.shape[0]} expecting: {batch}")
-    batch = array.shape[0]
-  return batch
-
-
-def _results_writer(items, noun: str) -> rapidjson.PrettyWriter:
-  """A writer past '{"results": ', once there are results to write."""
-  if not items:
-    raise status.invalid_argument(f"Cannot convert empty {noun} to JSON")
-  writer = rapidjson.PrettyWriter()
-  writer.start(False)
-  writer.raw('"results"')
-  return writer
-
-
-def classify_response(result) -> str:
-  """MakeJsonFromClassificationResult."""
-  writer = _results_writer(result.classifications, "ClassificationResults")
-  writer.start(True)
-  for row in result.classifications:
-    writer.single_line = True
-    writer.start(True)
-    scores = rapidjson.decimal_texts(np.array([c.score for c in row.classes], np.float32))
-    for entry, score in zip(row.classes, scores):
-      writer.leaf_array([rapidjson.quote(entry.label), score])
-    writer.end()
-    writer.single_line = False
-  writer.end()
-  writer.end()
-  return writer.text()
-
-
-def regress_response(result) -> str:
-  """MakeJsonFromRegressionResult."""
-  writer = _results_writer(result.regressions, "RegressionResults")
-  writer.single_line = True
-  writer.leaf_array(rapidjson.decimal_texts(
-      np.array([r.value for r in result.regressions], np.float32)))
-  writer.end()
-  return writer.text()
-
-
-def error_response(message: str) -> str:
-  """MakeJsonFromStatus."""
-  writer = rapidjson.PrettyWriter()
-  writer.start(False)
-  writer.raw('"error"')
-  writer.raw(rapidjson.quote(message))
-  writer.end()
-  return writer.text()

@@ -1,16 +1,15 @@
 """Model configs, version polling and loading, status and version labels.
 
-Like TF Serving's file-system source: each model's base path is polled for
-integer version directories; the versions its policy asks for (by default the
-latest one) are loaded, warmed up, and only then served; versions no longer
-asked for are unloaded after their replacement is serving, so no request fails
-during a switch. A directory whose files still change (a copy in progress) is
-left for a later poll. A load that fails is tried again, on the version as it
-is then, at the first poll after --load_retry_interval_micros (no lock is held
-while it waits); after --max_num_load_retries it is retried only once the
-directory changes, so half a version is never served.
-At start-up, as tensorflow_model_server does, the server waits for every
-model's first version and refuses to start if one fails to load.
+Like TF Serving's file-system source: each model's base path is polled for integer version
+directories; the versions its policy asks for (by default the latest one) are loaded, warmed up,
+and only then served; versions no longer asked for are unloaded after their replacement is serving,
+so no request fails during a switch. A directory whose files still change (a copy in progress) is
+left for a later poll. A load that fails is tried again, on the version as it is then, at the first
+poll after --load_retry_interval_micros (no lock is held while it waits); after
+--max_num_load_retries it is retried only once the directory changes, so half a version is never
+served.
+At start-up, as tensorflow_model_server does, the server waits for every model's first version and
+refuses to start if one fails to load.
 """
 
 import dataclasses
@@ -31,10 +30,6 @@ from tfagent.serving.servable import LoadOptions, Servable, error_code
 from tfagent.versions import list_versions
 
 _State = get_model_status_pb2.ModelVersionStatus
-
-
-class StartupError(TfagentError):
-  """A model failed to load at start-up: the server does not start (as TF Serving)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,13 +145,14 @@ class ModelManager:
     """Loads every model's first versions (waiting for them), then polls in a thread.
 
     `poll_seconds` > 0 polls that often; 0 polls once; < 0 never polls, as
-    --file_system_poll_wait_seconds. Raises StartupError if a version fails.
+    --file_system_poll_wait_seconds. Raises TfagentError if a version fails
+    (the server then does not start, as TF Serving).
     """
     while True:
       self.poll_once()
       failed = self._startup_failures()
       if failed:
-        raise StartupError("; ".join(failed))
+        raise TfagentError("; ".join(failed))
       waiting = [m for m, s in self._servables.items() if not s]
       retrying = self._retries.pending() and (waiting or poll_seconds <= 0)
       if not (retrying or waiting and poll_seconds >= 0) or self._stop.is_set():
@@ -174,11 +170,6 @@ class ModelManager:
       return [f"Servable {name} version {v} failed to load: {error}"
               for name, states in self._states.items() for v, (state, error) in states.items()
               if state == _State.END and error and not self._servables[name]]
-
-  def stop(self) -> None:
-    self._stop.set()
-    if self._thread:
-      self._thread.join(timeout=10)
 
   def _poll_loop(self, poll_seconds: float) -> None:
     while not self._stop.wait(self._retries.pause(poll_seconds)):
@@ -349,7 +340,10 @@ class ModelManager:
     return {name: sorted(s) for name, s in self._servables.items()}
 
   def close(self) -> None:
-    self.stop()
+    """Stops polling and closes every servable (in-flight calls keep their own reference)."""
+    self._stop.set()
+    if self._thread:
+      self._thread.join(timeout=10)
     for servables in self._servables.values():
       for s in servables.values():
         s.close()

@@ -2,8 +2,8 @@
 
 ServerOptions holds every flag tensorflow_model_server has (model_servers/
 main.cc, server.h: same names and defaults unless a comment says why not),
-plus a few tfagent-only bounds. Flags TF Serving has and this server does not
-implement are accepted; a non-default value of one is logged as ignored.
+plus a few tfagent-only bounds. Flags TF Serving has that change nothing here
+are one table, IGNORED_FLAGS: accepted, and a non-default value logged as ignored.
 """
 
 import dataclasses
@@ -27,8 +27,31 @@ def _flag(default, help_text: str, ignored: bool = False):
   return dataclasses.field(default=default, metadata={"help": help_text, "ignored": ignored})
 
 
+# tensorflow_model_server flags that change nothing in this server: (name, TF's default, why).
+IGNORED_FLAGS = (
+    ("enable_grpc_healthcheck_service", False, "No gRPC health service here."),
+    ("enable_profiler", True, "No TensorFlow profiler service here."),
+    ("enable_per_model_batching_parameters", False, "--batching_parameters_file only."),
+    ("tensorflow_session_config_file", "", "No session: TF2 functions."),
+    ("platform_config_file", "", "TensorFlow SavedModels only."),
+    ("per_process_gpu_memory_fraction", 0.0, "TensorFlow's GPU allocator decides."),
+    ("num_load_threads", 0, "Versions load one at a time."),
+    ("num_unload_threads", 0, "Versions unload one at a time."),
+    ("flush_filesystem_caches", True, "No file system caches kept."),
+    ("remove_unused_fields_from_bundle_metagraph", True, "The MetaGraph is not kept."),
+    ("prefer_tflite_model", False, "No TF Lite here."),
+    ("num_tflite_pools", _CPUS, "No TF Lite here."),
+    ("num_tflite_interpreters_per_pool", 1, "No TF Lite here."),
+    ("xla_cpu_compilation_enabled", False, "No XLA JIT here."),
+    ("xla_gpu_compilation_enabled", False, "No XLA JIT here."),
+    ("thread_pool_factory_config_file", "", "No custom thread pools here."),
+    ("mixed_precision", "", "Precision is the export's."),
+    ("skip_initialize_tpu", False, "No TPU here."),
+)
+
+
 @dataclasses.dataclass(frozen=True)
-class ServerOptions:
+class _ImplementedOptions:
   """tensorflow_model_server's options, then tfagent's own (each flag's help says which)."""
   # gRPC.
   port: int = _flag(8500, "gRPC port (PredictionService, ModelService); 0 turns it off "
@@ -42,9 +65,6 @@ class ServerOptions:
   use_alts_credentials: bool = _flag(False, "Serve gRPC with Google ALTS credentials.")
   enable_serialization_as_tensor_content: bool = _flag(
       False, "Predict outputs in tensor_content instead of float_val/int64_val/string_val.")
-  enable_grpc_healthcheck_service: bool = _flag(False, "The standard gRPC health service.",
-                                                ignored=True)
-  enable_profiler: bool = _flag(True, "TensorFlow's profiler service.", ignored=True)
   # REST. TF Serving's REST port defaults to 0 (off); here 8501, the port every
   # README command and the official image's entrypoint use.
   rest_api_port: int = _flag(8501, "HTTP/REST port; 0 turns it off.")
@@ -84,8 +104,6 @@ class ServerOptions:
   enable_batching: bool = _flag(False, "Merge concurrent requests into one model call.")
   batching_parameters_file: str = _flag("", "BatchingParameters text proto; default TF "
                                         "Serving's defaults.")
-  enable_per_model_batching_parameters: bool = _flag(
-      False, "batching_params.pbtxt in each SavedModel.", ignored=True)
   # TensorFlow.
   tensorflow_session_parallelism: int = _flag(0, "Both thread pools' size; 0 lets TensorFlow "
                                               "pick.")
@@ -94,24 +112,6 @@ class ServerOptions:
   tensorflow_inter_op_parallelism: int = _flag(0, "TensorFlow ops run at once; 0 lets "
                                                "TensorFlow pick (1 often cuts a small "
                                                "model's latency).")
-  tensorflow_session_config_file: str = _flag("", "ConfigProto text proto.", ignored=True)
-  platform_config_file: str = _flag("", "PlatformConfigMap text proto.", ignored=True)
-  per_process_gpu_memory_fraction: float = _flag(0.0, "GPU memory share.", ignored=True)
-  num_load_threads: int = _flag(0, "Threads that load versions.", ignored=True)
-  num_unload_threads: int = _flag(0, "Threads that unload versions.", ignored=True)
-  flush_filesystem_caches: bool = _flag(True, "Flush file system caches after loads.",
-                                        ignored=True)
-  remove_unused_fields_from_bundle_metagraph: bool = _flag(True, "Trim the MetaGraphDef.",
-                                                           ignored=True)
-  prefer_tflite_model: bool = _flag(False, "Load model.tflite instead.", ignored=True)
-  num_tflite_pools: int = _flag(_CPUS, "TF Lite interpreter pools.", ignored=True)
-  num_tflite_interpreters_per_pool: int = _flag(1, "TF Lite interpreters a pool.", ignored=True)
-  xla_cpu_compilation_enabled: bool = _flag(False, "XLA:CPU JIT.", ignored=True)
-  xla_gpu_compilation_enabled: bool = _flag(False, "XLA:GPU JIT.", ignored=True)
-  thread_pool_factory_config_file: str = _flag("", "ThreadPoolConfig text proto.",
-                                               ignored=True)
-  mixed_precision: str = _flag("", "Mixed precision mode.", ignored=True)
-  skip_initialize_tpu: bool = _flag(False, "Skip TPU initialisation.", ignored=True)
   version: bool = _flag(False, "Print the versions and exit.")
   # tfagent only.
   bind_address: str = _flag("0.0.0.0", "Address both ports bind (tfagent only; 127.0.0.1 "
@@ -134,6 +134,13 @@ class ServerOptions:
                                       "only; 0: no limit).")
 
 
+ServerOptions = dataclasses.make_dataclass(
+    "ServerOptions", [(name, type(default), _flag(default, why, ignored=True))
+                      for name, default, why in IGNORED_FLAGS],
+    bases=(_ImplementedOptions,), frozen=True)
+ServerOptions.__doc__ = "Every flag of the server: implemented ones, then IGNORED_FLAGS."
+
+
 def ignored_flags(options: ServerOptions) -> list:
   """Accepted-and-ignored flags set to a value other than their default."""
   return [f.name for f in dataclasses.fields(options)
@@ -145,17 +152,12 @@ def model_configs(options: ServerOptions) -> list:
   fileio.check_filesystems({"model_config_file": options.model_config_file,
                             "model_base_path": options.model_base_path})
   if options.model_config_file:
-    return manager.parse_model_config(read_config_file(options.model_config_file),
-                                      f"--model_config_file={options.model_config_file}")
+    text = fileio.read_text(options.model_config_file, "model_config_file")
+    return manager.parse_model_config(text, f"--model_config_file={options.model_config_file}")
   if not options.model_base_path:
     raise ConfigError("Both --model_base_path and --model_config_file are empty; give "
                       "--model_base_path (with --model_name) or --model_config_file.")
   return manager.single_model(options.model_name, options.model_base_path)
-
-
-def read_config_file(path: str) -> str:
-  """The text of --model_config_file, or a ConfigError naming it."""
-  return fileio.read_text(path, "model_config_file")
 
 
 def batching_options(options: ServerOptions):
@@ -257,6 +259,10 @@ class Server:
     self.metrics = metrics.Metrics()
     self._metrics_path = metrics_path(options)
     self._credentials = grpc_credentials(options)
+    try:
+      self._channel_args = grpc_api.parse_channel_arguments(options.grpc_channel_arguments)
+    except ValueError as e:
+      raise ConfigError(str(e)) from None
     self.api = api.Api(None, api.ApiOptions(
         method_name_check=options.enable_signature_method_name_check,
         tensor_content=options.enable_serialization_as_tensor_content,
@@ -281,25 +287,20 @@ class Server:
       self._grpc = grpc_api.GrpcServer(self.api, self.metrics, grpc_api.GrpcOptions(
           address=f"{opts.bind_address}:{opts.port}" if opts.port else "",
           socket_path=opts.grpc_socket_path, max_threads=opts.grpc_max_threads,
-          channel_arguments=self._channel_arguments(), credentials=self._credentials))
+          channel_arguments=self._channel_args, credentials=self._credentials))
       logging.info("Running gRPC ModelServer at %s:%d ...", opts.bind_address, opts.port)
     if opts.rest_api_port:
       self._start_rest()
       logging.info("Exporting HTTP/REST API at:%s:%d ...", opts.bind_address,
                    opts.rest_api_port)
 
-  def _channel_arguments(self) -> tuple:
-    try:
-      return grpc_api.parse_channel_arguments(self.options.grpc_channel_arguments)
-    except ValueError as e:
-      raise ConfigError(str(e)) from None
-
   def _poll_config(self) -> None:
     """Re-reads --model_config_file every --model_config_file_poll_wait_seconds."""
     path = self.options.model_config_file
     while not self._stopped.wait(self.options.model_config_file_poll_wait_seconds):
       try:
-        self.manager.reload_config(manager.parse_model_config(read_config_file(path), path))
+        self.manager.reload_config(manager.parse_model_config(
+            fileio.read_text(path, "model_config_file"), path))
       except Exception as e:  # noqa: BLE001  The old config stays; the next poll may succeed.
         logging.error("Failed to reload --model_config_file=%s: %s", path, e)
 

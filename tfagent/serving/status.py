@@ -56,3 +56,8 @@ def unavailable(message: str) -> ServingError:
 
 def deadline_exceeded(message: str = "Deadline exceeded") -> ServingError:
   return ServingError(grpc.StatusCode.DEADLINE_EXCEEDED, message)
+
+
+def task_size_error(size: int, limit: int) -> ServingError:
+  """The batcher's refusal of a request larger than a batch (also raised before decoding)."""
+  return invalid_argument(f"Task size {size} is larger than maximum input batch size {limit}")

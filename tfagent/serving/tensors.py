@@ -79,6 +79,15 @@ def num_values(proto, elements: int) -> int:
   return len(getattr(proto, _FIELDS[proto.dtype]))
 
 
+def check_rank(alias: str, rank: int) -> None:
+  """At most 254 dimensions (TensorShape::MaxDimensions), and numpy's 64, for either protocol."""
+  if rank > MAX_DIMS:
+    raise status.invalid_argument(f"tensor parsing error: {alias}")
+  if rank > _NUMPY_MAX_DIMS:
+    raise status.invalid_argument(f"tensor parsing error: {alias} (at most "
+                                  f"{_NUMPY_MAX_DIMS} dimensions here)")
+
+
 def check_size(alias: str, proto, max_fill_bytes: int) -> None:
   """The checks Tensor::FromProto makes, before any array is built.
 
@@ -87,7 +96,8 @@ def check_size(alias: str, proto, max_fill_bytes: int) -> None:
   only up to `max_fill_bytes` of padded array.
   """
   shape = shape_of(proto)
-  if proto.tensor_shape.unknown_rank or len(shape) > MAX_DIMS or any(d < 0 for d in shape):
+  check_rank(alias, len(shape))
+  if proto.tensor_shape.unknown_rank or any(d < 0 for d in shape):
     raise status.invalid_argument(f"tensor parsing error: {alias}")
   elements = math.prod(shape)
   count = num_values(proto, elements)
@@ -100,9 +110,6 @@ def check_size(alias: str, proto, max_fill_bytes: int) -> None:
         f"input tensor alias: {alias} declares shape {shape} ({elements} values) but "
         f"carries {count}; padding it to its shape would take more than {max_fill_bytes} "
         "bytes")
-  if len(shape) > _NUMPY_MAX_DIMS:
-    raise status.invalid_argument(f"tensor parsing error: {alias} (at most "
-                                  f"{_NUMPY_MAX_DIMS} dimensions here)")
 
 
 def _decode_string_list(content: bytes, n: int):
@@ -148,12 +155,8 @@ def to_ndarray(proto) -> np.ndarray:
     values = (_decode_string_list(proto.tensor_content, elements) if proto.tensor_content
               else list(proto.string_val))
     flat = np.empty(elements, dtype=object)
-    if values:
-      flat[:min(len(values), elements)] = values[:elements]
-      flat[len(values):] = values[-1]
-    else:
-      flat[:] = b""
-    return flat.reshape(shape)
+    flat[:] = b""
+    return _padded(values, flat).reshape(shape)
   if proto.dtype in (types_pb2.DT_HALF, types_pb2.DT_UINT16, types_pb2.DT_INT16,
                      types_pb2.DT_INT8, types_pb2.DT_UINT8) and not proto.tensor_content:
     return tf.make_ndarray(proto)  # Packed fields these numpy casts do not read directly.
@@ -163,11 +166,15 @@ def to_ndarray(proto) -> np.ndarray:
   values = np.asarray(getattr(proto, _FIELDS[proto.dtype]), dtype=np_dtype)
   if values.size == elements:
     return values.reshape(shape)
-  flat = np.zeros(elements, dtype=np_dtype)
-  if values.size:
-    flat[:min(values.size, elements)] = values[:elements]
-    flat[values.size:] = values[-1]
-  return flat.reshape(shape)
+  return _padded(values, np.zeros(elements, dtype=np_dtype)).reshape(shape)
+
+
+def _padded(values, flat: np.ndarray) -> np.ndarray:
+  """`flat` holding `values`, then the last value repeated to its end (as TensorFlow pads)."""
+  if len(values):
+    flat[:min(len(values), flat.size)] = values[:flat.size]
+    flat[len(values):] = values[-1]
+  return flat
 
 
 def to_proto(array: np.ndarray, as_content: bool = False) -> tensor_pb2.TensorProto:

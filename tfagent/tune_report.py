@@ -1,0 +1,84 @@
+"""What `tfagent tune` measures of a trial's export and writes at the end: best.flags, tuning.md.
+
+Kept apart from tfagent/tune.py (the search) so each reads top to bottom.
+"""
+
+import dataclasses
+import json
+import os
+import time
+
+from tfagent import config, search_space
+
+def export_mb(path: str) -> float:
+  """Size of a SavedModel version directory in MB (2**20 bytes)."""
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  total = 0
+  for folder, _, files in tf.io.gfile.walk(path):
+    total += sum(tf.io.gfile.stat(os.path.join(folder, f)).length for f in files)
+  return total / 2**20
+
+
+def latency_ms(path: str, text: str, calls: int = 30) -> float:
+  """Median milliseconds of one-text requests to the export, in-process, after warm-up."""
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  from tfagent import evaluate  # pylint: disable=import-outside-toplevel
+  predict = evaluate.saved_model_predict_fn(path)
+  for _ in range(3):
+    predict([text])
+  times = []
+  for _ in range(calls):
+    start = time.perf_counter()
+    predict([text])
+    times.append((time.perf_counter() - start) * 1000)
+  return float(np.median(times))
+
+
+def config_args(cfg: config.Config, names) -> list:
+  """`--flag=value` (config.to_flag_args' form) of the fields of `cfg` whose flag is in `names`."""
+  order = [config.flag_name(section, field) for section in config.SECTIONS.values()
+           for field in dataclasses.fields(section)]
+  return [arg for name, arg in zip(order, config.to_flag_args(cfg)) if name in names]
+
+
+def best_flags(cfg: config.Config, present: set, summary: dict) -> str:
+  """best.flags: the flags tune was given, then each chosen value under its validation score."""
+  space, best, objective = summary["search_space"], summary["best"], summary["objective"]
+  chosen = {name: best["values"][name] for name in space}
+  if "tuner/epochs" in best["values"]:
+    chosen["epochs"] = best["epochs"]
+  score = (f"{objective} {best[objective]:.4f} on validation (trial "
+           f"{best['trial']}; accuracy {best['val_accuracy']:.4f}, macro F1 "
+           f"{best['val_macro_f1']:.4f}, loss {best['val_loss']:.4f})")
+  where = f"{summary['tuner']}, {summary['options']['tune_dir']}"
+  lines = [f"# tfagent tune ({where}): the best trial, "
+           f"{score}.", "# The flags tfagent tune was given:"]
+  lines += config_args(cfg, present - set(chosen))
+  lines.append("# Chosen by the search:")
+  for name, value in chosen.items():
+    searched = search_space.describe(space[name]) if name in space else "Hyperband's budget"
+    lines += [f"# {name}: {score}; searched {searched}", f"--{name}={value}"]
+  return "\n".join(lines) + "\n"
+
+
+def tuning_markdown(summary: dict) -> str:
+  """tuning.md: every trial in a table, the best one first named."""
+  best, test = summary["best"], summary.get("test") or {}
+  objective = summary["objective"]
+  lines = [f"# tfagent tune: {summary['tuner']}, objective {objective}", "",
+           f"Search space: `{json.dumps(summary['search_space'])}`", ""]
+  if best:
+    lines += [f"Best: trial {best['trial']}, {objective} {best[objective]:.4f}, values "
+              f"`{json.dumps(best['values'])}`; test (scored once, at the end): accuracy "
+              f"{test.get('accuracy', float('nan')):.4f}, macro F1 "
+              f"{test.get('macro_f1', float('nan')):.4f}.", ""]
+  lines += ["| trial | status | values | val accuracy | val macro F1 | val loss | seconds | "
+            "export MB | latency ms | note |", "| --- " * 10 + "|"]
+  for r in summary["trials"]:
+    cells = [r["trial"], r["status"], f"`{json.dumps(r['values'])}`"]
+    for key, form in (("val_accuracy", ".4f"), ("val_macro_f1", ".4f"), ("val_loss", ".4f"),
+                      ("seconds", ".0f"), ("export_mb", ".2f"), ("latency_ms", ".2f")):
+      cells.append(format(r[key], form) if r.get(key) is not None else "-")
+    cells.append(r.get("rejected") or r.get("error") or "")
+    lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |")
+  return "\n".join(lines) + "\n"
