@@ -189,6 +189,22 @@ class TrainConfig:
                                "it read to MODEL_DIR/shards/ (checks sharding).")
   verbose: int = setting(-1, "Keras verbosity; -1 picks a progress bar on a terminal, one "
                          "line per epoch otherwise.")
+  teacher: str = setting("", "Distillation (tfagent/distill.py): an export, "
+                         "saved_models/NAME (its highest version) or NAME/VERSION, whose "
+                         "serving_default probabilities the model learns beside the labels; "
+                         "empty: off.")
+  distill_temperature: float = setting(3.0, "Softens the teacher's and the student's "
+                                       "distributions so that the teacher's view of the wrong "
+                                       "classes is learned too; 3 is keras.distillation's "
+                                       "default (typical 3-5).")
+  distill_alpha: float = setting(0.5, "Weight of the teacher term (1 - alpha weighs the "
+                                 "labels); 1 learns from the teacher only. 0.5 as "
+                                 "keras.distillation's Distiller.")
+  distill_unlabeled: str = setting("", "Extra texts that the teacher labels and the model "
+                                   "also trains on (needs --teacher): KIND:ARG of any --dataset "
+                                   "kind, labels ignored; csv/tsv/jsonl need only "
+                                   "--text_field, dir:PATH reads every file under PATH. "
+                                   "Empty: none.")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -116,9 +116,19 @@ def build(cfg, info, result: dict, hashes: dict, warnings: list) -> dict:
                   "validation": validation, "paths": result.get("paths")},
       "training": {"epochs_run": result.get("epochs_run"),
                    "train_seconds": result.get("train_seconds"),
-                   "wide": result.get("wide")},
+                   "wide": result.get("wide"), "distillation": result.get("distillation")},
       "config": cfg.to_dict(), "versions": package_versions(), "warnings": warnings,
   }
+
+
+def distilled_line(report) -> list:
+  """The markdown line of a distilled model (tfagent/distill.py), or none."""
+  if not report:
+    return []
+  extra = report.get("unlabeled")
+  return [f"- Distilled from `{report['teacher_export']}` (version {report['teacher_version']}) "
+          f"at temperature {report['temperature']:g}, alpha {report['alpha']:g}"
+          + (f"; {extra['count']} unlabelled texts from `{extra['source']}`" if extra else "")]
 
 
 def to_markdown(card: dict) -> str:
@@ -132,6 +142,7 @@ def to_markdown(card: dict) -> str:
               if card["config"]["model"]["wide_ngrams"] else ""),
            f"- Classes: {', '.join(card['class_names'])}",
            f"- Data: `{card['data']['source']}`, splits {card['data']['split_sizes']}",
+           *distilled_line(card["training"].get("distillation")),
            "", "## Metrics", "",
            f"Test: accuracy {test['accuracy']:.4f}, macro F1 {test['macro_f1']:.4f}, ROC-AUC "
            f"{test['roc_auc']:.4f} on {test['examples']} texts. Validation: accuracy "

@@ -17,8 +17,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfagent import (_compat, backup, config, data, distribute, evaluate, explain_view, export,
-                     fileio, imbalance, model_card, models, optim, progress, summaries, tasks)
+from tfagent import (_compat, backup, config, data, distill, distribute, evaluate, explain_view,
+                     export, fileio, imbalance, model_card, models, optim, progress, summaries,
+                     tasks)
 from tfagent.callbacks import (config_error, fit_verbosity, make_callbacks,  # noqa: F401
                                profile_range)
 from tfagent.errors import ConfigError
@@ -90,7 +91,8 @@ def build_and_compile(cfg: config.Config, strategy, train_ds, class_names, total
     classifier = model.get_layer(models.CLASSIFIER)
     classifier.compile(optimizer=make_optimizer(cfg.train, total_steps,
                                                 models.find_backbone(classifier)),
-                       **tasks.compile_args(cfg.data.task, cfg.train.monitor, len(class_names)),
+                       **distill.compile_args(cfg.train, tasks.compile_args(
+                           cfg.data.task, cfg.train.monitor, len(class_names))),
                        jit_compile=cfg.train.jit_compile)
   return model, classifier
 
@@ -283,9 +285,10 @@ def train_in(cfg: config.Config, out: config.Config, strategy) -> dict:
   """Data, model, resume, fit, export, evaluate; `out` names the folders this worker writes."""
   tasks.check_config(cfg)
   splits, info, n_train = load_data(cfg, out)
-  steps_per_epoch = max(1, n_train // cfg.data.batch_size)
+  taught = distill.teach(cfg, splits, info, n_train)  # --teacher's targets beside the labels.
+  steps_per_epoch = max(1, taught.n_train // cfg.data.batch_size)
   wide_fit = fit_wide(cfg, splits, info)
-  model, classifier = build_and_compile(cfg, strategy, splits["train"], info.class_names,
+  model, classifier = build_and_compile(cfg, strategy, taught.train, info.class_names,
                                         steps_per_epoch * cfg.train.epochs, wide_fit)
   unknown = check_vocabulary(cfg, model, splits)
   tokenizer = model.get_layer(models.TOKENIZER)
@@ -300,7 +303,7 @@ def train_in(cfg: config.Config, out: config.Config, strategy) -> dict:
   contexts, weights = [], imbalance.run_weights(cfg.train, info, splits["train"])
   fit_start = time.perf_counter()
   inputs = FitInputs(
-      lambda skip: train_input(strategy, splits["train"], tokenizer, cfg, skip, contexts,
+      lambda skip: train_input(strategy, taught.train, tokenizer, cfg, skip, contexts,
                                weights),
       val_ds, make_callbacks(out, model, start, steps_per_epoch))
   history = fit_remaining(classifier, inputs, cfg, steps_per_epoch, start)
@@ -322,6 +325,7 @@ def train_in(cfg: config.Config, out: config.Config, strategy) -> dict:
               "saved_model": staged.final, "train_seconds": train_seconds,
               "epochs_run": epochs_run, "train_examples": n_train,
               **({"wide": wide_fit.report} if wide_fit is not None else {}),
+              **({"distillation": taught.report} if taught.report else {}),
               "unknown_token_share": unknown,
               **({"thresholds": thresholds.tolist()} if thresholds is not None else {}),
               # Includes each epoch's validation pass, as a user's wall clock does.

@@ -154,13 +154,14 @@ def make_input_fn(ds: tf.data.Dataset, preprocess, data_cfg, training: bool, *,
       out = tf.data.Dataset.zip(tuple(
           member_batches(local, tokens, batch, batches_per_step, data_cfg.seed + k)
           for k in range(members)))
+      # Axis 1: a label with a shape of its own (distill.py's targets) stays last.
       out = out.map(lambda *pairs: (tuple(ids for ids, _ in pairs),
-                                    tf.stack([label for _, label in pairs], axis=-1)))
+                                    tf.stack([label for _, label in pairs], axis=1)))
     else:
       out = member_batches(local, tokens, batch, batches_per_step, data_cfg.seed)
       if members > 1:
         out = out.map(lambda ids, label: ((ids,) * members,
-                                          tf.stack([label] * members, axis=-1)))
+                                          tf.stack([label] * members, axis=1)))
     if stream:
       out = out.skip(start_step * batches_per_step)
     return out.prefetch(tf.data.AUTOTUNE).with_options(pipeline_options(data_cfg))
