@@ -109,6 +109,18 @@ def write_server_configs(base: str, model_name: str) -> None:
     fileio.write_text_atomically(os.path.join(base, name), text)
 
 
+def lookup_resources(model: keras.Model) -> list:
+  """The lookup tables (and other TF resources) `model` holds, without its variables.
+
+  `ExportArchive.track(model)` would also track every Keras variable, which the
+  SavedModel then stores beside the tf.Variables the endpoints capture: each
+  weight twice (keras-team/keras#23553). The endpoints' variables are tracked
+  by the archive anyway; only resources need naming.
+  """
+  return [t for t in tf.train.TrackableView(model).descendants()
+          if isinstance(t, tf.saved_model.experimental.TrackableResource)]
+
+
 @dataclasses.dataclass(frozen=True)
 class Staged:
   """An export written under a temporary name (`path`), to be published as `final`."""
@@ -136,7 +148,8 @@ def write_staged(model: keras.Model, class_names, export_cfg, warmup_texts=None)
   try:
     serve, classify = make_serving_fns(model, class_names)
     archive = keras.export.ExportArchive()
-    archive.track(model)
+    for resource in lookup_resources(model):
+      archive.track(resource)
     archive.add_endpoint(signatures.DEFAULT_SIGNATURE, serve)
     archive.add_endpoint(signatures.CLASSIFY_SIGNATURE, classify)
     add_explain_endpoint(archive, model, class_names, export_cfg.explain_steps)
