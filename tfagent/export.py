@@ -173,16 +173,22 @@ def publish(staged: Staged) -> str:
 
 
 @contextlib.contextmanager
-def staged_export(model: keras.Model, class_names, export_cfg, warmup_texts=None):
-  """Yields a Staged export to add files to (a model card); publishes it when the block
-  ends, removes it when the block fails."""
-  staged = write_staged(model, class_names, export_cfg, warmup_texts)
+def published(staged: Staged):
+  """Yields `staged` to add files to (a model card); publishes it when the block ends,
+  removes it when the block fails."""
   try:
     yield staged
   except BaseException:
     fileio.remove_tree(staged.path)
     raise
   publish(staged)
+
+
+@contextlib.contextmanager
+def staged_export(model: keras.Model, class_names, export_cfg, warmup_texts=None):
+  """Writes the export staged, yields it to add files to, then publishes it (`published`)."""
+  with published(write_staged(model, class_names, export_cfg, warmup_texts)) as staged:
+    yield staged
 
 
 def export_model(model: keras.Model, class_names, export_cfg, warmup_texts=None) -> str:

@@ -18,7 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfagent import (_compat, backup, config, data, distribute, evaluate, explain_view, export,
-                     fileio, model_card, models, optim, progress, summaries)
+                     fileio, model_card, models, optim, progress, quantize, summaries)
 from tfagent.callbacks import (config_error, fit_verbosity, make_callbacks,  # noqa: F401
                                profile_range)
 from tfagent.errors import ConfigError
@@ -309,11 +309,14 @@ def train_in(cfg: config.Config, out: config.Config, strategy) -> dict:
   # A few real texts become TF Serving's warm-up requests (assets.extra).
   warmup = [t.decode("utf-8") for t, _ in splits["validation"].take(4).as_numpy_iterator()]
   # Scored and given its model card before it is published: a version never changes.
-  with export.staged_export(model, info.class_names, out.export, warmup) as staged:
+  publishing, quantized = quantize.staged_export(model, info.class_names, out.export, warmup,
+                                                 splits["validation"])
+  with publishing as staged:
     result = {"history": history, "validation": {k: float(v) for k, v in final.items()},
               "saved_model": staged.final, "train_seconds": train_seconds,
               "epochs_run": epochs_run, "train_examples": n_train,
               **({"wide": wide_fit.report} if wide_fit is not None else {}),
+              **({"quantization": quantized} if quantized else {}),
               "unknown_token_share": unknown,
               # Includes each epoch's validation pass, as a user's wall clock does.
               "train_examples_per_second": n_train * epochs_run / max(train_seconds, 1e-9)}
