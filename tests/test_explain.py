@@ -280,7 +280,7 @@ def test_bert_explain_reloads_with_tensorflow_text_only(tiny_bert, tmp_path):
 
 
 @pytest.mark.slow
-def test_saved_model_cli_lists_the_explain_signature(trained_run):
+def test_saved_model_cli_lists_the_explain_signatures(trained_run):
   _, result = trained_run
   shown = subprocess.run(["saved_model_cli", "show", "--dir", result["saved_model"], "--all"],
                          capture_output=True, text=True, check=True).stdout
@@ -293,6 +293,11 @@ def test_saved_model_cli_lists_the_explain_signature(trained_run):
                              ("completeness_error", "DT_FLOAT", "(-1)")):
     assert f"outputs['{name}'] tensor_info:\n        dtype: {dtype}\n        shape: {shape}" in sig
   assert "Method name is: tensorflow/serving/predict" in sig
+  by_class = shown.split("signature_def['explain_class']")[1].split("signature_def[")[0]
+  for name in ("text", "class_name"):
+    assert f"inputs['{name}'] tensor_info:\n        dtype: DT_STRING\n        shape: (-1)" in by_class
+  assert "outputs['attributions'] tensor_info:" in by_class
+  assert "Method name is: tensorflow/serving/predict" in by_class
 
 
 def word_pushes(row: dict, word: str, positive: str) -> list:
@@ -327,3 +332,210 @@ def test_sentiment_words_push_their_way_on_the_embedded_reviews(tmp_path):
     pushes = [p for row in model.explain(holding) for p in word_pushes(row, word, "positive")]
     found[word] = (len(pushes), float(np.mean(np.sign(pushes) == toward)))
   assert all(n >= 30 and right > 0.5 for n, right in found.values()), found
+
+
+def bert_wide(preset: str, deep_weight: float = 0.4) -> keras.Model:
+  """A tiny BERT with a wide path of 1-2-grams fitted on TEXTS; deep weight not 1."""
+  model = untrained(config.ModelConfig(name="bert", preset=preset, sequence_length=8,
+                                       dropout=0.0, wide_ngrams=2, wide_min_count=1, wide_c=1.0))
+  model.get_layer(models.WIDE_DEEP).deep_weight.assign(deep_weight)
+  return model
+
+
+@pytest.fixture(scope="module")
+def tiny_bert_preset(tmp_path_factory) -> str:
+  return write_tiny_preset(tmp_path_factory.mktemp("tiny_bert_wide"))
+
+
+def test_bert_with_a_wide_path_lists_the_ngrams_after_the_pieces(tiny_bert_preset):
+  """Pieces (weighted by the deep weight), then each known n-gram once, with its exact weight."""
+  model = bert_wide(tiny_bert_preset)
+  layer = model.get_layer(models.WIDE)
+  index = {g: i + 1 for i, g in enumerate(layer.vocabulary())}
+  texts = ["great movie great", "", "zebra films", "a truly awful mess , hated it"]
+  out = explained(model, texts)
+  tokens = [[t.decode() for t in row] for row in out["tokens"]]
+  assert tokens[0][:4] == ["great", "movie", "great", "<great>"]
+  # "great" is one feature however often it occurs; "movie great" is not in TEXTS, so
+  # unknown to the wide path, as "zebra" is to both paths.
+  assert [t for t in tokens[0] if t] == ["great", "movie", "great", "<great>", "<movie>",
+                                         "<great movie>"]
+  assert not any(tokens[1])
+  assert [t for t in tokens[2] if t] == ["[UNK]", "film", "##s"]  # No known n-gram.
+  # The 8-id window keeps 6 pieces; the wide path reads every word.
+  assert tokens[3][:6] == ["a", "truly", "awful", "mess", ",", "hated"]
+  assert "<hated it>" in tokens[3] and "<it>" in tokens[3]
+  c = np.argmax(out["probabilities"], -1)
+  for row, (toks, scores) in enumerate(zip(tokens, out["attributions"])):
+    for token, score in zip(toks, scores):
+      if token.startswith("<"):
+        assert score == pytest.approx(layer.kernel.numpy()[index[token[1:-1]], c[row]], abs=1e-6)
+  assert out["attributions"].shape == out["tokens"].shape
+  assert (out["attributions"][out["tokens"] == b""] == 0).all()
+  assert completeness_ratio(out) <= 0.01
+  assert explained(model, [""], steps=2)["tokens"].tolist() == [[]]  # No n-gram in the batch.
+
+
+def test_bert_with_a_wide_path_and_deep_weight_zero_is_the_wide_path_exactly(tiny_bert_preset):
+  out = explained(bert_wide(tiny_bert_preset, deep_weight=0.0), ["great movie great"], steps=2)
+  pieces = out["attributions"][0][:3]
+  np.testing.assert_array_equal(pieces, 0.0)
+  np.testing.assert_allclose(out["completeness_error"], 0.0, atol=1e-6)
+
+
+def explained_toward(model, texts, class_names, steps=64) -> dict:
+  """explain_class's outputs (with LOGIT_DIFFERENCE) toward `class_names`, one a text."""
+  fn = explain.make_explain_fns(model, CLASSES, steps, details=True)[1]
+  out = fn(tf.constant(texts), tf.constant(class_names))
+  return {k: v.numpy() for k, v in out.items()}
+
+
+@pytest.mark.parametrize("overrides", [dict(name="lstm", wide_ngrams=2, wide_min_count=1),
+                                       dict(name="transformer", ensemble_size=2)],
+                         ids=["wide_deep", "ensemble"])
+def test_explain_class_is_toward_the_named_class_and_complete(overrides):
+  model = untrained(tiny_model_config(**overrides))
+  predicted = explained(model, TEXTS, steps=128)
+  other = [CLASSES[1 - CLASSES.index(c.decode())] for c in predicted["classes"]]
+  same = explained_toward(model, TEXTS, [c.decode() for c in predicted["classes"]], steps=128)
+  toward = explained_toward(model, TEXTS, other, steps=128)
+  assert [c.decode() for c in toward["classes"]] == other
+  np.testing.assert_allclose(same["attributions"], predicted["attributions"], atol=1e-6)
+  assert same["tokens"].tolist() == toward["tokens"].tolist() == predicted["tokens"].tolist()
+  np.testing.assert_allclose(toward["probabilities"], predicted["probabilities"], atol=1e-6)
+  real = [i for i, t in enumerate(TEXTS) if t]
+  assert np.abs(toward["attributions"][real] - predicted["attributions"][real]).max() > 1e-3
+  assert completeness_ratio(toward) <= 0.01
+
+
+def test_explain_class_of_a_two_class_wide_path_is_the_predicted_class_negated():
+  """The 2-class wide path's logits are ±(its decision) / 2: toward the other class, every
+  n-gram's weight flips its sign."""
+  model = untrained(tiny_model_config(wide_ngrams=2, wide_min_count=1, wide_c=1.0))
+  model.get_layer(models.WIDE_DEEP).deep_weight.assign(0.0)
+  predicted = explained(model, TEXTS[:2], steps=2)
+  other = [CLASSES[1 - CLASSES.index(c.decode())] for c in predicted["classes"]]
+  toward = explained_toward(model, TEXTS[:2], other, steps=2)
+  assert np.abs(predicted["attributions"]).max() > 0.01
+  np.testing.assert_allclose(toward["attributions"], -predicted["attributions"], atol=1e-6)
+
+
+def test_an_unknown_class_name_is_an_error_naming_the_valid_ones():
+  fn = explain.make_explain_fns(untrained(tiny_model_config()), CLASSES, 2)[1]
+  with pytest.raises(tf.errors.InvalidArgumentError,
+                     match="class_name: expected one of negative, positive; got.*neutral"):
+    fn(tf.constant(["a", "b"]), tf.constant(["positive", "neutral"]))
+  with pytest.raises(tf.errors.InvalidArgumentError, match="one class name a text"):
+    fn(tf.constant(["a", "b"]), tf.constant(["positive"]))
+
+
+@pytest.mark.slow
+def test_bert_wide_export_has_both_signatures_and_reloads_with_tensorflow_text_only(
+    tiny_bert_preset, tmp_path):
+  from tfagent import export
+  model = bert_wide(tiny_bert_preset)
+  path = export.export_model(model, CLASSES, config.ExportConfig(
+      export_dir=str(tmp_path), model_name="bert_wide", explain_steps=16))
+  defs = signatures.read_signature_defs(path)
+  assert {signatures.EXPLAIN_SIGNATURE, signatures.EXPLAIN_CLASS_SIGNATURE} <= set(defs)
+  texts = ["great movie great", "", "a truly awful mess , hated it"]
+  expected = explained(model, texts, steps=16)
+  got = reload_in_a_clean_process(path, texts, "tensorflow_text")
+  np.testing.assert_allclose(np.array(got["attributions"]), expected["attributions"], atol=1e-5)
+  assert got["tokens"] == [[t.decode() for t in row] for row in expected["tokens"]]
+  assert "<great movie>" in got["tokens"][0]
+  served = signatures.load_signature(path, signatures.EXPLAIN_CLASS_SIGNATURE)(
+      text=tf.constant(texts), class_name=tf.constant(["negative"] * 3))
+  toward = explained_toward(model, texts, ["negative"] * 3, steps=16)
+  np.testing.assert_allclose(served["attributions"].numpy(), toward["attributions"], atol=1e-5)
+
+
+def write_planted_bert_preset(folder) -> str:
+  """A tiny random BERT whose vocabulary holds the planted corpus' words."""
+  import keras_hub
+  vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *PLANTED_WORDS]
+  keras.utils.set_random_seed(0)
+  keras_hub.models.BertBackbone(vocabulary_size=len(vocab), num_layers=1, num_heads=2,
+                                hidden_dim=8, intermediate_dim=16,
+                                max_sequence_length=16).save_to_preset(str(folder))
+  keras_hub.models.BertTokenizer(vocabulary=vocab, lowercase=True).save_to_preset(str(folder))
+  return str(folder)
+
+
+PLANTED_WORDS = [f"w{i}" for i in range(40)] + [w for w in PLANTED.values() if w]
+
+
+@pytest.mark.slow
+def test_the_planted_word_gets_the_largest_attribution_with_bert_and_a_wide_path(tmp_path):
+  """The top entry is the planted word's piece, or a wide n-gram holding it."""
+  cfg = tiny_config("", tmp_path / "run", tmp_path / "saved_models")
+  corpus = write_planted_corpus(tmp_path / "planted.jsonl")
+  data = dataclasses.replace(cfg.data, dataset=f"jsonl:{corpus}", class_names="neg,pos,none")
+  model_cfg = config.ModelConfig(name="bert", preset=write_planted_bert_preset(tmp_path / "bert"),
+                                 sequence_length=16, dropout=0.0, wide_ngrams=2,
+                                 wide_min_count=2)
+  cfg = dataclasses.replace(cfg, data=data, model=model_cfg,
+                            train=dataclasses.replace(cfg.train, epochs=3))
+  from tfagent import train
+  train.train_and_evaluate(cfg)
+  texts, _ = planted_texts()
+  out = explained(best_model(cfg), texts, classes=["neg", "pos", "none"])
+  top = [row[i].decode() for row, i in zip(out["tokens"], out["attributions"].argmax(-1))]
+  planted = [(PLANTED["pos"], PLANTED["neg"])[i % 2] for i in range(len(texts))]
+  hits = np.mean([w in t.strip("<>").split() for t, w in zip(top, planted)])
+  exact = np.mean([t in (w, f"<{w}>") for t, w in zip(top, planted)])
+  print(f"bert+wide: the top entry holds the planted word in {hits:.0%} of {len(texts)} texts "
+        f"(is the word alone in {exact:.0%}); completeness ratio {completeness_ratio(out):.2e}")
+  assert hits >= 0.95
+  assert completeness_ratio(out) <= 0.01
+
+
+@pytest.mark.slow
+def test_toward_the_other_class_the_trained_models_attributions_flip(trained_run):
+  """A trained 2-class softmax model: toward the class it did not predict, the tokens that
+  pushed toward its prediction push away, and completeness holds for that class. Not exactly
+  (the two logits are not each other's negation), so over all tokens together."""
+  cfg, _ = trained_run
+  model = best_model(cfg)
+  texts = ["great movie loved it", "terrible movie hated it, truly awful",
+           "a truly wonderful delight", "boring film, a mess", "很好看", "难看 失望 差"]
+  predicted = explained(model, texts)
+  other = [CLASSES[1 - CLASSES.index(c.decode())] for c in predicted["classes"]]
+  toward = explained_toward(model, texts, other)
+  assert [c.decode() for c in toward["classes"]] == other
+  real = predicted["tokens"] != b""
+  a, b = predicted["attributions"][real], toward["attributions"][real]
+  corr = np.corrcoef(a, b)[0, 1]
+  top = [np.sign(p[np.abs(p).argmax()]) != np.sign(t[np.abs(p).argmax()])
+         for p, t in zip(predicted["attributions"], toward["attributions"])]
+  print(f"{len(a)} tokens: correlation of the two classes' attributions {corr:.3f}; each "
+        f"text's top token flips its sign in {np.mean(top):.0%} of {len(texts)} texts")
+  assert corr < -0.5
+  assert np.mean(top) >= 5 / 6
+  assert completeness_ratio(toward) <= 0.01
+
+
+@pytest.mark.slow
+def test_python_api_and_predict_explain_class(trained_run, monkeypatch, capfd):
+  import tfagent
+  from conftest import run_command
+  cfg, result = trained_run
+  path = result["saved_model"]
+  model = tfagent.load(path)
+  rows = model.explain(TEXTS, class_name="negative")
+  assert [r["class"] for r in rows] == ["negative"] * len(TEXTS)
+  expected = explained_toward(best_model(cfg), TEXTS, ["negative"] * len(TEXTS),
+                              steps=cfg.export.explain_steps)
+  for row, scores in zip(rows, expected["attributions"]):
+    np.testing.assert_allclose(row["attributions"], scores[:len(row["attributions"])], atol=1e-5)
+  with pytest.raises(ConfigError, match="--explain_class='neutral': not a class .*"
+                     "valid: negative, positive"):
+    model.explain(["x"], class_name="neutral")
+  assert run_command(monkeypatch, "predict", f"--saved_model={path}", "--explain_class=negative",
+                     "great movie loved it") == 0
+  head = capfd.readouterr().out.splitlines()[0]
+  p_negative = model.predict(["great movie loved it"])[0]["probabilities"][0]
+  assert head.startswith(f"negative {p_negative:.3f} (completeness error")
+  assert run_command(monkeypatch, "predict", f"--saved_model={path}", "--explain_class=neutral",
+                     "x") == 1
+  assert capfd.readouterr().out == ""

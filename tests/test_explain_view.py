@@ -148,3 +148,39 @@ def test_explain_refuses_csv_and_top_k(export_dir, monkeypatch):
   for flag in ("--format=csv", "--top_k=1"):
     assert run_command(monkeypatch, "predict", f"--saved_model={export_dir}", "--explain",
                        flag, "x") == 1
+
+
+def test_an_export_without_explain_class_is_one_clear_error(export_dir, monkeypatch, capfd):
+  """The synthetic export has `explain` but not `explain_class`, as one exported before it."""
+  model = tfagent.load(export_dir)
+  with pytest.raises(ConfigError, match="no 'explain_class' signature.*before explanations "
+                     "toward a named class existed.*Re-export"):
+    model.explain(["x"], class_name="positive")
+  with pytest.raises(ConfigError, match="--explain_class='neutral': not a class of .*; "
+                     "valid: negative, positive"):
+    model.explain(["x"], class_name="neutral")
+  assert run_command(monkeypatch, "predict", f"--saved_model={export_dir}",
+                     "--explain_class=positive", "x") == 1
+  assert capfd.readouterr().out == ""
+  assert model.explain(["good"])[0]["class"] == "negative"  # explain itself still works.
+
+
+def test_the_views_show_the_probability_of_the_rows_class():
+  """An explain_class row may be toward a class that was not predicted: its probability is
+  shown, not the largest."""
+  row = {"text": "meh", "class": "negative", "probabilities": [0.3, 0.7], "tokens": ["meh"],
+         "attributions": [-0.2], "completeness_error": 0.001}
+  names = ["negative", "positive"]
+  assert explain_view.terminal(row, False, names).startswith("negative 0.300 (completeness")
+  assert "negative 0.300 · completeness" in explain_view.html_section(row, names)
+
+
+def test_predict_and_explain_load_the_export_once(export_dir, monkeypatch):
+  """Scoring, the class names and the explanations share one tf.saved_model.load."""
+  import tensorflow as tf
+  loads, load = [], tf.saved_model.load
+  monkeypatch.setattr(tf.saved_model, "load", lambda *a, **k: loads.append(a) or load(*a, **k))
+  model = tfagent.load(export_dir)
+  assert model.predict(["good"])[0]["class"] == "negative"
+  assert model.explain(["good"])[0]["tokens"] == ["good"]
+  assert len(loads) == 1

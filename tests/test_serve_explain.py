@@ -24,6 +24,7 @@ from bench import serve_bench  # noqa: E402
 pytestmark = pytest.mark.slow
 TEXTS = ["great movie loved it", "awful boring film, a mess", "难看 垃圾 失望"]
 OUTPUTS = set(signatures.EXPLAIN_OUTPUTS)
+TOWARD = "negative"  # The class explain_class is asked for.
 
 
 @pytest.fixture(scope="module")
@@ -31,10 +32,14 @@ def served(trained_run, tmp_path_factory):
   _, result = trained_run
   explain = signatures.load_signature(result["saved_model"], signatures.EXPLAIN_SIGNATURE)
   expected = {k: v.numpy() for k, v in explain(text=tf.constant(TEXTS)).items()}
+  explain_class = signatures.load_signature(result["saved_model"],
+                                            signatures.EXPLAIN_CLASS_SIGNATURE)
+  toward = {k: v.numpy() for k, v in explain_class(
+      text=tf.constant(TEXTS), class_name=tf.constant([TOWARD] * len(TEXTS))).items()}
   args = ["--model_name=why", f"--model_base_path={os.path.dirname(result['saved_model'])}"]
   log = str(tmp_path_factory.mktemp("serve_explain") / "server.log")
   with run_server(args, "why", log) as (url, address, _):
-    yield {"url": url, "grpc": address, "expected": expected}
+    yield {"url": url, "grpc": address, "expected": expected, "toward": toward}
 
 
 def check_rows(rows: list, expected: dict) -> None:
@@ -82,3 +87,58 @@ def test_bench_clients_call_the_named_signature(served, protocol):
   assert errors == 0 and 1 <= len(latencies) <= 5
   with pytest.raises(client.ServerError, match="nope"):  # The name reaches the server.
     serve_bench.client_worker((server, protocol, "why", "nope"), 1, time.time(), 0.5, 2)
+
+
+def explain_class_request(class_names: list) -> predict_pb2.PredictRequest:
+  request = predict_pb2.PredictRequest()
+  request.model_spec.name = "why"
+  request.model_spec.signature_name = signatures.EXPLAIN_CLASS_SIGNATURE
+  request.inputs["text"].CopyFrom(tf.make_tensor_proto(TEXTS))
+  request.inputs["class_name"].CopyFrom(tf.make_tensor_proto(class_names))
+  return request
+
+
+def test_explain_class_over_rest_rows_and_columns(served):
+  toward = served["toward"]
+  assert [c.decode() for c in toward["classes"]] == [TOWARD] * len(TEXTS)
+  url = f"{served['url']}/v1/models/why:predict"
+  response = requests.post(url, timeout=30, json={
+      "signature_name": "explain_class",
+      "instances": [{"text": t, "class_name": TOWARD} for t in TEXTS]})
+  assert response.status_code == 200, response.text
+  check_rows(response.json()["predictions"], toward)
+  response = requests.post(url, timeout=30, json={
+      "signature_name": "explain_class",
+      "inputs": {"text": TEXTS, "class_name": [TOWARD] * len(TEXTS)}})
+  assert response.status_code == 200, response.text
+  outputs = response.json()["outputs"]
+  np.testing.assert_allclose(outputs["attributions"], toward["attributions"], atol=1e-5)
+
+
+def test_explain_class_over_grpc_with_the_official_stubs(served):
+  stub = prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(served["grpc"]))
+  response = stub.Predict(explain_class_request([TOWARD] * len(TEXTS)), timeout=30)
+  assert set(response.outputs) == OUTPUTS
+  assert tf.make_ndarray(response.outputs["classes"]).tolist() == [TOWARD.encode()] * len(TEXTS)
+  np.testing.assert_allclose(tf.make_ndarray(response.outputs["attributions"]),
+                             served["toward"]["attributions"], atol=1e-5)
+  # Toward the other class than explain's for some text: different attributions.
+  assert np.abs(served["toward"]["attributions"] - served["expected"]["attributions"]).max() > 1e-3
+
+
+def test_an_unknown_class_name_is_invalid_argument_naming_the_classes(served):
+  response = requests.post(f"{served['url']}/v1/models/why:predict", timeout=30, json={
+      "signature_name": "explain_class",
+      "instances": [{"text": t, "class_name": "neutral"} for t in TEXTS]})
+  assert response.status_code == 400
+  assert "expected one of negative, positive" in response.json()["error"]
+  stub = prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(served["grpc"]))
+  with pytest.raises(grpc.RpcError) as e:
+    stub.Predict(explain_class_request(["negative", "neutral", "positive"]), timeout=30)
+  assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+  assert "expected one of negative, positive" in e.value.details()
+  assert "neutral" in e.value.details()
+  # Text alone is what TF Serving refuses too: every input of the signature is required.
+  response = requests.post(f"{served['url']}/v1/models/why:predict", timeout=30, json={
+      "signature_name": "explain_class", "instances": TEXTS})
+  assert response.status_code == 400 and "list of objects" in response.json()["error"]

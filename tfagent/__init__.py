@@ -17,7 +17,8 @@ __version__ = "0.1.0"
 
 
 def load(path: str):
-  """An export (a version dir, or saved_models/NAME for its latest) with `.predict(texts)`."""
+  """An export (a version dir, or saved_models/NAME for its latest) with `.predict(texts)`
+  and `.explain(texts, class_name=None)`."""
   from tfagent.predict import Predictor
   return Predictor(path)
 

@@ -12,7 +12,7 @@ from absl import logging
 import keras
 import tensorflow as tf
 
-from tfagent import backup, config, fileio, progress, summaries
+from tfagent import backup, config, fileio, imbalance, progress, summaries
 from tfagent.errors import ConfigError
 
 
@@ -25,9 +25,11 @@ class AtomicModelCheckpoint(backup.Resumable, keras.callbacks.Callback):
   """
   STATE = ("best",)
 
-  def __init__(self, model_to_save: keras.Model, directory: str, monitor="val_loss"):
+  def __init__(self, model_to_save: keras.Model, directory: str, monitor="val_loss",
+               mode="min"):
     super().__init__()
     self.model_to_save, self.directory, self.monitor = model_to_save, directory, monitor
+    self.sign = -1.0 if mode == "max" else 1.0  # `best` is kept as a value to minimise.
     self.best = math.inf
 
   def _save(self, name: str) -> None:
@@ -36,9 +38,9 @@ class AtomicModelCheckpoint(backup.Resumable, keras.callbacks.Callback):
   def on_epoch_end(self, epoch, logs=None):
     tf.io.gfile.makedirs(self.directory)
     self._save("last.keras")
-    value = (logs or {}).get(self.monitor, math.inf)
-    if value < self.best:
-      self.best = float(value)
+    value = (logs or {}).get(self.monitor, self.sign * math.inf)
+    if self.sign * value < self.best:
+      self.best = float(self.sign * value)
       self._save("best.keras")
       logging.info("Epoch %d: %s improved to %.4f, saved best.keras", epoch + 1,
                    self.monitor, value)
@@ -79,9 +81,10 @@ def make_callbacks(cfg: config.Config, model: keras.Model, start: backup.Positio
                    steps_per_epoch: int) -> list:
   """Throughput, progress, TensorBoard, early stopping, atomic checkpoints and step backups."""
   run, verbosity = cfg.train.model_dir, fit_verbosity(cfg.train)
-  stopping = ResumableEarlyStopping("val_loss", patience=cfg.train.early_stopping_patience,
-                                    verbose=1)
-  checkpoint = AtomicModelCheckpoint(model, os.path.join(run, "checkpoints"))
+  monitor, mode = cfg.train.monitor, imbalance.check_monitor(cfg.train.monitor)
+  stopping = ResumableEarlyStopping(monitor, mode=mode,
+                                    patience=cfg.train.early_stopping_patience, verbose=1)
+  checkpoint = AtomicModelCheckpoint(model, os.path.join(run, "checkpoints"), monitor, mode)
   return [
       summaries.Throughput(cfg.data.batch_size),  # Before TensorBoard, which logs it.
       # Between Keras' epoch lines (no progress bar) or after each epoch (under a bar).

@@ -20,6 +20,8 @@ STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker_mirrore
 PRECISIONS = ("float32", "bfloat16", "mixed_float16")
 TRUNCATIONS = ("head", "tail", "head_tail")
 BAD_RECORD_POLICIES = ("error", "skip")
+MONITORS = ("val_loss", "val_accuracy", "val_macro_f1")
+TASKS = ("multiclass", "multilabel")
 QUANTIZE_MODES = ("none", "int8", "int4")
 # Fields whose flag has another name than the field.
 FLAG_NAMES = {("ModelConfig", "name"): "model"}
@@ -49,7 +51,7 @@ class DataConfig:
                              "integer id).")
   test_path: str = setting("", "Official test file for csv/tsv/jsonl; validation is then "
                            "carved from train. Without it the file is split 80/10/10 by a "
-                           "seeded hash of the text.")
+                           "seeded hash of the text (of the group with --group_field).")
   class_names: str = setting("", "Comma-separated class names in label order; fixes the "
                              "order and makes any other label an error.")
   normalize_labels: bool = setting(False, "Merge labels that differ only in case or spacing "
@@ -64,11 +66,18 @@ class DataConfig:
   dedup: bool = setting(False, "Drop repeated texts and train texts also in test (they are "
                         "always counted and reported).")
   folds: int = setting(0, "Cross-validation: K > 1 splits train+validation into K folds by a "
-                       "seeded hash of the text (copies share a fold); --fold is then the "
-                       "held-out part, scored as test. An official test split is left out "
-                       "untouched. 0 keeps the usual split.")
+                       "seeded hash of the text (copies share a fold; with --group_field, "
+                       "of the group); --fold is then the held-out part, scored as test. "
+                       "An official test split is left out untouched. 0 keeps the usual "
+                       "split.")
   fold: int = setting(0, "The fold held out when --folds is set (0..folds-1); "
                       "tfagent.cross_validate runs every fold.")
+  group_field: str = setting("", "Column (csv/tsv) or key (jsonl) naming each record's group "
+                             "(a movie, a customer): validation, the 80/10/10 split and the "
+                             "folds then hash the group, not the text, so no group is in two "
+                             "splits and validation does not overrate the model. A record "
+                             "without a group is a bad record (see --on_bad_record). Empty: "
+                             "split by text.")
   tfds_data_dir: str = setting("", "TFDS data dir; empty uses TFDS's default "
                                "(~/tensorflow_datasets).")
   tfds_manual_dir: str = setting("", "Folder with hand-downloaded TFDS archives for offline "
@@ -81,6 +90,15 @@ class DataConfig:
                               "little padding is computed; 0 pads to each batch's longest.")
   deterministic: bool = setting(True, "Fixed element order for reproducible runs; false lets "
                                 "parallel stages reorder elements, for speed.")
+  task: str = setting("multiclass", "multiclass: one label a record (softmax); multilabel: a "
+                      "list of labels a record (sigmoid per label, thresholds tuned on "
+                      "validation; docs/data.md#multi-label).", TASKS)
+  label_delimiter: str = setting("|", "Multilabel csv/tsv: separates the labels in the label "
+                                 "field ('a|b'); '|' because ',' and tab are the files' own "
+                                 "delimiters and label names rarely hold it.")
+  allow_empty_labels: bool = setting(False, "Multilabel: a record with an empty label list "
+                                     "(no label applies) is kept; off, it is a bad record, "
+                                     "as an empty field is more often a mistake.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,7 +158,14 @@ class TrainConfig:
                                           "learned.", models=("bert",))
   weight_decay: float = setting(1e-4, "AdamW decoupled weight decay.")
   warmup_fraction: float = setting(0.1, "Share of steps spent warming up.")
-  early_stopping_patience: int = setting(2, "Epochs without val_loss gain before stopping.")
+  early_stopping_patience: int = setting(2, "Epochs without --monitor gain before stopping.")
+  monitor: str = setting("val_loss", "What early stopping and the best checkpoint follow; "
+                         "val_macro_f1 (computed each epoch) weighs a rare class as much as "
+                         "a common one.", MONITORS)
+  class_weight: str = setting("none", "Loss weight of each class: none; balanced (n / (C * "
+                              "n_class), counted on the training split only) lifts the recall "
+                              "of rare classes; or a JSON file {\"class name\": weight} (a "
+                              "class left out weighs 1).")
   strategy: str = setting("auto", "tf.distribute strategy; auto: TPU with --tpu, Mirrored on "
                           "2+ GPUs, else default. multi_worker_mirrored reads TF_CONFIG "
                           "(docs/distributed.md).", STRATEGIES)

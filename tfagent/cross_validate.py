@@ -3,7 +3,8 @@
   python -m tfagent.cross_validate --flagfile=configs/quickstart.flags --folds=5
 
 A seeded hash of each text picks its fold, so copies of a text share a fold and
-no text is scored in two folds. Fold k trains on the other folds (validation
+no text is scored in two folds; with --group_field the group's hash picks it, so
+each group lies in one fold. Fold k trains on the other folds (validation
 carved from them by --validation_fraction) and is scored on fold k, through
 the exported SavedModel as in a normal run. An official test split (csv with
 --test_path, tfds) is not read: the folds cover train+validation and test stays

@@ -76,7 +76,8 @@ def accuracy_and_loss(predict_fn, ds: tf.data.Dataset, batch_size: int = BATCH_S
 
 
 def compute_metrics(labels, probabilities, class_names) -> dict:
-  """Accuracy, macro precision/recall/F1, ROC-AUC (one-vs-rest), confusion matrix."""
+  """Accuracy, macro and per-class precision/recall/F1, ROC-AUC (one-vs-rest), confusion
+  matrix (counts, and normalised by row)."""
   pred = probabilities.argmax(-1)
   label_ids = list(range(len(class_names)))
   p, r, f1, _ = skm.precision_recall_fscore_support(
@@ -96,7 +97,10 @@ def compute_metrics(labels, probabilities, class_names) -> dict:
   return {"examples": int(len(labels)), "accuracy": float((pred == labels).mean()),
           "macro_precision": float(p), "macro_recall": float(r), "macro_f1": float(f1),
           "roc_auc": float(auc), "class_names": list(class_names), "per_class": per_class,
-          "confusion_matrix": skm.confusion_matrix(labels, pred, labels=label_ids).tolist()}
+          "confusion_matrix": skm.confusion_matrix(labels, pred, labels=label_ids).tolist(),
+          # Row i: how class i's examples were predicted (its recall on the diagonal).
+          "confusion_matrix_normalized": skm.confusion_matrix(
+              labels, pred, labels=label_ids, normalize="true").tolist()}
 
 
 def plot_confusion(matrix, class_names, path: str) -> None:
@@ -158,21 +162,23 @@ def evaluate(predict_fn, test_ds, class_names, out_dir: str, extra: dict = None,
   return result
 
 
-def saved_model_predict_fn(path: str):
-  """Loads a SavedModel version (TF Text ops registered) and returns texts -> probabilities."""
-  return signatures.probabilities_fn(path)
+def saved_model_predict_fn(path: str, loaded=None):
+  """Loads a SavedModel version (TF Text ops registered; `loaded`: already loaded) and
+  returns texts -> probabilities."""
+  return signatures.probabilities_fn(path, loaded)
 
 
 def load_checkpoint(path: str):
   """Loads a `.keras` checkpoint of any tfagent model (string input, logits out).
 
-  The classifier inside was saved compiled, so its optimizer class must be
-  registered too; the top-level model is loaded uncompiled (inference needs none).
+  The classifier inside was saved compiled, so its optimizer and metric classes must
+  be registered too; the top-level model is loaded uncompiled (inference needs none).
   """
   import keras
   # Register the custom layers and the optimizer before deserializing.
   import tfagent.models  # noqa: F401
   import tfagent.optim  # noqa: F401
+  import tfagent.imbalance  # noqa: F401  (its macro-F1 metric, with --monitor=val_macro_f1)
   return keras.saving.load_model(path, compile=False)
 
 
@@ -201,12 +207,21 @@ def check_overwrite(output_dir: str, overwrite: bool) -> None:
                       "Python), or --output_dir=DIR to write elsewhere.")
 
 
+def check_multiclass(data_cfg) -> None:
+  """This command scores multiclass runs; a multilabel run's metrics come from training."""
+  if data_cfg.task != "multiclass":
+    raise ConfigError(f"--task={data_cfg.task}: tfagent evaluate scores multiclass models; a "
+                      "multilabel run writes its eval/metrics.json (micro/macro F1, per "
+                      "label, subset accuracy, LRAP) when it trains.")
+
+
 def run_test_split(model_dir: str, saved_model: str, output_dir: str,
                    overwrite: bool = False) -> dict:
   """Scores a training run's own test split with its export or its best checkpoint."""
   output_dir = output_dir or os.path.join(model_dir, "eval")
   check_overwrite(output_dir, overwrite)
   cfg = config.load_json(os.path.join(model_dir, "config.json"))
+  check_multiclass(cfg.data)
   splits, info = data.load_splits(cfg.data)
   if saved_model:
     predict_fn = saved_model_predict_fn(resolve_saved_model(saved_model))
@@ -225,6 +240,7 @@ def run_labelled_source(data_cfg, saved_model: str, output_dir: str,
     raise ConfigError("--dataset needs --saved_model: the export whose classes the labels "
                       "are checked against.")
   output_dir = output_dir or "eval"
+  check_multiclass(data_cfg)
   check_overwrite(output_dir, overwrite)
   export_dir = resolve_saved_model(saved_model)
   class_names = signatures.class_names(export_dir)

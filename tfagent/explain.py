@@ -2,7 +2,8 @@
 
 F is the predicted class's logit of the whole model (for an ensemble the logit
 MemberAverage returns, log of the mean of the members' probabilities; with a
-wide path `wide + deep_weight * deep`), not its probability.
+wide path `wide + deep_weight * deep`), not its probability; in the
+`explain_class` signature, the logit of the class the request names.
 - Deep path: integrated gradients (Sundararajan et al. 2017) over the token
   embeddings, from a baseline of the padding token's embedding at every position
   (the padding mask unchanged, so the baseline has the text's length), by the
@@ -23,6 +24,12 @@ wide path `wide + deep_weight * deep`), not its probability.
   added after, as in the backbone), [CLS] and [SEP] kept in the baseline, so they
   get none; tokens are the word pieces as the vocabulary spells them ("##" marks
   a word's continuation), [CLS] left out, [SEP] and padding "".
+- BERT with a wide path: the wide path reads words, BERT word pieces, and the two
+  do not line up, so the wide path's part is reported per n-gram, not spread:
+  after the text's word pieces come the wide path's n-grams of the text, each
+  once (its feature is binary), in order of first occurrence, written in angle
+  brackets (`<not good>`), each with its exact weight toward F; n-grams out of
+  its vocabulary weigh 0 and are left out. Then padding "".
 """
 
 import dataclasses
@@ -34,11 +41,14 @@ from tfagent import signatures
 from tfagent.errors import ConfigError
 from tfagent.models import CLASSIFIER, TOKENIZER, WIDE, WIDE_DEEP, bert, ensemble
 from tfagent.models.layers import TextTokenizer, standardize
+from tfagent.models.wide import ngram_strings
 
 # Interpolation points a gradient call: 16x the batch's activations at once.
 CHUNK = 16
 EMBEDDING = "embedding"  # The token embedding layer of the from-scratch models.
 LOGIT_DIFFERENCE = "logit_difference"  # F(x) - F(baseline), an output of details=True only.
+NGRAM_MARKS = ("<", ">")  # Around a wide n-gram after BERT's word pieces.
+PREDICTED = -1  # The target id that stands for the predicted class.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,17 +75,15 @@ def embedding_path(member: keras.Model) -> tuple:
 
 
 def supported(model: keras.Model) -> bool:
-  """Whether `model` can be explained: any from-scratch model, BERT without a wide path."""
-  tokenizer = find_layer(model, TOKENIZER)
-  return isinstance(tokenizer, TextTokenizer) or (
-      isinstance(tokenizer, bert.WordPieceEncoder) and find_layer(model, WIDE) is None)
+  """Whether `model` can be explained: a models.build_model model (its tokenizer is known)."""
+  return isinstance(find_layer(model, TOKENIZER), (TextTokenizer, bert.WordPieceEncoder))
 
 
 def model_parts(model: keras.Model) -> Parts:
   """Splits a models.build_model model into the parts the explanation uses."""
   if not supported(model):
-    raise NotImplementedError(f"{model.name}: no explanation for a wide path over word "
-                              "pieces (its words and BERT's pieces do not line up).")
+    raise NotImplementedError(f"{model.name}: no '{TOKENIZER}' layer that explain.py knows "
+                              "(TextTokenizer or bert.WordPieceEncoder).")
   tokenizer = model.get_layer(TOKENIZER)
   path = embedding_path if isinstance(tokenizer, TextTokenizer) else bert.embedding_path
   classifier = model.get_layer(CLASSIFIER)
@@ -195,6 +203,33 @@ def wide_values(wide, text: tf.Tensor, target: tf.Tensor) -> tf.RaggedTensor:
   return ids.with_flat_values(tf.cast(weights, tf.float32) / tf.gather(counts, occurrence))
 
 
+def distinct_ngrams(wide, text: tf.Tensor, target: tf.Tensor) -> tuple:
+  """`(n-grams <string>[batch, (grams)], weights <float32>[batch, (grams)])`: each known
+  n-gram of each text once, in order of first occurrence, and its weight toward `target`."""
+  ids, grams = wide.ngram_ids(text), ngram_strings(text, wide.ngrams)
+  rows, flat = ids.value_rowids(), ids.flat_values
+  keys, occurrence = tf.unique(rows * (wide.vocabulary_size + 1) + flat)
+  position = tf.range(tf.size(occurrence))
+  first = tf.math.unsorted_segment_min(position, occurrence, tf.size(keys))
+  keep = tf.not_equal(flat, 0) & tf.equal(tf.gather(first, occurrence), position)
+  weights = tf.gather(wide.kernel_rows(flat), tf.gather(target, rows), batch_dims=1)
+  kept_rows = tf.boolean_mask(rows, keep)
+  ragged = lambda values: tf.RaggedTensor.from_value_rowids(
+      tf.boolean_mask(values, keep), kept_rows, nrows=ids.nrows())
+  return ragged(grams.flat_values), ragged(tf.cast(weights, tf.float32))
+
+
+def wordpieces_and_ngrams(parts: Parts, text, pieces, piece_attributions, target) -> tuple:
+  """BERT's `(pieces, attributions)` `[batch, L-1]` with the wide path's n-grams after the
+  pieces of each text: `(tokens <string>[batch, T], attributions <float32>[batch, T])`."""
+  pieces = tf.RaggedTensor.from_tensor(pieces, padding="")  # [SEP] and padding trail.
+  scores = tf.RaggedTensor.from_tensor(piece_attributions, lengths=pieces.row_lengths())
+  grams, weights = distinct_ngrams(parts.wide, text, target)
+  marked = tf.strings.join([NGRAM_MARKS[0], grams.flat_values, NGRAM_MARKS[1]])
+  tokens = tf.concat([pieces, grams.with_flat_values(marked)], axis=1)
+  return tokens.to_tensor(""), tf.concat([scores, weights], axis=1).to_tensor(0.0)
+
+
 def token_attributions(parts: Parts, text, id_attributions, target) -> tuple:
   """`(tokens <string>[batch, T], attributions <float32>[batch, T])` on the text's words."""
   words = tf.strings.split(standardize(text))
@@ -213,8 +248,12 @@ def token_attributions(parts: Parts, text, id_attributions, target) -> tuple:
   return shown.to_tensor(""), attributions  # Padded to num_tokens.
 
 
-def explain_batch(parts: Parts, class_names: tf.Tensor, text: tf.Tensor, steps: int) -> dict:
-  """The explain signature's outputs for `<string>[batch]`, plus LOGIT_DIFFERENCE `[batch]`."""
+def explain_batch(parts: Parts, class_names: tf.Tensor, text: tf.Tensor, target: tf.Tensor,
+                  steps: int) -> dict:
+  """The explain signature's outputs for `<string>[batch]`, plus LOGIT_DIFFERENCE `[batch]`.
+
+  `target` `<int64>[batch]`: the class id F is the logit of, PREDICTED for the predicted one.
+  """
   ids = parts.tokenizer(text)
   inputs = [tf.cast(embedding(ids), tf.float32) for embedding, _ in parts.paths]
   base_ids = baseline_ids(parts, ids)
@@ -227,11 +266,13 @@ def explain_batch(parts: Parts, class_names: tf.Tensor, text: tf.Tensor, steps: 
   logits = combine(parts, deep, wide)
   wide_base = None if wide is None else tf.zeros_like(wide) + tf.cast(parts.wide.bias, tf.float32)
   base = combine(parts, deep_base, wide_base)
-  target = tf.argmax(logits, axis=-1)
+  target = tf.where(target == PREDICTED, tf.argmax(logits, axis=-1), target)
   difference = (tf.gather(logits, target, batch_dims=1) - tf.gather(base, target, batch_dims=1))
   id_attributions = integrated_gradients(parts, ids, inputs, baselines, target, steps)
   if is_bert(parts):
-    tokens, attributions = wordpiece_tokens(parts, ids, id_attributions)
+    tokens, attributions = wordpiece_tokens(parts, ids, deep_weight(parts) * id_attributions)
+    if parts.wide is not None:
+      tokens, attributions = wordpieces_and_ngrams(parts, text, tokens, attributions, target)
   else:
     tokens, attributions = token_attributions(parts, text, id_attributions, target)
   return {signatures.EXPLAIN_TOKENS: tokens,  # <string>[batch, T]
@@ -242,18 +283,54 @@ def explain_batch(parts: Parts, class_names: tf.Tensor, text: tf.Tensor, steps: 
           LOGIT_DIFFERENCE: difference}
 
 
-def make_explain_fn(model: keras.Model, class_names, steps: int, details: bool = False):
-  """`text: <string>[batch] -> {tokens, attributions, probabilities, classes, completeness_error}`.
+def class_ids(class_names: list, names: tf.Tensor, text: tf.Tensor) -> tf.Tensor:
+  """`<int64>[batch]` ids of the classes `names` `<string>[batch]` (one a text); an
+  InvalidArgumentError that lists the valid names for an unknown one."""
+  match = tf.equal(names[:, tf.newaxis], tf.constant(list(class_names), tf.string)[tf.newaxis])
+  known = tf.reduce_any(match, axis=-1)
+  checks = [
+      tf.debugging.assert_equal(tf.size(names), tf.size(text), message=(
+          f"{signatures.EXPLAIN_CLASS_INPUT}: expected one class name a text")),
+      tf.debugging.Assert(tf.reduce_all(known), [
+          f"{signatures.EXPLAIN_CLASS_INPUT}: expected one of {', '.join(class_names)}; got",
+          tf.boolean_mask(names, ~known)])]
+  with tf.control_dependencies(checks):
+    return tf.argmax(tf.cast(match, tf.int64), axis=-1)
 
-  A tf.function for the export; `details` adds LOGIT_DIFFERENCE, F(x) - F(baseline).
+
+def make_explain_fns(model: keras.Model, class_names, steps: int, details: bool = False):
+  """`(explain, explain_class)` tf.functions for the export; the model is traced once.
+
+  explain: `text: <string>[batch] -> {tokens, attributions, probabilities, classes,
+  completeness_error}` toward each text's predicted class. explain_class: the same toward
+  `class_name: <string>[batch]`, a class name a text. `details` adds LOGIT_DIFFERENCE,
+  F(x) - F(baseline).
   """
   if steps < 1:
     raise ConfigError(f"--explain_steps={steps}: expected 1 or more (64 is the default).")
   parts = model_parts(model)
   names = tf.constant(list(class_names), tf.string)
+  keys = signatures.EXPLAIN_OUTPUTS + ((LOGIT_DIFFERENCE,) if details else ())
+
+  @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text"),
+                                tf.TensorSpec([None], tf.int64, name="target")])
+  def toward(text, target):
+    out = explain_batch(parts, names, text, target, steps)
+    return {k: out[k] for k in keys}
 
   @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
   def explain(text):
-    out = explain_batch(parts, names, text, steps)
-    return out if details else {k: out[k] for k in signatures.EXPLAIN_OUTPUTS}
-  return explain
+    return toward(text, tf.fill(tf.shape(text), tf.constant(PREDICTED, tf.int64)))
+
+  @tf.function(input_signature=[
+      tf.TensorSpec([None], tf.string, name="text"),
+      tf.TensorSpec([None], tf.string, name=signatures.EXPLAIN_CLASS_INPUT)])
+  def explain_class(text, class_name):
+    return toward(text, class_ids(class_names, class_name, text))
+  return explain, explain_class
+
+
+def make_explain_fn(model: keras.Model, class_names, steps: int, details: bool = False):
+  """`text: <string>[batch] -> {tokens, attributions, probabilities, classes,
+  completeness_error}` (make_explain_fns' explain)."""
+  return make_explain_fns(model, class_names, steps, details)[0]

@@ -7,8 +7,9 @@ model library. A row is one text's explanation:
   {"text": str, "class": str, "probabilities": [C floats], "tokens": [n str],
    "attributions": [n floats], "completeness_error": float}
 
-Attributions are integrated gradients toward the predicted class: positive
-pushes toward it, negative away (docs/python_api.md#explain).
+Attributions are integrated gradients toward the predicted class (or, from the
+`explain_class` signature, toward the class asked for, which is then "class"):
+positive pushes toward it, negative away (docs/python_api.md#explain).
 """
 
 import html
@@ -19,6 +20,7 @@ from tfagent.errors import ConfigError
 
 # The export's `explain` signature (tfagent/signatures.py holds the contract).
 EXPLAIN_SIGNATURE = signatures.EXPLAIN_SIGNATURE
+EXPLAIN_CLASS_SIGNATURE = signatures.EXPLAIN_CLASS_SIGNATURE
 EXPLAIN_INPUT = "text"
 TOKENS = signatures.EXPLAIN_TOKENS
 ATTRIBUTIONS = signatures.EXPLAIN_ATTRIBUTIONS
@@ -32,29 +34,37 @@ RESET = "\x1b[0m"
 GREENS, REDS = (194, 120, 28), (224, 210, 160)
 
 
-def has_explain(export_dir: str) -> bool:
-  """Whether the export at `export_dir` carries the `explain` signature."""
-  return EXPLAIN_SIGNATURE in signatures.read_signature_defs(export_dir)
+def has_explain(export_dir: str, name: str = EXPLAIN_SIGNATURE) -> bool:
+  """Whether the export at `export_dir` carries the `explain` (or `name`) signature."""
+  return name in signatures.read_signature_defs(export_dir)
 
 
-def missing_explain_error(export_dir: str) -> ConfigError:
+def missing_explain_error(export_dir: str, name: str = EXPLAIN_SIGNATURE) -> ConfigError:
   """The error for an export without the signature: it predates explanations."""
   found = ", ".join(sorted(signatures.read_signature_defs(export_dir)))
+  feature, flags = (("explanations", "--explain and --explain_html") if name == EXPLAIN_SIGNATURE
+                    else ("explanations toward a named class", "--explain_class"))
   return ConfigError(
-      f"{export_dir} has no '{EXPLAIN_SIGNATURE}' signature (it has: {found}): it was "
-      "exported before explanations existed. Re-export it (tfagent train with the same "
-      "flagfile) to explain its predictions; --explain and --explain_html need that.")
+      f"{export_dir} has no '{name}' signature (it has: {found}): it was exported before "
+      f"{feature} existed. Re-export it (tfagent train with the same flagfile) to explain "
+      f"its predictions; {flags} need that.")
 
 
-def load_explainer(export_dir: str):
-  """`texts -> [row, ...]` from the export's explain signature; ConfigError without one."""
-  if not has_explain(export_dir):
-    raise missing_explain_error(export_dir)
+def load_explainer(export_dir: str, by_class: bool = False, loaded=None):
+  """`(texts, class_name=None) -> [row, ...]` from the export's explain signature, or with
+  `by_class` its explain_class signature (`class_name`: one class for every text);
+  ConfigError without it. `loaded`: the SavedModel, already loaded."""
+  name = EXPLAIN_CLASS_SIGNATURE if by_class else EXPLAIN_SIGNATURE
+  if not has_explain(export_dir, name):
+    raise missing_explain_error(export_dir, name)
   import tensorflow as tf
-  explain = signatures.load_signature(export_dir, EXPLAIN_SIGNATURE)
+  explain = signatures.load_signature(export_dir, name, loaded)
 
-  def run(texts: list) -> list:
-    out = explain(**{EXPLAIN_INPUT: tf.constant(list(texts), tf.string)})
+  def run(texts: list, class_name: str = None) -> list:
+    inputs = {EXPLAIN_INPUT: tf.constant(list(texts), tf.string)}
+    if by_class:
+      inputs[signatures.EXPLAIN_CLASS_INPUT] = tf.constant([class_name] * len(texts), tf.string)
+    out = explain(**inputs)
     return rows_from_outputs(texts, {k: v.numpy() for k, v in out.items()})
   return run
 
@@ -85,8 +95,11 @@ def top_tokens(row: dict, k: int = TOP_TOKENS) -> list:
   return sorted(pairs, key=lambda p: -abs(p[1]))[:k]
 
 
-def class_probability(row: dict) -> float:
-  """The predicted class's probability (the largest)."""
+def class_probability(row: dict, class_names=None) -> float:
+  """The row's class's probability: by name in `class_names` (in id order) when given,
+  else the largest (the predicted class's, which `explain` rows hold)."""
+  if class_names and row["class"] in class_names:
+    return row["probabilities"][list(class_names).index(row["class"])]
   return max(row["probabilities"])
 
 
@@ -108,10 +121,10 @@ def _coloured(token: str, score: float, scale: float) -> str:
   return f"\x1b[48;5;{background};38;5;{foreground}m{token}{RESET}"
 
 
-def terminal(row: dict, colour: bool) -> str:
+def terminal(row: dict, colour: bool, class_names=None) -> str:
   """Two lines: class, probability and the text; then each token with its score
   (`token(+0.42)`), or coloured by sign and strength on a terminal."""
-  head = (f"{row['class']} {class_probability(row):.3f} (completeness error "
+  head = (f"{row['class']} {class_probability(row, class_names):.3f} (completeness error "
           f"{row['completeness_error']:.2g}): {row['text']}")
   scale = max((abs(a) for a in row["attributions"]), default=0.0)
   if colour:
@@ -146,11 +159,11 @@ def html_token(token: str, score: float, scale: float) -> str:
           f'style="background: rgba({rgb},{alpha:.2f})">{html.escape(token)}</span>')
 
 
-def html_section(row: dict) -> str:
+def html_section(row: dict, class_names=None) -> str:
   """One text's block of the page, every user string escaped."""
   scale = max((abs(a) for a in row["attributions"]), default=0.0)
   tokens = " ".join(html_token(t, a, scale) for t, a in zip(row["tokens"], row["attributions"]))
   return (f'<section><p class="meta">{html.escape(row["class"])} '
-          f'{class_probability(row):.3f} · completeness error '
+          f'{class_probability(row, class_names):.3f} · completeness error '
           f'{row["completeness_error"]:.2g}</p>\n<p class="text">{html.escape(row["text"])}</p>\n'
           f'<p class="tokens">{tokens}</p></section>\n')

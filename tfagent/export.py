@@ -9,7 +9,7 @@ from absl import logging
 import keras
 import tensorflow as tf
 
-from tfagent import _compat, explain, fileio, progress, signatures
+from tfagent import _compat, explain, fileio, multilabel_export, progress, signatures
 from tfagent.errors import ConfigError
 from tfagent.versions import next_version
 
@@ -53,13 +53,15 @@ def make_serving_fns(model: keras.Model, class_names) -> tuple:
 
 
 def add_explain_endpoint(archive, model: keras.Model, class_names, steps: int) -> None:
-  """Adds the explain signature (method predict, Keras' default) where the model supports it."""
+  """Adds the explain and explain_class signatures (method predict, Keras' default) where
+  the model supports them."""
   if not explain.supported(model):
-    logging.warning("No %s signature: %s has a wide path over BERT's word pieces, which "
-                    "explain.py does not attribute.", signatures.EXPLAIN_SIGNATURE, model.name)
+    logging.warning("No %s signature: %s has no tokenizer layer that explain.py knows.",
+                    signatures.EXPLAIN_SIGNATURE, model.name)
     return
-  archive.add_endpoint(signatures.EXPLAIN_SIGNATURE,
-                       explain.make_explain_fn(model, class_names, steps))
+  fns = explain.make_explain_fns(model, class_names, steps)
+  for name, fn in zip((signatures.EXPLAIN_SIGNATURE, signatures.EXPLAIN_CLASS_SIGNATURE), fns):
+    archive.add_endpoint(name, fn)
 
 
 def set_method_name(export_dir: str, signature: str, method: str) -> None:
@@ -130,12 +132,14 @@ class Staged:
 
 
 @progress.stage("Exporting the SavedModel")
-def write_staged(model: keras.Model, class_names, export_cfg, warmup_texts=None) -> Staged:
+def write_staged(model: keras.Model, class_names, export_cfg, warmup_texts=None,
+                 thresholds=None) -> Staged:
   """Writes the SavedModel, its method names and warm-up file into a hidden folder.
 
   The folder sits beside the versions; TF Serving, which polls the base path for
   integer directories, does not see it. `warmup_texts` (a few real texts) become
-  the warm-up requests TF Serving replays before serving.
+  the warm-up requests TF Serving replays before serving. `thresholds` `<float>[C]`
+  make a multilabel export (tfagent/multilabel_export.py); None, a multiclass one.
   """
   base = os.path.join(export_cfg.export_dir, export_cfg.model_name)
   version = export_cfg.version or next_version(base)
@@ -146,13 +150,18 @@ def write_staged(model: keras.Model, class_names, export_cfg, warmup_texts=None)
   tmp = os.path.join(base, f".tmp-{version}-{uuid.uuid4().hex[:8]}")
   tf.io.gfile.makedirs(tmp)
   try:
-    serve, classify = make_serving_fns(model, class_names)
+    serve, classify = (make_serving_fns(model, class_names) if thresholds is None else
+                       multilabel_export.make_serving_fns(model, class_names, thresholds))
     archive = keras.export.ExportArchive()
     for resource in lookup_resources(model):
       archive.track(resource)
     archive.add_endpoint(signatures.DEFAULT_SIGNATURE, serve)
     archive.add_endpoint(signatures.CLASSIFY_SIGNATURE, classify)
-    add_explain_endpoint(archive, model, class_names, export_cfg.explain_steps)
+    if thresholds is None:
+      add_explain_endpoint(archive, model, class_names, export_cfg.explain_steps)
+    else:
+      logging.info("No %s signature: it attributes one softmax class; a multilabel export "
+                   "has none.", signatures.EXPLAIN_SIGNATURE)
     with _compat.no_default_save_signatures():  # Only the endpoints are traced.
       archive.write_out(tmp, verbose=False)
     set_method_name(tmp, signatures.CLASSIFY_SIGNATURE, signatures.CLASSIFY_METHOD)
@@ -185,12 +194,16 @@ def published(staged: Staged):
 
 
 @contextlib.contextmanager
-def staged_export(model: keras.Model, class_names, export_cfg, warmup_texts=None):
-  """Writes the export staged, yields it to add files to, then publishes it (`published`)."""
-  with published(write_staged(model, class_names, export_cfg, warmup_texts)) as staged:
+def staged_export(model: keras.Model, class_names, export_cfg, warmup_texts=None,
+                  thresholds=None):
+  """Writes the export staged, yields it to add files to, then publishes it (`published`).
+  `thresholds`: as write_staged's."""
+  with published(write_staged(model, class_names, export_cfg, warmup_texts,
+                              thresholds)) as staged:
     yield staged
 
 
-def export_model(model: keras.Model, class_names, export_cfg, warmup_texts=None) -> str:
+def export_model(model: keras.Model, class_names, export_cfg, warmup_texts=None,
+                 thresholds=None) -> str:
   """Writes `<export_dir>/<model_name>/<version>/` completely, then publishes it; its path."""
-  return publish(write_staged(model, class_names, export_cfg, warmup_texts))
+  return publish(write_staged(model, class_names, export_cfg, warmup_texts, thresholds))

@@ -31,7 +31,9 @@ def split_hash(split) -> str:
   digest = hashlib.sha256()
   for text, label in split.batch(4096).as_numpy_iterator():
     for t, y in zip(text, label):
-      digest.update(t + b"\0" + str(int(y)).encode() + b"\n")
+      # A multi-hot label (multilabel) as its 0/1 values joined by commas.
+      label = ",".join(str(int(v)) for v in y) if y.ndim else str(int(y))
+      digest.update(t + b"\0" + label.encode() + b"\n")
   return digest.hexdigest()
 
 

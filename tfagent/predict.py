@@ -5,6 +5,7 @@
   tfagent predict --saved_model=saved_models/quickstart --input=new.csv --output=pred.csv --top_k=2
 
   tfagent predict --saved_model=saved_models/quickstart --explain --explain_html=why.html "text"
+  tfagent predict --saved_model=saved_models/quickstart --explain_class=negative "text"
 
 Input: texts given as arguments, a csv/tsv/jsonl file (`.gz` too; the text in
 --text_field), or one text per non-blank line of standard input. Output: JSON
@@ -14,6 +15,7 @@ classified and written --batch_size at a time, so the input may be larger than m
 With --explain, each text's tokens and their attributions (the export's `explain`
 signature) instead: coloured on a terminal, `token(+0.42)` otherwise, JSON lines with
 --format=jsonl; --explain_html also writes them as one self-contained HTML page.
+--explain_class=NAME explains toward that class instead of the predicted one.
 """
 
 import contextlib
@@ -42,30 +44,42 @@ class Predictor:
 
   def __init__(self, path: str):
     self.export_dir = export_dir = resolve_saved_model(path)
-    self.serve = signatures.load_signature(export_dir)
-    self.class_names = signatures.class_names(export_dir)
-    self._explain = None
+    self.loaded = signatures.load_saved_model(export_dir)  # Loaded once, for every signature.
+    self.serve = signatures.load_signature(export_dir, loaded=self.loaded)
+    self.class_names = signatures.class_names(export_dir, self.loaded)
+    self._explainers = {}
 
-  def explainer(self):
-    """The export's explain signature as `texts -> rows`, loaded on first use (a
-    prediction-only user does not pay for it); ConfigError when the export has none."""
-    if self._explain is None:
-      self._explain = explain_view.load_explainer(self.export_dir)
-    return self._explain
+  def explainer(self, class_name: str = None):
+    """The export's explain (or, with `class_name`, explain_class) signature as `texts ->
+    rows`; ConfigError when the export has none or `class_name` is not one of its classes."""
+    if class_name is not None and class_name not in self.class_names:
+      raise ConfigError(f"--explain_class={class_name!r}: not a class of {self.export_dir}; "
+                        f"valid: {', '.join(self.class_names)}.")
+    by_class = class_name is not None
+    if by_class not in self._explainers:
+      self._explainers[by_class] = explain_view.load_explainer(self.export_dir, by_class,
+                                                               self.loaded)
+    return self._explainers[by_class]
 
-  def explain(self, texts: list) -> list:
+  def explain(self, texts: list, class_name: str = None) -> list:
     """One dict a text: text, class, probabilities, tokens (padding dropped), their
-    attributions toward the predicted class, completeness_error (tfagent/explain_view.py)."""
-    return self.explainer()(list(texts))
+    attributions toward the predicted class (or toward `class_name`, then "class"),
+    completeness_error (tfagent/explain_view.py)."""
+    return self.explainer(class_name)(list(texts), class_name)
 
   def predict(self, texts: list, top_k: int = 0) -> list:
-    """One dict a text: text, class, class_id, probabilities in class order (top_k when > 0)."""
-    probs = self.serve(text=tf.constant(texts, tf.string))["probabilities"].numpy()
+    """One dict a text: text, class, class_id, probabilities in class order (top_k when > 0);
+    a multilabel export's rows also hold `labels`, the names its thresholds select."""
+    out = self.serve(text=tf.constant(texts, tf.string))
+    probs = out["probabilities"].numpy()
+    masks = out["label_mask"].numpy() if "label_mask" in out else [None] * len(texts)
     rows = []
-    for text, p in zip(texts, probs):
+    for text, p, mask in zip(texts, probs, masks):
       best = int(p.argmax())
       row = {"text": text, "class": self.class_names[best], "class_id": best,
              "probabilities": [round(float(v), 6) for v in p]}
+      if mask is not None:
+        row["labels"] = [n for n, on in zip(self.class_names, mask) if on]
       if top_k:
         order = np.argsort(-p, kind="stable")[:top_k]
         row["top_k"] = [[self.class_names[i], round(float(p[i]), 6)] for i in order]
@@ -173,6 +187,10 @@ def define_flags(flag_values=FLAGS) -> None:
   flags.DEFINE_string("explain_html", "", "Also write the explanations as one self-contained "
                       "HTML page to this file (implies --explain), to share or to read long "
                       "texts; empty: none.", **own)
+  flags.DEFINE_string("explain_class", "", "Explain toward this class (a class name of the "
+                      "export) instead of each text's predicted class, e.g. why a text is "
+                      "not `negative` (implies --explain; the export's `explain_class` "
+                      "signature); empty: the predicted class.", **own)
   flags.mark_flag_as_required("saved_model", flag_values=flag_values)
 
 
@@ -185,16 +203,18 @@ def explain_format(fmt: str, output: str, top_k: int) -> str:
   return fmt or "text"
 
 
-def explain_stream(predictor: Predictor, texts, out, fmt: str, page, batch_size: int) -> int:
-  """Explains `texts` batch by batch: each row to `out` (the terminal view, coloured when
-  `fmt` is "colour", or a JSON line) and, with a `page`, as an HTML section; returns the count."""
-  n = 0
+def explain_stream(predictor: Predictor, texts, out, fmt: str, page, batch_size: int,
+                   class_name: str = None) -> int:
+  """Explains `texts` (toward `class_name`, else the predicted class) batch by batch: each
+  row to `out` (the terminal view, coloured when `fmt` is "colour", or a JSON line) and,
+  with a `page`, as an HTML section; returns the count."""
+  n, names = 0, predictor.class_names
   for batch in batches(texts, batch_size):
-    for row in predictor.explain(batch):
+    for row in predictor.explain(batch, class_name):
       out.write(json.dumps(row, ensure_ascii=False) + "\n" if fmt == "jsonl" else
-                explain_view.terminal(row, colour=fmt == "colour"))
+                explain_view.terminal(row, colour=fmt == "colour", class_names=names))
       if page is not None:
-        page.write(explain_view.html_section(row))
+        page.write(explain_view.html_section(row, names))
     n += len(batch)
   return n
 
@@ -222,12 +242,13 @@ def run(argv: list) -> None:
     raise ConfigError("--top_k must be 0 or more and --batch_size 1 or more.")
   fileio.check_filesystems({"saved_model": FLAGS.saved_model, "input": FLAGS.input,
                             "output": FLAGS.output, "explain_html": FLAGS.explain_html})
-  explain = FLAGS.explain or bool(FLAGS.explain_html)
+  explain = FLAGS.explain or bool(FLAGS.explain_html) or bool(FLAGS.explain_class)
+  class_name = FLAGS.explain_class or None
   fmt = (explain_format(FLAGS.format, FLAGS.output, FLAGS.top_k) if explain
          else output_format(FLAGS.output, FLAGS.format))
   predictor = Predictor(FLAGS.saved_model)
   if explain:
-    predictor.explainer()  # A missing signature is an error before any input is read.
+    predictor.explainer(class_name)  # A missing signature or class: an error before input.
   texts = input_texts(argv[1:], FLAGS.input, FLAGS.text_field, sys.stdin)
   with atomic_output(FLAGS.output, sys.stdout) as out, atomic_output(FLAGS.explain_html) as page:
     if not explain:
@@ -237,7 +258,7 @@ def run(argv: list) -> None:
         fmt = "colour"
       if page is not None:
         page.write(explain_view.HTML_HEAD)
-      n = explain_stream(predictor, texts, out, fmt, page, FLAGS.batch_size)
+      n = explain_stream(predictor, texts, out, fmt, page, FLAGS.batch_size, class_name)
       if page is not None:
         page.write(explain_view.HTML_TAIL)
   for path in filter(None, (FLAGS.output, FLAGS.explain_html)):

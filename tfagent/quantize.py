@@ -145,16 +145,19 @@ def write_quantized(model: keras.Model, class_names, export_cfg, warmup_texts,
 
 
 def staged_export(model: keras.Model, class_names, export_cfg, warmup_texts,
-                  validation: tf.data.Dataset) -> tuple:
+                  validation: tf.data.Dataset, thresholds=None) -> tuple:
   """`(context manager yielding the Staged export, quantization report or None)`.
 
-  With `--quantize=none` it is export.staged_export's; else the gate's choice, published
-  when the block ends like any export.
+  With `--quantize=none` it is export.staged_export's (`thresholds`: a multilabel
+  export's); else the gate's choice, published when the block ends like any export.
   """
   if export_cfg.quantize not in config.QUANTIZE_MODES:
     raise ConfigError(f"--quantize={export_cfg.quantize}: expected one of "
                       f"{', '.join(config.QUANTIZE_MODES)}.")
   if export_cfg.quantize == "none":
-    return export.staged_export(model, class_names, export_cfg, warmup_texts), None
+    return export.staged_export(model, class_names, export_cfg, warmup_texts, thresholds), None
+  if thresholds is not None:  # The gate scores single-label accuracy.
+    raise ConfigError(f"--quantize={export_cfg.quantize} applies to --task=multiclass "
+                      "exports; use --quantize=none with --task=multilabel.")
   staged, report = write_quantized(model, class_names, export_cfg, warmup_texts, validation)
   return export.published(staged), report

@@ -11,6 +11,10 @@ import os
 DEFAULT_SIGNATURE = "serving_default"  # TF Serving's kDefaultServingSignatureDefKey.
 CLASSIFY_SIGNATURE = "classify"  # The export's tf.Example signature.
 EXPLAIN_SIGNATURE = "explain"  # Integrated gradients of the predicted class (tfagent/explain.py).
+# The same toward a class the request names: inputs `text` and EXPLAIN_CLASS_INPUT, both
+# <string>[batch]. A signature of its own, as TF Serving requires every input of a signature.
+EXPLAIN_CLASS_SIGNATURE = "explain_class"
+EXPLAIN_CLASS_INPUT = "class_name"  # <string>[batch]: a class name a text.
 SERVE_TAG = "serve"  # TF Serving's default --saved_model_tags.
 
 PREDICT_METHOD = "tensorflow/serving/predict"
@@ -28,7 +32,7 @@ REGRESS_OUTPUTS = "outputs"
 EXPLAIN_TOKENS = "tokens"  # <string>[batch, T]: the text's tokens, padded with "".
 EXPLAIN_ATTRIBUTIONS = "attributions"  # <float32>[batch, T]: each token's share of F(x) - F(base).
 EXPLAIN_PROBABILITIES = "probabilities"  # <float32>[batch, C], as serving_default's.
-EXPLAIN_CLASSES = "classes"  # <string>[batch]: the predicted class, whose logit F is.
+EXPLAIN_CLASSES = "classes"  # <string>[batch]: the class whose logit F is (predicted or asked for).
 EXPLAIN_COMPLETENESS = "completeness_error"  # <float32>[batch]: |sum(attr) - (F(x) - F(base))|.
 EXPLAIN_OUTPUTS = (EXPLAIN_TOKENS, EXPLAIN_ATTRIBUTIONS, EXPLAIN_PROBABILITIES, EXPLAIN_CLASSES,
                    EXPLAIN_COMPLETENESS)
@@ -81,23 +85,28 @@ def read_signature_defs(export_dir: str, tags=frozenset({SERVE_TAG})) -> dict:
       f"{export_dir} has tag-sets {found}; `saved_model_cli show --dir {export_dir}` lists them.")
 
 
-def load_signature(export_dir: str, name: str = DEFAULT_SIGNATURE):
-  """The concrete function of one signature, TF Text ops registered first."""
+def load_saved_model(export_dir: str):
+  """The loaded SavedModel (tf.saved_model.load), TF Text ops registered first."""
   import tensorflow as tf
   register_text_ops()
-  return tf.saved_model.load(export_dir).signatures[name]
+  return tf.saved_model.load(export_dir)
 
 
-def probabilities_fn(export_dir: str):
+def load_signature(export_dir: str, name: str = DEFAULT_SIGNATURE, loaded=None):
+  """The concrete function of one signature, of `loaded` when given (no second load)."""
+  return (loaded or load_saved_model(export_dir)).signatures[name]
+
+
+def probabilities_fn(export_dir: str, loaded=None):
   """`<string>[batch] -> <float32>[batch, C]` from a SavedModel's serving_default."""
-  serve = load_signature(export_dir)
+  serve = load_signature(export_dir, loaded=loaded)
   return lambda text: serve(text=text)["probabilities"]
 
 
-def class_names(export_dir: str) -> list:
+def class_names(export_dir: str, loaded=None) -> list:
   """The export's class names in id order: its classify signature's classes on one example."""
   import tensorflow as tf
-  classify = load_signature(export_dir, CLASSIFY_SIGNATURE)
+  classify = load_signature(export_dir, CLASSIFY_SIGNATURE, loaded)
   example = tf.train.Example(features=tf.train.Features(feature={
       "text": tf.train.Feature(bytes_list=tf.train.BytesList(value=[b"x"]))}))
   out = classify(inputs=tf.constant([example.SerializeToString()]))

@@ -18,10 +18,12 @@ import numpy as np
 import tensorflow as tf
 
 from tfagent import (_compat, backup, config, data, distribute, evaluate, explain_view, export,
-                     fileio, model_card, models, optim, progress, quantize, summaries)
+                     fileio, imbalance, model_card, models, optim, progress, quantize,
+                     summaries, tasks)
 from tfagent.callbacks import (config_error, fit_verbosity, make_callbacks,  # noqa: F401
                                profile_range)
 from tfagent.errors import ConfigError
+from tfagent.signatures import load_saved_model
 
 # --mixed_precision -> Keras dtype policy: variables stay float32 in all three.
 PRECISION_POLICIES = dict(zip(config.PRECISIONS, ("float32", "mixed_bfloat16", "mixed_float16")))
@@ -89,8 +91,8 @@ def build_and_compile(cfg: config.Config, strategy, train_ds, class_names, total
     classifier = model.get_layer(models.CLASSIFIER)
     classifier.compile(optimizer=make_optimizer(cfg.train, total_steps,
                                                 models.find_backbone(classifier)),
-                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                       metrics=["accuracy"], jit_compile=cfg.train.jit_compile)
+                       **tasks.compile_args(cfg.data.task, cfg.train.monitor, len(class_names)),
+                       jit_compile=cfg.train.jit_compile)
   return model, classifier
 
 
@@ -122,10 +124,14 @@ def write_shard_report(ds, contexts: list, strategy, cfg: config.Config) -> None
 
 
 def train_input(strategy, split, tokenizer, cfg: config.Config, start_step: int,
-                contexts: list):
-  """The distributed endless training stream from `start_step`; records input contexts."""
-  input_fn = data.make_input_fn(split, tokenizer, cfg.data, training=True,
-                                model_cfg=cfg.model, start_step=start_step)
+                contexts: list, weights=None):
+  """The distributed endless training stream from `start_step`; records input contexts.
+
+  With class `weights` each batch also carries its examples' weights (imbalance.weighted).
+  """
+  input_fn = imbalance.weighted(data.make_input_fn(split, tokenizer, cfg.data, training=True,
+                                                   model_cfg=cfg.model, start_step=start_step),
+                                weights)
 
   def recorded(ctx):
     contexts.append((ctx.num_input_pipelines, ctx.input_pipeline_id))
@@ -170,7 +176,7 @@ def fit_remaining(classifier, inputs: FitInputs, cfg, steps_per_epoch,
 
 @progress.stage("Restoring the best epoch's weights")
 def restore_best(classifier: keras.Model, checkpoint_dir: str) -> None:
-  """Loads the classifier weights of the best epoch (lowest val_loss), saved atomically."""
+  """Loads the classifier weights of the best epoch (best --monitor), saved atomically."""
   path = os.path.join(checkpoint_dir, "best.keras")
   if tf.io.gfile.exists(path):
     best = evaluate.load_checkpoint(path)
@@ -276,6 +282,7 @@ def log_start(cfg: config.Config, out: config.Config, model, steps_per_epoch: in
 
 def train_in(cfg: config.Config, out: config.Config, strategy) -> dict:
   """Data, model, resume, fit, export, evaluate; `out` names the folders this worker writes."""
+  tasks.check_config(cfg)
   splits, info, n_train = load_data(cfg, out)
   steps_per_epoch = max(1, n_train // cfg.data.batch_size)
   wide_fit = fit_wide(cfg, splits, info)
@@ -291,10 +298,11 @@ def train_in(cfg: config.Config, out: config.Config, strategy) -> dict:
     start = backup.restore(classifier, os.path.join(cfg.train.model_dir, "backup"),
                            steps_per_epoch)
   log_start(cfg, out, model, steps_per_epoch)
-  contexts = []
+  contexts, weights = [], imbalance.run_weights(cfg.train, info, splits["train"])
   fit_start = time.perf_counter()
   inputs = FitInputs(
-      lambda skip: train_input(strategy, splits["train"], tokenizer, cfg, skip, contexts),
+      lambda skip: train_input(strategy, splits["train"], tokenizer, cfg, skip, contexts,
+                               weights),
       val_ds, make_callbacks(out, model, start, steps_per_epoch))
   history = fit_remaining(classifier, inputs, cfg, steps_per_epoch, start)
   train_seconds = time.perf_counter() - fit_start
@@ -308,9 +316,10 @@ def train_in(cfg: config.Config, out: config.Config, strategy) -> dict:
   final = classifier.evaluate(val_ds, verbose=0, return_dict=True)
   # A few real texts become TF Serving's warm-up requests (assets.extra).
   warmup = [t.decode("utf-8") for t, _ in splits["validation"].take(4).as_numpy_iterator()]
+  thresholds = tasks.tune_thresholds(cfg, model, splits["validation"])  # Multilabel only.
   # Scored and given its model card before it is published: a version never changes.
   publishing, quantized = quantize.staged_export(model, info.class_names, out.export, warmup,
-                                                 splits["validation"])
+                                                 splits["validation"], thresholds)
   with publishing as staged:
     result = {"history": history, "validation": {k: float(v) for k, v in final.items()},
               "saved_model": staged.final, "train_seconds": train_seconds,
@@ -318,6 +327,7 @@ def train_in(cfg: config.Config, out: config.Config, strategy) -> dict:
               **({"wide": wide_fit.report} if wide_fit is not None else {}),
               **({"quantization": quantized} if quantized else {}),
               "unknown_token_share": unknown,
+              **({"thresholds": thresholds.tolist()} if thresholds is not None else {}),
               # Includes each epoch's validation pass, as a user's wall clock does.
               "train_examples_per_second": n_train * epochs_run / max(train_seconds, 1e-9)}
     if distribute.is_chief(strategy):
@@ -336,8 +346,11 @@ def evaluate_export(cfg: config.Config, result: dict, splits, info, paths, stage
   `paths` (wide+deep models only) holds the traced path function and the validation
   split's path logits, for the ablation rows.
   """
+  if tasks.is_multilabel(cfg):
+    return tasks.evaluate_multilabel(cfg, result, splits, info, staged)
   eval_dir = os.path.join(cfg.train.model_dir, "eval")
-  predict_fn = evaluate.saved_model_predict_fn(staged)
+  loaded = load_saved_model(staged)  # Once, for scoring and the explanations.
+  predict_fn = evaluate.saved_model_predict_fn(staged, loaded)
   # The export scores the validation split once: its accuracy and loss, its metrics and
   # the misclassified-examples summary (from the first texts).
   scan = []
@@ -369,7 +382,8 @@ def evaluate_export(cfg: config.Config, result: dict, splits, info, paths, stage
                                          "test_accuracy": result["accuracy"]},
                                 step=cfg.train.epochs)
   n = len(scan)
-  explain = explain_view.load_explainer(staged) if explain_view.has_explain(staged) else None
+  explain = (explain_view.load_explainer(staged, loaded=loaded)
+             if explain_view.has_explain(staged) else None)
   summaries.write_misclassified(val_dir, (scan, labels[:n], probs[:n]), info.class_names,
                                 cfg.train.misclassified_examples, cfg.train.epochs, explain)
   return result

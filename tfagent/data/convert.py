@@ -31,7 +31,7 @@ def write_split(ds: tf.data.Dataset, out_dir: str, split: str, num_shards: int) 
   n, last_log = 0, time.monotonic()
   try:
     for text, label in ds.as_numpy_iterator():
-      writers[n % num_shards].write(tfrecord.serialize(text, int(label)))
+      writers[n % num_shards].write(tfrecord.serialize(text, label))
       n += 1
       if time.monotonic() - last_log > LOG_EVERY_S:
         logging.info("%s: %d examples written...", split, n)
@@ -65,7 +65,7 @@ def convert(data_cfg, out_dir: str, num_shards: int) -> dict:
   splits, info = sources.load_splits(data_cfg)
   tf.io.gfile.makedirs(out_dir)
   sizes = {s: write_split(splits[s], out_dir, s, num_shards) for s in sources.SPLITS}
-  meta = {"name": info.name, "class_names": list(info.class_names),
+  meta = {"name": info.name, "class_names": list(info.class_names), "task": data_cfg.task,
           "split_sizes": sizes, "report": info.report}
   with tf.io.gfile.GFile(os.path.join(out_dir, tfrecord.INFO_FILE), "w") as f:
     f.write(json.dumps(meta, indent=2, sort_keys=True))

@@ -6,7 +6,7 @@ import os
 from absl import logging
 import tensorflow as tf
 
-from tfagent.data import records, sources
+from tfagent.data import multilabel, records, sources
 from tfagent.data.validate import LabelMap, Part, check_spellings, fixed_labels, fold, load_parts
 from tfagent.errors import DataError
 
@@ -35,15 +35,21 @@ def _load_file(reader, kind: str, arg: str, data_cfg) -> tuple:
 
 
 def _read_csv(path, data_cfg):
-  return records.read_delimited(path, ",", (data_cfg.text_field, data_cfg.label_field))
+  return records.read_delimited(path, ",", (data_cfg.text_field, data_cfg.label_field),
+                                data_cfg.group_field,
+                                label_list=multilabel.label_list(data_cfg))
 
 
 def _read_tsv(path, data_cfg):
-  return records.read_delimited(path, "\t", (data_cfg.text_field, data_cfg.label_field))
+  return records.read_delimited(path, "\t", (data_cfg.text_field, data_cfg.label_field),
+                                data_cfg.group_field,
+                                label_list=multilabel.label_list(data_cfg))
 
 
 def _read_jsonl(path, data_cfg):
-  return records.read_jsonl(path, (data_cfg.text_field, data_cfg.label_field))
+  return records.read_jsonl(path, (data_cfg.text_field, data_cfg.label_field),
+                            data_cfg.group_field,
+                            label_list=multilabel.label_list(data_cfg))
 
 
 def folder_labels(files: dict, data_cfg, source: str) -> LabelMap:

@@ -19,7 +19,8 @@ import tensorflow as tf
 
 from tfagent.errors import DataError
 
-REASONS = ("empty_text", "missing_field", "unknown_label", "malformed", "invalid_utf8")
+REASONS = ("empty_text", "missing_field", "unknown_label", "malformed", "invalid_utf8",
+           "empty_label_list", "duplicate_label")  # The last two: --task=multilabel only.
 # Python's csv default (128 KiB a field) rejects long documents; 16 MiB does not.
 CSV_FIELD_LIMIT = 16 * 2**20
 
@@ -29,7 +30,8 @@ class Raw:
   """A readable record: its place, its text and its label as written."""
   where: str  # "path:line", "path" or "source record N".
   text: str
-  label: str  # Class name or integer id, as text.
+  label: str  # Class name or integer id, as text; a tuple of them under --task=multilabel.
+  group: str = None  # With --group_field: the record's group, which picks its split.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,12 +114,25 @@ def canonical_label(where: str, field: str, label):
   if label is None or (isinstance(label, str) and not label.strip()):
     return BadRecord("missing_field", where, f"missing field {field!r}; expected "
                      "a label in every record.")
+  if isinstance(label, list):
+    return BadRecord("unknown_label", where, f"label {label!r} in field {field!r} is a list; "
+                     "lists of labels need --task=multilabel.")
   if isinstance(label, bool) or not isinstance(label, (str, int)):
     return BadRecord("unknown_label", where, f"label {label!r} in field {field!r} "
                      "is neither a class name nor an integer id.")
   if isinstance(label, int):
     return str(label)
   return _utf8_error(where, field, label) or label.strip()
+
+
+def read_label(where: str, fields: tuple, value, label_list=None):
+  """The label field of a record as canonical_label reads it (a list's with `label_list`);
+  "" where the record has no label field."""
+  if len(fields) < 2:
+    return ""
+  if label_list is not None:
+    return label_list.parse(where, fields[1], value)
+  return canonical_label(where, fields[1], value)
 
 
 def _header_index(path: str, header: list, fields: tuple) -> list:
@@ -131,11 +146,14 @@ def _header_index(path: str, header: list, fields: tuple) -> list:
   return index
 
 
-def read_delimited(path: str, delimiter: str, fields: tuple):
+def read_delimited(path: str, delimiter: str, fields: tuple, group: str = "",
+                   label_list=None):
   """Yields `Raw`/`BadRecord` for each row of a CSV/TSV file with a header row.
 
   `fields`: the text column and the label column, or the text column alone (the
-  records of unlabelled texts then carry the label "").
+  records of unlabelled texts then carry the label ""). `group`: the column of
+  each record's group (--group_field), or "" for none. `label_list` (multilabel:
+  data.multilabel.LabelList) reads the label field as a list of labels.
   """
   csv.field_size_limit(max(csv.field_size_limit(), CSV_FIELD_LIMIT))
   with open_binary(path) as binary, reading(path):
@@ -151,10 +169,50 @@ def read_delimited(path: str, delimiter: str, fields: tuple):
       raise DataError(f"{path}:1: the header holds NUL bytes: the file looks like UTF-16 "
                       "(or binary); re-encode it as UTF-8.")
     index = _header_index(path, header, fields)
-    yield from _rows(path, reader, header, index, fields)
+    group_column = _group_column(path, header, group)
+    for record in _rows(path, reader, header, index, fields, label_list):
+      if isinstance(record, _Row):
+        value = record.row[group_column] if group_column is not None else None
+        record = with_group(record.raw, group, value)
+      yield record
 
 
-def _rows(path: str, reader, header: list, index: list, fields: tuple):
+def _group_column(path: str, header: list, group: str):
+  """The index of the --group_field column (None without one); a missing one is an error."""
+  if not group:
+    return None
+  if group not in header:
+    raise DataError(f"{path}:1: no column {group!r} (--group_field); the header has "
+                    f"{', '.join(map(repr, header))}.")
+  return header.index(group)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Row:
+  """A usable record with the row it came from (its group column is read from it)."""
+  raw: Raw
+  row: list
+
+
+def with_group(record, field: str, value):
+  """`record` with its group from `value` (field `field`); an empty group is a BadRecord.
+
+  Without a field, `record` as it is. A group is a non-blank string or an integer
+  (a JSON id); records without one cannot be placed, so they are bad records.
+  """
+  if not field or isinstance(record, BadRecord):
+    return record
+  if isinstance(value, int) and not isinstance(value, bool):
+    value = str(value)
+  if not isinstance(value, str) or not value.strip():
+    shown = "missing" if value is None else f"empty ({value!r})"
+    return BadRecord("missing_field", record.where, f"group field {field!r} (--group_field) "
+                     f"is {shown}; expected a non-blank group (a string or an integer id) "
+                     "in every record.")
+  return dataclasses.replace(record, group=value.strip())
+
+
+def _rows(path: str, reader, header: list, index: list, fields: tuple, label_list=None):
   """Yields a record per row after the header; a quote left open is always an error."""
   start = reader.line_num + 1
   while True:
@@ -171,7 +229,7 @@ def _rows(path: str, reader, header: list, index: list, fields: tuple):
       continue
     where, start = f"{path}:{start}", reader.line_num + 1
     if row:  # A blank line is no record.
-      yield _row_record(where, row, header, index, fields)
+      yield _row_record(where, row, header, index, fields, label_list)
 
 
 def _open_quote_error(path: str, line: int, last: int, error) -> DataError:
@@ -184,7 +242,8 @@ def _open_quote_error(path: str, line: int, last: int, error) -> DataError:
                    'is written twice ("").')
 
 
-def _row_record(where: str, row: list, header: list, index: tuple, fields: tuple):
+def _row_record(where: str, row: list, header: list, index: tuple, fields: tuple,
+                label_list=None):
   """Turns one CSV row into a Raw or BadRecord."""
   if len(row) != len(header):
     return BadRecord("malformed", where, f"malformed line: {len(row)} fields where "
@@ -192,16 +251,17 @@ def _row_record(where: str, row: list, header: list, index: tuple, fields: tuple
                      "delimiter.")
   text = row[index[0]]
   bad = check_text(where, fields[0], text)
-  label = canonical_label(where, fields[1], row[index[1]]) if len(fields) > 1 else ""
+  label = read_label(where, fields, row[index[1]] if len(fields) > 1 else None, label_list)
   if bad or isinstance(label, BadRecord):
     return bad or label
-  return Raw(where, text, label)
+  return _Row(Raw(where, text, label), row)
 
 
-def read_jsonl(path: str, fields: tuple):
+def read_jsonl(path: str, fields: tuple, group: str = "", label_list=None):
   """Yields `Raw`/`BadRecord` for each line of a JSON Lines file (one object a line).
 
-  `fields`: the text key and the label key, or the text key alone (as read_delimited).
+  `fields`: the text key and the label key, or the text key alone; `group` and
+  `label_list` as read_delimited's.
   """
   with open_binary(path) as f, reading(path):
     for lineno, raw in enumerate(f, start=1):
@@ -210,7 +270,7 @@ def read_jsonl(path: str, fields: tuple):
       if isinstance(line, BadRecord):
         yield line
       elif line.strip():  # A blank line is no record.
-        yield _json_record(where, line, fields)
+        yield _json_record(where, line, fields, group, label_list)
 
 
 def decode_line(raw: bytes, lineno: int, where: str):
@@ -224,7 +284,7 @@ def decode_line(raw: bytes, lineno: int, where: str):
                      "re-encode the file as UTF-8.")
 
 
-def _json_record(where: str, line: str, fields: tuple):
+def _json_record(where: str, line: str, fields: tuple, group: str = "", label_list=None):
   """Turns one JSON line into a Raw or BadRecord."""
   try:
     obj = json.loads(line.rstrip("\r\n"))
@@ -240,10 +300,11 @@ def _json_record(where: str, line: str, fields: tuple):
       return BadRecord("missing_field", where, f"field {field!r} is null; expected "
                        f"{'a text' if field == fields[0] else 'a label'} in every record.")
   bad = check_text(where, fields[0], obj.get(fields[0]))
-  label = canonical_label(where, fields[1], obj.get(fields[1])) if len(fields) > 1 else ""
+  label = read_label(where, fields, obj.get(fields[1]) if len(fields) > 1 else None,
+                     label_list)
   if bad or isinstance(label, BadRecord):
     return bad or label
-  return Raw(where, obj[fields[0]], label)
+  return with_group(Raw(where, obj[fields[0]], label), group, obj.get(group))
 
 
 def class_folders(root: str) -> list:

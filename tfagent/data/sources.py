@@ -10,11 +10,16 @@ from absl import logging
 import tensorflow as tf
 
 from tfagent import fileio
+from tfagent.data import multilabel
 from tfagent.errors import ConfigError, DataError
 
 SPLITS = ("train", "validation", "test")
 # Share of examples per split; the embedded corpus has no official split.
 SPLIT_FRACTIONS = {"train": 0.8, "validation": 0.1, "test": 0.1}
+GROUP_SOURCES = ("csv", "tsv", "jsonl")  # Kinds whose records can carry --group_field.
+# Largest class / smallest class in train above which the run warns: plain cross-entropy
+# then mostly predicts the large class (see --class_weight, --monitor=val_macro_f1).
+IMBALANCE_WARN = 10.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,11 +36,13 @@ class Examples:
   """An in-memory split: parallel lists of texts and integer labels."""
   texts: list
   labels: list
+  multi_hot: int = 0  # Multilabel: C, each label a multi-hot list of C floats; else 0.
 
   def to_dataset(self) -> tf.data.Dataset:
-    """Returns `(text: <string>[], label: <int32>[])` elements."""
-    return tf.data.Dataset.from_tensor_slices(
-        (tf.constant(self.texts, tf.string), tf.constant(self.labels, tf.int32)))
+    """Returns `(text: <string>[], label: <int32>[])` elements (multilabel: `<float32>[C]`)."""
+    labels = (tf.reshape(tf.constant(self.labels, tf.float32), [-1, self.multi_hot])
+              if self.multi_hot else tf.constant(self.labels, tf.int32))
+    return tf.data.Dataset.from_tensor_slices((tf.constant(self.texts, tf.string), labels))
 
 
 @dataclasses.dataclass
@@ -133,6 +140,10 @@ def id_remap(stored, class_names) -> list:
 
 
 def class_balance(labels, class_names) -> dict:
+  """Examples per class name; multi-hot labels (multilabel) count each label of a record."""
+  if labels and isinstance(labels[0], list):
+    counts = {i: int(sum(row[i] for row in labels)) for i in range(len(class_names))}
+    return {name: counts[i] for i, name in enumerate(class_names)}
   counts = collections.Counter(labels)
   return {name: counts.get(i, 0) for i, name in enumerate(class_names)}
 
@@ -152,7 +163,8 @@ def cap_examples(split, n: int, seed: int):
     if n >= len(split.texts):
       return split
     keep = sorted(random.Random(seed).sample(range(len(split.texts)), n))
-    return Examples([split.texts[i] for i in keep], [split.labels[i] for i in keep])
+    return Examples([split.texts[i] for i in keep], [split.labels[i] for i in keep],
+                    split.multi_hot)
   size = None if split.size is None else min(n, split.size)
   return Streamed(split.dataset.take(n), size, None if size != split.size else split.label_counts)
 
@@ -188,6 +200,23 @@ def check_classes(class_names, balance: dict, dataset: str) -> None:
                       "out of --class_names.")
 
 
+def imbalance_ratios(balance: dict) -> dict:
+  """Split -> examples of its largest class / of its smallest (None: unknown or a class absent)."""
+  ratios = {}
+  for split, counts in balance.items():
+    smallest = min(counts.values()) if counts else 0
+    ratios[split] = max(counts.values()) / smallest if smallest else None
+  return ratios
+
+
+def warn_imbalance(ratios: dict, dataset: str) -> None:
+  """Logs a warning when the training split's classes are far from balanced."""
+  if ratios.get("train") and ratios["train"] > IMBALANCE_WARN:
+    logging.warning("--dataset=%s: the largest class has %.1fx the training examples of the "
+                    "smallest (above %g); consider --class_weight=balanced and "
+                    "--monitor=val_macro_f1.", dataset, ratios["train"], IMBALANCE_WARN)
+
+
 def write_report(info: "DatasetInfo", path: str) -> None:
   """Writes `data_report.json`: sizes, class balance, skipped records, duplicates."""
   report = dict(info.report, dataset=info.name, class_names=list(info.class_names),
@@ -202,6 +231,8 @@ def load_all(data_cfg) -> tuple:
   `(dataset of (text, label), info)`, info.split_sizes holding {"all": n}.
   """
   kind, arg = parse_dataset_flag(data_cfg.dataset)
+  check_groups(data_cfg, kind)
+  check_task_source(kind, data_cfg)
   splits, class_names, report = SOURCES[kind](arg, data_cfg)
   sizes = [split_size(splits[name]) for name in SPLITS]
   if sizes == [0, 0, 0]:
@@ -210,6 +241,11 @@ def load_all(data_cfg) -> tuple:
   total = None if None in sizes else sum(sizes)
   ds = parts[0].concatenate(parts[1]).concatenate(parts[2])
   return ds, DatasetInfo(data_cfg.dataset, tuple(class_names), {"all": total}, report)
+
+
+def check_task_source(kind: str, data_cfg) -> None:
+  """Fails when --task=multilabel is given a source of one label a record (data/multilabel.py)."""
+  multilabel.check_source(kind, data_cfg)
 
 
 def check_folds(data_cfg, kind: str) -> None:
@@ -227,6 +263,18 @@ def check_folds(data_cfg, kind: str) -> None:
                       "the source they came from (csv:, tsv:, jsonl:, dir:, tfds:, embedded:).")
 
 
+def check_groups(data_cfg, kind: str) -> None:
+  """Fails, saying where groups can come from, when --group_field is set for another source."""
+  if not data_cfg.group_field or kind in GROUP_SOURCES:
+    return
+  hint = (" tfrecord shards were split when converted: give --group_field to tfagent "
+          "convert instead." if kind == "tfrecord" else "")
+  raise ConfigError(f"--group_field={data_cfg.group_field}: --dataset={data_cfg.dataset} has "
+                    f"no group field ({kind}: records hold a text and a label only); groups "
+                    f"are read from {', '.join(k + ':' for k in GROUP_SOURCES)} files (a "
+                    f"column or a key).{hint} Leave --group_field empty to split by text.")
+
+
 def load_splits(data_cfg) -> tuple:
   """Loads, validates and splits the configured data set.
 
@@ -236,6 +284,8 @@ def load_splits(data_cfg) -> tuple:
   """
   kind, arg = parse_dataset_flag(data_cfg.dataset)
   check_folds(data_cfg, kind)
+  check_groups(data_cfg, kind)
+  check_task_source(kind, data_cfg)
   splits, class_names, report = SOURCES[kind](arg, data_cfg)
   if data_cfg.max_train_examples:
     splits["train"] = cap_examples(splits["train"], data_cfg.max_train_examples, data_cfg.seed)
@@ -247,6 +297,8 @@ def load_splits(data_cfg) -> tuple:
   report["class_balance"] = {name: split_balance(splits[name], class_names)
                              for name in SPLITS}
   check_classes(class_names, report["class_balance"], data_cfg.dataset)
+  report["imbalance_ratio"] = imbalance_ratios(report["class_balance"])
+  warn_imbalance(report["imbalance_ratio"], data_cfg.dataset)
   logging.info("Data %s: splits %s, classes %s, balance %s", data_cfg.dataset,
                sizes, list(class_names), report["class_balance"])
   info = DatasetInfo(data_cfg.dataset, tuple(class_names), sizes, report)

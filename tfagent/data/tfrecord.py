@@ -8,22 +8,29 @@ import json
 import os
 
 from absl import logging
+import numpy as np
 import tensorflow as tf
 
-from tfagent.data import sources
-from tfagent.errors import DataError
+from tfagent.data import multilabel, sources
+from tfagent.errors import ConfigError, DataError
 
 INFO_FILE = "dataset_info.json"
 FEATURES = {"text": tf.io.FixedLenFeature([], tf.string),
             "label": tf.io.FixedLenFeature([], tf.int64)}
 
 
-def serialize(text: bytes, label: int) -> bytes:
-  """One example as a serialized `tf.train.Example` with features text and label."""
+def serialize(text: bytes, label) -> bytes:
+  """One example as a serialized `tf.train.Example` with features text and label.
+
+  `label`: an int (multiclass) or a multi-hot `<float32>[C]` (multilabel, a float list).
+  """
+  if np.ndim(label):
+    value = tf.train.Feature(float_list=tf.train.FloatList(value=np.asarray(label).tolist()))
+  else:
+    value = tf.train.Feature(int64_list=tf.train.Int64List(value=[int(label)]))
   return tf.train.Example(features=tf.train.Features(feature={
       "text": tf.train.Feature(bytes_list=tf.train.BytesList(value=[text])),
-      "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[label])),
-  })).SerializeToString()
+      "label": value})).SerializeToString()
 
 
 def shard_name(split: str, index: int, count: int) -> str:
@@ -36,18 +43,34 @@ def _parse(record: tf.Tensor) -> tuple:
   return ex["text"], tf.cast(ex["label"], tf.int32)
 
 
-def read_files(files: list, data_cfg) -> tf.data.Dataset:
-  """Streams `(text, label)` from TFRecord shards, several files at once."""
+def _parse_multi_hot(num_classes: int):
+  """Parses a multilabel record: `(text, <float32>[C])`."""
+  features = dict(FEATURES, label=tf.io.FixedLenFeature([num_classes], tf.float32))
+
+  def parse(record):
+    ex = tf.io.parse_single_example(record, features)
+    return ex["text"], ex["label"]
+  return parse
+
+
+def read_files(files: list, data_cfg, num_classes: int = 0) -> tf.data.Dataset:
+  """Streams `(text, label)` from TFRecord shards, several files at once (`num_classes`: the
+  multi-hot width of a multilabel task)."""
   ds = tf.data.Dataset.from_tensor_slices(files)
   ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(len(files), 8),
                      num_parallel_calls=tf.data.AUTOTUNE,
                      deterministic=data_cfg.deterministic)
-  return ds.map(_parse, num_parallel_calls=tf.data.AUTOTUNE)
+  parse = _parse_multi_hot(num_classes) if multilabel.is_multilabel(data_cfg) else _parse
+  return ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE)
 
 
 def _remapped(ds: tf.data.Dataset, remap: list) -> tf.data.Dataset:
   """Labels mapped by `remap[stored_id]`: the stored classes in another order."""
   table = tf.constant(remap, tf.int32)
+  if ds.element_spec[1].shape.rank:  # Multi-hot: new column j is stored column remap⁻¹[j].
+    columns = tf.constant([remap.index(j) for j in range(len(remap))], tf.int32)
+    return ds.map(lambda text, label: (text, tf.gather(label, columns)),
+                  num_parallel_calls=tf.data.AUTOTUNE)
   return ds.map(lambda text, label: (text, tf.gather(table, label)),
                 num_parallel_calls=tf.data.AUTOTUNE)
 
@@ -64,6 +87,15 @@ def _read_info(files: list) -> dict:
     return json.load(f)
 
 
+def check_task(arg: str, info: dict, data_cfg) -> None:
+  """The shards' task (dataset_info.json; multiclass when absent) must be the run's."""
+  stored = info.get("task", "multiclass")
+  if stored != data_cfg.task:
+    raise ConfigError(f"--task={data_cfg.task}: tfrecord:{arg} was converted with "
+                      f"--task={stored} (its {INFO_FILE}); pass --task={stored}, or convert "
+                      "the source again with the task you want.")
+
+
 def load_tfrecord(arg: str, data_cfg) -> tuple:
   """`tfrecord:GLOB`: streamed splits by file-name prefix; classes from dataset_info.json."""
   files = sorted(tf.io.gfile.glob(arg))
@@ -78,6 +110,7 @@ def load_tfrecord(arg: str, data_cfg) -> tuple:
                     f"{len(files)} matched; expected names like {shard_name('train', 0, 8)} "
                     "(written by python -m tfagent.data.convert).")
   info = _read_info(files)
+  check_task(arg, info, data_cfg)
   stored = info.get("class_names", ())
   class_names = (sources.stored_class_names(stored, data_cfg, _info_path(files)) if stored
                  else sources.given_class_names(data_cfg))
@@ -90,7 +123,7 @@ def load_tfrecord(arg: str, data_cfg) -> tuple:
   for s in sources.SPLITS:
     counts = balance.get(s)  # By class name, so it holds in any order of the names.
     label_counts = {i: counts.get(n, 0) for i, n in enumerate(class_names)} if counts else None
-    ds = read_files(by_split[s], data_cfg)
+    ds = read_files(by_split[s], data_cfg, len(stored or class_names))
     if stored and tuple(stored) != class_names:
       ds = _remapped(ds, sources.id_remap(stored, class_names))
     splits[s] = sources.Streamed(ds, sizes.get(s), label_counts)

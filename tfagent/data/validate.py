@@ -16,6 +16,8 @@ import re
 from absl import logging
 import tensorflow as tf
 
+from tfagent.data.groups import GroupTally
+from tfagent.data.multilabel import is_multilabel, multi_hot
 from tfagent.data.records import REASONS, BadRecord, Raw
 from tfagent.data.sources import (SPLITS, Examples, Streamed, no_examples, normalize_whitespace,
                                   split_of)
@@ -79,7 +81,11 @@ class LabelMap:
     return cls(labels, "names", normalize)
 
   def id_of(self, label: str):
-    """Returns the class id of `label`, or None if it is not a known class."""
+    """Returns the class id of `label` (a tuple of ids for a tuple of labels: multilabel),
+    or None if it is (or holds) no known class."""
+    if isinstance(label, tuple):
+      ids = tuple(self.id_of(one) for one in label)
+      return None if None in ids else ids
     label_id = self._index.get(self._key(label))
     if label_id is None and self.takes_ids and INT_ID.fullmatch(label) \
         and int(label) < len(self.class_names):
@@ -88,6 +94,11 @@ class LabelMap:
 
   def unknown(self, record: Raw, field: str) -> BadRecord:
     """The bad record for a label that is no class; names a near spelling if one exists."""
+    if isinstance(record.label, tuple):  # Multilabel: the first unknown label of the list.
+      bad = next(one for one in record.label if self.id_of(one) is None)
+      one = self.unknown(dataclasses.replace(record, label=bad), field)
+      return BadRecord(one.reason, one.where, f"in the label list {list(record.label)}: "
+                       f"{one.message}")
     names = ", ".join(self.class_names)
     ids = f" (or an id 0..{len(self.class_names) - 1})" if self.takes_ids else ""
     near = [n for n in self.class_names if fold(n) == fold(record.label)]
@@ -164,6 +175,11 @@ def text_key(text: str, seed: int) -> tuple:
   return norm, int.from_bytes(digest[:8], "big")
 
 
+def split_key(record: Raw, norm: str, key: int, seed: int) -> tuple:
+  """What picks a record's split: its group's `text_key` with --group_field, else its text's."""
+  return (norm, key) if record.group is None else text_key(record.group, seed)
+
+
 def fold_split(key: int, data_cfg) -> str:
   """Split of a text under cross-validation: its fold is held out as test.
 
@@ -202,6 +218,7 @@ class Plan:
   spellings: collections.Counter = dataclasses.field(
       default_factory=collections.Counter)  # Label as written -> usable records.
   firsts: dict = dataclasses.field(default_factory=dict)  # Label as written -> where first.
+  groups: GroupTally = dataclasses.field(default_factory=GroupTally)
 
 
 def accept(item, labels: LabelMap, tally: Tally, field: str):
@@ -239,16 +256,21 @@ class _Scanner:
     """Whether two labels as written name one class (ids and spellings resolved)."""
     labels = self.plan.labels
     if labels is not None:
-      return labels.id_of(a) == labels.id_of(b)
-    return fold(a) == fold(b) if self.cfg.normalize_labels else a == b
+      a, b = labels.id_of(a), labels.id_of(b)
+    elif self.cfg.normalize_labels:
+      a, b = (tuple(map(fold, x)) if isinstance(x, tuple) else fold(x) for x in (a, b))
+    # Label lists (multilabel) are one class set in any order.
+    return set(a) == set(b) if isinstance(a, tuple) and isinstance(b, tuple) else a == b
 
   def add(self, part: str, ordinal: int, record: Raw) -> None:
     """Counts one usable record; marks it for removal if it repeats a text."""
     plan, cfg = self.plan, self.cfg
     norm, key = text_key(record.text, cfg.seed)
-    split = assign(part, norm, key, plan.has_test, cfg)
-    plan.spellings[record.label] += 1
-    plan.firsts.setdefault(record.label, record.where)
+    by = split_key(record, norm, key, cfg.seed)
+    split = assign(part, *by, plan.has_test, cfg)
+    for label in record.label if isinstance(record.label, tuple) else (record.label,):
+      plan.spellings[label] += 1
+      plan.firsts.setdefault(label, record.where)
     seen = self.first[part].get(key)
     if seen is not None:
       plan.stats[f"duplicates_{split}"] += 1
@@ -266,6 +288,7 @@ class _Scanner:
       plan.stats["train_test_overlap"] += 1
       if cfg.dedup:  # Test stays intact: it is what every figure is measured on.
         self._drop_first("train", key, "removed_overlap")
+    plan.groups.add(split, record, by[1])
     self._count(split, record.label, len(record.text.encode("utf-8")), +1)
 
   def _drop_first(self, part: str, key: int, stat: str) -> None:
@@ -279,7 +302,8 @@ class _Scanner:
 
   def _count(self, split: str, label: str, nbytes: int, sign: int) -> None:
     self.plan.sizes[split] += sign
-    self.plan.balance[split][label] += sign
+    for one in label if isinstance(label, tuple) else (label,):  # Multilabel: each label.
+      self.plan.balance[split][one] += sign
     self.plan.text_bytes += nbytes
 
 
@@ -367,8 +391,11 @@ def split_examples(parts: list, plan: Plan, data_cfg, only: str = None):
       label_id = plan.labels.id_of(item.label)
       if label_id is None:
         continue
+      if isinstance(label_id, tuple):  # Multilabel: <float32>[C], 1 at each label.
+        label_id = multi_hot(label_id, len(plan.labels.class_names))
       norm, key = text_key(item.text, data_cfg.seed)
-      split = assign(part.name, norm, key, plan.has_test, data_cfg)
+      split = assign(part.name, *split_key(item, norm, key, data_cfg.seed), plan.has_test,
+                     data_cfg)
       if only is None or split == only:
         yield item.text, label_id, split
 
@@ -376,7 +403,8 @@ def split_examples(parts: list, plan: Plan, data_cfg, only: str = None):
 def build_splits(parts: list, plan: Plan, data_cfg) -> dict:
   """Holds the splits in memory when the text fits `--cache_max_mb`, else streams them."""
   if plan.text_bytes <= data_cfg.cache_max_mb * 2**20:
-    splits = {name: Examples([], []) for name in SPLITS}
+    width = len(plan.labels.class_names) if is_multilabel(data_cfg) else 0
+    splits = {name: Examples([], [], width) for name in SPLITS}
     for text, label_id, split in split_examples(parts, plan, data_cfg):
       splits[split].texts.append(text)
       splits[split].labels.append(label_id)
@@ -392,7 +420,7 @@ def stream_split(parts: list, plan: Plan, data_cfg, name: str) -> Streamed:
     for text, label_id, _ in split_examples(parts, plan, data_cfg, only=name):
       yield text, label_id
   ds = tf.data.Dataset.from_generator(generate, output_signature=(
-      tf.TensorSpec([], tf.string), tf.TensorSpec([], tf.int32)))
+      tf.TensorSpec([], tf.string), label_spec(data_cfg, len(plan.labels.class_names))))
   # Cardinality stays unknown on purpose: make_input_fn caches only splits
   # held in memory (known cardinality), never a stream.
   return Streamed(ds, plan.sizes[name], _balance_ids(plan, name))
@@ -409,7 +437,16 @@ def load_parts(parts: list, labels, data_cfg, source: str) -> tuple:
   plan, report = scan(parts, labels, data_cfg, source)
   if data_cfg.folds > 1:
     report["cross_validation"] = {"folds": data_cfg.folds, "fold": data_cfg.fold}
+  if data_cfg.group_field:
+    report["groups"] = plan.groups.report(data_cfg.group_field, plan.has_test)
   return build_splits(parts, plan, data_cfg), plan.labels.class_names, report
+
+
+def label_spec(data_cfg, num_classes: int) -> tf.TensorSpec:
+  """A label's spec: `<int32>[]` (multiclass) or multi-hot `<float32>[C]` (multilabel)."""
+  if is_multilabel(data_cfg):
+    return tf.TensorSpec([num_classes], tf.float32)
+  return tf.TensorSpec([], tf.int32)
 
 
 def _balance_ids(plan: Plan, split: str) -> collections.Counter:

@@ -1,0 +1,350 @@
+"""--task=multilabel: label lists in csv/jsonl/tfrecord, their bad-record checks, thresholds in
+the export, metrics, and the export served by `tfagent serve` over REST and gRPC.
+
+The end-to-end corpus is docs/examples/make_multilabel.py's: 5 topics, each joined by its
+partner half of the time. It goes csv -> tfrecord (convert) -> training, so the label lists
+cross every stage.
+"""
+
+import csv
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+
+import grpc
+import keras
+import numpy as np
+import pytest
+import requests
+from sklearn.metrics import f1_score
+import tensorflow as tf
+from tensorflow_serving.apis import classification_pb2, predict_pb2, prediction_service_pb2_grpc
+
+from conftest import run_command
+from serving_util import run_server
+from tfagent import config, data, export, model_card, signatures, tasks
+from tfagent.data import convert
+from tfagent.errors import ConfigError, DataError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "docs", "examples"))
+import make_multilabel  # noqa: E402  pylint: disable=wrong-import-position
+
+TEXTS = ["goal match doctor diet today", "senate ballot budget tax the", "chip robot week"]
+
+
+def data_cfg(path: str, **overrides) -> config.DataConfig:
+  kind = os.path.splitext(path)[1].lstrip(".")
+  return config.DataConfig(dataset=f"{kind}:{path}", label_field="labels", task="multilabel",
+                           **overrides)
+
+
+def write_csv(path, rows) -> str:
+  with open(path, "w", encoding="utf-8", newline="") as f:
+    writer = csv.writer(f)
+    writer.writerow(["text", "labels"])
+    writer.writerows(rows)
+  return str(path)
+
+
+def by_text(ds) -> dict:
+  """text -> multi-hot label list of a dataset's elements."""
+  return {t.decode(): y.tolist() for t, y in ds.as_numpy_iterator()}
+
+
+def test_label_lists_read_alike_from_csv_and_jsonl(tmp_path):
+  rows = [("t one", "a|b"), ("t two", "b"), ("t three", "c | a"), ("t four", "c")]
+  path_csv = write_csv(tmp_path / "d.csv", rows)
+  with open(tmp_path / "d.jsonl", "w", encoding="utf-8") as f:
+    for text, labels in rows:
+      f.write(json.dumps({"text": text, "labels": [x.strip() for x in labels.split("|")]}) + "\n")
+  ds, info = data.load_all(data_cfg(path_csv))
+  ds_json, info_json = data.load_all(data_cfg(str(tmp_path / "d.jsonl")))
+  assert info.class_names == info_json.class_names == ("a", "b", "c")
+  expected = {"t one": [1, 1, 0], "t two": [0, 1, 0], "t three": [1, 0, 1], "t four": [0, 0, 1]}
+  assert by_text(ds) == by_text(ds_json) == expected
+  assert ds.element_spec[1] == tf.TensorSpec([3], tf.float32)
+
+
+@pytest.mark.parametrize("labels, reason, message", [
+    ("a|zz", "unknown_label", "d.csv:3: in the label list ['a', 'zz']: unknown label 'zz' in "
+     "field 'labels'; expected one of a, b"),
+    ("", "empty_label_list", "d.csv:3: empty label list in field 'labels'; expected one label "
+     "at least (pass --allow_empty_labels"),
+    ("a|b|a", "duplicate_label", "d.csv:3: label 'a' appears more than once in the label list "
+     "'a|b|a' of field 'labels'"),
+])
+def test_bad_label_lists_name_file_and_line_or_are_counted(tmp_path, labels, reason, message):
+  path = write_csv(tmp_path / "d.csv", [("x one", "a"), ("x two", labels), ("x three", "b"),
+                                        ("x four", "a|b")])
+  cfg = data_cfg(path, class_names="a,b")
+  with pytest.raises(DataError) as error:
+    data.load_all(cfg)
+  assert str(error.value).startswith(os.path.join(str(tmp_path), message)), str(error.value)
+  _, info = data.load_all(dataclasses.replace(cfg, on_bad_record="skip"))
+  assert info.report["skipped"][reason] == 1 and info.split_sizes == {"all": 3}
+
+
+def test_convert_stops_at_an_unknown_label_in_a_list_with_one_error(tmp_path, monkeypatch,
+                                                                    caplog):
+  """`tfagent convert` as a user runs it: exit status 1 and one error line naming file and line."""
+  path = write_csv(tmp_path / "d.csv", [("x one", "a"), ("x two", "b|zz"), ("x three", "b")])
+  code = run_command(monkeypatch, "convert", f"--dataset=csv:{path}", "--task=multilabel",
+                     "--label_field=labels", "--class_names=a,b",
+                     f"--output_dir={tmp_path / 'out'}")
+  errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+  assert code == 1 and len(errors) == 1, errors
+  assert errors[0].startswith(f"{path}:3: in the label list ['b', 'zz']: unknown label 'zz' in "
+                              "field 'labels'; expected one of a, b"), errors[0]
+
+
+def test_allow_empty_labels_keeps_a_record_no_label_applies_to(tmp_path):
+  path = write_csv(tmp_path / "d.csv", [("x one", "a"), ("x two", ""), ("x three", "b")])
+  ds, _ = data.load_all(data_cfg(path, allow_empty_labels=True))
+  assert by_text(ds)["x two"] == [0, 0]
+
+
+def test_a_list_needs_the_multilabel_task_and_a_list_source(tmp_path):
+  with open(tmp_path / "d.jsonl", "w", encoding="utf-8") as f:
+    f.write('{"text": "x", "labels": ["a", "b"]}\n')
+  plain = config.DataConfig(dataset=f"jsonl:{tmp_path / 'd.jsonl'}", label_field="labels")
+  with pytest.raises(DataError, match=r"d.jsonl:1: label \['a', 'b'\] in field 'labels' is a "
+                     "list; lists of labels need --task=multilabel"):
+    data.load_all(plain)
+  with pytest.raises(ConfigError, match="--task=multilabel: --dataset=embedded: gives one "
+                     "label a record"):
+    data.load_splits(config.DataConfig(task="multilabel"))
+
+
+def test_best_thresholds_maximise_each_labels_f1():
+  """Brute force over every cut of the scores agrees; a constant column keeps 0.5."""
+  rng = np.random.default_rng(0)
+  labels = (rng.random((200, 3)) < [0.3, 0.6, 0.0]).astype(np.float32)
+  probs = np.clip(labels * 0.25 + rng.random((200, 3)) * 0.6, 0, 1)
+  got = tasks.best_thresholds(labels, probs)
+  for j in range(2):
+    best = max(f1_score(labels[:, j], probs[:, j] >= t) for t in np.unique(probs[:, j]))
+    assert f1_score(labels[:, j], probs[:, j] >= got[j]) == pytest.approx(best)
+    assert abs(got[j] - 0.5) > 1e-3  # Tuned, not the default.
+  assert got[2] == 0.5
+
+
+class FixedLogits(keras.layers.Layer):
+  """`<string>[b] -> <float32>[b, 3]`: logits of probabilities (0.4, 0.6, 0.2) for every text."""
+
+  def call(self, text):
+    p = tf.constant([[0.4, 0.6, 0.2]])
+    return tf.tile(tf.math.log(p / (1 - p)), [tf.shape(text)[0], 1])
+
+
+def test_export_applies_the_thresholds_it_stores(tmp_path):
+  """0.4 >= threshold 0.3 turns label a on; 0.6 < 0.7 turns b off, where 0.5 would not."""
+  text = keras.Input(shape=(), dtype="string")
+  model = keras.Model(text, FixedLogits()(text))
+  path = export.export_model(model, ["a", "b", "c"], config.ExportConfig(
+      export_dir=str(tmp_path), model_name="fixed"), thresholds=[0.3, 0.7, 0.5])
+  out = signatures.load_signature(path)(text=tf.constant(["x", "y"]))
+  np.testing.assert_allclose(out["probabilities"].numpy(), [[0.4, 0.6, 0.2]] * 2, atol=1e-6)
+  assert out["label_mask"].numpy().tolist() == [[True, False, False]] * 2
+  assert out["labels"].numpy().tolist() == [[b"a", b"", b""]] * 2
+  assert "explain" not in signatures.read_signature_defs(path)
+
+
+# --- End to end: generated corpus -> csv -> tfrecord -> training -> export -> serving.
+
+def chance_micro_f1(labels: np.ndarray) -> float:
+  """The best of two guessers that ignore the text: every label always, or each label at
+  random at its own rate (expected counts)."""
+  p = labels.mean(axis=0)
+  n, positives = len(labels), labels.sum()
+  always = 2 * positives / (2 * positives + (n * labels.shape[1] - positives))
+  tp = (n * p * p).sum()
+  rate = 2 * tp / (2 * tp + 2 * (n * p * (1 - p)).sum())
+  return float(max(always, rate))
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+  """The corpus converted to tfrecord and a tiny LSTM trained on the shards."""
+  from tfagent import train
+  root = tmp_path_factory.mktemp("multilabel")
+  source = data_cfg(make_multilabel.write_csv(str(root / "topics.csv"), 1000))
+  convert.convert(source, str(root / "shards"), num_shards=2)
+  cfg = config.Config(
+      data=config.DataConfig(dataset=f"tfrecord:{root / 'shards' / '*.tfrecord'}",
+                             task="multilabel", batch_size=32),
+      model=config.ModelConfig(vocab_size=200, sequence_length=16, embedding_dim=16,
+                               hidden_dim=16, dropout=0.1),
+      train=config.TrainConfig(model_dir=str(root / "run"), epochs=8, learning_rate=1e-2,
+                               verbose=0),
+      export=config.ExportConfig(export_dir=str(root / "saved_models"), model_name="topics"))
+  return {"source": source, "cfg": cfg, "result": train.train_and_evaluate(cfg)}
+
+
+@pytest.mark.slow
+def test_label_lists_survive_csv_to_tfrecord_to_training(run):
+  csv_splits, csv_info = data.load_splits(run["source"])
+  rec_splits, rec_info = data.load_splits(run["cfg"].data)
+  assert rec_info.class_names == csv_info.class_names == tuple(sorted(make_multilabel.TOPICS))
+  for split in data.SPLITS:
+    assert by_text(rec_splits[split]) == by_text(csv_splits[split]), split
+  written = dict(make_multilabel.records(1000))  # text -> label names, as generated.
+  for split in data.SPLITS:
+    for text, hot in by_text(rec_splits[split]).items():
+      assert [n for n, v in zip(csv_info.class_names, hot) if v] == written[text]
+  # What training scored is what was converted: the model card's content hashes.
+  with open(os.path.join(run["result"]["saved_model"], "model_card.json")) as f:
+    card = json.load(f)
+  assert card["data"]["content_sha256"]["test"] == model_card.split_hash(rec_splits["test"])
+
+
+@pytest.mark.slow
+def test_multilabel_trains_far_above_chance_and_reports_its_metrics(run):
+  result = run["result"]
+  labels = np.array(list(by_text(data.load_splits(run["cfg"].data)[0]["test"]).values()))
+  chance = chance_micro_f1(labels)
+  assert chance < 0.5, chance  # Computed: 0.48 here (predicting every label always).
+  assert result["micro_f1"] >= 0.95, (result["micro_f1"], chance)
+  with open(os.path.join(run["cfg"].train.model_dir, "eval", "metrics.json")) as f:
+    metrics = json.load(f)
+  assert {"micro_f1", "macro_f1", "per_label", "subset_accuracy", "lrap"} <= set(metrics)
+  assert set(metrics["per_label"]) == set(make_multilabel.TOPICS)
+  assert sum(m["support"] for m in metrics["per_label"].values()) == int(labels.sum())
+  assert metrics["lrap"] > 0.95 and metrics["subset_accuracy"] > 0.8
+
+
+@pytest.mark.slow
+def test_export_decides_with_the_tuned_thresholds(run):
+  """The thresholds of metrics.json (tuned on validation) are the export's: its mask is
+  probabilities >= them, its labels the names under the mask."""
+  result = run["result"]
+  thresholds = np.array([result["thresholds"][n] for n in sorted(make_multilabel.TOPICS)])
+  with open(os.path.join(result["saved_model"], "model_card.json")) as f:
+    assert json.load(f)["thresholds"] == result["thresholds"]
+  assert np.abs(thresholds - 0.5).max() > 1e-3
+  texts = [t for t, _ in make_multilabel.records(200, seed=7)]
+  out = signatures.load_signature(result["saved_model"])(text=tf.constant(texts))
+  probs, mask = out["probabilities"].numpy(), out["label_mask"].numpy()
+  np.testing.assert_array_equal(mask, probs >= thresholds)
+  names = np.array(sorted(make_multilabel.TOPICS))
+  for row, m in zip(out["labels"].numpy(), mask):
+    assert [x.decode() for x in row] == list(names[m]) + [""] * (len(names) - m.sum())
+
+
+RELOAD = """
+import json, sys
+import tensorflow as tf
+import tensorflow_text
+assert "tfagent" not in sys.modules and "keras_hub" not in sys.modules
+serve = tf.saved_model.load(sys.argv[1]).signatures["serving_default"]
+out = serve(text=tf.constant(json.loads(sys.argv[2])))
+print(json.dumps({k: v.numpy().tolist() for k, v in out.items() if k != "labels"}))
+"""
+
+
+@pytest.mark.slow
+def test_export_loads_in_a_clean_process_and_saved_model_cli_shows_it(run):
+  path = run["result"]["saved_model"]
+  proc = subprocess.run([sys.executable, "-c", RELOAD, path, json.dumps(TEXTS)],
+                        capture_output=True, text=True, check=True,
+                        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+  got = json.loads(proc.stdout.strip().splitlines()[-1])
+  expected = signatures.load_signature(path)(text=tf.constant(TEXTS))
+  np.testing.assert_allclose(got["probabilities"], expected["probabilities"].numpy(), atol=1e-5)
+  assert got["label_mask"] == expected["label_mask"].numpy().tolist()
+  shown = subprocess.run(["saved_model_cli", "show", "--dir", path, "--all"],
+                         capture_output=True, text=True, check=True).stdout
+  sig = shown.split("signature_def['serving_default']")[1]
+  for name, dtype in (("probabilities", "DT_FLOAT"), ("label_mask", "DT_BOOL"),
+                      ("labels", "DT_STRING")):
+    assert f"outputs['{name}'] tensor_info:\n        dtype: {dtype}\n        shape: (-1, 5)" in sig
+  sig = shown.split("signature_def['classify']")[1].split("signature_def[")[0]
+  assert "outputs['scores'] tensor_info:\n        dtype: DT_FLOAT\n        shape: (-1, 5)" in sig
+  assert "Method name is: tensorflow/serving/classify" in sig
+
+
+@pytest.mark.slow
+def test_tfagent_serve_answers_rest_and_grpc(run, tmp_path):
+  path = run["result"]["saved_model"]
+  expected = {k: v.numpy() for k, v in signatures.load_signature(path)(
+      text=tf.constant(TEXTS)).items()}
+  args = ["--model_name=topics", f"--model_base_path={os.path.dirname(path)}"]
+  with run_server(args, "topics", str(tmp_path / "server.log")) as (url, address, _):
+    rows = requests.post(f"{url}/v1/models/topics:predict", json={"instances": TEXTS},
+                         timeout=30).json()["predictions"]
+    for row, i in zip(rows, range(len(TEXTS))):
+      np.testing.assert_allclose(row["probabilities"], expected["probabilities"][i], atol=1e-5)
+      assert row["label_mask"] == expected["label_mask"][i].tolist()
+      assert row["labels"] == [x.decode() for x in expected["labels"][i]]
+    examples = [{"text": t} for t in TEXTS]
+    answer = requests.post(f"{url}/v1/models/topics:classify", timeout=30, json={
+        "signature_name": "classify", "examples": examples}).json()["results"]
+    names = sorted(make_multilabel.TOPICS)
+    assert [[c for c, _ in r] for r in answer] == [names] * len(TEXTS)
+    np.testing.assert_allclose([[s for _, s in r] for r in answer], expected["probabilities"],
+                               atol=1e-5)
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(address))
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "topics"
+    request.inputs["text"].CopyFrom(tf.make_tensor_proto(TEXTS))
+    response = stub.Predict(request, timeout=30)
+    np.testing.assert_array_equal(tf.make_ndarray(response.outputs["label_mask"]),
+                                  expected["label_mask"])
+    np.testing.assert_array_equal(tf.make_ndarray(response.outputs["labels"]), expected["labels"])
+    classify = classification_pb2.ClassificationRequest()
+    classify.model_spec.name, classify.model_spec.signature_name = "topics", "classify"
+    for text in TEXTS:
+      classify.input.example_list.examples.add().features.feature["text"].bytes_list.value \
+          .append(text.encode())
+    result = stub.Classify(classify, timeout=30)
+    np.testing.assert_allclose([[c.score for c in r.classes]
+                                for r in result.result.classifications],
+                               expected["probabilities"], atol=1e-5)
+
+
+MIRRORED = r"""
+import dataclasses, json, sys
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+sys.path.insert(0, "docs/examples")
+import make_multilabel
+from tfagent import config, distribute, train
+path = make_multilabel.write_csv(sys.argv[1] + "/topics.csv", 400)
+out = {}
+for strategy in ("default", "mirrored"):
+  cfg = config.Config(
+      data=config.DataConfig(dataset=f"csv:{path}", label_field="labels", task="multilabel",
+                             batch_size=32, bucket_width=0),
+      model=config.ModelConfig(name="transformer", vocab_size=200, sequence_length=16,
+                               embedding_dim=8, num_layers=1, num_heads=2,
+                               intermediate_dim=8, dropout=0.0),
+      train=config.TrainConfig(model_dir=f"{sys.argv[1]}/{strategy}", epochs=2,
+                               learning_rate=1e-2, verbose=0, strategy=strategy),
+      export=config.ExportConfig(export_dir=f"{sys.argv[1]}/sm", model_name="m"))
+  result = train.train_and_evaluate(cfg)
+  out[strategy] = {"replicas": distribute.get_strategy(strategy).num_replicas_in_sync,
+                   "loss": result["history"]["loss"], "thresholds": result["thresholds"]}
+print("RESULT " + json.dumps(out))
+"""
+
+
+@pytest.mark.slow
+def test_mirrored_on_two_cpus_trains_as_one_device(tmp_path):
+  """The same code path under MirroredStrategy: the multi-hot labels split across replicas
+  give the one-device losses (global batch 32 = 2 x 16, no dropout) and thresholds. A
+  Transformer, as test_distribute.py's Mirrored test uses: a tiny LSTM stops on a replica's
+  empty last batch ("stack elements of an empty list"), for multiclass too (checked)."""
+  env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": ROOT}
+  proc = subprocess.run([sys.executable, "-c", MIRRORED, str(tmp_path)], cwd=ROOT, env=env,
+                        capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")][-1]
+  out = json.loads(line[len("RESULT "):])
+  assert out["mirrored"]["replicas"] == 2
+  assert out["mirrored"]["loss"] == pytest.approx(out["default"]["loss"], rel=1e-4, abs=1e-5)
+  assert out["default"]["loss"][-1] < out["default"]["loss"][0]
+  for name, t in out["default"]["thresholds"].items():
+    assert out["mirrored"]["thresholds"][name] == pytest.approx(t, abs=1e-4), name

@@ -1,0 +1,47 @@
+"""The multilabel export's endpoints: sigmoid probabilities, per-label thresholds in the graph.
+
+  serving_default  text <string>[b] ->
+    probabilities <float32>[b, C]  sigmoid of each label's logit, independent of the others;
+    label_mask    <bool>[b, C]     probabilities >= the label's threshold (tuned on validation);
+    labels        <string>[b, C]   the predicted label names in class order, left-aligned and
+                                   padded with "" (a text with no label: C empty strings).
+  classify         serialized tf.Example with `text` -> classes <string>[b, C] (every class
+                   name), scores <float32>[b, C] (each label's probability), as TF Serving's
+                   Classify expects.
+
+The thresholds are a constant of the graph: a SavedModel served anywhere applies them.
+"""
+
+import numpy as np
+import tensorflow as tf
+
+from tfagent import signatures
+
+PROBABILITIES = "probabilities"
+LABEL_MASK = "label_mask"
+LABELS = "labels"
+OUTPUTS = (PROBABILITIES, LABEL_MASK, LABELS)
+
+
+def make_serving_fns(model, class_names, thresholds) -> tuple:
+  """`(serve, classify)` of a multilabel export; `thresholds` `<float>[C]`, one a label."""
+  names = tf.constant(list(class_names), tf.string)
+  cut = tf.constant(np.asarray(thresholds, np.float32).reshape([len(class_names)]))
+  width = len(class_names)
+
+  @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
+  def serve(text):
+    probabilities = tf.sigmoid(tf.cast(model(text, training=False), tf.float32))
+    mask = probabilities >= cut
+    tiled = tf.tile(names[tf.newaxis], [tf.shape(text)[0], 1])
+    labels = tf.ragged.boolean_mask(tiled, mask).to_tensor("", shape=[None, width])
+    return {PROBABILITIES: probabilities, LABEL_MASK: mask, LABELS: labels}
+
+  @tf.function(input_signature=[tf.TensorSpec([None], tf.string,
+                                              name=signatures.CLASSIFY_INPUTS)])
+  def classify(inputs):
+    text = tf.io.parse_example(inputs, {"text": tf.io.FixedLenFeature([], tf.string)})["text"]
+    scores = serve(text)[PROBABILITIES]
+    return {signatures.CLASSIFY_CLASSES: tf.tile(names[tf.newaxis], [tf.shape(text)[0], 1]),
+            signatures.CLASSIFY_SCORES: scores}
+  return serve, classify

@@ -1,0 +1,160 @@
+"""What the task (`--task`) decides after the model: loss, metrics, probabilities, thresholds.
+
+multiclass: one label a text, softmax over the classes, sparse cross-entropy.
+multilabel: any set of labels a text, a sigmoid a label, binary cross-entropy; each
+label's decision threshold is tuned on validation (the F1-best) and stored in the
+export (tfagent/multilabel_export.py); eval/metrics.json holds micro_f1, macro_f1,
+per_label, subset_accuracy and lrap (scikit-learn).
+"""
+
+import json
+import os
+
+from absl import logging
+import keras
+import numpy as np
+from sklearn import metrics as skm
+import tensorflow as tf
+
+from tfagent import config, fileio, imbalance, model_card, models, signatures, summaries
+from tfagent.errors import ConfigError
+from tfagent.multilabel_export import LABEL_MASK, PROBABILITIES
+
+MULTICLASS, MULTILABEL = config.TASKS
+SCORE_BATCH = 256  # Texts a scoring call.
+
+
+def is_multilabel(cfg: config.Config) -> bool:
+  return cfg.data.task == MULTILABEL
+
+
+def check_config(cfg: config.Config) -> None:
+  """Fails on what a multilabel run does not support yet, naming the flag."""
+  if not is_multilabel(cfg):
+    return
+  for flag, value, off in (("ensemble_size", cfg.model.ensemble_size, 1),
+                           ("wide_ngrams", cfg.model.wide_ngrams, 0),
+                           ("class_weight", cfg.train.class_weight, "none"),
+                           ("monitor", cfg.train.monitor, "val_loss")):
+    if value != off:
+      raise ConfigError(f"--{flag}={value} does not apply to --task=multilabel yet (it "
+                        f"assumes one softmax label a text); use --{flag}={off}.")
+
+
+def compile_args(task: str, monitor: str, num_classes: int) -> dict:
+  """`loss` and `metrics` for `classifier.compile`; the models return logits.
+
+  Multiclass runs also compile macro F1 when --monitor asks for it (tfagent/imbalance.py).
+
+  The multilabel "accuracy" is Keras' per-label binary accuracy at probability 0.5 (logit
+  0), so early stopping, TensorBoard and the summaries keep their metric names.
+  """
+  if task == MULTILABEL:
+    return {"loss": keras.losses.BinaryCrossentropy(from_logits=True),
+            "metrics": [keras.metrics.BinaryAccuracy(name="accuracy", threshold=0.0)]}
+  return {"loss": keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+          "metrics": ["accuracy", *imbalance.metrics(monitor, num_classes)]}
+
+
+def probabilities(task: str, logits):
+  """`<float32>[batch, C]` probabilities of `logits`: softmax, or a sigmoid a label."""
+  logits = tf.cast(logits, tf.float32)
+  return tf.sigmoid(logits) if task == MULTILABEL else tf.nn.softmax(logits, -1)
+
+
+def best_thresholds(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
+  """`<float32>[C]`: each label's F1-best threshold on `probs >= t`, midway to the next lower
+  score for margin; 0.5 for a label whose column is all one value (nothing to tune)."""
+  out = np.full(labels.shape[1], 0.5, np.float32)
+  for j in range(labels.shape[1]):
+    y, p = labels[:, j].astype(int), probs[:, j]
+    if y.min() == y.max():
+      continue
+    precision, recall, cuts = skm.precision_recall_curve(y, p)
+    f1 = 2 * precision[:-1] * recall[:-1] / np.maximum(precision[:-1] + recall[:-1], 1e-12)
+    cut = cuts[int(np.argmax(f1))]
+    below = p[p < cut]
+    out[j] = (cut + below.max()) / 2 if below.size else cut
+  return out
+
+
+def tune_thresholds(cfg: config.Config, model: keras.Model, validation) -> np.ndarray:
+  """The multilabel export's thresholds, tuned on validation; None for multiclass."""
+  if not is_multilabel(cfg):
+    return None
+  logits_fn = models.traced(model)
+  labels, probs = [], []
+  for text, label in validation.batch(SCORE_BATCH):
+    probs.append(probabilities(MULTILABEL, logits_fn(text)).numpy())
+    labels.append(label.numpy())
+  thresholds = best_thresholds(np.concatenate(labels), np.concatenate(probs))
+  logging.info("Per-label thresholds tuned on validation (F1-best): %s",
+               np.round(thresholds, 4).tolist())
+  return thresholds
+
+
+def multilabel_metrics(labels, probs, mask, class_names, thresholds) -> dict:
+  """Micro/macro F1, per-label P/R/F1/support, subset accuracy, LRAP and ROC-AUC.
+
+  Args:
+    labels: `<float>[n, C]` multi-hot truth; probs: `<float>[n, C]`; mask: `<bool>[n, C]`,
+      the export's decisions; thresholds: `<float>[C]`, reported beside them.
+  """
+  y, pred = np.asarray(labels).astype(int), np.asarray(mask).astype(int)
+  per_p, per_r, per_f1, support = skm.precision_recall_fscore_support(
+      y, pred, average=None, zero_division=0)
+  p, r, f1, _ = skm.precision_recall_fscore_support(y, pred, average="macro", zero_division=0)
+  both = all(0 < y[:, j].sum() < len(y) for j in range(y.shape[1]))
+  per_label = {name: {"precision": float(per_p[i]), "recall": float(per_r[i]),
+                      "f1": float(per_f1[i]), "support": int(support[i])}
+               for i, name in enumerate(class_names)}
+  subset = float(skm.accuracy_score(y, pred))
+  return {"task": MULTILABEL, "examples": int(len(y)),
+          "micro_f1": float(skm.f1_score(y, pred, average="micro", zero_division=0)),
+          "macro_f1": float(f1), "macro_precision": float(p), "macro_recall": float(r),
+          "per_label": per_label, "subset_accuracy": subset,
+          "accuracy": subset,  # Exact match, so the run's summary line reads the same key.
+          "lrap": float(skm.label_ranking_average_precision_score(y, probs)),
+          "roc_auc": float(skm.roc_auc_score(y, probs, average="macro")) if both
+          else float("nan"),
+          "class_names": list(class_names),
+          "thresholds": {n: float(t) for n, t in zip(class_names, thresholds)}}
+
+
+def score_export(export_dir: str, split) -> tuple:
+  """`(labels, probabilities, label_mask)` of a multilabel export's serving_default on a split."""
+  serve = signatures.load_signature(export_dir)
+  labels, probs, masks = [], [], []
+  for text, label in split.batch(SCORE_BATCH):
+    out = serve(text=text)
+    labels.append(label.numpy())
+    probs.append(out[PROBABILITIES].numpy())
+    masks.append(out[LABEL_MASK].numpy())
+  return np.concatenate(labels), np.concatenate(probs), np.concatenate(masks)
+
+
+def evaluate_multilabel(cfg: config.Config, result: dict, splits, info, staged: str) -> dict:
+  """Chief only: the staged export scored on validation and test, eval/metrics.json, its model
+  card and the final summaries (training.evaluate_export's multilabel branch)."""
+  thresholds = result["thresholds"]
+  scored = {s: multilabel_metrics(*score_export(staged, splits[s]), info.class_names,
+                                  thresholds) for s in ("validation", "test")}
+  result = {**result, **scored["test"], "validation_metrics": scored["validation"],
+            "thresholds": scored["test"]["thresholds"]}
+  eval_dir = os.path.join(cfg.train.model_dir, "eval")
+  fileio.write_text_atomically(os.path.join(eval_dir, "metrics.json"),
+                               json.dumps(result, indent=2))
+  logging.info("Test: micro F1 %.4f, macro F1 %.4f, subset accuracy %.4f, LRAP %.4f on %d "
+               "examples -> %s", result["micro_f1"], result["macro_f1"],
+               result["subset_accuracy"], result["lrap"], result["examples"], eval_dir)
+  hashes = {name: model_card.split_hash(splits[name]) for name in ("train", "validation", "test")}
+  card = model_card.build(cfg, info, {**result, "per_class": result["per_label"]}, hashes,
+                          model_card.data_warnings(info, result))
+  card["thresholds"] = result["thresholds"]
+  model_card.write(staged, card)
+  logdir = summaries.log_dirs(cfg.train.model_dir)[0]
+  summaries.write_final_metrics(logdir, {"val_loss": result["validation"]["loss"],
+                                         "test_micro_f1": result["micro_f1"],
+                                         "test_macro_f1": result["macro_f1"]},
+                                step=cfg.train.epochs)
+  return result
