@@ -95,6 +95,18 @@ def test_reload_in_a_clean_process_matches_in_process(trained_run):
   assert got["classes"] == [["negative", "positive"][i] for i in expected.argmax(-1)]
 
 
+def test_variables_hold_each_weight_once(trained_run):
+  """ExportArchive.track(model) stored each weight twice, as Keras variable and as the
+  tf.Variable the endpoints capture (keras-team/keras#23553)."""
+  cfg, result = trained_run
+  import keras
+  model = keras.saving.load_model(os.path.join(cfg.train.model_dir, "checkpoints", "best.keras"))
+  reader = tf.train.load_checkpoint(os.path.join(result["saved_model"], "variables", "variables"))
+  stored = sum(int(np.prod(shape)) for key, shape in reader.get_variable_to_shape_map().items()
+               if key.endswith("VARIABLE_VALUE"))
+  assert 0 < stored <= model.count_params()
+
+
 def test_versions_increment_and_existing_version_is_refused(trained_run, tmp_path):
   cfg, result = trained_run
   import keras

@@ -22,6 +22,7 @@ TRUNCATIONS = ("head", "tail", "head_tail")
 BAD_RECORD_POLICIES = ("error", "skip")
 MONITORS = ("val_loss", "val_accuracy", "val_macro_f1")
 TASKS = ("multiclass", "multilabel")
+QUANTIZE_MODES = ("none", "int8", "int4")
 # Fields whose flag has another name than the field.
 FLAG_NAMES = {("ModelConfig", "name"): "model"}
 
@@ -217,6 +218,16 @@ class ExportConfig:
                                "the attributions' sum misses F(x) - F(baseline) by 0.15 % on "
                                "the tests' tiny trained LSTM (0.08 % at 128), cost growing "
                                "with the steps.")
+  quantize: str = setting("none", "Store the export's Dense, EinsumDense and Embedding "
+                          "weights (Keras' Model.quantize) and the wide path's n-gram "
+                          "weights in int8, kept only if validation accuracy holds "
+                          "(--quantize_max_drop); about 4x smaller variables. int4 (opt-in) "
+                          "packs the deep weights in 4 bits, less exact. LSTM cells stay "
+                          "float (docs/quantization.md).", QUANTIZE_MODES)
+  quantize_max_drop: float = setting(0.5, "Validation accuracy points the quantized export may "
+                                     "lose against float32 in the same run; more, and the "
+                                     "float export is kept (a negative value keeps it unless "
+                                     "the quantized one gains that much).")
 
 
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig,

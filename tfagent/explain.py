@@ -199,8 +199,7 @@ def wide_values(wide, text: tf.Tensor, target: tf.Tensor) -> tf.RaggedTensor:
   keys, occurrence = tf.unique(rows * (wide.vocabulary_size + 1) + ids.flat_values)
   counts = tf.math.unsorted_segment_sum(tf.ones_like(occurrence, tf.float32), occurrence,
                                         tf.size(keys))
-  weights = tf.gather_nd(tf.convert_to_tensor(wide.kernel),
-                         tf.stack([ids.flat_values, tf.gather(target, rows)], axis=1))
+  weights = tf.gather(wide.kernel_rows(ids.flat_values), tf.gather(target, rows), batch_dims=1)
   return ids.with_flat_values(tf.cast(weights, tf.float32) / tf.gather(counts, occurrence))
 
 
@@ -213,8 +212,7 @@ def distinct_ngrams(wide, text: tf.Tensor, target: tf.Tensor) -> tuple:
   position = tf.range(tf.size(occurrence))
   first = tf.math.unsorted_segment_min(position, occurrence, tf.size(keys))
   keep = tf.not_equal(flat, 0) & tf.equal(tf.gather(first, occurrence), position)
-  weights = tf.gather_nd(tf.convert_to_tensor(wide.kernel),
-                         tf.stack([flat, tf.gather(target, rows)], axis=1))
+  weights = tf.gather(wide.kernel_rows(flat), tf.gather(target, rows), batch_dims=1)
   kept_rows = tf.boolean_mask(rows, keep)
   ragged = lambda values: tf.RaggedTensor.from_value_rowids(
       tf.boolean_mask(values, keep), kept_rows, nrows=ids.nrows())

@@ -111,6 +111,18 @@ def write_server_configs(base: str, model_name: str) -> None:
     fileio.write_text_atomically(os.path.join(base, name), text)
 
 
+def lookup_resources(model: keras.Model) -> list:
+  """The lookup tables (and other TF resources) `model` holds, without its variables.
+
+  `ExportArchive.track(model)` would also track every Keras variable, which the
+  SavedModel then stores beside the tf.Variables the endpoints capture: each
+  weight twice (keras-team/keras#23553). The endpoints' variables are tracked
+  by the archive anyway; only resources need naming.
+  """
+  return [t for t in tf.train.TrackableView(model).descendants()
+          if isinstance(t, tf.saved_model.experimental.TrackableResource)]
+
+
 @dataclasses.dataclass(frozen=True)
 class Staged:
   """An export written under a temporary name (`path`), to be published as `final`."""
@@ -141,7 +153,8 @@ def write_staged(model: keras.Model, class_names, export_cfg, warmup_texts=None,
     serve, classify = (make_serving_fns(model, class_names) if thresholds is None else
                        multilabel_export.make_serving_fns(model, class_names, thresholds))
     archive = keras.export.ExportArchive()
-    archive.track(model)
+    for resource in lookup_resources(model):
+      archive.track(resource)
     archive.add_endpoint(signatures.DEFAULT_SIGNATURE, serve)
     archive.add_endpoint(signatures.CLASSIFY_SIGNATURE, classify)
     if thresholds is None:
@@ -169,17 +182,25 @@ def publish(staged: Staged) -> str:
 
 
 @contextlib.contextmanager
-def staged_export(model: keras.Model, class_names, export_cfg, warmup_texts=None,
-                  thresholds=None):
-  """Yields a Staged export to add files to (a model card); publishes it when the block
-  ends, removes it when the block fails. `thresholds`: as write_staged's."""
-  staged = write_staged(model, class_names, export_cfg, warmup_texts, thresholds)
+def published(staged: Staged):
+  """Yields `staged` to add files to (a model card); publishes it when the block ends,
+  removes it when the block fails."""
   try:
     yield staged
   except BaseException:
     fileio.remove_tree(staged.path)
     raise
   publish(staged)
+
+
+@contextlib.contextmanager
+def staged_export(model: keras.Model, class_names, export_cfg, warmup_texts=None,
+                  thresholds=None):
+  """Writes the export staged, yields it to add files to, then publishes it (`published`).
+  `thresholds`: as write_staged's."""
+  with published(write_staged(model, class_names, export_cfg, warmup_texts,
+                              thresholds)) as staged:
+    yield staged
 
 
 def export_model(model: keras.Model, class_names, export_cfg, warmup_texts=None,

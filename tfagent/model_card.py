@@ -117,6 +117,7 @@ def build(cfg, info, result: dict, hashes: dict, warnings: list) -> dict:
       "training": {"epochs_run": result.get("epochs_run"),
                    "train_seconds": result.get("train_seconds"),
                    "wide": result.get("wide"), "distillation": result.get("distillation")},
+      "quantization": result.get("quantization"),
       "config": cfg.to_dict(), "versions": package_versions(), "warnings": warnings,
   }
 
@@ -151,6 +152,7 @@ def to_markdown(card: dict) -> str:
   for name, m in test["per_class"].items():
     lines.append(f"| {name} | {m['precision']:.4f} | {m['recall']:.4f} | {m['f1']:.4f} | "
                  f"{m['support']} |")
+  lines += quantization_lines(card.get("quantization"))
   lines += ["", "## Warnings", ""]
   lines += [f"- {w}" for w in card["warnings"]] or ["- None measured."]
   lines += ["", "## Data content (SHA-256 of each split's texts and labels, in order)", ""]
@@ -158,6 +160,22 @@ def to_markdown(card: dict) -> str:
   lines += ["", "## Versions", "", ", ".join(f"{k} {v}" for k, v in card["versions"].items()),
             "", "The resolved config is in model_card.json (`config`)."]
   return "\n".join(lines) + "\n"
+
+
+def quantization_lines(report: dict) -> list:
+  """The card's Quantization section (tfagent/quantize.py's report), or none without one."""
+  if not report:
+    return []
+  mode, accuracy = report["mode"], report["validation_accuracy"]
+  size, variables = report["export_bytes"], report["variables_bytes"]
+  kept = (f"the {mode} export" if report["kept"] == mode else
+          f"the float32 export: {report['reason']}")
+  return ["", "## Quantization", "",
+          f"`--quantize={mode}`, gate {report['max_drop_points']:g} accuracy points: kept {kept}.",
+          "", f"| | float32 | {mode} |", "| --- | --- | --- |",
+          f"| export bytes | {size['float32']} | {size[mode]} |",
+          f"| variables/ bytes | {variables['float32']} | {variables[mode]} |",
+          f"| validation accuracy | {accuracy['float32']:.4f} | {accuracy[mode]:.4f} |"]
 
 
 def write(export_dir: str, card: dict) -> None:

@@ -18,7 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfagent import (_compat, backup, config, data, distill, distribute, evaluate, explain_view,
-                     export, fileio, imbalance, model_card, models, optim, progress, summaries,
+                     fileio, imbalance, model_card, models, optim, progress, quantize, summaries,
                      tasks)
 from tfagent.callbacks import (config_error, fit_verbosity, make_callbacks,  # noqa: F401
                                profile_range)
@@ -320,12 +320,15 @@ def train_in(cfg: config.Config, out: config.Config, strategy) -> dict:
   warmup = [t.decode("utf-8") for t, _ in splits["validation"].take(4).as_numpy_iterator()]
   thresholds = tasks.tune_thresholds(cfg, model, splits["validation"])  # Multilabel only.
   # Scored and given its model card before it is published: a version never changes.
-  with export.staged_export(model, info.class_names, out.export, warmup, thresholds) as staged:
+  publishing, quantized = quantize.staged_export(model, info.class_names, out.export, warmup,
+                                                 splits["validation"], thresholds)
+  with publishing as staged:
     result = {"history": history, "validation": {k: float(v) for k, v in final.items()},
               "saved_model": staged.final, "train_seconds": train_seconds,
               "epochs_run": epochs_run, "train_examples": n_train,
               **({"wide": wide_fit.report} if wide_fit is not None else {}),
               **({"distillation": taught.report} if taught.report else {}),
+              **({"quantization": quantized} if quantized else {}),
               "unknown_token_share": unknown,
               **({"thresholds": thresholds.tolist()} if thresholds is not None else {}),
               # Includes each epoch's validation pass, as a user's wall clock does.

@@ -60,12 +60,17 @@ class NgramWide(keras.layers.Layer):
   `kernel`; unknown n-grams (id 0) add the zero row 0. The vocabulary is set by
   `set_vocabulary` and saved with the model (a JSON asset in `.keras` files, a
   lookup table in SavedModels); the weights are non-trainable, set from a fit.
+  `quantize` (Keras' Model.quantize calls it) stores the kernel as int8 with one
+  scale per class: `kernel ~= int8 kernel * kernel_scale`, the scale being the
+  class's largest |weight| / 127 (a rounding error of at most scale / 2 a weight).
   """
 
-  def __init__(self, ngrams=2, num_classes=2, vocabulary_size=0, **kwargs):
+  def __init__(self, ngrams=2, num_classes=2, vocabulary_size=0, kernel_dtype="float32",
+               **kwargs):
     super().__init__(**kwargs)
     self.ngrams, self.num_classes = ngrams, num_classes
     self.vocabulary_size = vocabulary_size
+    self.kernel_dtype = kernel_dtype
     self._vocabulary = []
     self.table = self._make_table([])
 
@@ -94,10 +99,37 @@ class NgramWide(keras.layers.Layer):
     # Row 0 is for unknown n-grams and stays zero.
     self.kernel = self.add_weight(name="kernel", shape=(self.vocabulary_size + 1,
                                                         self.num_classes),
-                                  initializer="zeros", trainable=False)
+                                  initializer="zeros", dtype=self.kernel_dtype, trainable=False)
     self.bias = self.add_weight(name="bias", shape=(self.num_classes,), initializer="zeros",
                                 trainable=False)
+    if self.kernel_dtype == "int8":
+      self.kernel_scale = self.add_weight(name="kernel_scale", shape=(self.num_classes,),
+                                          initializer="ones", trainable=False)
     self.built = True
+
+  def quantize(self, mode=None, type_check=True, config=None):
+    """Stores the kernel as int8, one scale a class, whatever the mode (int4 too)."""
+    del type_check, config  # One scheme: int8 rows are what the gather reads.
+    if self.kernel_dtype == "int8":
+      return
+    kernel = keras.ops.convert_to_numpy(self.kernel)
+    scale = np.abs(kernel).max(axis=0) / 127.0
+    scale[scale == 0] = 1.0  # An all-zero class column stays zero.
+    del self.kernel  # Keras untracks it; quantize may add weights after build.
+    self.kernel_dtype = "int8"
+    self.kernel = self.add_weight(name="kernel", shape=kernel.shape, initializer="zeros",
+                                  dtype="int8", trainable=False)
+    self.kernel.assign(np.round(kernel / scale).astype(np.int8))
+    self.kernel_scale = self.add_weight(name="kernel_scale", shape=scale.shape,
+                                        initializer="ones", trainable=False)
+    self.kernel_scale.assign(scale)
+
+  def kernel_rows(self, ids: tf.Tensor) -> tf.Tensor:
+    """`<int64>[n]` ids -> their `<float32>[n, C]` kernel rows, dequantized if int8."""
+    rows = tf.gather(tf.convert_to_tensor(self.kernel), ids)
+    if self.kernel_dtype != "int8":
+      return rows
+    return tf.cast(rows, tf.float32) * tf.convert_to_tensor(self.kernel_scale)
 
   def ngram_ids(self, text: tf.Tensor) -> tf.RaggedTensor:
     """`<string>[batch]` -> `<int64>[batch, (n-grams)]` ids, 0 where unknown."""
@@ -108,7 +140,7 @@ class NgramWide(keras.layers.Layer):
     rows = tf.constant(self.vocabulary_size + 1, tf.int64)
     # One key per (text, n-gram) pair; unique keys make the features binary.
     keys, _ = tf.unique(ids.value_rowids() * rows + ids.flat_values)
-    weights = tf.gather(tf.convert_to_tensor(self.kernel), keys % rows)
+    weights = self.kernel_rows(keys % rows)
     logits = tf.math.unsorted_segment_sum(weights, keys // rows, ids.nrows())
     return logits + tf.convert_to_tensor(self.bias)
 
@@ -126,7 +158,7 @@ class NgramWide(keras.layers.Layer):
 
   def get_config(self):
     return {**super().get_config(), "ngrams": self.ngrams, "num_classes": self.num_classes,
-            "vocabulary_size": self.vocabulary_size}
+            "vocabulary_size": self.vocabulary_size, "kernel_dtype": self.kernel_dtype}
 
 
 @keras.saving.register_keras_serializable(package="tfagent")
