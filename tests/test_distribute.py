@@ -213,12 +213,14 @@ def train_command(corpus: str, run_dir, export_dir, *extra) -> list:
 def test_multi_worker_mirrored_two_processes(corpus_dir, tmp_path):
   """Two workers on loopback train an LSTM to completion; the chief alone writes the run
   and export; their shards are disjoint and cover the training split. (Ensembles and
-  the wide path under a strategy: the Mirrored test above.)"""
+  the wide path under a strategy: the Mirrored test above.) Batches of 20: the validation
+  shards (11 and 10 texts) are 2 and 1 batches of 10, so the second worker's LSTM runs
+  the last validation step on tf.distribute's empty `[0, 0]` dummy batch."""
   ports = free_ports(2)
   cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
   run_dir, export_dir = tmp_path / "run", tmp_path / "saved_models"
   command = train_command(corpus_dir, run_dir, export_dir, "--strategy=multi_worker_mirrored",
-                          "--epochs=2", "--shard_report")
+                          "--epochs=2", "--shard_report", "--batch_size=20")
   procs, scratch = [], []
   for index in range(2):
     tmp = tmp_path / f"tmp{index}"
