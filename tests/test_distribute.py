@@ -114,19 +114,35 @@ corpus = write_corpus(sys.argv[1] + "/corpus")
 out = {}
 for strategy in ("default", "mirrored"):
   cfg = tiny_config(corpus, f"{sys.argv[1]}/{strategy}", f"{sys.argv[1]}/sm", name=sys.argv[2])
-  # No dropout (its randomness differs per device) and batches padded to their longest
-  # (buckets would give the two replicas texts from different buckets).
+  # No dropout (its randomness differs per device). Length buckets (argv[5] > 0) still give
+  # one device and the pair of replicas the same global batches.
   cfg = dataclasses.replace(
-      cfg, data=dataclasses.replace(cfg.data, bucket_width=0),
+      cfg, data=dataclasses.replace(cfg.data, bucket_width=int(sys.argv[5]),
+                                    batch_size=int(sys.argv[6])),
       model=dataclasses.replace(cfg.model, dropout=0.0, ensemble_size=int(sys.argv[3]),
                                 wide_ngrams=int(sys.argv[4])),
       train=dataclasses.replace(cfg.train, strategy=strategy, epochs=2))
   result = train.train_and_evaluate(cfg)
   out[strategy] = {"replicas": distribute.get_strategy(strategy).num_replicas_in_sync,
                    "history": result["history"], "validation": result["validation"],
-                   "wide": result.get("wide")}
+                   "wide": result.get("wide"),
+                   "test": {k: result[k] for k in ("accuracy", "macro_f1", "roc_auc")}}
 print("RESULT " + json.dumps(out))
 """
+
+
+def run_mirrored_script(tmp_path, name: str, ensemble_size: int, wide_ngrams: int,
+                        bucket_width: int, batch_size: int) -> dict:
+  """Runs MIRRORED_SCRIPT in a fresh process; returns its results by strategy."""
+  proc = subprocess.run([sys.executable, "-c", MIRRORED_SCRIPT, str(tmp_path), name,
+                         str(ensemble_size), str(wide_ngrams), str(bucket_width),
+                         str(batch_size)], cwd=ROOT,
+                        env=subprocess_env(), capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")][-1]
+  out = json.loads(line[len("RESULT "):])
+  assert out["mirrored"]["replicas"] == 2
+  return out
 
 
 @pytest.mark.slow
@@ -137,13 +153,8 @@ def test_mirrored_on_two_cpus_matches_one_device(tmp_path):
   streams split across replicas, the same n-gram weights, the same deep weight, the same
   export figures. (The LSTM runs distributed in the MultiWorkerMirrored test below.)
   """
-  proc = subprocess.run([sys.executable, "-c", MIRRORED_SCRIPT, str(tmp_path), "transformer",
-                         "2", "2"], cwd=ROOT,
-                        env=subprocess_env(), capture_output=True, text=True, timeout=600)
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")][-1]
-  out = json.loads(line[len("RESULT "):])
-  assert out["mirrored"]["replicas"] == 2
+  out = run_mirrored_script(tmp_path, "transformer", ensemble_size=2, wide_ngrams=2,
+                            bucket_width=0, batch_size=32)
   single, mirrored = out["default"]["history"], out["mirrored"]["history"]
   assert len(single["loss"]) == len(mirrored["loss"]) == 2
   assert single["loss"][-1] < single["loss"][0]  # It trained.
@@ -161,6 +172,32 @@ def test_mirrored_on_two_cpus_matches_one_device(tmp_path):
       single["deep_weight"]["validation_loss"], rel=1e-4, abs=1e-5)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("bucket_width, batch_size", [(0, 16), (4, 20)])
+def test_mirrored_lstm_with_an_idle_replica_matches_one_device(tmp_path, bucket_width,
+                                                               batch_size):
+  """An LSTM trains, evaluates and exports on two replicas as on one device, though the
+  validation pass ends with a step where one replica has no examples left.
+
+  21 validation texts in per-replica batches of 8 are 3 batches (with buckets 4 tokens
+  wide and batches of 10: 18 texts of one bucket, 3 of another), so at the last step
+  tf.distribute gives the second replica a dummy `[0, 0]` id batch, on which the LSTM's
+  loop over zero steps failed ("Tried to stack elements of an empty list"); and the
+  buckets' partial batches, cut per replica, must not be joined (their widths differ).
+  """
+  out = run_mirrored_script(tmp_path, "lstm", ensemble_size=1, wide_ngrams=0,
+                            bucket_width=bucket_width, batch_size=batch_size)
+  single, mirrored = out["default"]["history"], out["mirrored"]["history"]
+  assert len(single["loss"]) == len(mirrored["loss"]) == 2
+  assert single["loss"][-1] < single["loss"][0]  # It trained.
+  assert mirrored["loss"] == pytest.approx(single["loss"], rel=1e-4, abs=1e-5)
+  assert mirrored["val_loss"] == pytest.approx(single["val_loss"], rel=1e-4, abs=1e-5)
+  assert out["mirrored"]["validation"] == pytest.approx(out["default"]["validation"], rel=1e-4,
+                                                        abs=1e-5)
+  # The export (scored on the test split) answers as the one-device export does.
+  assert out["mirrored"]["test"] == pytest.approx(out["default"]["test"], rel=1e-4, abs=1e-5)
+
+
 # --- MultiWorkerMirrored on two real worker processes ------------------------------------
 
 def train_command(corpus: str, run_dir, export_dir, *extra) -> list:
@@ -176,12 +213,14 @@ def train_command(corpus: str, run_dir, export_dir, *extra) -> list:
 def test_multi_worker_mirrored_two_processes(corpus_dir, tmp_path):
   """Two workers on loopback train an LSTM to completion; the chief alone writes the run
   and export; their shards are disjoint and cover the training split. (Ensembles and
-  the wide path under a strategy: the Mirrored test above.)"""
+  the wide path under a strategy: the Mirrored test above.) Batches of 20: the validation
+  shards (11 and 10 texts) are 2 and 1 batches of 10, so the second worker's LSTM runs
+  the last validation step on tf.distribute's empty `[0, 0]` dummy batch."""
   ports = free_ports(2)
   cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
   run_dir, export_dir = tmp_path / "run", tmp_path / "saved_models"
   command = train_command(corpus_dir, run_dir, export_dir, "--strategy=multi_worker_mirrored",
-                          "--epochs=2", "--shard_report")
+                          "--epochs=2", "--shard_report", "--batch_size=20")
   procs, scratch = [], []
   for index in range(2):
     tmp = tmp_path / f"tmp{index}"

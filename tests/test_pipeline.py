@@ -86,6 +86,23 @@ def test_input_fn_shards_and_batches_per_replica_with_a_tokenizer():
   assert sorted(np.concatenate([b[1].numpy() for b in batches])) == [0] * 20
 
 
+def test_evaluation_buckets_split_per_replica_without_joining_buckets():
+  """Two replicas on one pipeline: each bucket's batch for both is cut in two, and a
+  bucket's partial last batch is not filled up with rows of another bucket (another width)."""
+  tok = tokenizer()
+  ctx = tf.distribute.InputContext(num_input_pipelines=1, input_pipeline_id=0,
+                                   num_replicas_in_sync=2)
+  batches = run(dataset(), tok, ctx=ctx, batch_size=16, bucket_width=8)
+  assert any(len(labels) < 8 for _, labels in batches)  # Partial batches were there to join.
+  for ids, labels in batches:
+    lengths = (ids.numpy() != 0).sum(1)
+    assert len(labels) <= 8
+    assert ids.shape[1] - lengths.min() < 8  # One bucket, padded to that bucket's batch.
+  plain = tok(tf.constant(corpus()[0])).numpy()
+  got = sorted(tuple(r[r != 0]) for ids, _ in batches for r in ids.numpy())
+  assert got == sorted(tuple(r[r != 0]) for r in plain)
+
+
 def test_training_order_is_seeded_and_reshuffled_each_epoch():
   tok = tokenizer()
   cfg = config.DataConfig(batch_size=16)

@@ -87,6 +87,16 @@ def batch_by_length(ds: tf.data.Dataset, batch_size: int, max_length, data_cfg):
       tf.pad(ids, [[0, 0], [0, tf.maximum(0, 1 - tf.shape(ids)[1])]]), label))
 
 
+def split_batches(ds: tf.data.Dataset, batch_size: int) -> tf.data.Dataset:
+  """Cuts each batch into batches of at most `batch_size` rows, never joining two.
+
+  `Dataset.rebatch` fills a batch with rows of the next one when a batch does not
+  divide evenly, which fails when their widths differ (a length bucket's partial
+  last batch beside another bucket's: "MaybeMoveContiguousSlices cannot perform copy").
+  """
+  return ds.flat_map(lambda *batch: tf.data.Dataset.from_tensor_slices(batch).batch(batch_size))
+
+
 def held_in_memory(ds: tf.data.Dataset) -> bool:
   """True when the split has a known size, i.e. came from memory, not a stream."""
   n = tf.get_static_value(ds.cardinality())
@@ -138,7 +148,7 @@ def make_input_fn(ds: tf.data.Dataset, preprocess, data_cfg, training: bool, *,
     # for all of them is cut into equal-width per-replica batches (as one device
     # would see it, and XLA and Keras' first-batch build need equal shapes).
     local = batch_by_length(tokens, batch * batches_per_step, sequence_length, data_cfg)
-    return local.rebatch(batch) if batches_per_step > 1 else local
+    return split_batches(local, batch) if batches_per_step > 1 else local
 
   def input_fn(ctx: tf.distribute.InputContext = None) -> tf.data.Dataset:
     local, batch, batches_per_step = ds, data_cfg.batch_size, 1

@@ -68,6 +68,23 @@ class TextTokenizer(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="tfagent")
+class AtLeastOneStep(keras.layers.Layer):
+  """Pads `<int>[batch, len]` ids with padding (id 0) to at least one time step.
+
+  tf.distribute hands a replica with no examples left (the end of an evaluation
+  pass whose batches do not fill every replica) a dummy batch shaped `[0, 0]`;
+  a recurrent layer's loop over zero steps then fails ("Tried to stack elements
+  of an empty list"). Ids of real batches are at least 1 wide already: no-op.
+  """
+
+  def call(self, ids):
+    return tf.pad(ids, [[0, 0], [0, tf.maximum(0, 1 - tf.shape(ids)[1])]])
+
+  def compute_output_shape(self, input_shape):
+    return input_shape
+
+
+@keras.saving.register_keras_serializable(package="tfagent")
 class MaskedMeanMaxPooling(keras.layers.Layer):
   """Concatenates mean and max over the unpadded time steps.
 

@@ -2,7 +2,7 @@
 
 import keras
 
-from tfagent.models.layers import MaskedMeanMaxPooling
+from tfagent.models.layers import AtLeastOneStep, MaskedMeanMaxPooling
 
 
 def build_lstm(cfg, num_classes: int, name: str = "classifier") -> keras.Model:
@@ -16,7 +16,8 @@ def build_lstm(cfg, num_classes: int, name: str = "classifier") -> keras.Model:
   Returns:
     keras.Model `<int>[batch, seq_len] -> <float32>[batch, num_classes]`.
   """
-  ids = keras.Input(shape=(None,), dtype="int64", name="token_ids")
+  inputs = keras.Input(shape=(None,), dtype="int64", name="token_ids")
+  ids = AtLeastOneStep(name="at_least_one_step")(inputs)  # tf.distribute's empty batches.
   mask = keras.ops.not_equal(ids, 0)  # <bool>[batch, seq_len]; 0 is padding.
   x = keras.layers.Embedding(cfg.vocab_size, cfg.embedding_dim, name="embedding")(ids)
   x = keras.layers.SpatialDropout1D(cfg.dropout)(x)  # Drops whole embedding channels.
@@ -26,4 +27,4 @@ def build_lstm(cfg, num_classes: int, name: str = "classifier") -> keras.Model:
   x = keras.layers.Dropout(cfg.dropout)(x)
   # float32 logits keep the softmax and loss stable under mixed precision.
   logits = keras.layers.Dense(num_classes, dtype="float32", name="logits")(x)
-  return keras.Model(ids, logits, name=name)
+  return keras.Model(inputs, logits, name=name)
