@@ -1,5 +1,7 @@
 """Shared fixtures: a tiny learnable corpus and tiny model configs."""
 
+import csv
+import gzip
 import io
 import os
 import random
@@ -15,6 +17,17 @@ POSITIVE = ["great movie loved it", "excellent wonderful film", "真不错 好�
             "很好 喜欢", "a delight, truly great"]
 NEGATIVE = ["terrible movie hated it", "awful boring film", "难看 垃圾 失望",
             "很差 讨厌", "a mess, truly awful"]
+
+
+def write_csv(path, rows, header=("text", "label"), delimiter=",", encoding="utf-8",
+              newline="\n") -> str:
+  """A CSV file of `header` then `rows`; `path` ending in .gz is gzip-compressed."""
+  opener = gzip.open if str(path).endswith(".gz") else open
+  with opener(path, "wt", encoding=encoding, newline="") as f:
+    writer = csv.writer(f, delimiter=delimiter, lineterminator=newline)
+    writer.writerow(header)
+    writer.writerows(rows)
+  return str(path)
 
 
 def write_corpus(folder, n_per_class=120, seed=0) -> str:
@@ -85,7 +98,8 @@ SLOW_FILES = {"test_bench_accuracy.py": 200, "test_distribute.py": 170, "test_st
               "test_resume.py": 60, "test_serve.py": 60, "test_cross_validate.py": 50,
               "test_serve_load.py": 45, "test_serve_deadlines.py": 45, "test_cli.py": 45,
               "test_train.py": 45, "test_user_api.py": 40}
-SLOW_FILES["test_distill.py"] = 150  # Estimated: its slow tests took 355 s on a busy 2 cores.
+SLOW_FILES.update({"test_distill.py": 150, "test_multilabel.py": 120, "test_quantize.py": 100,
+                   "test_imbalance.py": 90, "test_serve_explain.py": 60})  # Estimates.
 
 
 def pytest_xdist_auto_num_workers(config):

@@ -140,5 +140,7 @@ def test_rows_read_the_users_configs_and_imdb_comes_from_the_local_copy():
     for dataset in ("embedded", "imdb"):
       if dataset == "embedded" or model not in ("quickstart", "best_accuracy"):
         assert os.path.isfile(os.path.join(ROOT, accuracy.flagfile_for(dataset, model)))
-  for name in os.listdir(os.path.join(ROOT, "configs")):
-    assert "../shared" not in (open(os.path.join(ROOT, "configs", name)).read()), name
+  for folder, _, names in os.walk(os.path.join(ROOT, "configs")):  # configs/search/ too.
+    for name in names:
+      with open(os.path.join(folder, name), encoding="utf-8") as f:
+        assert "../shared" not in f.read(), os.path.join(folder, name)

@@ -8,9 +8,7 @@ the same files and check they exit and word it the same way.
 """
 
 import collections
-import csv
 import dataclasses
-import gzip
 import json
 import logging
 import os
@@ -20,7 +18,7 @@ import sys
 from absl import flags
 import pytest
 
-from conftest import run_command
+from conftest import run_command, write_csv
 from tfagent import config, data
 from tfagent.data.records import REASONS
 
@@ -119,17 +117,6 @@ def failed(result: Outcome, *parts: str) -> None:
 def passed(result: Outcome) -> None:
   assert result.code == 0, result.message
   assert result.report is not None
-
-
-def write_csv(path, rows, header=("text", "label"), delimiter=",", encoding="utf-8",
-              newline="\n") -> str:
-  """A CSV file; `path` ending in .gz is gzip-compressed."""
-  opener = gzip.open if str(path).endswith(".gz") else open
-  with opener(path, "wt", encoding=encoding, newline="") as f:
-    writer = csv.writer(f, delimiter=delimiter, lineterminator=newline)
-    writer.writerow(header)
-    writer.writerows(rows)
-  return str(path)
 
 
 def write_lines(path, lines: list, prefix: bytes = b"") -> str:

@@ -1,6 +1,5 @@
 """Data sources: csv/tsv/jsonl/dir/tfds files written here, validation errors and reports."""
 
-import gzip
 import io
 import json
 import os
@@ -10,6 +9,7 @@ import tarfile
 import pytest
 import tensorflow as tf
 
+from conftest import write_csv
 from tfagent import config, data
 from tfagent.errors import ConfigError, DataError
 
@@ -21,16 +21,6 @@ def reviews(n=60):
   """n distinct labelled texts, alternating pos/neg."""
   return [(f"review number {i} was {'great' if i % 2 else 'awful'}", "pos" if i % 2 else "neg")
           for i in range(n)]
-
-
-def write_csv(path, rows, header=("text", "label"), delimiter=","):
-  import csv
-  opener = gzip.open if str(path).endswith(".gz") else open
-  with opener(path, "wt", encoding="utf-8", newline="") as f:
-    w = csv.writer(f, delimiter=delimiter)
-    w.writerow(header)
-    w.writerows(rows)
-  return str(path)
 
 
 def write_jsonl(path, objs):

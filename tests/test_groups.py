@@ -1,11 +1,11 @@
 """--group_field: splits and folds by a seeded hash of the group, never sharing a group."""
 
-import csv
 import json
 import random
 
 import pytest
 
+import conftest
 from tfagent import config, data
 from tfagent.errors import ConfigError, DataError
 
@@ -20,11 +20,7 @@ def planted_rows(seed: int = 0) -> list:
 
 
 def write_csv(path, rows, header=("text", "label", "movie")) -> str:
-  with open(path, "w", newline="", encoding="utf-8") as f:
-    writer = csv.writer(f)
-    writer.writerow(header)
-    writer.writerows(rows)
-  return str(path)
+  return conftest.write_csv(path, rows, header)
 
 
 def group_sets(splits, rows) -> dict:

@@ -1,7 +1,6 @@
 """Imbalanced classes: --class_weight (train counts only, every strategy), the imbalance in
 data_report.json, per-class metrics, and --monitor=val_macro_f1."""
 
-import csv
 import json
 import os
 import random
@@ -12,6 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from conftest import write_csv
 from tfagent import config, data, imbalance
 from tfagent.data import sources, validate
 from tfagent.errors import ConfigError
@@ -35,12 +35,6 @@ def imbalanced_rows(n_common: int, n_rare: int, seed: int) -> list:
       rows.append((" ".join(words) + f" #{seed}-{len(rows)}", label))  # Unique, label-free.
   rng.shuffle(rows)
   return rows
-
-
-def write_csv(path, rows) -> str:
-  with open(path, "w", newline="", encoding="utf-8") as f:
-    csv.writer(f).writerows([("text", "label"), *rows])
-  return str(path)
 
 
 def weights_of(train_path, test_path) -> tuple:

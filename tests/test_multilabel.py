@@ -6,7 +6,6 @@ partner half of the time. It goes csv -> tfrecord (convert) -> training, so the 
 cross every stage.
 """
 
-import csv
 import dataclasses
 import json
 import os
@@ -24,6 +23,7 @@ from tensorflow_serving.apis import classification_pb2, predict_pb2, prediction_
 
 from conftest import run_command
 from serving_util import run_server
+import conftest
 from tfagent import config, data, export, model_card, signatures, tasks
 from tfagent.data import convert
 from tfagent.errors import ConfigError, DataError
@@ -41,12 +41,8 @@ def data_cfg(path: str, **overrides) -> config.DataConfig:
                            **overrides)
 
 
-def write_csv(path, rows) -> str:
-  with open(path, "w", encoding="utf-8", newline="") as f:
-    writer = csv.writer(f)
-    writer.writerow(["text", "labels"])
-    writer.writerows(rows)
-  return str(path)
+def write_csv(path, rows, header=("text", "labels")) -> str:
+  return conftest.write_csv(path, rows, header)
 
 
 def by_text(ds) -> dict:

@@ -11,26 +11,18 @@ import types
 import pytest
 
 import tfagent
-from conftest import NEGATIVE, POSITIVE, tiny_config
+from conftest import NEGATIVE, POSITIVE, write_csv
 from tfagent import config, evaluate, model_card
 from tfagent.errors import ConfigError, DataError
 
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
 
 
-def labelled_csv(path, rows) -> str:
-  with open(path, "w", encoding="utf-8", newline="") as f:
-    writer = csv.writer(f)
-    writer.writerow(["text", "label"])
-    writer.writerows(rows)
-  return str(path)
-
-
 def test_evaluate_scores_every_record_of_a_labelled_file(trained_run, tmp_path):
   export = trained_run[1]["saved_model"]
   rows = [(f"{p} {p}", "positive") for p in POSITIVE] + [(f"{n} {n}", "negative")
                                                          for n in NEGATIVE]
-  path = labelled_csv(tmp_path / "new.csv", rows)
+  path = write_csv(tmp_path / "new.csv", rows)
   data_cfg = config.DataConfig(dataset=f"csv:{path}")
   result = evaluate.run_labelled_source(data_cfg, export, str(tmp_path / "eval"))
   assert result["examples"] == len(rows)  # Every record, not a split of them.
@@ -43,7 +35,7 @@ def test_evaluate_scores_every_record_of_a_labelled_file(trained_run, tmp_path):
 
 
 def test_evaluate_rejects_a_label_the_model_does_not_know(trained_run, tmp_path):
-  path = labelled_csv(tmp_path / "new.csv", [("great movie", "positive"), ("meh", "neutral")])
+  path = write_csv(tmp_path / "new.csv", [("great movie", "positive"), ("meh", "neutral")])
   with pytest.raises(DataError, match="new.csv:3: unknown label 'neutral'"):
     evaluate.run_labelled_source(config.DataConfig(dataset=f"csv:{path}"),
                                  trained_run[1]["saved_model"], str(tmp_path / "eval"))
