@@ -8,7 +8,7 @@ same Transformer (--sequence_length tokens, 512 as in configs/imdb_transformer.f
 layer sizes cut for 2 CPU cores) is trained from the same seed for the same
 number of steps, once per setup, with the training code's own pieces
 (`training.build_and_compile`, `data.make_input_fn`'s training stream,
-`training.precision_policy`):
+`optim.precision_policy`):
 
   plain:            float32, no XLA, every batch padded to --sequence_length;
   buckets + XLA + bfloat16: length buckets (--bucket_width), XLA (`jit_compile`,
@@ -33,7 +33,7 @@ import tensorflow as tf
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bench import imdb  # noqa: E402
-from tfagent import config, data, evaluate, models, training  # noqa: E402
+from tfagent import config, data, evaluate, models, optim, training  # noqa: E402
 
 FLAGS = flags.FLAGS
 SETUPS = {
@@ -114,7 +114,7 @@ def run_setup(name: str, setup: dict, splits, info) -> dict:
   n_train = info.split_sizes["train"]
   steps = n_train // cfg.data.batch_size
   strategy = tf.distribute.get_strategy()
-  with training.precision_policy(cfg.train.mixed_precision):
+  with optim.precision_policy(cfg.train.mixed_precision):
     model, classifier = training.build_and_compile(cfg, strategy, splits["train"],
                                                 info.class_names, steps * cfg.train.epochs)
     tokenizer = model.get_layer(models.TOKENIZER)

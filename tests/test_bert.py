@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfagent import config, models, optim, signatures, train, training
+from tfagent import config, models, optim, signatures, train
 from tfagent.errors import ConfigError
 from tfagent.models import bert
 
@@ -135,7 +135,7 @@ def test_one_step_changes_every_weight_and_backbone_moves_less(tiny_preset):
 def test_make_optimizer_gives_the_backbone_its_own_rate(tiny_preset):
   classifier = build(tiny_preset).get_layer(models.CLASSIFIER)
   backbone = models.find_backbone(classifier)
-  opt = training.make_optimizer(config.TrainConfig(learning_rate=1e-3, backbone_learning_rate=5e-5),
+  opt = optim.make_optimizer(config.TrainConfig(learning_rate=1e-3, backbone_learning_rate=5e-5),
                              100, backbone)
   assert opt.backbone_scale == pytest.approx(0.05)
   assert len(opt._backbone_keys) == len(backbone.trainable_variables) > 0

@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import tiny_config
-from tfagent import distribute, training
+from tfagent import callbacks, distribute, optim, training
 from tfagent.errors import ConfigError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -78,11 +78,11 @@ def test_auto_without_gpus_or_tpu_is_the_default_strategy():
 
 def test_bad_precision_and_profile_flags_name_the_flag():
   with pytest.raises(ConfigError, match="--mixed_precision='float8'"):
-    with training.precision_policy("float8"):
+    with optim.precision_policy("float8"):
       pass
   with pytest.raises(ConfigError, match="--profile_steps='5'"):
-    training.profile_range("5")
-  assert training.profile_range("2,3") == (2, 3) and training.profile_range("") == 0
+    callbacks.profile_range("5")
+  assert callbacks.profile_range("2,3") == (2, 3) and callbacks.profile_range("") == 0
 
 
 def test_mixed_bfloat16_keeps_float32_logits(corpus_dir, tmp_path):
@@ -90,7 +90,7 @@ def test_mixed_bfloat16_keeps_float32_logits(corpus_dir, tmp_path):
   from tfagent import data
   cfg = tiny_config(corpus_dir, tmp_path / "run", tmp_path / "sm", name="transformer")
   splits, info = data.load_splits(cfg.data)
-  with training.precision_policy("bfloat16"):
+  with optim.precision_policy("bfloat16"):
     model, classifier = training.build_and_compile(cfg, tf.distribute.get_strategy(),
                                                 splits["train"], info.class_names, 10)
     encoder = classifier.get_layer("encoder_0")

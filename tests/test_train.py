@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import tiny_config
-from tfagent import config, data, signatures, train, training
+from tfagent import config, data, optim, signatures, train
 from tfagent.errors import ConfigError
 
 
@@ -71,7 +71,7 @@ def test_best_checkpoint_reloads_with_the_exports_probabilities(trained_run):
 
 
 def test_learning_rate_warms_up_then_decays():
-  schedule = training.make_schedule(config.TrainConfig(learning_rate=1e-3,
+  schedule = optim.make_schedule(config.TrainConfig(learning_rate=1e-3,
                                                     warmup_fraction=0.1), 100)
   rates = [float(schedule(step)) for step in (0, 5, 10, 50, 99)]
   assert rates[0] == 0.0 and rates[1] == pytest.approx(5e-4)

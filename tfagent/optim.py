@@ -1,10 +1,19 @@
-"""AdamW with a lower learning rate for a pretrained backbone than for the new head."""
+"""The optimizer and its schedule, and the run's precision.
 
+AdamW with a lower learning rate for a pretrained backbone than for the new head, on a
+warm-up + cosine schedule; `precision_policy` sets Keras' dtype policy for a run.
+"""
+
+import contextlib
 import re
 
 import keras
 
-from tfagent import _compat
+from tfagent import _compat, config
+from tfagent.callbacks import config_error
+
+# --mixed_precision -> Keras dtype policy: variables stay float32 in all three.
+PRECISION_POLICIES = dict(zip(config.PRECISIONS, ("float32", "mixed_bfloat16", "mixed_float16")))
 
 
 @keras.saving.register_keras_serializable(package="tfagent")
@@ -57,3 +66,35 @@ class TwoRateAdamW(keras.optimizers.Adam):
   def get_config(self):
     return {**super().get_config(), "weight_decay": self.decoupled_weight_decay,
             "backbone_scale": self.backbone_scale}
+
+
+def make_schedule(train_cfg, total_steps: int):
+  """Linear warm-up to `learning_rate`, then cosine decay to zero at the last step."""
+  warmup = max(1, int(train_cfg.warmup_fraction * total_steps))
+  return keras.optimizers.schedules.CosineDecay(
+      0.0, max(1, total_steps - warmup), warmup_target=train_cfg.learning_rate,
+      warmup_steps=warmup)
+
+
+def make_optimizer(train_cfg, total_steps: int, backbone=None) -> keras.optimizers.Optimizer:
+  """AdamW on the warm-up + cosine schedule; a pretrained `backbone` gets its own peak rate."""
+  optimizer = TwoRateAdamW(
+      make_schedule(train_cfg, total_steps), weight_decay=train_cfg.weight_decay,
+      backbone_scale=train_cfg.backbone_learning_rate / train_cfg.learning_rate)
+  optimizer.set_backbone_variables(backbone.trainable_variables if backbone else [])
+  # Decaying biases and normalisation scales only hurts; the usual exclusion.
+  optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
+  return optimizer
+
+
+@contextlib.contextmanager
+def precision_policy(name: str):
+  """Sets Keras' global dtype policy for the run; logits and loss stay float32."""
+  if name not in PRECISION_POLICIES:
+    raise config_error("mixed_precision", name, " or ".join(PRECISION_POLICIES))
+  previous = keras.mixed_precision.global_policy()
+  keras.mixed_precision.set_global_policy(PRECISION_POLICIES[name])
+  try:
+    yield
+  finally:
+    keras.mixed_precision.set_global_policy(previous)

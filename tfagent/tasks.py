@@ -136,7 +136,7 @@ def score_export(export_dir: str, split) -> tuple:
 
 def evaluate_multilabel(cfg: config.Config, result: dict, splits, info, staged: str) -> dict:
   """Chief only: the staged export scored on validation and test, eval/metrics.json, its model
-  card and the final summaries (training.evaluate_export's multilabel branch)."""
+  card and the final summaries (scoring.evaluate_export's multilabel branch)."""
   thresholds = result["thresholds"]
   scored = {s: multilabel_metrics(*score_export(staged, splits[s]), info.class_names,
                                   thresholds) for s in ("validation", "test")}

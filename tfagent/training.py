@@ -1,11 +1,13 @@
 """The training library: data, strategy, model, compile, fit, export, evaluate.
 
+The optimizer and precision live in tfagent/optim.py; what follows the fit (the deep
+path's weight, scoring the export, the model card) in tfagent/scoring.py.
+
 `train_and_evaluate(cfg)` reads top to bottom; it takes a frozen Config and
 never reads flags. The command line (`python -m tfagent.train`) and the Python
 API (`tfagent.train(...)`) live in tfagent/train.py.
 """
 
-import contextlib
 import dataclasses
 import hashlib
 import json
@@ -14,19 +16,13 @@ import time
 
 from absl import logging
 import keras
-import numpy as np
 import tensorflow as tf
 
-from tfagent import (_compat, backup, config, data, distill, distribute, evaluate, explain_view,
-                     fileio, imbalance, model_card, models, optim, progress, quantize, summaries,
+from tfagent import (_compat, backup, config, data, distill, distribute, evaluate, fileio,
+                     imbalance, model_card, models, optim, progress, quantize, scoring, summaries,
                      tasks)
-from tfagent.callbacks import (config_error, fit_verbosity, make_callbacks,  # noqa: F401
-                               profile_range)
+from tfagent.callbacks import fit_verbosity, make_callbacks
 from tfagent.errors import ConfigError
-from tfagent.signatures import load_saved_model
-
-# --mixed_precision -> Keras dtype policy: variables stay float32 in all three.
-PRECISION_POLICIES = dict(zip(config.PRECISIONS, ("float32", "mixed_bfloat16", "mixed_float16")))
 
 
 def prepare_run_dir(model_dir: str, cfg: config.Config) -> None:
@@ -38,38 +34,6 @@ def prepare_run_dir(model_dir: str, cfg: config.Config) -> None:
     reason = e.strerror if isinstance(e, OSError) else e.message
     raise ConfigError(f"--model_dir={model_dir}: cannot write there "
                       f"({reason}); choose a writable directory.") from None
-
-
-def make_schedule(train_cfg, total_steps: int):
-  """Linear warm-up to `learning_rate`, then cosine decay to zero at the last step."""
-  warmup = max(1, int(train_cfg.warmup_fraction * total_steps))
-  return keras.optimizers.schedules.CosineDecay(
-      0.0, max(1, total_steps - warmup), warmup_target=train_cfg.learning_rate,
-      warmup_steps=warmup)
-
-
-def make_optimizer(train_cfg, total_steps: int, backbone=None) -> keras.optimizers.Optimizer:
-  """AdamW on the warm-up + cosine schedule; a pretrained `backbone` gets its own peak rate."""
-  optimizer = optim.TwoRateAdamW(
-      make_schedule(train_cfg, total_steps), weight_decay=train_cfg.weight_decay,
-      backbone_scale=train_cfg.backbone_learning_rate / train_cfg.learning_rate)
-  optimizer.set_backbone_variables(backbone.trainable_variables if backbone else [])
-  # Decaying biases and normalisation scales only hurts; the usual exclusion.
-  optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
-  return optimizer
-
-
-@contextlib.contextmanager
-def precision_policy(name: str):
-  """Sets Keras' global dtype policy for the run; logits and loss stay float32."""
-  if name not in PRECISION_POLICIES:
-    raise config_error("mixed_precision", name, " or ".join(PRECISION_POLICIES))
-  previous = keras.mixed_precision.global_policy()
-  keras.mixed_precision.set_global_policy(PRECISION_POLICIES[name])
-  try:
-    yield
-  finally:
-    keras.mixed_precision.set_global_policy(previous)
 
 
 def for_this_worker(cfg: config.Config, scratch: str) -> config.Config:
@@ -89,7 +53,7 @@ def build_and_compile(cfg: config.Config, strategy, train_ds, class_names, total
     model = models.build_model(cfg.model, class_names,
                                train_ds.map(lambda text, _: text).batch(1024), wide_fit)
     classifier = model.get_layer(models.CLASSIFIER)
-    classifier.compile(optimizer=make_optimizer(cfg.train, total_steps,
+    classifier.compile(optimizer=optim.make_optimizer(cfg.train, total_steps,
                                                 models.find_backbone(classifier)),
                        **distill.compile_args(cfg.train, tasks.compile_args(
                            cfg.data.task, cfg.train.monitor, len(class_names))),
@@ -205,41 +169,6 @@ def fit_wide(cfg: config.Config, splits, info):
                                 len(info.class_names), cfg.data.seed)
 
 
-def path_outputs(paths, split, batch_size: int = evaluate.BATCH_SIZE) -> tuple:
-  """`(wide, deep, labels)`: each path's `<float32>[n, C]` logits on a split, and its labels.
-
-  `paths` is `models.traced(models.path_logits(model))`, traced once for every split.
-  """
-  wide, deep, labels = [], [], []
-  for text, label in split.batch(batch_size):
-    w, d = paths(text)
-    wide.append(np.asarray(w))
-    deep.append(np.asarray(d))
-    labels.append(label.numpy())
-  return np.concatenate(wide), np.concatenate(deep), np.concatenate(labels)
-
-
-@progress.stage("Choosing the deep path's weight on validation")
-def weigh_paths(model: keras.Model, validation, out: config.Config) -> tuple:
-  """`(paths, choice)`: the traced path function with validation's path logits, and the deep
-  weight `set_deep_weight` chose on them."""
-  paths = {"fn": models.traced(models.path_logits(model))}
-  paths["validation"] = path_outputs(paths["fn"], validation)
-  return paths, set_deep_weight(model, paths["validation"], out)
-
-
-def set_deep_weight(model: keras.Model, outputs: tuple, out: config.Config) -> dict:
-  """Sets `wide_deep`'s deep weight to the one of lowest validation loss (`outputs`: validation's
-  `path_outputs`) and saves out's best.keras with it: the checkpoint scores as the export does."""
-  weight, losses = models.wide.choose_deep_weight(*outputs)
-  model.get_layer(models.WIDE_DEEP).deep_weight.assign(weight)
-  fileio.replace_atomically(model.save, os.path.join(out.train.model_dir, "checkpoints",
-                                                     "best.keras"))
-  logging.info("Wide + deep: deep-path weight %.2f chosen on validation (loss %.4f; wide "
-               "alone %.4f, weight 1 %.4f).", weight, losses[weight], losses[0.0], losses[1.0])
-  return {"chosen": weight, "validation_loss": {f"{w:g}": l for w, l in losses.items()}}
-
-
 def train_and_evaluate(cfg: config.Config) -> dict:
   """Trains under the configured strategy, exports the SavedModel and evaluates it.
 
@@ -249,7 +178,7 @@ def train_and_evaluate(cfg: config.Config) -> dict:
   """
   strategy = distribute.get_strategy(cfg.train.strategy, cfg.train.tpu)
   with distribute.worker_scratch(strategy) as scratch, distribute.keras_logs_agree(strategy), \
-      precision_policy(cfg.train.mixed_precision):
+      optim.precision_policy(cfg.train.mixed_precision):
     return train_in(cfg, for_this_worker(cfg, scratch), strategy)
 
 
@@ -314,7 +243,7 @@ def train_in(cfg: config.Config, out: config.Config, strategy) -> dict:
   restore_best(classifier, os.path.join(out.train.model_dir, "checkpoints"))
   paths = None  # Each path's logits on each split, for the deep weight and the ablation.
   if wide_fit is not None:
-    paths, wide_fit.report["deep_weight"] = weigh_paths(model, splits["validation"], out)
+    paths, wide_fit.report["deep_weight"] = scoring.weigh_paths(model, splits["validation"], out)
   final = classifier.evaluate(val_ds, verbose=0, return_dict=True)
   # A few real texts become TF Serving's warm-up requests (assets.extra).
   warmup = [t.decode("utf-8") for t, _ in splits["validation"].take(4).as_numpy_iterator()]
@@ -334,94 +263,9 @@ def train_in(cfg: config.Config, out: config.Config, strategy) -> dict:
               # Includes each epoch's validation pass, as a user's wall clock does.
               "train_examples_per_second": n_train * epochs_run / max(train_seconds, 1e-9)}
     if distribute.is_chief(strategy):
-      result = evaluate_export(cfg, result, splits, info, paths, staged.path)
+      result = scoring.evaluate_export(cfg, result, splits, info, paths, staged.path)
   backup.clear(os.path.join(out.train.model_dir, "backup"))
   if distribute.is_chief(strategy) and cfg.data.read_test:
     logging.info("Done.\n%s", progress.final_summary(cfg, result, warmup[0]))
   return result
 
-
-@progress.stage("Scoring the export on validation and test; writing eval/ and the model card")
-def evaluate_export(cfg: config.Config, result: dict, splits, info, paths, staged: str) -> dict:
-  """Chief only: test metrics of the export staged at `staged`, `eval/metrics.json`, its
-  model card, final summaries.
-
-  `paths` (wide+deep models only) holds the traced path function and the validation
-  split's path logits, for the ablation rows.
-  """
-  if tasks.is_multilabel(cfg):
-    return tasks.evaluate_multilabel(cfg, result, splits, info, staged)
-  eval_dir = os.path.join(cfg.train.model_dir, "eval")
-  loaded = load_saved_model(staged)  # Once, for scoring and the explanations.
-  predict_fn = evaluate.saved_model_predict_fn(staged, loaded)
-  # The export scores the validation split once: its accuracy and loss, its metrics and
-  # the misclassified-examples summary (from the first texts).
-  scan = []
-
-  def keep_texts(texts, labels, probs):
-    scan.extend(texts[:summaries.MISCLASSIFIED_SCAN - len(scan)])
-
-  labels, probs, _ = evaluate.predict_probabilities(predict_fn, splits["validation"],
-                                                    evaluate.BATCH_SIZE, on_batch=keep_texts)
-  if cfg.model.ensemble_size > 1 or cfg.model.wide_ngrams:
-    # Keras' validation figures are the deep path's (its members' mean); the export's own
-    # are the model's.
-    keras_key = "validation_members_mean" if cfg.model.ensemble_size > 1 else "validation_deep"
-    result = {**result, keras_key: result["validation"],
-              "validation": evaluate.accuracy_and_loss_of(labels, probs)}
-    logging.info("Validation of the export: %s (Keras, %s: %s)", result["validation"],
-                 keras_key, result[keras_key])
-  result["validation_metrics"] = {k: v for k, v in evaluate.compute_metrics(
-      labels, probs, info.class_names).items() if k in model_card.METRIC_KEYS}
-  if not cfg.data.read_test:  # tfagent tune's trials: validation figures only.
-    return validation_only(cfg, result)
-  if paths is not None:
-    result["paths"] = path_metrics({**paths, "test": path_outputs(paths["fn"], splits["test"])},
-                                   info.class_names)
-  result = evaluate.evaluate(predict_fn, splits["test"], info.class_names, eval_dir, extra=result)
-  write_model_card(cfg, result, splits, info, staged)
-  logdir, _, val_dir = summaries.log_dirs(cfg.train.model_dir)
-  validation = result["validation"]
-  summaries.write_final_metrics(logdir, {"val_loss": validation["loss"],
-                                         "val_accuracy": validation["accuracy"],
-                                         "test_accuracy": result["accuracy"]},
-                                step=cfg.train.epochs)
-  n = len(scan)
-  explain = (explain_view.load_explainer(staged, loaded=loaded)
-             if explain_view.has_explain(staged) else None)
-  summaries.write_misclassified(val_dir, (scan, labels[:n], probs[:n]), info.class_names,
-                                cfg.train.misclassified_examples, cfg.train.epochs, explain)
-  return result
-
-
-def validation_only(cfg: config.Config, result: dict) -> dict:
-  """Without `read_test`: eval/metrics.json and the final summaries hold validation figures."""
-  fileio.write_text_atomically(os.path.join(cfg.train.model_dir, "eval", "metrics.json"),
-                               json.dumps(result, indent=2))
-  summaries.write_final_metrics(summaries.log_dirs(cfg.train.model_dir)[0], {
-      "val_loss": result["validation"]["loss"], "val_accuracy": result["validation"]["accuracy"],
-      "val_macro_f1": result["validation_metrics"]["macro_f1"]}, step=cfg.train.epochs)
-  return result
-
-
-def write_model_card(cfg: config.Config, result: dict, splits, info, export_dir: str) -> None:
-  """model_card.{json,md} in the export's (staged) version directory (tfagent/model_card.py)."""
-  hashes = {name: model_card.split_hash(splits[name]) for name in data.SPLITS}
-  warnings = model_card.data_warnings(info, result)
-  vocabulary = model_card.vocabulary_warning(cfg.model.name, result["unknown_token_share"])
-  card = model_card.build(cfg, info, result, hashes, [vocabulary] * bool(vocabulary) + warnings)
-  model_card.write(export_dir, card)
-
-
-def path_metrics(paths: dict, class_names) -> dict:
-  """Each path alone (the ablation of a wide+deep model): validation and test metrics from
-  `paths[split] = path_outputs(...)`."""
-  out = {"wide": {}, "deep": {}}
-  for split in ("validation", "test"):
-    wide, deep, labels = paths[split]
-    for name, logits in (("wide", wide), ("deep", deep)):
-      probs = np.asarray(keras.ops.softmax(logits, axis=-1))
-      m = evaluate.compute_metrics(labels, probs, class_names)
-      out[name][split] = {k: m[k] for k in ("accuracy", "macro_f1", "examples")}
-  logging.info("Each path alone: wide %s, deep %s.", out["wide"], out["deep"])
-  return out
