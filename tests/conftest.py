@@ -46,8 +46,13 @@ def corpus_dir(tmp_path_factory) -> str:
   return write_corpus(tmp_path_factory.mktemp("corpus"))
 
 
-def tiny_config(corpus: str, run_dir: str, export_dir: str, name: str = "lstm") -> config.Config:
-  """A config that trains in seconds: tiny model, two epochs."""
+def tiny_config(corpus: str, run_dir: str, export_dir: str, name: str = "lstm",
+                explain_steps: int = 0) -> config.Config:
+  """A config that trains in seconds: tiny model, two epochs.
+
+  Its export has no explain signatures unless `explain_steps` asks for them: tracing them
+  costs about 3 s an export, and only the tests of explanations need them.
+  """
   return config.Config(
       data=config.DataConfig(dataset=f"embedded:{corpus}", batch_size=32),
       model=config.ModelConfig(name=name, vocab_size=200, sequence_length=16,
@@ -55,7 +60,8 @@ def tiny_config(corpus: str, run_dir: str, export_dir: str, name: str = "lstm") 
                                num_heads=2, intermediate_dim=8, dropout=0.1),
       train=config.TrainConfig(model_dir=str(run_dir), epochs=2, learning_rate=1e-2,
                                verbose=0),
-      export=config.ExportConfig(export_dir=str(export_dir), model_name="tiny"))
+      export=config.ExportConfig(export_dir=str(export_dir), model_name="tiny",
+                                 explain_steps=explain_steps))
 
 
 @pytest.fixture(scope="session")
@@ -63,7 +69,7 @@ def trained_run(corpus_dir, tmp_path_factory):
   """Trains the tiny LSTM once for the session; returns (config, result)."""
   from tfagent import train
   root = tmp_path_factory.mktemp("run")
-  cfg = tiny_config(corpus_dir, root / "run", root / "saved_models")
+  cfg = tiny_config(corpus_dir, root / "run", root / "saved_models", explain_steps=64)
   return cfg, train.train_and_evaluate(cfg)
 
 

@@ -232,7 +232,7 @@ def planted_texts(n=100, seed=1) -> tuple:
                                        dict(name="lstm", wide_ngrams=2, wide_min_count=2)],
                          ids=["lstm", "transformer", "wide_deep"])
 def test_the_planted_word_gets_the_largest_attribution(overrides, tmp_path):
-  cfg = tiny_config("", tmp_path / "run", tmp_path / "saved_models")
+  cfg = tiny_config("", tmp_path / "run", tmp_path / "saved_models", explain_steps=64)
   corpus = write_planted_corpus(tmp_path / "planted.jsonl")
   data = dataclasses.replace(cfg.data, dataset=f"jsonl:{corpus}", class_names="neg,pos,none")
   cfg = dataclasses.replace(
@@ -468,7 +468,7 @@ PLANTED_WORDS = [f"w{i}" for i in range(40)] + [w for w in PLANTED.values() if w
 @pytest.mark.slow
 def test_the_planted_word_gets_the_largest_attribution_with_bert_and_a_wide_path(tmp_path):
   """The top entry is the planted word's piece, or a wide n-gram holding it."""
-  cfg = tiny_config("", tmp_path / "run", tmp_path / "saved_models")
+  cfg = tiny_config("", tmp_path / "run", tmp_path / "saved_models", explain_steps=64)
   corpus = write_planted_corpus(tmp_path / "planted.jsonl")
   data = dataclasses.replace(cfg.data, dataset=f"jsonl:{corpus}", class_names="neg,pos,none")
   model_cfg = config.ModelConfig(name="bert", preset=write_planted_bert_preset(tmp_path / "bert"),

@@ -45,7 +45,8 @@ def export_probabilities(path: str, texts=TEXTS) -> np.ndarray:
 def train_quantized(corpus_dir, root, name: str, **model_overrides) -> tuple:
   """Trains a tiny model with `--quantize=int8` through train_and_evaluate; (cfg, result)."""
   from tfagent import train
-  cfg = tiny_config(corpus_dir, root / "run", root / "saved_models", name=name)
+  cfg = tiny_config(corpus_dir, root / "run", root / "saved_models", name=name,
+                    explain_steps=64)
   # Wide enough embeddings that weights, not the checkpoint's own bookkeeping, set the size.
   cfg = dataclasses.replace(
       cfg, model=dataclasses.replace(cfg.model, vocab_size=1000, embedding_dim=64,

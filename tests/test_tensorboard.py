@@ -21,7 +21,8 @@ from tfagent import data, evaluate, explain_view, summaries, train
 def tb_run(corpus_dir, tmp_path_factory):
   """A tiny Transformer run in bfloat16 with a profiler trace of steps 2-3."""
   root = tmp_path_factory.mktemp("tb")
-  cfg = tiny_config(corpus_dir, root / "run", root / "sm", name="transformer")
+  cfg = tiny_config(corpus_dir, root / "run", root / "sm", name="transformer",
+                    explain_steps=64)
   cfg = dataclasses.replace(cfg, train=dataclasses.replace(
       cfg.train, mixed_precision="bfloat16", profile_steps="2,3"))
   result = train.train_and_evaluate(cfg)

@@ -217,7 +217,8 @@ class ExportConfig:
   explain_steps: int = setting(64, "Integrated-gradients steps of the explain signature; at 64 "
                                "the attributions' sum misses F(x) - F(baseline) by 0.15 % on "
                                "the tests' tiny trained LSTM (0.08 % at 128), cost growing "
-                               "with the steps.")
+                               "with the steps. 0 exports no explain signatures (their trace "
+                               "adds seconds to each export).")
   quantize: str = setting("none", "Store the export's Dense, EinsumDense and Embedding "
                           "weights (Keras' Model.quantize) and the wide path's n-gram "
                           "weights in int8, kept only if validation accuracy holds "

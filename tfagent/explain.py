@@ -307,7 +307,8 @@ def make_explain_fns(model: keras.Model, class_names, steps: int, details: bool 
   F(x) - F(baseline).
   """
   if steps < 1:
-    raise ConfigError(f"--explain_steps={steps}: expected 1 or more (64 is the default).")
+    raise ConfigError(f"--explain_steps={steps}: expected 1 or more (64 is the default), or 0 "
+                      "for an export without explain signatures.")
   parts = model_parts(model)
   names = tf.constant(list(class_names), tf.string)
   keys = signatures.EXPLAIN_OUTPUTS + ((LOGIT_DIFFERENCE,) if details else ())

@@ -54,7 +54,10 @@ def make_serving_fns(model: keras.Model, class_names) -> tuple:
 
 def add_explain_endpoint(archive, model: keras.Model, class_names, steps: int) -> None:
   """Adds the explain and explain_class signatures (method predict, Keras' default) where
-  the model supports them."""
+  the model supports them; `steps` 0 leaves them out."""
+  if steps == 0:
+    logging.info("No %s signatures: --explain_steps=0.", signatures.EXPLAIN_SIGNATURE)
+    return
   if not explain.supported(model):
     logging.warning("No %s signature: %s has no tokenizer layer that explain.py knows.",
                     signatures.EXPLAIN_SIGNATURE, model.name)
