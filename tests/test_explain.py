@@ -28,13 +28,15 @@ CLASSES = ["negative", "positive"]
 RELOAD = """
 import importlib, json, sys
 import tensorflow as tf
-for module in sys.argv[3:]:
+for module in sys.argv[2:]:
   importlib.import_module(module)
 assert "tfagent" not in sys.modules and "keras_hub" not in sys.modules
-explain = tf.saved_model.load(sys.argv[1]).signatures["explain"]
-out = explain(text=tf.constant(json.loads(sys.argv[2])))
-print(json.dumps({"attributions": out["attributions"].numpy().tolist(),
-                  "tokens": [[t.decode() for t in row] for row in out["tokens"].numpy()]}))
+got = {}
+for path, texts in json.loads(sys.argv[1]).items():
+  out = tf.saved_model.load(path).signatures["explain"](text=tf.constant(texts))
+  got[path] = {"attributions": out["attributions"].numpy().tolist(),
+               "tokens": [[t.decode() for t in row] for row in out["tokens"].numpy()]}
+print(json.dumps(got))
 """
 
 
@@ -253,28 +255,41 @@ def test_the_planted_word_gets_the_largest_attribution(overrides, tmp_path):
 def test_explain_reloads_in_a_clean_process_and_gives_the_in_process_attributions(trained_run):
   cfg, result = trained_run
   expected = explained(best_model(cfg), TEXTS, steps=cfg.export.explain_steps)
-  got = reload_in_a_clean_process(result["saved_model"], TEXTS)
+  got = reload_in_a_clean_process({result["saved_model"]: TEXTS})[result["saved_model"]]
   np.testing.assert_allclose(np.array(got["attributions"]), expected["attributions"], atol=1e-5)
   assert got["tokens"] == [[t.decode() for t in row] for row in expected["tokens"]]
 
 
-@pytest.mark.slow
-def reload_in_a_clean_process(path: str, texts, *modules) -> dict:
-  """The explain signature's outputs in a process that imports only TensorFlow and `modules`."""
-  proc = subprocess.run([sys.executable, "-c", RELOAD, path, json.dumps(texts), *modules],
+def reload_in_a_clean_process(texts_by_path: dict, *modules) -> dict:
+  """Path -> the explain signature's outputs on its texts, all in one process that imports
+  only TensorFlow and `modules`."""
+  proc = subprocess.run([sys.executable, "-c", RELOAD, json.dumps(texts_by_path), *modules],
                         capture_output=True, text=True, check=True,
                         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
   return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.slow
-def test_bert_explain_reloads_with_tensorflow_text_only(tiny_bert, tmp_path):
+@pytest.fixture(scope="module")
+def bert_exports(tiny_bert, tiny_bert_preset, tmp_path_factory) -> dict:
+  """Name -> (model, path, texts, reloaded): the tiny BERT and the tiny BERT with a wide path,
+  exported with 16 steps and explained in one clean process with tensorflow_text only."""
   from tfagent import export
-  path = export.export_model(tiny_bert, CLASSES, config.ExportConfig(
-      export_dir=str(tmp_path), model_name="bert", explain_steps=16))
-  texts = ["great films !", "", "a truly awful mess , hated it"]
-  expected = explained(tiny_bert, texts, steps=16)
-  got = reload_in_a_clean_process(path, texts, "tensorflow_text")
+  root = tmp_path_factory.mktemp("bert_exports")
+  runs = {"bert": (tiny_bert, ["great films !", "", "a truly awful mess , hated it"]),
+          "bert_wide": (bert_wide(tiny_bert_preset),
+                        ["great movie great", "", "a truly awful mess , hated it"])}
+  paths = {name: export.export_model(model, CLASSES, config.ExportConfig(
+      export_dir=str(root), model_name=name, explain_steps=16))
+           for name, (model, _) in runs.items()}
+  got = reload_in_a_clean_process({paths[n]: texts for n, (_, texts) in runs.items()},
+                                  "tensorflow_text")
+  return {n: (model, paths[n], texts, got[paths[n]]) for n, (model, texts) in runs.items()}
+
+
+@pytest.mark.slow
+def test_bert_explain_reloads_with_tensorflow_text_only(bert_exports):
+  model, _, texts, got = bert_exports["bert"]
+  expected = explained(model, texts, steps=16)
   np.testing.assert_allclose(np.array(got["attributions"]), expected["attributions"], atol=1e-5)
   assert got["tokens"] == [[t.decode() for t in row] for row in expected["tokens"]]
 
@@ -431,16 +446,11 @@ def test_an_unknown_class_name_is_an_error_naming_the_valid_ones():
 
 @pytest.mark.slow
 def test_bert_wide_export_has_both_signatures_and_reloads_with_tensorflow_text_only(
-    tiny_bert_preset, tmp_path):
-  from tfagent import export
-  model = bert_wide(tiny_bert_preset)
-  path = export.export_model(model, CLASSES, config.ExportConfig(
-      export_dir=str(tmp_path), model_name="bert_wide", explain_steps=16))
+    bert_exports):
+  model, path, texts, got = bert_exports["bert_wide"]
   defs = signatures.read_signature_defs(path)
   assert {signatures.EXPLAIN_SIGNATURE, signatures.EXPLAIN_CLASS_SIGNATURE} <= set(defs)
-  texts = ["great movie great", "", "a truly awful mess , hated it"]
   expected = explained(model, texts, steps=16)
-  got = reload_in_a_clean_process(path, texts, "tensorflow_text")
   np.testing.assert_allclose(np.array(got["attributions"]), expected["attributions"], atol=1e-5)
   assert got["tokens"] == [[t.decode() for t in row] for row in expected["tokens"]]
   assert "<great movie>" in got["tokens"][0]
@@ -475,7 +485,7 @@ def test_the_planted_word_gets_the_largest_attribution_with_bert_and_a_wide_path
                                  sequence_length=16, dropout=0.0, wide_ngrams=2,
                                  wide_min_count=2)
   cfg = dataclasses.replace(cfg, data=data, model=model_cfg,
-                            train=dataclasses.replace(cfg.train, epochs=3))
+                            train=dataclasses.replace(cfg.train, epochs=2))
   from tfagent import train
   train.train_and_evaluate(cfg)
   texts, _ = planted_texts()

@@ -155,7 +155,7 @@ def imbalanced_config(root, name: str, **train) -> config.Config:
                              batch_size=64),
       model=config.ModelConfig(vocab_size=100, sequence_length=16, embedding_dim=8,
                                hidden_dim=4, dropout=0.0),
-      train=config.TrainConfig(model_dir=f"{root}/{name}", epochs=6, learning_rate=0.03,
+      train=config.TrainConfig(model_dir=f"{root}/{name}", epochs=4, learning_rate=0.03,
                                verbose=0, early_stopping_patience=6, **train),
       export=config.ExportConfig(export_dir=f"{root}/saved_models", model_name=name))
 
