@@ -173,7 +173,7 @@ def run(tmp_path_factory):
                              task="multilabel", batch_size=32),
       model=config.ModelConfig(vocab_size=200, sequence_length=16, embedding_dim=16,
                                hidden_dim=16, dropout=0.1),
-      train=config.TrainConfig(model_dir=str(root / "run"), epochs=5, learning_rate=1e-2,
+      train=config.TrainConfig(model_dir=str(root / "run"), epochs=8, learning_rate=1e-2,
                                verbose=0),
       export=config.ExportConfig(export_dir=str(root / "saved_models"), model_name="topics"))
   return {"source": source, "cfg": cfg, "result": train.train_and_evaluate(cfg)}
