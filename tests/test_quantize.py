@@ -30,9 +30,13 @@ def stored_dtypes(export_dir: str) -> dict:
           if k.endswith("VARIABLE_VALUE")}
 
 
+def best_model(cfg):
+  return evaluate.load_checkpoint(os.path.join(cfg.train.model_dir, "checkpoints", "best.keras"))
+
+
 def float_reference(cfg, tmp_path) -> tuple:
   """`(keras model, float export path)`: the float model the run exported, exported as float."""
-  model = evaluate.load_checkpoint(os.path.join(cfg.train.model_dir, "checkpoints", "best.keras"))
+  model = best_model(cfg)
   path = export.export_model(model, CLASSES, config.ExportConfig(export_dir=str(tmp_path),
                                                                  model_name="float"))
   return model, path
@@ -58,6 +62,28 @@ def train_quantized(corpus_dir, root, name: str, **model_overrides) -> tuple:
 @pytest.fixture(scope="module")
 def lstm_run(corpus_dir, tmp_path_factory):
   return train_quantized(corpus_dir, tmp_path_factory.mktemp("q_lstm"), "lstm")
+
+
+@pytest.fixture(scope="module")
+def lstm_gated(lstm_run, tmp_path_factory):
+  """lstm_run's best model through write_quantized with a negative gate (the int8 export
+  would have to gain 100 points): the float32 export it keeps is also the LSTM's float
+  reference. `(model, staged, report, warnings logged, export root)`."""
+  cfg, _ = lstm_run
+  model = best_model(cfg)
+  validation = data.load_splits(cfg.data)[0]["validation"]
+  root = tmp_path_factory.mktemp("q_gate")
+  export_cfg = config.ExportConfig(export_dir=str(root), model_name="m", quantize="int8",
+                                   quantize_max_drop=-100.0)
+  records = []
+  handler = logging.Handler(logging.WARNING)
+  handler.emit = records.append
+  logging.getLogger().addHandler(handler)
+  try:
+    staged, report = quantize.write_quantized(model, CLASSES, export_cfg, TEXTS[:2], validation)
+  finally:
+    logging.getLogger().removeHandler(handler)
+  return model, staged, report, "\n".join(r.getMessage() for r in records), root
 
 
 @pytest.fixture(scope="module")
@@ -98,13 +124,14 @@ def test_bad_mode_is_a_config_error(tmp_path):
     quantize.staged_export(None, CLASSES, config.ExportConfig(quantize="int2"), [], None)
 
 
-def check_quantized_export(cfg, result, tmp_path) -> tuple:
-  """Asserts what every int8 export must hold; returns its and the float export's variables."""
+def check_quantized_export(cfg, result, tmp_path, reference=None) -> tuple:
+  """Asserts what every int8 export must hold; returns its and the float export's variables.
+  `reference`: `(keras model, float export path)` of the run's best model, when one exists."""
   report = result["quantization"]
   assert report["kept"] == "int8", report
   path = result["saved_model"]
   stored = stored_dtypes(path)
-  model, float_path = float_reference(cfg, tmp_path)
+  model, float_path = reference or float_reference(cfg, tmp_path)
   float_stored = stored_dtypes(float_path)
   assert {d for d, _ in float_stored.values()} == {"float32"}
   # The embedding table is stored as int8, with the float export's shape.
@@ -156,9 +183,11 @@ def check_card(result) -> None:
 
 
 @pytest.mark.slow
-def test_int8_lstm_export_is_smaller_stores_int8_and_answers_alike(lstm_run, tmp_path):
+def test_int8_lstm_export_is_smaller_stores_int8_and_answers_alike(lstm_run, lstm_gated,
+                                                                   tmp_path):
   cfg, result = lstm_run
-  stored, _ = check_quantized_export(cfg, result, tmp_path)
+  model, staged, _, _, _ = lstm_gated  # Its kept export: the best model, exported as float.
+  stored, _ = check_quantized_export(cfg, result, tmp_path, (model, staged.path))
   # LSTM cells have no quantized form: their kernels stay float32.
   assert ("float32", (64, 16)) in stored.values()
   check_ready_for_serving(cfg, result)
@@ -188,19 +217,13 @@ def test_int8_transformer_with_wide_path_quantizes_attention_and_ngrams(transfor
 
 
 @pytest.mark.slow
-def test_gate_keeps_the_float_export_and_says_why(lstm_run, tmp_path, caplog):
+def test_gate_keeps_the_float_export_and_says_why(lstm_gated):
   """A negative gate: the int8 export would have to gain 100 points, so float32 is kept."""
-  cfg, _ = lstm_run
-  model = evaluate.load_checkpoint(os.path.join(cfg.train.model_dir, "checkpoints", "best.keras"))
-  validation = data.load_splits(cfg.data)[0]["validation"]
-  export_cfg = config.ExportConfig(export_dir=str(tmp_path), model_name="m", quantize="int8",
-                                   quantize_max_drop=-100.0)
-  with caplog.at_level(logging.WARNING):
-    staged, report = quantize.write_quantized(model, CLASSES, export_cfg, TEXTS[:2], validation)
+  model, staged, report, logged, root = lstm_gated
   assert report["kept"] == "float32" and "--quantize_max_drop=-100" in report["reason"]
-  assert "Keeping the float32 export" in caplog.text
+  assert "Keeping the float32 export" in logged
   assert {d for d, _ in stored_dtypes(staged.path).values()} == {"float32"}
-  assert os.listdir(tmp_path / "m") == [os.path.basename(staged.path)]  # int8 one removed.
+  assert os.listdir(root / "m") == [os.path.basename(staged.path)]  # int8 one removed.
   np.testing.assert_allclose(export_probabilities(staged.path),
                              tf.nn.softmax(model(tf.constant(TEXTS))).numpy(), atol=1e-5)
   # And the float model itself was left float: the copy was quantized, not it.

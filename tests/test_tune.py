@@ -21,7 +21,7 @@ from tfagent.errors import ConfigError, DataError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_FLAGS = ["--batch_size=32", "--vocab_size=200", "--sequence_length=16",
-              "--embedding_dim=8", "--hidden_dim=4", "--epochs=2", "--verbose=0",
+              "--embedding_dim=8", "--hidden_dim=4", "--epochs=1", "--verbose=0",
               "--model_name=tiny", "--explain_steps=4"]
 
 
@@ -139,7 +139,7 @@ def searched(tmp_path_factory):
   test_csv = write_csv(root / "test.csv", 15, seed=2, broken=True)
   flagfile = root / "tiny.flags"
   flagfile.write_text("\n".join(TINY_FLAGS + [
-      f"--dataset=csv:{write_csv(root / 'train.csv', 100, seed=1)}", f"--test_path={test_csv}",
+      f"--dataset=csv:{write_csv(root / 'train.csv', 50, seed=1)}", f"--test_path={test_csv}",
       f"--model_dir={root / 'base_run'}", f"--export_dir={root / 'base_sm'}"]) + "\n")
   space_file = root / "space.json"
   space_file.write_text(json.dumps({"learning_rate": {"values": [1e-4, 3e-3, 3e-2]},
