@@ -157,7 +157,8 @@ def imbalanced_config(root, name: str, **train) -> config.Config:
                                hidden_dim=4, dropout=0.0),
       train=config.TrainConfig(model_dir=f"{root}/{name}", epochs=4, learning_rate=0.03,
                                verbose=0, early_stopping_patience=6, **train),
-      export=config.ExportConfig(export_dir=f"{root}/saved_models", model_name=name))
+      export=config.ExportConfig(export_dir=f"{root}/saved_models", model_name=name,
+                                 explain_steps=0))
 
 
 @pytest.mark.slow
