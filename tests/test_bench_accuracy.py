@@ -27,7 +27,7 @@ def run_bench(tmp_path, *args):
 
 
 MODELS = ["tfidf_lr", "nblr", "lstm"]
-WIDE = "--extra_flags=--wide_ngrams=2"
+WIDE = "--extra_flags=--wide_ngrams=2 --explain_steps=0"  # Explanations are not measured here.
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +95,8 @@ def test_reuse_takes_a_finished_row_and_runs_a_changed_command_again(quick_run):
 def test_quick_folds_run_every_row_on_the_same_folds(tmp_path):
   # A small corpus in the embedded layout: the point is the folds, not the figures.
   corpus = write_corpus(tmp_path / "corpus", n_per_class=150)
-  out, _ = run_bench(tmp_path, "--models=nblr,lstm", "--folds=2", f"--dataset=embedded:{corpus}")
+  out, _ = run_bench(tmp_path, "--models=nblr,lstm", "--folds=2", f"--dataset=embedded:{corpus}",
+                     "--extra_flags=--explain_steps=0")
   (path,) = out.glob("*_folds2_quick.json")
   result = json.loads(path.read_text())
   rows = {row["model"]: row for row in result["rows"]}

@@ -22,7 +22,7 @@ from tfagent.errors import ConfigError, DataError
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_FLAGS = ["--batch_size=32", "--vocab_size=200", "--sequence_length=16",
               "--embedding_dim=8", "--hidden_dim=4", "--epochs=1", "--verbose=0",
-              "--model_name=tiny", "--explain_steps=0"]
+              "--model_name=tiny", "--explain_steps=4"]
 
 
 def lstm_config() -> config.Config:
