@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -105,6 +106,18 @@ def test_variables_hold_each_weight_once(trained_run):
   stored = sum(int(np.prod(shape)) for key, shape in reader.get_variable_to_shape_map().items()
                if key.endswith("VARIABLE_VALUE"))
   assert 0 < stored <= model.count_params()
+
+
+def test_saved_model_pb_holds_each_graph_once(trained_run):
+  """ExportArchive.write_out signed one trace of each endpoint and saved another (export.py
+  add_endpoint): the same function bodies twice, under two names."""
+  _, result = trained_run
+  library = signatures.read_saved_model(result["saved_model"]).meta_graphs[0].graph_def.library
+  # A trace's name less its number, and its ops: a BiLSTM's two loops differ in name only.
+  bodies = [(re.sub(r"_\d+$", "", f.signature.name), tuple(sorted(n.op for n in f.node_def)))
+            for f in library.function if len(f.node_def) > 20]  # Not Keras' thin wrappers.
+  assert {"__inference_serve", "__inference_classify"} <= {name for name, _ in bodies}
+  assert len(set(bodies)) == len(bodies)
 
 
 def test_versions_increment_and_existing_version_is_refused(trained_run, tmp_path):

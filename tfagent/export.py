@@ -64,7 +64,18 @@ def add_explain_endpoint(archive, model: keras.Model, class_names, steps: int) -
     return
   fns = explain.make_explain_fns(model, class_names, steps)
   for name, fn in zip((signatures.EXPLAIN_SIGNATURE, signatures.EXPLAIN_CLASS_SIGNATURE), fns):
-    archive.add_endpoint(name, fn)
+    add_endpoint(archive, name, fn)
+
+
+def add_endpoint(archive, name: str, fn) -> None:
+  """Adds the tf.function `fn` as endpoint `name`, so that saved_model.pb holds its graph once.
+
+  Handed a tf.function alone, ExportArchive.write_out signs the trace it took before
+  tf.saved_model.save, and the save traces `fn` again for the object graph (the trace cache
+  keys on the save context's variable policy): each graph twice. With the input signature, the
+  archive passes the save its own tf.function over `fn`, traced once for both.
+  """
+  archive.add_endpoint(name, fn, input_signature=fn.input_signature)
 
 
 def set_method_name(export_dir: str, signature: str, method: str) -> None:
@@ -158,8 +169,8 @@ def write_staged(model: keras.Model, class_names, export_cfg, warmup_texts=None,
     archive = keras.export.ExportArchive()
     for resource in lookup_resources(model):
       archive.track(resource)
-    archive.add_endpoint(signatures.DEFAULT_SIGNATURE, serve)
-    archive.add_endpoint(signatures.CLASSIFY_SIGNATURE, classify)
+    add_endpoint(archive, signatures.DEFAULT_SIGNATURE, serve)
+    add_endpoint(archive, signatures.CLASSIFY_SIGNATURE, classify)
     if thresholds is None:
       add_explain_endpoint(archive, model, class_names, export_cfg.explain_steps)
     else:
