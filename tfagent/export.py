@@ -11,6 +11,7 @@ import tensorflow as tf
 
 from tfagent import _compat, explain, fileio, multilabel_export, progress, signatures
 from tfagent.errors import ConfigError
+from tfagent.models import vocab_files
 from tfagent.versions import next_version
 
 # At most 32 texts per model call (and per request). No waiting for a batch to
@@ -145,6 +146,24 @@ class Staged:
   model_name: str
 
 
+def write_archive(model: keras.Model, class_names, export_cfg, thresholds, path: str) -> None:
+  """Writes the SavedModel of `model`'s endpoints (write_staged's) to `path`."""
+  serve, classify = (make_serving_fns(model, class_names) if thresholds is None else
+                     multilabel_export.make_serving_fns(model, class_names, thresholds))
+  archive = keras.export.ExportArchive()
+  for resource in lookup_resources(model):
+    archive.track(resource)
+  add_endpoint(archive, signatures.DEFAULT_SIGNATURE, serve)
+  add_endpoint(archive, signatures.CLASSIFY_SIGNATURE, classify)
+  if thresholds is None:
+    add_explain_endpoint(archive, model, class_names, export_cfg.explain_steps)
+  else:
+    logging.info("No %s signature: it attributes one softmax class; a multilabel export "
+                 "has none.", signatures.EXPLAIN_SIGNATURE)
+  with _compat.no_default_save_signatures():  # Only the endpoints are traced.
+    archive.write_out(path, verbose=False)
+
+
 @progress.stage("Exporting the SavedModel")
 def write_staged(model: keras.Model, class_names, export_cfg, warmup_texts=None,
                  thresholds=None) -> Staged:
@@ -164,20 +183,8 @@ def write_staged(model: keras.Model, class_names, export_cfg, warmup_texts=None,
   tmp = os.path.join(base, f".tmp-{version}-{uuid.uuid4().hex[:8]}")
   tf.io.gfile.makedirs(tmp)
   try:
-    serve, classify = (make_serving_fns(model, class_names) if thresholds is None else
-                       multilabel_export.make_serving_fns(model, class_names, thresholds))
-    archive = keras.export.ExportArchive()
-    for resource in lookup_resources(model):
-      archive.track(resource)
-    add_endpoint(archive, signatures.DEFAULT_SIGNATURE, serve)
-    add_endpoint(archive, signatures.CLASSIFY_SIGNATURE, classify)
-    if thresholds is None:
-      add_explain_endpoint(archive, model, class_names, export_cfg.explain_steps)
-    else:
-      logging.info("No %s signature: it attributes one softmax class; a multilabel export "
-                   "has none.", signatures.EXPLAIN_SIGNATURE)
-    with _compat.no_default_save_signatures():  # Only the endpoints are traced.
-      archive.write_out(tmp, verbose=False)
+    with vocab_files.as_assets(model):  # Vocabularies in assets/, not graph constants.
+      write_archive(model, class_names, export_cfg, thresholds, tmp)
     set_method_name(tmp, signatures.CLASSIFY_SIGNATURE, signatures.CLASSIFY_METHOD)
     write_warmup_requests(tmp, export_cfg.model_name, warmup_texts or ["warm-up"])
   except BaseException:

@@ -3,6 +3,8 @@
 import keras
 import tensorflow as tf
 
+from tfagent.models import vocab_files
+
 # One token per CJK character (Chinese has no spaces between words) and per
 # punctuation mark or symbol; Latin-script words stay whole.
 _SPLIT_OFF = r"(\p{Han}|\p{Hiragana}|\p{Katakana}|\p{Hangul}|\pP|\pS)"
@@ -52,6 +54,10 @@ class TextTokenizer(keras.layers.Layer):
 
   def vocabulary(self) -> list:
     return self.vectorize.get_vocabulary()
+
+  def vocabulary_from_file(self, folder: str):
+    """A context within which the vocabulary is read from a file written to `folder`."""
+    return vocab_files.keras_lookup_from_file(self.vectorize, folder, self.name)
 
   def call(self, text):
     ids = self.vectorize(text)[:, :self.sequence_length].to_tensor()
