@@ -8,15 +8,14 @@ import json
 import os
 import time
 
-from tfagent import config, search_space
+from tfagent import config, fileio, search_space
 
 def export_mb(path: str) -> float:
   """Size of a SavedModel version directory in MB (2**20 bytes)."""
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
-  total = 0
-  for folder, _, files in tf.io.gfile.walk(path):
-    total += sum(tf.io.gfile.stat(os.path.join(folder, f)).length for f in files)
-  return total / 2**20
+  # files_under: ram:// lists a sibling's files by prefix (assets.extra/w as assets/.extra).
+  return sum(tf.io.gfile.stat(os.path.join(path, f)).length
+             for f in fileio.files_under(path)) / 2**20
 
 
 def latency_ms(path: str, text: str, calls: int = 30) -> float:

@@ -17,6 +17,8 @@ def fingerprint(path: str) -> tuple:
   out = []
   for root, _, files in tf.io.gfile.walk(path):
     for f in files:
+      if not tf.io.gfile.exists(os.path.join(root, f)):
+        continue  # ram:// lists a sibling's files by prefix (fileio.files_under): assets/.extra.
       st = tf.io.gfile.stat(os.path.join(root, f))
       out.append((os.path.join(root, f), st.length, st.mtime_nsec))
   return tuple(sorted(out))
