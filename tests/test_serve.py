@@ -22,7 +22,7 @@ from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
 from serving_util import run_server
 from tfagent import client
 from tfagent.errors import ConfigError
-from tfagent.serving import server, servable, status
+from tfagent.serving import server, servable, tensors
 
 pytestmark = pytest.mark.slow
 TEXTS = ["great movie loved it", "难看 垃圾 失望", "", "an unseen sentence 未见过"]
@@ -255,10 +255,10 @@ def test_unbatched_submit_hands_back_the_prepared_call_with_its_deadline(trained
   unbatched = servable.Servable("tiny", 1, result["saved_model"])
   expected = unbatched.run("", inputs)["probabilities"]
 
-  batcher, call = unbatched.submit("", inputs, on_done=None)
+  batcher, call = unbatched.submit("", inputs)
   assert batcher is None  # No batching: the caller gets the prepared call to run.
   np.testing.assert_allclose(call()["probabilities"], expected, atol=1e-6)
-  _, late = unbatched.submit("", inputs, on_done=None, deadline=time.monotonic() - 1)
-  with pytest.raises(status.ServingError) as e:
+  _, late = unbatched.submit("", inputs, deadline=time.monotonic() - 1)
+  with pytest.raises(tensors.ServingError) as e:
     late()
   assert e.value.code == grpc.StatusCode.DEADLINE_EXCEEDED

@@ -18,7 +18,7 @@ from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 import serving_util
 from serving_util import run_server
 from tfagent import config, export, signatures
-from tfagent.serving import manager, retries, servable
+from tfagent.serving import manager, servable
 
 POLL_SECONDS = 1
 WAIT = 60  # Seconds a condition may take on a busy machine before the test fails.
@@ -203,14 +203,14 @@ def test_a_load_waiting_to_retry_holds_no_lock(synthetic_version, tmp_path):
 
 
 def test_load_retries_wait_their_interval_give_up_and_forget_a_vanished_version():
-  tries = retries.LoadRetries(max_retries=1, interval_seconds=30)
+  tries = manager.LoadRetries(max_retries=1, interval_seconds=30)
   key = ("m", 2)
-  assert tries.tries(key) == 0 and not tries.pending()
+  assert tries.tries(key) == 0 and not tries.due
   assert not tries.record_failure(key, ("files", 1))  # One retry left, due in 30 s.
-  assert tries.tries(key) is None and tries.pending()
+  assert tries.tries(key) is None and tries.due
   assert tries.pause(poll_seconds=5) == 5 and 25 < tries.pause(poll_seconds=60) <= 30
-  assert tries.forget("m", keep={1}) == [2] and not tries.pending()  # Version 2 is gone.
-  now = retries.LoadRetries(max_retries=1, interval_seconds=0)
+  assert tries.forget("m", keep={1}) == [2] and not tries.due  # Version 2 is gone.
+  now = manager.LoadRetries(max_retries=1, interval_seconds=0)
   assert not now.record_failure(key, ("files", 1)) and now.tries(key) == 1  # Due at once.
-  assert now.record_failure(key, ("files", 1)) and not now.pending()  # The last try: given up.
-  assert now.failed_as(key, ("files", 1)) and not now.failed_as(key, ("files", 2))
+  assert now.record_failure(key, ("files", 1)) and not now.due  # The last try: given up.
+  assert now.failed == {key: ("files", 1)}  # Retried only once the files differ.

@@ -1,32 +1,33 @@
-"""Model configs, version polling and loading, status and version labels.
+"""Model configs, version polling and loading, status and version labels, as TF Serving's
+file-system source and ServerCore do them.
 
-Like TF Serving's file-system source: each model's base path is polled for integer version
-directories; the versions its policy asks for (by default the latest one) are loaded, warmed up,
-and only then served; versions no longer asked for are unloaded after their replacement is serving,
-so no request fails during a switch. A directory whose files still change (a copy in progress) is
-left for a later poll. A load that fails is tried again, on the version as it is then, at the first
-poll after --load_retry_interval_micros (no lock is held while it waits); after
---max_num_load_retries it is retried only once the directory changes, so half a version is never
-served.
-At start-up, as tensorflow_model_server does, the server waits for every model's first version and
-refuses to start if one fails to load.
+Each model's base path is polled for integer versions; those its policy asks for (by default the
+latest) are loaded, warmed up, and only then served; versions no longer asked for are unloaded
+once their replacement serves, so no request fails during a switch. A version whose files still
+change is left for a later poll. A failed load is tried again at the first poll after
+--load_retry_interval_micros (no lock held while it waits), and after --max_num_load_retries only
+once its directory changes, so half a version is never served. At start-up, as
+tensorflow_model_server, the server waits for every model's first version and refuses to start
+if one fails to load.
 """
 
 import dataclasses
 import gc
+import os
 import threading
 import time
 
 from absl import logging
 from google.protobuf import text_format
+import grpc
+import tensorflow as tf
 from tensorflow_serving.apis import get_model_status_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
 from tfagent import fileio
 from tfagent.errors import ConfigError, TfagentError
-from tfagent.serving import status
-from tfagent.serving.retries import LoadRetries, fingerprint
 from tfagent.serving.servable import LoadOptions, Servable, error_code
+from tfagent.serving.tensors import ServingError, invalid_argument
 from tfagent.versions import list_versions
 
 _State = get_model_status_pb2.ModelVersionStatus
@@ -48,37 +49,30 @@ def single_model(name: str, base_path: str) -> list:
   return [ModelSpecConfig(name=name, base_path=fileio.absolute(base_path))]
 
 
-def _model_from_proto(c, source: str) -> ModelSpecConfig:
-  """One ModelConfig, checked as ServerCore checks it (GetPlatform)."""
-  if not c.name or not c.base_path:
-    raise ConfigError(f"{source}: every config needs a name and a base_path.")
-  if not c.model_platform:
-    raise ConfigError(f"{source}: Illegal setting neither ModelServerConfig::model_type "
-                      f"(deprecated) nor ModelServerConfig::model_platform, model name is "
-                      f"{c.name}; add model_platform: \"tensorflow\".")
-  if c.model_platform != "tensorflow":
-    raise ConfigError(f"{source}: model {c.name}: model_platform {c.model_platform!r} is not "
-                      "supported; use 'tensorflow'.")
-  policy = c.model_version_policy.WhichOneof("policy_choice") or "latest"
-  return ModelSpecConfig(
-      name=c.name, base_path=fileio.absolute(c.base_path), policy=policy,
-      num_versions=c.model_version_policy.latest.num_versions or 1,
-      versions=tuple(c.model_version_policy.specific.versions),
-      labels=tuple(sorted(c.version_labels.items())))
-
-
 def models_from_proto(proto, source: str) -> list:
-  """ModelSpecConfigs of a ModelServerConfig (only model_config_list, as TF Serving)."""
+  """ModelSpecConfigs of a ModelServerConfig, checked as ServerCore checks them."""
   if proto.WhichOneof("config") == "custom_model_config":
-    raise ConfigError(f"{source}: custom_model_config is not supported; use "
-                      "model_config_list.")
-  models, seen = [], set()
+    raise ConfigError(f"{source}: custom_model_config is not supported; use model_config_list.")
+  models = []
   for c in proto.model_config_list.config:
-    if c.name in seen:
+    if c.name in {m.name for m in models}:
       raise ConfigError(f"{source}: Illegal to list model {c.name} multiple times in config "
                         "list")
-    seen.add(c.name)
-    models.append(_model_from_proto(c, source))
+    if not c.name or not c.base_path:
+      raise ConfigError(f"{source}: every config needs a name and a base_path.")
+    if not c.model_platform:
+      raise ConfigError(f"{source}: Illegal setting neither ModelServerConfig::model_type "
+                        "(deprecated) nor ModelServerConfig::model_platform, model name is "
+                        f"{c.name}; add model_platform: \"tensorflow\".")
+    if c.model_platform != "tensorflow":
+      raise ConfigError(f"{source}: model {c.name}: model_platform {c.model_platform!r} is not "
+                        "supported; use 'tensorflow'.")
+    policy = c.model_version_policy
+    models.append(ModelSpecConfig(
+        name=c.name, base_path=fileio.absolute(c.base_path),
+        policy=policy.WhichOneof("policy_choice") or "latest",
+        num_versions=policy.latest.num_versions or 1, versions=tuple(policy.specific.versions),
+        labels=tuple(sorted(c.version_labels.items()))))
   return models
 
 
@@ -102,16 +96,21 @@ def aspired(model: ModelSpecConfig, available: list) -> set:
   return set(sorted(available)[-model.num_versions:])
 
 
-def _freeze_heap() -> None:
-  """Moves every object alive now out of reach of the cyclic garbage collector.
+def fingerprint(path: str) -> tuple:
+  """Every file's path, size and mtime (any file system): unchanged means no copy in progress.
+  tf.io.gfile's local mtime has whole seconds: a same-size rewrite within one goes unseen."""
+  files = [os.path.join(root, f) for root, _, names in tf.io.gfile.walk(path) for f in names]
+  return tuple(sorted((f, st.length, st.mtime_nsec)
+                      for f, st in zip(files, map(tf.io.gfile.stat, files))))
 
-  A loaded TensorFlow model is hundreds of thousands of long-lived Python
-  objects. Left in the collector's oldest generation, each full collection walks
-  them all while holding the GIL, and every request in flight stalls: the REST
-  p99 at 32 clients (wrk, one BiLSTM) was 180 ms without `gc.freeze()` and 13 ms
-  with it. Unfrozen and collected first, so the cycles of an unloaded version are
-  freed (one full collection, about 0.2 s, at each version change); reference
-  counting still frees frozen objects.
+
+def freeze_heap() -> None:
+  """Moves every object alive now out of the cyclic garbage collector's scans.
+
+  A loaded TensorFlow model is hundreds of thousands of long-lived objects; each full collection
+  walked them all holding the GIL, stalling every request in flight: the REST p99 at 32 clients
+  (one BiLSTM) was 180 ms without `gc.freeze()` and 13 ms with it. Collected first, so the cycles
+  of an unloaded version are freed (about 0.2 s at each version change).
   """
   started = time.monotonic()
   gc.unfreeze()
@@ -119,6 +118,44 @@ def _freeze_heap() -> None:
   gc.freeze()
   logging.info("Froze %d objects out of the garbage collector's scans in %.2f s",
                gc.get_freeze_count(), time.monotonic() - started)
+
+
+class LoadRetries:
+  """When failed loads are tried again: a schedule the poller reads, so no thread sleeps
+  between tries (and no lock is held across the wait)."""
+
+  def __init__(self, max_retries: int, interval_seconds: float):
+    self.max_retries, self.interval = max_retries, interval_seconds
+    self.due = {}  # key -> (tries so far, time.monotonic() of the next).
+    self.failed = {}  # key -> fingerprint of the last try, once every try failed.
+
+  def tries(self, key) -> int | None:
+    """Tries made so far, or None if the next one is not due yet."""
+    tries, due = self.due.get(key, (0, 0.0))
+    return tries if time.monotonic() >= due else None
+
+  def record_failure(self, key, seen: tuple) -> bool:
+    """Records a failed try on files `seen`; True once no tries are left."""
+    tries = self.due.pop(key, (0, 0.0))[0]
+    if tries < self.max_retries:
+      self.due[key] = (tries + 1, time.monotonic() + self.interval)
+      return False
+    self.failed[key] = seen
+    return True
+
+  def forget(self, name: str, keep=()) -> list:
+    """Drops the tries due for `name`'s versions not in `keep`; returns those versions."""
+    dropped = [key for key in self.due if key[0] == name and key[1] not in keep]
+    for key in dropped:
+      del self.due[key]
+    return [version for _, version in dropped]
+
+  def pause(self, poll_seconds: float) -> float:
+    """Seconds to the next poll (every second if `poll_seconds` < 0) or the next try due; a
+    try already due waits for the next poll (no busy loop on files still changing)."""
+    now = time.monotonic()
+    return min([due - now for _, due in tuple(self.due.values()) if due > now] +
+               [max(poll_seconds, 1)])
 
 
 class ModelManager:
@@ -139,22 +176,20 @@ class ModelManager:
     self._stop = threading.Event()
     self._thread = None
 
-  # Start-up and polling --------------------------------------------------------
-
   def start(self, poll_seconds: int) -> None:
-    """Loads every model's first versions (waiting for them), then polls in a thread.
-
-    `poll_seconds` > 0 polls that often; 0 polls once; < 0 never polls, as
-    --file_system_poll_wait_seconds. Raises TfagentError if a version fails
-    (the server then does not start, as TF Serving).
-    """
+    """Loads every model's first versions (waiting for them), then polls in a thread: every
+    `poll_seconds` if > 0; 0 polls once, < 0 never (--file_system_poll_wait_seconds). Raises
+    TfagentError if a version fails to load (the server then does not start, as TF Serving)."""
     while True:
       self.poll_once()
-      failed = self._startup_failures()
+      with self._lock:
+        failed = [f"Servable {name} version {v} failed to load: {error}"
+                  for name, states in self._states.items() for v, (state, error) in states.items()
+                  if state == _State.END and error and not self._servables[name]]
       if failed:
         raise TfagentError("; ".join(failed))
       waiting = [m for m, s in self._servables.items() if not s]
-      retrying = self._retries.pending() and (waiting or poll_seconds <= 0)
+      retrying = self._retries.due and (waiting or poll_seconds <= 0)
       if not (retrying or waiting and poll_seconds >= 0) or self._stop.is_set():
         break
       logging.info("Waiting for a first version of %s", ", ".join(sorted(waiting)))
@@ -164,12 +199,6 @@ class ModelManager:
       self._thread = threading.Thread(target=self._poll_loop, args=(poll_seconds,),
                                       daemon=True, name="version-poller")
       self._thread.start()
-
-  def _startup_failures(self) -> list:
-    with self._lock:
-      return [f"Servable {name} version {v} failed to load: {error}"
-              for name, states in self._states.items() for v, (state, error) in states.items()
-              if state == _State.END and error and not self._servables[name]]
 
   def _poll_loop(self, poll_seconds: float) -> None:
     while not self._stop.wait(self._retries.pause(poll_seconds)):
@@ -183,34 +212,25 @@ class ModelManager:
     with self._config_lock:
       before = self.available()
       for model in list(self.models.values()):
-        self._poll_model(model)
+        on_disk = list_versions(model.base_path)
+        if not on_disk and not self._servables[model.name]:
+          logging.warning("No versions of servable %s found under base path %s", model.name,
+                          model.base_path)
+        wanted = aspired(model, list(on_disk))
+        for version in self._retries.forget(model.name, wanted):
+          self._set_state(model.name, version, _State.END)  # Gone, or no longer asked for.
+        for version in sorted(wanted - set(self._servables[model.name])):
+          self._load(model.name, version, on_disk[version])
+        loaded = set(self._servables[model.name])
+        for version in loaded - wanted:
+          if wanted & loaded or not on_disk:
+            self._unload(model.name, version)  # Only once a replacement is serving.
       if self.options.freeze_heap and self.available() != before:
-        _freeze_heap()
-
-  def _poll_model(self, model: ModelSpecConfig) -> None:
-    on_disk = list_versions(model.base_path)
-    loaded = self._servables[model.name]
-    if not on_disk and not loaded:
-      logging.warning("No versions of servable %s found under base path %s",
-                      model.name, model.base_path)
-    wanted = aspired(model, list(on_disk))
-    for version in self._retries.forget(model.name, wanted):
-      self._set_state(model.name, version, _State.END)  # Gone, or no longer asked for.
-    for version in sorted(wanted - set(loaded)):
-      self._load(model.name, version, on_disk[version])
-    loaded = self._servables[model.name]
-    for version in set(loaded) - wanted:
-      if wanted & set(loaded) or not on_disk:
-        self._unload(model.name, version)  # Only once a replacement is serving.
-
-  # Config reloads ----------------------------------------------------------------
+        freeze_heap()
 
   def reload_config(self, models: list) -> None:
-    """Serves exactly `models` from now on (ServerCore::ReloadConfig).
-
-    New models are loaded, removed ones unloaded; a model's policy and labels
-    take effect at once. Labels must name available versions (FAILED_PRECONDITION).
-    """
+    """Serves exactly `models` from now on (ServerCore::ReloadConfig): new models load, removed
+    ones unload, policies and labels apply at once (a label must name an available version)."""
     with self._config_lock:
       new = {m.name: m for m in models}
       for name in set(self.models) - set(new):
@@ -232,25 +252,23 @@ class ModelManager:
       for label, version in model.labels:
         state = self._states.get(model.name, {}).get(version, (None, ""))[0]
         if state != _State.AVAILABLE and not self._allow_unavailable_labels:
-          raise status.failed_precondition(
-              f"Request to assign label to version {version} of model {model.name}, which is "
-              "not currently available for inference")
+          raise ServingError(grpc.StatusCode.FAILED_PRECONDITION,
+                             f"Request to assign label to version {version} of model "
+                             f"{model.name}, which is not currently available for inference")
         labels.setdefault(model.name, {})[label] = version
     with self._lock:
       self._labels = labels
-
-  # Loading -----------------------------------------------------------------------
 
   def _set_state(self, name, version, state, error=None) -> None:
     with self._lock:
       self._states[name][version] = (state, error)
 
   def _load(self, name: str, version: int, path: str) -> None:
-    """One try, if due, at a version whose files have stopped changing; each try
-    fingerprints the version afresh, and a failed one is retried at a later poll."""
+    """One try, if due, at a version whose files have stopped changing (each try reads them
+    afresh); a failed one is retried at a later poll."""
     key, tries = (name, version), self._retries.tries((name, version))
     before = None if tries is None else fingerprint(path)
-    if before is None or self._retries.failed_as(key, before):
+    if before is None or self._retries.failed.get(key) == before:
       return  # Not due yet, or failed as it is now: retried when the directory changes.
     time.sleep(self.options.settle_seconds)
     if fingerprint(path) != before:
@@ -260,33 +278,27 @@ class ModelManager:
       logging.info("Retrying servable %s version %d (%d of %d)", name, version, tries,
                    self.options.max_load_retries)
     self._set_state(name, version, _State.LOADING)
-    started = time.monotonic()
+    started, servable = time.monotonic(), None
     try:
-      servable = self._new_servable(name, version, path, before)
+      servable = Servable(name, version, path, self.options)
+      warmed = servable.warm_up(self._replay) if self.options.warmup and self._replay else 0
+      if fingerprint(path) != before:
+        raise ServingError(grpc.StatusCode.UNAVAILABLE, f"{path}: files changed while loading")
     except Exception as e:  # noqa: BLE001  A bad version must not stop the server.
-      logging.error("Servable %s version %d failed to load from %s: %s", name, version,
-                    path, e)
+      if servable:
+        servable.close()
+      logging.error("Servable %s version %d failed to load from %s: %s", name, version, path, e)
       if self._retries.record_failure(key, before):
         self._set_state(name, version, _State.END, e)
       return
     with self._lock:
       self._servables[name] = {**self._servables[name], version: servable}
       self._states[name][version] = (_State.AVAILABLE, None)
-    self._retries.loaded(key)
+    self._retries.due.pop(key, None)
+    self._retries.failed.pop(key, None)
+    logging.info("Servable %s version %d: %d warm-up records replayed", name, version, warmed)
     logging.info("Successfully loaded servable version {name: %s version: %d} in %.1f s",
                  name, version, time.monotonic() - started)
-
-  def _new_servable(self, name: str, version: int, path: str, before: tuple) -> Servable:
-    servable = Servable(name, version, path, self.options)
-    try:
-      warmed = servable.warm_up(self._replay) if self.options.warmup and self._replay else 0
-      if fingerprint(path) != before:
-        raise status.unavailable(f"{path}: files changed while loading")
-    except BaseException:
-      servable.close()
-      raise
-    logging.info("Servable %s version %d: %d warm-up records replayed", name, version, warmed)
-    return servable
 
   def _unload(self, name: str, version: int) -> None:
     with self._lock:
@@ -297,21 +309,18 @@ class ModelManager:
       servable.close()  # In-flight requests hold their own reference and finish.
       logging.info("Unloaded servable version {name: %s version: %d}", name, version)
 
-  # Lookup -------------------------------------------------------------------------
-
   def resolve(self, name: str, version: int | None = None, label: str | None = None) -> Servable:
     """The servable a ModelSpec asks for: a version, a label, or the latest."""
     servables = self._servables.get(name, {})
     if label:
       version = self._labels.get(name, {}).get(label)
       if version is None:
-        raise status.invalid_argument(f"Unrecognized servable version label: {label}")
-    if version is None:
-      if not servables:
-        raise status.not_found(f"Servable not found for request: Latest({name})")
+        raise invalid_argument(f"Unrecognized servable version label: {label}")
+    if version is None and servables:
       return servables[max(servables)]
     if version not in servables:
-      raise status.not_found(f"Servable not found for request: Specific({name}, {version})")
+      request = f"Latest({name})" if version is None else f"Specific({name}, {version})"
+      raise ServingError(grpc.StatusCode.NOT_FOUND, f"Servable not found for request: {request}")
     return servables[version]
 
   def model_status(self, name: str,
@@ -319,14 +328,13 @@ class ModelManager:
     """GetModelStatusResponse for one version, or for every version known (newest first)."""
     with self._lock:
       states = dict(self._states.get(name, {}))
-    if version is not None:
-      if version not in states:
-        raise status.not_found(f"Could not find version {version} of model {name}")
-      states = {version: states[version]}
-    elif not states:
-      raise status.not_found(f"Could not find any versions of model {name}")
+    if version is not None and version not in states:
+      raise ServingError(grpc.StatusCode.NOT_FOUND,
+                         f"Could not find version {version} of model {name}")
+    if not states:
+      raise ServingError(grpc.StatusCode.NOT_FOUND, f"Could not find any versions of model {name}")
     response = get_model_status_pb2.GetModelStatusResponse()
-    for v in sorted(states, reverse=True):
+    for v in [version] if version is not None else sorted(states, reverse=True):
       state, error = states[v]
       entry = response.model_version_status.add(version=v, state=state)
       entry.status.SetInParent()
@@ -345,5 +353,5 @@ class ModelManager:
     if self._thread:
       self._thread.join(timeout=10)
     for servables in self._servables.values():
-      for s in servables.values():
-        s.close()
+      for servable in servables.values():
+        servable.close()
