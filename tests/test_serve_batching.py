@@ -198,8 +198,9 @@ def test_model_config_file_and_version_policies(tmp_path):
                version_labels { key: "stable" value: 1 } }
       config { name: "b" base_path: "/m/b" model_platform: "tensorflow" }
     }""", "models.config")
-  assert [(m.name, m.policy, m.versions, m.labels) for m in models] == [
-      ("a", "specific", (1, 3), (("stable", 1),)), ("b", "latest", (), ())]
+  assert [(m.name, m.model_version_policy.WhichOneof("policy_choice"),
+           list(m.model_version_policy.specific.versions), dict(m.version_labels))
+          for m in models] == [("a", "specific", [1, 3], {"stable": 1}), ("b", None, [], {})]
   assert manager.aspired(models[0], [1, 2, 3, 4]) == {1, 3}
   assert manager.aspired(models[1], [1, 2, 3, 4]) == {4}
   with pytest.raises(ConfigError, match="models.config: .*model_config_list"):

@@ -40,31 +40,23 @@ def _names(names) -> str:
   return ",".join(sorted(names))
 
 
-def _check_classify(signature) -> None:
-  """PreProcessClassification (classifier.cc): one `inputs`, `classes` and/or `scores`."""
+def _check_signature(signature, kind: str) -> None:
+  """PreProcessClassification (classifier.cc): one `inputs`, `classes` and/or `scores`;
+  PreProcessRegression (regressor.cc): one `inputs`, one `outputs`."""
+  outputs, text = set(signature.outputs), text_format.MessageToString(signature)
   if len(signature.inputs) != 1:
     raise invalid_argument("Expected one input Tensor.")
-  if len(signature.outputs) not in (1, 2):
-    raise invalid_argument(f"Expected one or two output Tensors, found {len(signature.outputs)}")
-  text = text_format.MessageToString(signature)
-  if sig.CLASSIFY_INPUTS not in signature.inputs:
-    raise invalid_argument(f"No classification inputs found in SignatureDef: {text}")
-  if not {sig.CLASSIFY_CLASSES, sig.CLASSIFY_SCORES} & set(signature.outputs):
+  if kind == "classify" and len(outputs) not in (1, 2):
+    raise invalid_argument(f"Expected one or two output Tensors, found {len(outputs)}")
+  if kind == "regress" and len(outputs) != 1:
+    raise invalid_argument("Expected one output Tensor.")
+  if sig.CLASSIFY_INPUTS not in signature.inputs:  # Both call it `inputs`.
+    raise invalid_argument(f"No {_EXAMPLE_KINDS[kind][1]} inputs found in SignatureDef: {text}")
+  if kind == "classify" and not {sig.CLASSIFY_CLASSES, sig.CLASSIFY_SCORES} & outputs:
     raise invalid_argument('Expected classification signature outputs to contain at least one '
                            f'of "classes" or "scores". Signature was: {text}')
-
-
-def _check_regress(signature) -> None:
-  """PreProcessRegression (regressor.cc): one `inputs`, one `outputs`."""
-  if len(signature.inputs) != 1:
-    raise invalid_argument("Expected one input Tensor.")
-  if len(signature.outputs) != 1:
-    raise invalid_argument("Expected one output Tensor.")
-  for kind, names, name in (("inputs", signature.inputs, sig.REGRESS_INPUTS),
-                            ("outputs", signature.outputs, sig.REGRESS_OUTPUTS)):
-    if name not in names:
-      raise invalid_argument(f"No regression {kind} found in SignatureDef: "
-                             f"{text_format.MessageToString(signature)}")
+  if kind == "regress" and sig.REGRESS_OUTPUTS not in outputs:
+    raise invalid_argument(f"No regression outputs found in SignatureDef: {text}")
 
 
 def _classification_result(outputs: dict, n: int) -> classification_pb2.ClassificationResult:
@@ -112,11 +104,11 @@ def _regression_result(outputs: dict, n: int) -> regression_pb2.RegressionResult
       regressions=[regression_pb2.Regression(value=v) for v in values.ravel().tolist()])
 
 
-# kind -> (method name, noun, signature check, result, response class, result field of a task)
+# kind -> (method name, noun, result, response class, result field of a task)
 _EXAMPLE_KINDS = {
-    "classify": (sig.CLASSIFY_METHOD, "classification", _check_classify, _classification_result,
+    "classify": (sig.CLASSIFY_METHOD, "classification", _classification_result,
                  classification_pb2.ClassificationResponse, "classification_result"),
-    "regress": (sig.REGRESS_METHOD, "regression", _check_regress, _regression_result,
+    "regress": (sig.REGRESS_METHOD, "regression", _regression_result,
                 regression_pb2.RegressionResponse, "regression_result"),
 }
 _KIND_OF_METHOD = {value[0]: kind for kind, value in _EXAMPLE_KINDS.items()}
@@ -251,7 +243,7 @@ class Api:
 
   def example_signature(self, servable, name: str, kind: str):
     """Get{Classification,Regression}SignatureDef: found, and of the right shape."""
-    method, noun, check = _EXAMPLE_KINDS[kind][:3]
+    method, noun = _EXAMPLE_KINDS[kind][:2]
     name = name or sig.DEFAULT_SIGNATURE
     signature = servable.signature_def(name)
     if signature is None:
@@ -259,7 +251,7 @@ class Api:
     if self.options.method_name_check and signature.method_name != method:
       raise invalid_argument(f"Expected {noun} signature method_name to be {method}. Was: "
                              f"{signature.method_name}")
-    check(signature)
+    _check_signature(signature, kind)
     return signature
 
   def _run_examples(self, servable, name: str, kind: str, request_input, deadline):
@@ -267,7 +259,7 @@ class Api:
     rows = serialized_examples(request_input)
     tensors.check_strings({"inputs": rows}, self.options.max_string_bytes)
     outputs = servable.run(name or sig.DEFAULT_SIGNATURE, {sig.CLASSIFY_INPUTS: rows}, deadline)
-    return _EXAMPLE_KINDS[kind][3](outputs, len(rows))
+    return _EXAMPLE_KINDS[kind][2](outputs, len(rows))
 
   def classify_or_regress(self, request, deadline=None):
     """Classify or Regress, by the request's type (classification_service.cc,
@@ -281,7 +273,7 @@ class Api:
     """Classify or regress on one servable (also the warm-up's replay of their logs)."""
     name = request.model_spec.signature_name
     self.example_signature(servable, name, kind)
-    response = _EXAMPLE_KINDS[kind][4](
+    response = _EXAMPLE_KINDS[kind][3](
         result=self._run_examples(servable, name, kind, request.input, deadline))
     _fill_spec(response.model_spec, servable, name)
     return response
@@ -310,12 +302,12 @@ class Api:
       if task.method_name not in _KIND_OF_METHOD:
         raise ServingError(grpc.StatusCode.UNIMPLEMENTED,
                            f"Unsupported signature method_name: {task.method_name}")
-      _EXAMPLE_KINDS[_KIND_OF_METHOD[task.method_name]][2](signature)
+      _check_signature(signature, _KIND_OF_METHOD[task.method_name])
     response = inference_pb2.MultiInferenceResponse()
     for task, name in zip(request.tasks, names):
       kind = _KIND_OF_METHOD[task.method_name]
       result = response.results.add()
-      getattr(result, _EXAMPLE_KINDS[kind][5]).CopyFrom(
+      getattr(result, _EXAMPLE_KINDS[kind][4]).CopyFrom(
           self._run_examples(servable, name, kind, request.input, deadline))
       _fill_spec(result.model_spec, servable, task.model_spec.signature_name)
     return response

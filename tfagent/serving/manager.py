@@ -1,17 +1,10 @@
-"""Model configs, version polling and loading, status and version labels, as TF Serving's
-file-system source and ServerCore do them.
+"""Model configs, version polling and loading, status and labels, as TF Serving's file-system
+source and ServerCore: the versions a model's policy asks for are loaded, warmed up, then served;
+the others unload once a replacement serves. A version whose files still change waits for a
+later poll; a failed load is retried after --load_retry_interval_micros (no lock held while it
+waits), past --max_num_load_retries only once its files change. At start-up the server waits for
+every model's first version and fails if one fails to load."""
 
-Each model's base path is polled for integer versions; those its policy asks for (by default the
-latest) are loaded, warmed up, and only then served; versions no longer asked for are unloaded
-once their replacement serves, so no request fails during a switch. A version whose files still
-change is left for a later poll. A failed load is tried again at the first poll after
---load_retry_interval_micros (no lock held while it waits), and after --max_num_load_retries only
-once its directory changes, so half a version is never served. At start-up, as
-tensorflow_model_server, the server waits for every model's first version and refuses to start
-if one fails to load.
-"""
-
-import dataclasses
 import gc
 import os
 import threading
@@ -22,7 +15,7 @@ from google.protobuf import text_format
 import grpc
 import tensorflow as tf
 from tensorflow_serving.apis import get_model_status_pb2
-from tensorflow_serving.config import model_server_config_pb2
+from tensorflow_serving.config import model_server_config_pb2 as config_pb2
 
 from tfagent import fileio
 from tfagent.errors import ConfigError, TfagentError
@@ -33,24 +26,14 @@ from tfagent.versions import list_versions
 _State = get_model_status_pb2.ModelVersionStatus
 
 
-@dataclasses.dataclass(frozen=True)
-class ModelSpecConfig:
-  """One served model: TF Serving's ModelConfig, reduced to what applies here."""
-  name: str
-  base_path: str
-  policy: str = "latest"  # latest | all | specific
-  num_versions: int = 1  # For `latest`.
-  versions: tuple = ()  # For `specific`.
-  labels: tuple = ()  # ((label, version), ...)
-
-
 def single_model(name: str, base_path: str) -> list:
-  """The config `--model_name --model_base_path` stand for (BuildSingleModelConfig)."""
-  return [ModelSpecConfig(name=name, base_path=fileio.absolute(base_path))]
+  """The ModelConfig `--model_name --model_base_path` stand for (BuildSingleModelConfig)."""
+  return [config_pb2.ModelConfig(name=name, base_path=fileio.absolute(base_path),
+                                 model_platform="tensorflow")]
 
 
 def models_from_proto(proto, source: str) -> list:
-  """ModelSpecConfigs of a ModelServerConfig, checked as ServerCore checks them."""
+  """The ModelConfigs of a ModelServerConfig, checked as ServerCore checks them."""
   if proto.WhichOneof("config") == "custom_model_config":
     raise ConfigError(f"{source}: custom_model_config is not supported; use model_config_list.")
   models = []
@@ -67,18 +50,15 @@ def models_from_proto(proto, source: str) -> list:
     if c.model_platform != "tensorflow":
       raise ConfigError(f"{source}: model {c.name}: model_platform {c.model_platform!r} is not "
                         "supported; use 'tensorflow'.")
-    policy = c.model_version_policy
-    models.append(ModelSpecConfig(
-        name=c.name, base_path=fileio.absolute(c.base_path),
-        policy=policy.WhichOneof("policy_choice") or "latest",
-        num_versions=policy.latest.num_versions or 1, versions=tuple(policy.specific.versions),
-        labels=tuple(sorted(c.version_labels.items()))))
+    models.append(config_pb2.ModelConfig())
+    models[-1].CopyFrom(c)
+    models[-1].base_path = fileio.absolute(c.base_path)
   return models
 
 
 def parse_model_config(text: str, source: str) -> list:
-  """Parses a ModelServerConfig text proto (`model_config_list { config {...} }`)."""
-  proto = model_server_config_pb2.ModelServerConfig()
+  """The ModelConfigs of a ModelServerConfig text proto (`model_config_list { config {...} }`)."""
+  proto = config_pb2.ModelServerConfig()
   try:
     text_format.Parse(text, proto)
   except text_format.ParseError as e:
@@ -87,13 +67,14 @@ def parse_model_config(text: str, source: str) -> list:
   return models_from_proto(proto, source)
 
 
-def aspired(model: ModelSpecConfig, available: list) -> set:
-  """The versions the model's version policy asks for, of those on disk."""
-  if model.policy == "all":
+def aspired(model, available: list) -> set:
+  """The versions on disk that the model's version policy asks for (by default the latest)."""
+  policy = model.model_version_policy
+  if policy.HasField("all"):
     return set(available)
-  if model.policy == "specific":
-    return set(model.versions) & set(available)
-  return set(sorted(available)[-model.num_versions:])
+  if policy.HasField("specific"):
+    return set(policy.specific.versions) & set(available)
+  return set(sorted(available)[-(policy.latest.num_versions or 1):])
 
 
 def fingerprint(path: str) -> tuple:
@@ -107,10 +88,10 @@ def fingerprint(path: str) -> tuple:
 def freeze_heap() -> None:
   """Moves every object alive now out of the cyclic garbage collector's scans.
 
-  A loaded TensorFlow model is hundreds of thousands of long-lived objects; each full collection
-  walked them all holding the GIL, stalling every request in flight: the REST p99 at 32 clients
-  (one BiLSTM) was 180 ms without `gc.freeze()` and 13 ms with it. Collected first, so the cycles
-  of an unloaded version are freed (about 0.2 s at each version change).
+  A loaded model is hundreds of thousands of long-lived objects; each full collection walked
+  them all holding the GIL, stalling every request: the REST p99 at 32 clients (one BiLSTM) was
+  180 ms without `gc.freeze()` and 13 ms with it. Collected first, so an unloaded version's
+  cycles are freed (about 0.2 s at each version change).
   """
   started = time.monotonic()
   gc.unfreeze()
@@ -118,44 +99,6 @@ def freeze_heap() -> None:
   gc.freeze()
   logging.info("Froze %d objects out of the garbage collector's scans in %.2f s",
                gc.get_freeze_count(), time.monotonic() - started)
-
-
-class LoadRetries:
-  """When failed loads are tried again: a schedule the poller reads, so no thread sleeps
-  between tries (and no lock is held across the wait)."""
-
-  def __init__(self, max_retries: int, interval_seconds: float):
-    self.max_retries, self.interval = max_retries, interval_seconds
-    self.due = {}  # key -> (tries so far, time.monotonic() of the next).
-    self.failed = {}  # key -> fingerprint of the last try, once every try failed.
-
-  def tries(self, key) -> int | None:
-    """Tries made so far, or None if the next one is not due yet."""
-    tries, due = self.due.get(key, (0, 0.0))
-    return tries if time.monotonic() >= due else None
-
-  def record_failure(self, key, seen: tuple) -> bool:
-    """Records a failed try on files `seen`; True once no tries are left."""
-    tries = self.due.pop(key, (0, 0.0))[0]
-    if tries < self.max_retries:
-      self.due[key] = (tries + 1, time.monotonic() + self.interval)
-      return False
-    self.failed[key] = seen
-    return True
-
-  def forget(self, name: str, keep=()) -> list:
-    """Drops the tries due for `name`'s versions not in `keep`; returns those versions."""
-    dropped = [key for key in self.due if key[0] == name and key[1] not in keep]
-    for key in dropped:
-      del self.due[key]
-    return [version for _, version in dropped]
-
-  def pause(self, poll_seconds: float) -> float:
-    """Seconds to the next poll (every second if `poll_seconds` < 0) or the next try due; a
-    try already due waits for the next poll (no busy loop on files still changing)."""
-    now = time.monotonic()
-    return min([due - now for _, due in tuple(self.due.values()) if due > now] +
-               [max(poll_seconds, 1)])
 
 
 class ModelManager:
@@ -172,7 +115,8 @@ class ModelManager:
     self._servables = {m: {} for m in self.models}  # name -> {version: Servable}
     self._states = {m: {} for m in self.models}  # name -> {version: (state, error)}
     self._labels = {}  # name -> {label: version}, checked by _update_labels.
-    self._retries = LoadRetries(options.max_load_retries, options.load_retry_interval_seconds)
+    self._retries = {}  # (name, version) -> (tries so far, time.monotonic() of the next).
+    self._failed = {}  # (name, version) -> fingerprint of its last try, once all tries failed.
     self._stop = threading.Event()
     self._thread = None
 
@@ -180,7 +124,7 @@ class ModelManager:
     """Loads every model's first versions (waiting for them), then polls in a thread: every
     `poll_seconds` if > 0; 0 polls once, < 0 never (--file_system_poll_wait_seconds). Raises
     TfagentError if a version fails to load (the server then does not start, as TF Serving)."""
-    while True:
+    while not self._stop.is_set():
       self.poll_once()
       with self._lock:
         failed = [f"Servable {name} version {v} failed to load: {error}"
@@ -189,19 +133,25 @@ class ModelManager:
       if failed:
         raise TfagentError("; ".join(failed))
       waiting = [m for m, s in self._servables.items() if not s]
-      retrying = self._retries.due and (waiting or poll_seconds <= 0)
-      if not (retrying or waiting and poll_seconds >= 0) or self._stop.is_set():
+      if not (self._retries and (waiting or poll_seconds <= 0) or waiting and poll_seconds >= 0):
         break
       logging.info("Waiting for a first version of %s", ", ".join(sorted(waiting)))
-      self._stop.wait(self._retries.pause(poll_seconds))
+      self._stop.wait(self.pause(poll_seconds))
     self._update_labels()
     if poll_seconds > 0:
       self._thread = threading.Thread(target=self._poll_loop, args=(poll_seconds,),
                                       daemon=True, name="version-poller")
       self._thread.start()
 
+  def pause(self, poll_seconds: float) -> float:
+    """Seconds to the next poll (every second if `poll_seconds` < 0) or the next retry due; a
+    retry already due waits for the next poll (no busy loop on files still changing)."""
+    now = time.monotonic()
+    return min([due - now for _, due in tuple(self._retries.values()) if due > now] +
+               [max(poll_seconds, 1)])
+
   def _poll_loop(self, poll_seconds: float) -> None:
-    while not self._stop.wait(self._retries.pause(poll_seconds)):
+    while not self._stop.wait(self.pause(poll_seconds)):
       try:
         self.poll_once()
       except Exception:  # noqa: BLE001  Keep polling; the next poll may succeed.
@@ -212,21 +162,28 @@ class ModelManager:
     with self._config_lock:
       before = self.available()
       for model in list(self.models.values()):
-        on_disk = list_versions(model.base_path)
-        if not on_disk and not self._servables[model.name]:
-          logging.warning("No versions of servable %s found under base path %s", model.name,
+        name, on_disk = model.name, list_versions(model.base_path)
+        if not on_disk and not self._servables[name]:
+          logging.warning("No versions of servable %s found under base path %s", name,
                           model.base_path)
         wanted = aspired(model, list(on_disk))
-        for version in self._retries.forget(model.name, wanted):
-          self._set_state(model.name, version, _State.END)  # Gone, or no longer asked for.
-        for version in sorted(wanted - set(self._servables[model.name])):
-          self._load(model.name, version, on_disk[version])
-        loaded = set(self._servables[model.name])
+        for version in self._forget(name, wanted):
+          self._set_state(name, version, _State.END)  # Gone, or no longer asked for.
+        for version in sorted(wanted - set(self._servables[name])):
+          self._load(name, version, on_disk[version])
+        loaded = set(self._servables[name])
         for version in loaded - wanted:
           if wanted & loaded or not on_disk:
-            self._unload(model.name, version)  # Only once a replacement is serving.
+            self._unload(name, version)  # Only once a replacement is serving.
       if self.options.freeze_heap and self.available() != before:
         freeze_heap()
+
+  def _forget(self, name: str, keep=()) -> list:
+    """Drops the retries due for `name`'s versions not in `keep`; returns those versions."""
+    dropped = [key for key in self._retries if key[0] == name and key[1] not in keep]
+    for key in dropped:
+      del self._retries[key]
+    return [version for _, version in dropped]
 
   def reload_config(self, models: list) -> None:
     """Serves exactly `models` from now on (ServerCore::ReloadConfig): new models load, removed
@@ -234,7 +191,7 @@ class ModelManager:
     with self._config_lock:
       new = {m.name: m for m in models}
       for name in set(self.models) - set(new):
-        self._retries.forget(name)
+        self._forget(name)
         for version in list(self._servables[name]):
           self._unload(name, version)
       with self._lock:
@@ -249,7 +206,7 @@ class ModelManager:
     """Checks and swaps in the label map (ServerCore::UpdateModelVersionLabelMap)."""
     labels = {}
     for model in self.models.values():
-      for label, version in model.labels:
+      for label, version in sorted(model.version_labels.items()):
         state = self._states.get(model.name, {}).get(version, (None, ""))[0]
         if state != _State.AVAILABLE and not self._allow_unavailable_labels:
           raise ServingError(grpc.StatusCode.FAILED_PRECONDITION,
@@ -265,11 +222,12 @@ class ModelManager:
 
   def _load(self, name: str, version: int, path: str) -> None:
     """One try, if due, at a version whose files have stopped changing (each try reads them
-    afresh); a failed one is retried at a later poll."""
-    key, tries = (name, version), self._retries.tries((name, version))
-    before = None if tries is None else fingerprint(path)
-    if before is None or self._retries.failed.get(key) == before:
-      return  # Not due yet, or failed as it is now: retried when the directory changes.
+    afresh); a failed try is scheduled again, or given up on until the files change."""
+    key = (name, version)
+    tries, due = self._retries.get(key, (0, 0.0))
+    before = fingerprint(path) if time.monotonic() >= due else None
+    if before is None or self._failed.get(key) == before:
+      return  # Not due yet, or failed as it is now.
     time.sleep(self.options.settle_seconds)
     if fingerprint(path) != before:
       logging.info("Servable %s version %d is still being written; waiting.", name, version)
@@ -288,14 +246,19 @@ class ModelManager:
       if servable:
         servable.close()
       logging.error("Servable %s version %d failed to load from %s: %s", name, version, path, e)
-      if self._retries.record_failure(key, before):
+      self._retries.pop(key, None)
+      if tries < self.options.max_load_retries:
+        interval = self.options.load_retry_interval_seconds
+        self._retries[key] = (tries + 1, time.monotonic() + interval)
+      else:
+        self._failed[key] = before
         self._set_state(name, version, _State.END, e)
       return
     with self._lock:
       self._servables[name] = {**self._servables[name], version: servable}
       self._states[name][version] = (_State.AVAILABLE, None)
-    self._retries.due.pop(key, None)
-    self._retries.failed.pop(key, None)
+    self._retries.pop(key, None)
+    self._failed.pop(key, None)
     logging.info("Servable %s version %d: %d warm-up records replayed", name, version, warmed)
     logging.info("Successfully loaded servable version {name: %s version: %d} in %.1f s",
                  name, version, time.monotonic() - started)
@@ -323,8 +286,7 @@ class ModelManager:
       raise ServingError(grpc.StatusCode.NOT_FOUND, f"Servable not found for request: {request}")
     return servables[version]
 
-  def model_status(self, name: str,
-                   version: int | None = None) -> get_model_status_pb2.GetModelStatusResponse:
+  def model_status(self, name: str, version: int | None = None):
     """GetModelStatusResponse for one version, or for every version known (newest first)."""
     with self._lock:
       states = dict(self._states.get(name, {}))

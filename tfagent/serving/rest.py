@@ -44,21 +44,16 @@ class RestOptions:
 
 @dataclasses.dataclass(frozen=True)
 class Call:
-  """One API request, parsed from its path (ParseModelInfo)."""
-  model: str
-  version: int | None
-  label: str | None
-  verb: str  # predict | classify | regress | status | metadata
+  """One API request: its verb (predict, classify, regress, status, metadata), the ModelSpec
+  its path names (ParseModelInfo, FillModelSpecWithNameVersionAndLabel), body and deadline."""
+  verb: str
+  spec: model_pb2.ModelSpec
   body: bytes = b""
   deadline: float | None = None
 
-  def spec(self, signature: str = "") -> model_pb2.ModelSpec:
-    """FillModelSpecWithNameVersionAndLabel."""
-    spec = model_pb2.ModelSpec(name=self.model, signature_name=signature)
-    if self.version is not None:
-      spec.version.value = self.version
-    if self.label is not None:
-      spec.version_label = self.label
+  def with_signature(self, name: str) -> model_pb2.ModelSpec:
+    spec = model_pb2.ModelSpec(signature_name=name)
+    spec.MergeFrom(self.spec)
     return spec
 
 
@@ -67,13 +62,15 @@ def parse_path(method: str, path: str) -> Call | None:
   match = (_PREDICTION if method == "POST" else _STATUS).fullmatch(path)
   if method not in ("POST", "GET") or not match:
     return None
-  verb = match.group(4) if method == "POST" else "metadata" if match.group(4) else "status"
-  if match.group(2) is not None and int(match.group(2)) > _INT64_MAX:
-    raise invalid_argument(f"Failed to convert version: {match.group(2)} to numeric.")
-  name, label = (s and urllib.parse.unquote(s, errors="surrogateescape")
-                 for s in (match.group(1), match.group(3)))
-  version = None if match.group(2) is None else int(match.group(2))
-  return Call(name or "", version, label, verb)
+  name, version, label, verb = match.groups()
+  spec = model_pb2.ModelSpec(name=urllib.parse.unquote(name or "", errors="surrogateescape"))
+  if version is not None and int(version) > _INT64_MAX:
+    raise invalid_argument(f"Failed to convert version: {version} to numeric.")
+  if version is not None:
+    spec.version.value = int(version)
+  if label is not None:
+    spec.version_label = urllib.parse.unquote(label, errors="surrogateescape")
+  return Call(verb if method == "POST" else "metadata" if verb else "status", spec)
 
 
 def _json(message) -> str:
@@ -115,7 +112,7 @@ class RestApi:
       call = parse_path(method, path)
       if call is None:
         raise invalid_argument(f"Malformed request: {method} {path}")
-      model, verb = call.model, call.verb
+      model, verb = call.spec.name, call.verb
       call = dataclasses.replace(call, body=await self._body(scope, receive),
                                  deadline=self._deadline())
       payload = await (self.api.predict_async(
@@ -168,51 +165,48 @@ class RestApi:
     return b"".join(chunks)
 
   def _predict_inputs(self, call: Call) -> tuple:
-    """A predict's (servable, signature name, input arrays, format), through the request proto
-    a gRPC client would send and the same checks."""
-    servable, signature, request, fmt = self._predict_request(call)
-    return (servable, request.model_spec.signature_name,
-            self.api.predict_inputs(request, signature), fmt)
-
-  def _predict_request(self, call: Call) -> tuple:
-    """FillPredictRequestFromJson after GetInfoMap; with batching, a large row body of more
-    instances than a batch holds is refused from a count on its bytes, unparsed."""
+    """A predict's (servable, signature name, input arrays, format): FillPredictRequestFromJson
+    after GetInfoMap, then the checks of a gRPC Predict on that request. With batching, a large
+    row body of more instances than a batch holds is refused from a count on its bytes."""
     if len(call.body) > servable_lib.INLINE_BYTES:
       count = json_tensor.count_flat_instances(call.body)
       limit = count and self._batch_limit(call)
       if limit and count > limit:
         raise task_size_error(count, limit)
     doc = json_tensor.parse_body(call.body)
-    spec = call.spec(doc.get("signature_name", ""))
+    spec = call.with_signature(doc.get("signature_name", ""))
     servable = self.api.resolve(spec)
     signature = self.api.predict_signature(servable, spec.signature_name, rest=True)
     batching = servable.options.batching
     fmt = json_tensor.predict_format(doc, batching.max_batch_size if batching else 0)
-    return servable, signature, json_tensor.predict_request(doc, fmt, signature, spec), fmt
+    request = json_tensor.predict_request(doc, fmt, signature, spec)
+    del doc  # Its strings are in the request now: a large body is held once less.
+    return servable, spec.signature_name, self.api.predict_inputs(request, signature), fmt
 
   def _batch_limit(self, call: Call) -> int:
     """The model's largest batch; 0 if unbatched or not found (the full call says why)."""
     try:
-      batching = self.api.resolve(call.spec()).options.batching
+      batching = self.api.resolve(call.spec).options.batching
     except ServingError:
       return 0
     return batching.max_batch_size if batching else 0
 
   def run_in_pool(self, call: Call) -> bytes:
     """Status, metadata, classify and regress: on a pool thread."""
-    if call.verb in ("status", "metadata") and not call.model:
+    if call.verb in ("status", "metadata") and not call.spec.name:
       raise invalid_argument("Missing model name in request.")
     if call.verb == "status":
-      text = _json(self.api.manager.model_status(call.model, call.version))
+      version = call.spec.version.value if call.spec.HasField("version") else None
+      text = _json(self.api.manager.model_status(call.spec.name, version))
       return text.encode("utf-8", "surrogateescape")
     if call.verb == "metadata":
       request = get_model_metadata_pb2.GetModelMetadataRequest(
-          model_spec=call.spec(), metadata_field=[api_lib.SIGNATURE_DEF])
+          model_spec=call.spec, metadata_field=[api_lib.SIGNATURE_DEF])
       return metadata_json(self.api.metadata(request)).encode("utf-8", "surrogateescape")
     doc = json_tensor.parse_body(call.body)  # FillClassifyRegressRequestFromJson.
     kind = (classification_pb2.ClassificationRequest if call.verb == "classify"
             else regression_pb2.RegressionRequest)
-    request = kind(model_spec=call.spec(doc.get("signature_name", "")))
+    request = kind(model_spec=call.with_signature(doc.get("signature_name", "")))
     json_tensor.fill_examples_request(doc, request, self._batch_limit(call))
     answer = (json_text.classify_response if call.verb == "classify"
               else json_text.regress_response)

@@ -1,13 +1,8 @@
-"""One loaded SavedModel version (its SignatureDefs, warm-up and calls), and model calls from an
-event loop: a thread pool with a bounded queue, and deadlines.
-
-TF Serving gives each call RunOptions.timeout_in_ms (--rest_api_timeout_in_ms over REST, the
-call's deadline over gRPC); past it the answer is DEADLINE_EXCEEDED, HTTP 504. A call waiting
-for a thread is dropped once its deadline passes, and the caller is answered at its deadline
-even while the model runs (a running TensorFlow function cannot be stopped). Past
-QUEUED_PER_THREAD calls waiting a thread, a call is refused at once with UNAVAILABLE (503), as TF
-Serving refuses a task whose batch scheduling queue is full.
-"""
+"""One loaded SavedModel version (SignatureDefs, warm-up, calls), and model calls from an event
+loop. As TF Serving's RunOptions.timeout_in_ms, a call past its deadline is answered
+DEADLINE_EXCEEDED (504) at once, even while the model runs on (a running TensorFlow function
+cannot be stopped); one still waiting for a thread never starts. Past QUEUED_PER_THREAD calls
+waiting a thread, calls get UNAVAILABLE (503), as from a full batch scheduling queue."""
 
 import asyncio
 from concurrent import futures

@@ -54,8 +54,7 @@ class _ImplementedOptions:
   port: int = setting(8500, "gRPC port (PredictionService, ModelService); 0 turns it off.")
   grpc_socket_path: str = setting("", "Also serve gRPC on this UNIX socket.")
   grpc_channel_arguments: str = setting("", "gRPC server arguments: k=v,k2=v2.")
-  grpc_max_threads: int = setting(4 * _CPUS, "Threads for gRPC model calls (TF's default: 4 "
-                                  "per core).")
+  grpc_max_threads: int = setting(4 * _CPUS, "Threads for gRPC model calls (TF: 4 per core).")
   ssl_config_file: str = setting("", "SSLConfig text proto: serve gRPC over TLS.")
   use_alts_credentials: bool = setting(False, "Serve gRPC with Google ALTS credentials.")
   enable_serialization_as_tensor_content: bool = setting(
@@ -63,40 +62,32 @@ class _ImplementedOptions:
   # TF Serving's REST port defaults to 0 (off); 8501 is what the image's entrypoint passes.
   rest_api_port: int = setting(8501, "HTTP/REST port; 0 turns it off.")
   rest_api_num_threads: int = setting(4 * _CPUS, "Threads for REST work off the event loop "
-                                      "(TF's default: 4 per core); past 10 waiting each, 503.")
+                                      "(TF: 4 per core); past 10 waiting each, 503.")
   rest_api_timeout_in_ms: int = setting(30_000, "REST deadline; past it, 504. 0: none.")
   rest_api_enable_cors_support: bool = setting(False, "Add CORS headers to REST answers.")
-  model_name: str = setting("default", "Name of the model (ignored with --model_config_file).")
-  model_base_path: str = setting("", "Folder of integer versions, e.g. saved_models/NAME "
-                                 "(ignored with --model_config_file).")
-  model_config_file: str = setting("", "ModelServerConfig text proto: models, version policies "
-                                   "and labels.")
-  model_config_file_poll_wait_seconds: int = setting(0, "Re-read --model_config_file this often; "
-                                                     "0: once.")
+  model_name: str = setting("default", "Name of the model (not with --model_config_file).")
+  model_base_path: str = setting("", "Folder of its integer versions, e.g. saved_models/NAME.")
+  model_config_file: str = setting("", "ModelServerConfig text proto: models, policies, labels.")
+  model_config_file_poll_wait_seconds: int = setting(0, "Re-read the config this often; 0: once.")
   allow_version_labels_for_unavailable_models: bool = setting(
       False, "Let a version label name a version that is not loaded (yet).")
   file_system_poll_wait_seconds: int = setting(1, "Seconds between polls for new versions; 0 "
                                                "polls once, < 0 never.")
   max_num_load_retries: int = setting(5, "Retries of a version that fails to load.")
   load_retry_interval_micros: int = setting(60_000_000, "Wait between load retries.")
-  saved_model_tags: str = setting(signatures.SERVE_TAG, "Comma-separated MetaGraph tags to load.")
-  enable_model_warmup: bool = setting(True, "Replay assets.extra/tf_serving_warmup_requests "
-                                      "before serving a version.")
-  num_request_iterations_for_warmup: int = setting(0, "Times each warm-up record is replayed "
-                                                   "(0 or 1: once).")
+  saved_model_tags: str = setting(signatures.SERVE_TAG, "Comma-separated MetaGraph tags.")
+  enable_model_warmup: bool = setting(True, "Replay a version's warm-up records first.")
+  num_request_iterations_for_warmup: int = setting(0, "Replays of each record (0 or 1: once).")
   enable_signature_method_name_check: bool = setting(
       False, "Refuse predict/classify/regress on signatures of another method_name.")
   monitoring_config_file: str = setting("", "MonitoringConfig text proto: the Prometheus page "
-                                        f"and its path (else on, at {rest.DEFAULT_METRICS_PATH}).")
+                                        f"(else on, at {rest.DEFAULT_METRICS_PATH}).")
   enable_batching: bool = setting(False, "Merge concurrent requests into one model call.")
-  batching_parameters_file: str = setting("", "BatchingParameters text proto; else TF Serving's "
-                                          "defaults.")
-  tensorflow_session_parallelism: int = setting(0, "Both TensorFlow thread pools; 0: "
-                                                "TensorFlow's choice.")
-  tensorflow_intra_op_parallelism: int = setting(0, "Threads one op may use; 0: TensorFlow's "
-                                                 "choice.")
-  tensorflow_inter_op_parallelism: int = setting(0, "Ops run at once; 0: TensorFlow's choice (1 "
-                                                 "often cuts a small model's latency).")
+  batching_parameters_file: str = setting("", "BatchingParameters text proto.")
+  tensorflow_session_parallelism: int = setting(0, "Both TF thread pools; 0: TF's choice.")
+  tensorflow_intra_op_parallelism: int = setting(0, "Threads an op may use; 0: TF's choice.")
+  tensorflow_inter_op_parallelism: int = setting(0, "Ops run at once; 0: TF's choice (1 often "
+                                                 "cuts a small model's latency).")
   version: bool = setting(False, "Print the versions and exit.")
   bind_address: str = setting("0.0.0.0", "Address both ports bind (tfagent only; 127.0.0.1 "
                               "keeps the server local).")
@@ -104,16 +95,14 @@ class _ImplementedOptions:
                                          "only; 0: no limit).")
   rest_api_max_header_bytes: int = setting(64 << 10, "Largest request line plus headers; larger "
                                            "gets 431 and a close (tfagent only).")
-  rest_api_read_timeout_seconds: float = setting(30.0, "A request, and a new connection's first, "
-                                                 "must arrive whole within this long; else 408 "
-                                                 "and close (tfagent only; 0: no limit).")
+  rest_api_read_timeout_seconds: float = setting(30.0, "Time a request may take to arrive whole; "
+                                                 "past it 408 and close (tfagent only; 0: none).")
   rest_api_keep_alive_timeout_seconds: float = setting(30.0, "Idle keep-alive connections close "
                                                        "after this long (tfagent only).")
   rest_api_max_connections: int = setting(1000, "Connections served at once; past it, 503 "
                                           "(tfagent only).")
-  max_input_string_bytes: int = setting(1 << 20, "Longest string in any input; longer gets 400, "
-                                        "as one huge text stalls its batch (tfagent only; 0: "
-                                        "no limit).")
+  max_input_string_bytes: int = setting(1 << 20, "Longest string in an input; longer gets 400, "
+                                        "one huge text stalls its batch (tfagent only; 0: none).")
 
 
 ServerOptions = dataclasses.make_dataclass(

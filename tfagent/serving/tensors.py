@@ -35,10 +35,12 @@ class ServingError(Exception):
 
 
 def invalid_argument(message: str) -> ServingError:
+  """The error of most refused requests (400)."""
   return ServingError(_C.INVALID_ARGUMENT, message)
 
 
 def deadline_exceeded() -> ServingError:
+  """The error of a call past its deadline (504)."""
   return ServingError(_C.DEADLINE_EXCEEDED, "Deadline exceeded")
 
 
@@ -60,21 +62,15 @@ def dtype_name(dtype) -> str:
     return f"unknown dtype {dtype}"
 
 
-def check_rank(alias: str, rank: int) -> None:
-  """At most 254 dimensions (TensorShape::MaxDimensions), and numpy's 64."""
-  if rank > MAX_DIMS:
-    raise invalid_argument(f"tensor parsing error: {alias}")
-  if rank > NUMPY_MAX_DIMS:
-    raise invalid_argument(f"tensor parsing error: {alias} (at most {NUMPY_MAX_DIMS} "
-                           "dimensions here)")
-
-
 def check_size(alias: str, proto, max_fill_bytes: int) -> None:
   """Tensor::FromProto's checks, before any array is built; values short of the shape are
   padded (as TensorFlow pads) only up to `max_fill_bytes` of array."""
   shape = [d.size for d in proto.tensor_shape.dim]
-  check_rank(alias, len(shape))
-  if proto.tensor_shape.unknown_rank or min(shape, default=0) < 0 or proto.dtype not in FIELDS:
+  if NUMPY_MAX_DIMS < len(shape) <= MAX_DIMS:
+    raise invalid_argument(f"tensor parsing error: {alias} (at most {NUMPY_MAX_DIMS} "
+                           "dimensions here)")
+  if (len(shape) > MAX_DIMS or proto.tensor_shape.unknown_rank or min(shape, default=0) < 0
+      or proto.dtype not in FIELDS):
     raise invalid_argument(f"tensor parsing error: {alias}")
   string, content, elements = proto.dtype == T.DT_STRING, proto.tensor_content, math.prod(shape)
   itemsize = 8 if string else tf.as_dtype(proto.dtype).size  # A string: its pointer.
@@ -93,6 +89,10 @@ def to_ndarray(proto, alias: str = "") -> np.ndarray:
   try:
     if proto.dtype == T.DT_STRING and proto.tensor_content:  # TensorFlow's string list.
       return tf.io.parse_tensor(proto.SerializeToString(), tf.string).numpy()
+    if FIELDS[proto.dtype] == "int_val" and not proto.tensor_content:  # Wrapped, as C++ casts.
+      wide = tensor_pb2.TensorProto(dtype=T.DT_INT32, tensor_shape=proto.tensor_shape,
+                                    int_val=proto.int_val)
+      return tf.make_ndarray(wide).astype(tf.as_dtype(proto.dtype).as_numpy_dtype)
     return tf.make_ndarray(proto)
   except (tf.errors.InvalidArgumentError, TypeError, ValueError, OverflowError):
     raise invalid_argument(f"tensor parsing error: {alias}") from None
@@ -127,6 +127,7 @@ def to_proto(array: np.ndarray, as_content: bool = False) -> tensor_pb2.TensorPr
 
 
 def _varint(n: int) -> bytes:
+  """A protobuf varint."""
   out = bytearray()
   while n >= 0x80:
     out.append(n & 0x7F | 0x80)
