@@ -1,9 +1,13 @@
-"""The server's flags in-process (fast): each documented, TF Serving's precedence and checks."""
+"""The server's flags in-process (fast): each documented, TF Serving's precedence and checks;
+and the tensor conversions some of them choose."""
 
 import dataclasses
 import os
 
+import numpy as np
 import pytest
+import tensorflow as tf
+from tensorflow.core.framework import tensor_pb2, types_pb2
 
 from tfagent.errors import ConfigError
 from tfagent.serving import server
@@ -65,3 +69,28 @@ def test_grpc_channel_arguments_parse_as_tensorflow_model_server():
       ("grpc.max_connection_age_ms", 2000), ("a", "b"))
   with pytest.raises(ValueError, match="'oops' is not key=value"):
     grpc_api.parse_channel_arguments("oops")
+
+
+def test_tensor_content_outputs_decode_with_tensorflows_own_reader():
+  # --enable_serialization_as_tensor_content: AsProtoTensorContent, strings as
+  # port::EncodeStringList (a 200-byte string takes a two-byte length).
+  from tfagent.serving import tensors
+  for array in (np.array([[b"a", b""], [b"x" * 200, b"\xff"]], dtype=object),
+                np.float32([[0.5, -1.0]]), np.int64([3, 2**40])):
+    proto = tensors.to_proto(array, as_content=True)
+    assert proto.tensor_content and not proto.string_val and not proto.float_val
+    dtype = tf.string if array.dtype == object else tf.as_dtype(array.dtype)
+    decoded = tf.io.parse_tensor(proto.SerializeToString(), dtype).numpy()
+    assert decoded.shape == array.shape and decoded.tolist() == array.tolist()
+    assert tensors.to_ndarray(proto).tolist() == array.tolist()  # And read back here.
+
+
+def test_request_tensors_are_padded_and_wrapped_as_tensorflow_does():
+  # Tensor::FromProto: values short of the shape repeat the last one; int_val is cast down.
+  from tfagent.serving import tensors
+  short = tensor_pb2.TensorProto(dtype=types_pb2.DT_INT8, int_val=[300, -1],
+                                 tensor_shape={"dim": [{"size": 3}]})
+  tensors.check_size("x", short, max_fill_bytes=3)
+  assert tensors.to_ndarray(short).tolist() == [44, -1, -1]
+  with pytest.raises(tensors.ServingError, match="declares shape \\[3\\] .* but carries 2"):
+    tensors.check_size("x", short, max_fill_bytes=2)
