@@ -1,4 +1,4 @@
-"""Runs `python -m tfagent.serve` as a child process on free loopback ports (tests and bench)."""
+"""Runs `python -m tfagent.serve` as a child process on free loopback ports (tests, bench)."""
 
 import contextlib
 import os

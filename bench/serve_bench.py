@@ -359,7 +359,7 @@ def define_flags() -> None:
 def main(argv):
   del argv
   from tfagent.versions import resolve_saved_model
-  from tfagent.serving.server import set_tensorflow_threads
+  from tfagent.serving.options import set_tensorflow_threads
   set_tensorflow_threads(FLAGS.tensorflow_intra_op_parallelism,
                          FLAGS.tensorflow_inter_op_parallelism)
   base = os.path.abspath(FLAGS.model_base_path)

@@ -22,7 +22,7 @@ from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
 from serving_util import run_server
 from tfagent import client
 from tfagent.errors import ConfigError
-from tfagent.serving import server, servable, tensors
+from tfagent.serving import options as serve_options, servable, tensors
 
 pytestmark = pytest.mark.slow
 TEXTS = ["great movie loved it", "难看 垃圾 失望", "", "an unseen sentence 未见过"]
@@ -240,7 +240,7 @@ def test_negative_thread_count_is_a_clear_error():
   # is test_serve_conformance's start-up failure test.
   with pytest.raises(ConfigError, match="--tensorflow_inter_op_parallelism=-1: give a "
                                         "number of threads"):
-    server.set_tensorflow_threads(0, -1)
+    serve_options.set_tensorflow_threads(0, -1)
 
 
 def test_unbatched_submit_hands_back_the_prepared_call_with_its_deadline(trained_run):

@@ -11,14 +11,15 @@ import numpy as np
 import pytest
 
 from tfagent.errors import ConfigError
-from tfagent.serving import batching, manager, server, tensors
+from tfagent.serving import batching, manager, options as serve_options, tensors
 
 WAIT = 3  # Seconds an event may take on a busy machine before the test fails.
 
 
 def parse_batching_parameters(text: str, source: str = "batching parameters"):
   """BatchingOptions of a BatchingParameters text proto, as --batching_parameters_file holds."""
-  return batching.options_from_proto(server.parse_text(text, "BatchingParameters", source), source)
+  params = serve_options.parse_text(text, "BatchingParameters", source)
+  return batching.options_from_proto(params, source)
 
 
 def record_calls():

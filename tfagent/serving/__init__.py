@@ -10,5 +10,6 @@
   rest.py         the REST API as an ASGI app
   http_limits.py  header-size cap and read timeout on uvicorn's HTTP protocol
   grpc_api.py     PredictionService and ModelService servicers
-  server.py       every tensorflow_model_server flag, config protos, metrics; both ports
+  options.py      every tensorflow_model_server flag, and the config files they name
+  server.py       both ports over one ModelManager, and the Prometheus metrics
 """

@@ -1,7 +1,6 @@
 """TF Serving's PredictionService and ModelService on request protos, for both protocols (REST
-fills the same protos from JSON: json_tensor.py). Checks run in TF Serving's order with its
-messages (the source functions are named beside each); names and sizes are checked before any
-array is built."""
+fills the same protos: json_tensor.py), with TF Serving's checks in its order and its messages
+(the source functions are named beside each)."""
 
 import dataclasses
 
@@ -9,12 +8,10 @@ import grpc
 from google.protobuf import text_format
 import numpy as np
 from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
-                                     inference_pb2, model_management_pb2, model_pb2, predict_pb2,
-                                     regression_pb2)
+                                     inference_pb2, model_pb2, predict_pb2, regression_pb2)
 
 from tfagent import signatures as sig
-from tfagent.errors import ConfigError
-from tfagent.serving import manager as manager_lib, servable as servable_lib, tensors
+from tfagent.serving import servable as servable_lib, tensors
 from tfagent.serving.tensors import ServingError, invalid_argument
 
 SIGNATURE_DEF = "signature_def"
@@ -148,8 +145,6 @@ class Api:
     return self.manager.resolve(spec.name, spec.version.value if choice == "version" else None,
                                 spec.version_label if choice == "version_label" else None)
 
-  # Predict ---------------------------------------------------------------------------
-
   def predict_signature(self, servable, name: str, rest: bool = False):
     """The signature a predict asks for (RunPredict; GetInfoMap over REST)."""
     name = name or sig.DEFAULT_SIGNATURE
@@ -207,13 +202,10 @@ class Api:
         raise invalid_argument(f"duplicate output tensor alias: {alias}")
 
   async def predict_async(self, convert, respond, size: int, deadline, executor):
-    """One predict from an event loop, for REST and gRPC alike.
-
-    `convert()` checks the request and gives (servable, signature name, inputs, context);
-    `respond(servable, name, outputs, context)` makes the answer. A request up to
-    servable.INLINE_BYTES is converted on the loop and a batched call waits on a future, not a
-    thread; a larger one is converted and run on `executor`, off the loop.
-    """
+    """One predict from an event loop, REST or gRPC: `convert()` gives (servable, signature
+    name, inputs, context), `respond(servable, name, outputs, context)` the answer. Up to
+    servable.INLINE_BYTES, conversion runs on the loop and a batched call waits on a future,
+    not a thread; a larger request is converted and run on `executor`, off the loop."""
     if size > servable_lib.INLINE_BYTES:
       return await executor.call(deadline, _predict_blocking, convert, respond, deadline)
     servable, name, inputs, context = convert()
@@ -238,8 +230,6 @@ class Api:
     for key in request.output_filter or sorted(outputs):
       response.outputs[key].CopyFrom(tensors.to_proto(outputs[key], self.options.tensor_content))
     return response
-
-  # Classify, Regress, MultiInference -------------------------------------------------------
 
   def example_signature(self, servable, name: str, kind: str):
     """Get{Classification,Regression}SignatureDef: found, and of the right shape."""
@@ -326,8 +316,6 @@ class Api:
     elif kind is not None:
       raise ServingError(grpc.StatusCode.UNIMPLEMENTED, f"Unsupported log_type for warmup: {kind}")
 
-  # Metadata and status -------------------------------------------------------------
-
   def metadata(self, request) -> get_model_metadata_pb2.GetModelMetadataResponse:
     """GetModelMetadata (get_model_metadata_impl.cc): the SignatureDefMap."""
     check_spec(request)
@@ -349,18 +337,6 @@ class Api:
     spec = request.model_spec
     return self.manager.model_status(spec.name,
                                      spec.version.value if spec.HasField("version") else None)
-
-  def reload_config(self, request) -> model_management_pb2.ReloadConfigResponse:
-    """HandleReloadConfigRequest (model_service_impl.cc): serve exactly the given model list."""
-    if request.config.WhichOneof("config") != "model_config_list":
-      raise invalid_argument("ServerModelConfig type not supported by HandleReloadConfigRequest. "
-                             "Only ModelConfigList is currently supported")
-    try:
-      models = manager_lib.models_from_proto(request.config, "ReloadConfigRequest")
-    except ConfigError as e:
-      raise invalid_argument(str(e)) from None
-    self.manager.reload_config(models)
-    return model_management_pb2.ReloadConfigResponse(status={"error_code": 0})
 
 
 def _predict_blocking(convert, respond, deadline):

@@ -3,15 +3,19 @@ generates: grpc.aio on its own event loop thread, model calls off the loop as ov
 
 import asyncio
 import dataclasses
+import operator
 import threading
 import time
 
 from absl import logging
 import grpc
-from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
+from tensorflow_serving.apis import (model_management_pb2, model_service_pb2_grpc,
+                                     prediction_service_pb2_grpc)
 
+from tfagent.errors import ConfigError
+from tfagent.serving import manager
 from tfagent.serving.servable import CallPool
-from tfagent.serving.tensors import ServingError
+from tfagent.serving.tensors import ServingError, invalid_argument
 
 MAX_MESSAGE_BYTES = 2**31 - 1  # TF Serving lifts gRPC's 4 MiB default the same way.
 
@@ -60,10 +64,11 @@ def _method(verb: str, call):
   return method
 
 
-def _in_pool(name: str, with_deadline: bool = True):
-  """A call of Api.`name` on the pool (with the call's deadline if it takes one)."""
+def _in_pool(path: str, with_deadline: bool = True):
+  """A call of the servicer's `path` (e.g. "api.metadata") on the pool, given the call's
+  deadline if it takes one."""
   def call(self, request, deadline):
-    fn = getattr(self.api, name)
+    fn = operator.attrgetter(path)(self)
     return self.executor.call(deadline, fn, request, *([deadline] if with_deadline else []))
   return call
 
@@ -77,13 +82,25 @@ class Servicer(prediction_service_pb2_grpc.PredictionServiceServicer,
 
   Predict = _method("predict", lambda self, request, deadline: self.api.predict(
       request, deadline, self.executor))
-  Classify = _method("classify", _in_pool("classify_or_regress"))
-  Regress = _method("regress", _in_pool("classify_or_regress"))
-  MultiInference = _method("multi_inference", _in_pool("multi_inference"))
-  GetModelMetadata = _method("metadata", _in_pool("metadata", with_deadline=False))
-  GetModelStatus = _method("status", _in_pool("model_status", with_deadline=False))
+  Classify = _method("classify", _in_pool("api.classify_or_regress"))
+  Regress = _method("regress", _in_pool("api.classify_or_regress"))
+  MultiInference = _method("multi_inference", _in_pool("api.multi_inference"))
+  GetModelMetadata = _method("metadata", _in_pool("api.metadata", with_deadline=False))
+  GetModelStatus = _method("status", _in_pool("api.model_status", with_deadline=False))
   HandleReloadConfigRequest = _method("reload_config",
                                       _in_pool("reload_config", with_deadline=False))
+
+  def reload_config(self, request) -> model_management_pb2.ReloadConfigResponse:
+    """HandleReloadConfigRequest (model_service_impl.cc): serve exactly the given model list."""
+    if request.config.WhichOneof("config") != "model_config_list":
+      raise invalid_argument("ServerModelConfig type not supported by HandleReloadConfigRequest. "
+                             "Only ModelConfigList is currently supported")
+    try:
+      models = manager.models_from_proto(request.config, "ReloadConfigRequest")
+    except ConfigError as e:
+      raise invalid_argument(str(e)) from None
+    self.api.manager.reload_config(models)
+    return model_management_pb2.ReloadConfigResponse(status={"error_code": 0})
 
 
 class GrpcServer:
