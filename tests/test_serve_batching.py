@@ -166,6 +166,30 @@ def test_large_batch_splitting_runs_a_big_request_in_slices():
   b.close()
 
 
+def test_a_split_request_cancelled_while_its_slices_run_ends_quietly(caplog):
+  # asyncio.wait_for cancels the request's future at its deadline; slices already running
+  # still finish, and must not fail setting the cancelled future (a logged traceback).
+  gate = Gate()
+  b = batching.Batcher(gate, batching.BatchingOptions(
+      max_batch_size=8, enable_large_batch_splitting=True, max_execution_batch_size=4,
+      num_batch_threads=2))
+  task = b.submit({"x": np.arange(8)}, 8)
+  deadline = time.monotonic() + WAIT
+  while not all(part.future.running() for part in task.parts):
+    assert time.monotonic() < deadline, "slices never ran"
+    time.sleep(0.001)
+  assert task.future.cancel()  # What the event loop does at the deadline.
+  b.cancel(task)
+  gate.release.set()
+  assert [part.future.result(WAIT)["y"].tolist() for part in task.parts] == [
+      [0, 2, 4, 6], [8, 10, 12, 14]]
+  b.close()
+  for thread in threading.enumerate():  # Done with the slices' callbacks too.
+    if thread.name == "batcher":
+      thread.join(WAIT)
+  assert task.future.cancelled() and "Traceback" not in caplog.text
+
+
 def test_batches_are_padded_to_the_allowed_sizes():
   fn, calls = record_calls()
   b = batching.Batcher(fn, batching.BatchingOptions(max_batch_size=8, num_batch_threads=1,

@@ -84,13 +84,16 @@ class Task:
   def _part_done(self, _) -> None:
     if next(self._finished) < len(self.parts):
       return
-    if any(p.future.cancelled() for p in self.parts):
-      self.future.cancel()
-    elif errors := list(filter(None, (p.future.exception() for p in self.parts))):
-      self.future.set_exception(errors[0])
-    else:
-      results = [p.future.result() for p in self.parts]
-      self.future.set_result({k: np.concatenate([r[k] for r in results]) for k in results[0]})
+    try:
+      if any(p.future.cancelled() for p in self.parts):
+        self.future.cancel()
+      elif errors := list(filter(None, (p.future.exception() for p in self.parts))):
+        self.future.set_exception(errors[0])
+      else:
+        results = [p.future.result() for p in self.parts]
+        self.future.set_result({k: np.concatenate([r[k] for r in results]) for k in results[0]})
+    except futures.InvalidStateError:
+      pass  # Its waiter cancelled it at its deadline: nobody wants the answer.
 
 
 def as_serving_error(error: Exception) -> ServingError:
