@@ -113,7 +113,8 @@ def to_proto(array: np.ndarray, as_content: bool = False) -> tensor_pb2.TensorPr
   dtype = tf.as_dtype(tf.string if array.dtype == object else array.dtype).as_datatype_enum
   if dtype not in FIELDS:
     return tf.make_tensor_proto(array)
-  proto = tensor_pb2.TensorProto(dtype=dtype, tensor_shape=tf.TensorShape(array.shape).as_proto())
+  proto = tensor_pb2.TensorProto(dtype=dtype, tensor_shape={"dim": [{"size": n}
+                                                                   for n in array.shape]})
   flat = array.ravel()
   if as_content and dtype == T.DT_STRING:  # port::EncodeStringList: varint lengths, then bytes.
     lengths = [_varint(len(v)) for v in flat]
