@@ -13,6 +13,7 @@ import pytest
 
 from conftest import tiny_config, write_csv
 from tfagent import config, data, models, semi, training
+from tfagent.data import unlabeled
 from tfagent.errors import ConfigError
 
 pytest.importorskip("gensim")
@@ -168,3 +169,14 @@ def test_every_token_embedding_starts_from_the_vectors(tmp_path, model_fields):
     np.testing.assert_array_equal(new[2], vectors["awful"])
     np.testing.assert_array_equal(new[[0, 1, 3]], old[[0, 1, 3]])
   assert extra.report == {"embedding_rows_initialised": 2, "vocabulary": 5}
+
+
+def test_a_tfds_source_gives_its_unlabelled_split(tmp_path, monkeypatch):
+  """tfds:imdb_reviews (prepared offline from a tiny archive) gives its `unsupervised` split,
+  whose label -1 is no class, not its labelled train split."""
+  from test_data_sources import place_imdb_archive
+  root = place_imdb_archive(tmp_path, monkeypatch)
+  data_cfg = config.DataConfig(tfds_data_dir=str(root / "tfds"),
+                               tfds_manual_dir=str(root / "manual"))
+  texts, report = unlabeled.unlabeled_texts("unlabeled", "tfds:imdb_reviews", data_cfg, set())
+  assert texts == ["an unlabelled review"] and report["count"] == 1

@@ -3,7 +3,8 @@
 A source is `KIND:ARG` of any --dataset kind (csv, tsv, jsonl, dir, tfds, tfrecord,
 embedded); labels, if the source has them, are not used. csv/tsv/jsonl need only
 --text_field; dir:PATH reads every file under PATH, one text a file; the other kinds
-give their training split. Never transductive: a text that is also a validation or
+give their training split, but TFDS its unlabelled split where it has one
+(imdb_reviews: `unsupervised`). Never transductive: a text that is also a validation or
 test text is dropped (training on it would flatter their figures), and counted.
 """
 
@@ -11,7 +12,7 @@ import dataclasses
 
 import tensorflow as tf
 
-from tfagent.data import records, sources
+from tfagent.data import records, sources, tfds_source
 from tfagent.errors import ConfigError, DataError, TfagentError
 
 FILE_KINDS = ("csv", "tsv", "jsonl")
@@ -35,6 +36,9 @@ def unlabeled_records(source: str, data_cfg):
   elif kind == "dir":  # Every file under the folder, at any depth, one text a file.
     yield from (r if isinstance(r, records.BadRecord) else r.text
                 for r in records.read_class_files({"": records.files_under(arg)}))
+  elif kind == "tfds":  # Its unlabelled split (imdb_reviews: unsupervised), else train.
+    yield from (r if isinstance(r, records.BadRecord) else r.text
+                for r in tfds_source.unlabeled_records(arg, data_cfg))
   elif kind in sources.SOURCES:  # Its training split; labels are read but ignored.
     own = dataclasses.replace(data_cfg, dataset=source, class_names="", test_path="", folds=0,
                               max_train_examples=0, group_field="")
