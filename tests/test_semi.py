@@ -76,6 +76,8 @@ def test_the_unlabelled_texts_decide_the_export_on_words_only_they_hold(planted_
   for result in planted_runs.values():
     assert result["unlabeled"]["embedding_rows_initialised"] > 0
     assert result["accuracy"] > 0.9  # The labelled task itself is learned.
+    with open(os.path.join(result["saved_model"], "model_card.json")) as f:
+      assert json.load(f)["training"]["unlabeled"]["count"] == len(PLANTED) * 12
   pos, neg = (reloaded_probabilities(planted_runs[name]["saved_model"], QUERIES)[:, 1]
               for name in ("zorb_pos", "zorb_neg"))
   zorb, blick = slice(0, 2), slice(2, 4)

@@ -45,7 +45,7 @@ def for_this_worker(cfg: config.Config, scratch: str) -> config.Config:
       export=dataclasses.replace(cfg.export, export_dir=os.path.join(scratch, "saved_models")))
 
 
-@progress.stage("Building the model (its vocabulary from the training split)")
+@progress.stage("Building the model (its vocabulary from the training split and --unlabeled)")
 def build_and_compile(cfg: config.Config, strategy, train_ds, class_names, total_steps: int,
                       wide_fit=None):
   """Builds the string model and compiles its classifier inside `strategy.scope()`."""
