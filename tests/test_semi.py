@@ -182,3 +182,23 @@ def test_a_tfds_source_gives_its_unlabelled_split(tmp_path, monkeypatch):
                                tfds_manual_dir=str(root / "manual"))
   texts, report = unlabeled.unlabeled_texts("unlabeled", "tfds:imdb_reviews", data_cfg, set())
   assert texts == ["an unlabelled review"] and report["count"] == 1
+
+
+@pytest.mark.slow
+def test_unlabeled_and_self_training_together(trained_run, corpus_dir, tmp_path):
+  """configs/imdb_semi.flags' recipe: --unlabeled starts the embedding and a labels-only export
+  (--teacher) labels the same unlabelled texts (--distill_unlabeled); both drop the same copies
+  of test texts."""
+  teacher_cfg, teacher = trained_run
+  splits, _ = data.load_splits(teacher_cfg.data)
+  test = [t.decode() for t, _ in splits["test"].take(2).as_numpy_iterator()]
+  source = "csv:" + planted_csv(tmp_path / "u.csv", "zorb", "blick", copies=2)
+  with open(source[4:], "a", encoding="utf-8") as f:
+    f.writelines(f'"{t}"\n' for t in test)
+  cfg = with_unlabeled(tiny_config(corpus_dir, tmp_path / "run", tmp_path / "sm"), source)
+  cfg = dataclasses.replace(cfg, train=dataclasses.replace(
+      cfg.train, teacher=os.path.dirname(teacher["saved_model"]), distill_unlabeled=source))
+  result = training.train_and_evaluate(cfg)
+  for report in (result["unlabeled"], result["distillation"]["unlabeled"]):
+    assert report["count"] == len(PLANTED) * 2 and report["dropped_in_validation_or_test"] == 2
+  assert result["unlabeled"]["embedding_rows_initialised"] > 0
