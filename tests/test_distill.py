@@ -7,13 +7,15 @@ import hashlib
 import json
 import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from conftest import tiny_config, write_corpus
-from tfagent import data, distill, evaluate, models, train, training
+from tfagent import data, distill, models, train, training
 from tfagent.errors import ConfigError
 
 
@@ -66,7 +68,7 @@ def student(cfg, teacher=None, total_steps: int = 100):
 
 
 def fit(cfg, taught, model, classifier, steps: int) -> None:
-  stream = data.make_input_fn(taught.train, model.get_layer(models.TOKENIZER), cfg.data,
+  stream = data.make_input_fn(taught.train, model.tokenizer, cfg.data,
                               training=True, model_cfg=cfg.model, start_step=0)()
   classifier.fit(stream, steps_per_epoch=steps, epochs=1, verbose=0, shuffle=False)
 
@@ -106,7 +108,7 @@ def test_training_loss_at_alpha_one_is_cross_entropy_to_the_tempered_teacher(
       teacher=teacher_path, distill_alpha=1.0, distill_temperature=2.0)
   splits, taught, model, classifier = student(cfg)
   first = taught.train.take(8)
-  ids, targets = next(iter(data.make_input_fn(first, model.get_layer(models.TOKENIZER), cfg.data,
+  ids, targets = next(iter(data.make_input_fn(first, model.tokenizer, cfg.data,
                                               training=False, model_cfg=cfg.model)()))
   texts = texts_of(splits["train"].take(8))
   probs = distill.Teacher(teacher_path).probabilities(tf.constant(texts))
@@ -348,8 +350,14 @@ def test_distilled_run_exports_and_its_model_card_names_the_teacher(teacher_path
   assert card["unlabeled"]["count"] == 20
   with open(os.path.join(result["saved_model"], "model_card.md")) as f:
     assert f"Distilled from `{teacher_path}/1` (version 1) at temperature 3" in f.read()
-  # The checkpoint (its classifier compiled with the distillation loss) reloads.
-  evaluate.load_checkpoint(str(tmp_path / "run" / "checkpoints" / "best.keras"))
+  # The checkpoint (its classifier compiled with the distillation loss) reloads, in a process
+  # that imports only the loader, as `tfagent evaluate` does.
+  reload = subprocess.run(
+      [sys.executable, "-c", "import sys; from tfagent import evaluate; "
+       "print(type(evaluate.load_checkpoint(sys.argv[1])).__name__)",
+       str(tmp_path / "run" / "checkpoints" / "best.keras")],
+      capture_output=True, text=True, timeout=300)
+  assert reload.returncode == 0 and reload.stdout.split()[-1] == "TextClassifier", reload.stderr[-3000:]
   assert tree_digest(teacher_path) == digest  # The teacher export is unchanged.
 
 

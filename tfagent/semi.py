@@ -113,25 +113,20 @@ def train_vectors(model_cfg, texts, seed: int, deterministic: bool):
   return w2v.wv
 
 
-def token_embeddings(model: keras.Model) -> list:
-  """The token-embedding matrices of a classifier: its own, or each ensemble member's."""
-  found = []
-  for layer in model.layers:
-    if isinstance(layer, keras.Model):
-      found += token_embeddings(layer)
-    elif layer.name == "embedding":  # Embedding, or the Transformer's token+position one.
-      found.append(getattr(layer, "token_embedding", layer).embeddings)
-  return found
+def token_embeddings(model) -> list:
+  """The token-embedding matrices of a TextClassifier: one a member (one without ensemble)."""
+  return [getattr(layer, "token_embedding", layer).embeddings  # The Transformer's holds one.
+          for member in model.members for layer in member.layers if layer.name == "embedding"]
 
 
-def init_embeddings(classifier, vocabulary: list, extra: Unlabeled) -> None:
+def init_embeddings(model, extra: Unlabeled) -> None:
   """Sets each vocabulary row that has a skip-gram vector; the report counts them."""
   if extra is None:
     return
-  vectors = extra.vectors
-  matrices = token_embeddings(classifier)
-  if not matrices:
-    raise ValueError(f"{classifier.name} has no layer named `embedding` to initialise.")
+  vocabulary, vectors = model.tokenizer.vocabulary(), extra.vectors
+  matrices = token_embeddings(model)
+  if len(matrices) != len(model.members):
+    raise ValueError(f"{model.name}: expected a layer named `embedding` in each member.")
   rows = [i for i, word in enumerate(vocabulary) if word in vectors.key_to_index]
   for matrix in matrices:
     values = np.array(keras.ops.convert_to_numpy(matrix))
