@@ -16,8 +16,8 @@ alone. Writes `OUT_DIR/<dataset>[_folds<K>].json`, `.md` and `.png`.
 
 Datasets: `embedded` (configs/<model>.flags), `imdb` (configs/imdb_<model>.flags,
 which name tfds:imdb_reviews; the benchmark reads the official 25k/25k split
-from ../shared/data/imdb instead; a `semi` row also its unlabelled reviews, with the
-`lstm` row's export as teacher), or any `--dataset=KIND:ARG` source.
+from ../shared/data/imdb instead, and a `semi` row its unlabelled reviews), or any
+`--dataset=KIND:ARG` source.
 `--quick` caps training examples and epochs so that CI can run it.
 
 With --folds=K every row runs on the same K folds (tfagent.cross_validate), and
@@ -45,7 +45,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PEERS = ("tfidf_lr", "nblr")
 MODELS = PEERS + ("lstm", "transformer", "bert", "quickstart", "best_accuracy", "semi")
 UNLABELED_ROWS = ("semi",)  # Learn from unlabelled texts too: IMDB's unsup reviews only.
-TEACHER_ROW = "lstm"  # A semi row's teacher (--teacher): this row's export, from the same run.
 COLUMNS = (
     ("model", "model", "{}"),
     ("accuracy", "test accuracy", "{:.2%}"),
@@ -93,17 +92,11 @@ def flagfile_for(dataset: str, model: str) -> str:
   return os.path.join("configs", name)  # Rows run with the repository root as cwd.
 
 
-def teacher_export(run_dir: str) -> str:
-  """The export of the TEACHER_ROW of the same benchmark run, beside a semi row's `run_dir`."""
-  return os.path.join(os.path.dirname(run_dir), TEACHER_ROW, "export", TEACHER_ROW)
-
-
-def data_overrides(dataset: str, model: str = "", run_dir: str = "") -> list:
-  """Flags that point a row at the data set: IMDB's local copy of the official split; a `semi`
-  row also reads its unlabelled reviews and is taught on them by the lstm row's export."""
+def data_overrides(dataset: str, model: str = "") -> list:
+  """Flags that point a row at the data set: IMDB's local copy of the official split (and of
+  its unlabelled reviews for a `semi` row)."""
   if dataset == "imdb":
-    unlabeled = [f"--unlabeled=csv:{imdb.UNSUP}", f"--distill_unlabeled=csv:{imdb.UNSUP}",
-                 f"--teacher={teacher_export(run_dir)}"] if model in UNLABELED_ROWS else []
+    unlabeled = [f"--unlabeled=csv:{imdb.UNSUP}"] if model in UNLABELED_ROWS else []
     return [f"--dataset=csv:{imdb.TRAIN}", f"--test_path={imdb.TEST}",
             f"--class_names={imdb.CLASS_NAMES}", *unlabeled]
   if dataset != "embedded":
@@ -120,7 +113,7 @@ def row_command(dataset: str, model: str, run_dir: str, quick: bool, extra: str,
     module = "tfagent.cross_validate" if folds > 1 else "tfagent.train"
   cmd = [sys.executable, "-m", module, f"--flagfile={flagfile_for(dataset, model)}",
          f"--model_dir={run_dir}", f"--export_dir={os.path.join(run_dir, 'export')}",
-         f"--model_name={model}", "--verbose=2", *data_overrides(dataset, model, run_dir)]
+         f"--model_name={model}", "--verbose=2", *data_overrides(dataset, model)]
   if folds > 1:
     cmd.append(f"--folds={folds}")
   if quick:
@@ -318,14 +311,6 @@ def write(base: str, payload: dict, markdown: str) -> None:
   logging.info("Wrote %s.{json,md}", base)
 
 
-def check_teacher_row(rows: list, folds: int) -> None:
-  """A semi row needs the lstm row (its teacher) to run before it, on one split."""
-  for i, model in enumerate(rows):
-    if model in UNLABELED_ROWS and (TEACHER_ROW not in rows[:i] or folds > 1):
-      raise app.UsageError(f"--models: {model} is taught by the {TEACHER_ROW} row's export: "
-                           f"list {TEACHER_ROW} before it, without --folds.")
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
@@ -335,7 +320,6 @@ def main(argv):
   if FLAGS.dataset != "imdb" and set(FLAGS.models) & set(UNLABELED_ROWS):
     raise app.UsageError(f"--models: {', '.join(UNLABELED_ROWS)} learn from unlabelled texts, "
                          "which only --dataset=imdb has here.")
-  check_teacher_row(FLAGS.models, FLAGS.folds)
   if FLAGS.dataset == "imdb" and not os.path.isdir(imdb.DIR):
     raise app.UsageError(f"--dataset=imdb needs {imdb.DIR} (see its README).")
   folds = FLAGS.folds if FLAGS.folds > 1 else 0

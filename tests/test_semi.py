@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import tiny_config, write_csv
+from conftest import tiny_config, write_corpus, write_csv
 from tfagent import config, data, models, semi, training
 from tfagent.data import unlabeled
 from tfagent.errors import ConfigError
@@ -54,15 +54,26 @@ def reloaded_probabilities(saved_model: str, texts) -> np.ndarray:
   return np.array(json.loads(proc.stdout.strip().splitlines()[-1]))
 
 
+def neutral_corpus(folder) -> str:
+  """The tiny corpus, plus `zorb` and `blick` in as many positive as negative texts: the
+  labels say nothing of either word."""
+  write_corpus(folder)
+  for name in ("pos.txt", "neg.txt"):
+    with open(os.path.join(folder, name), "a", encoding="utf-8") as f:
+      f.writelines(f"{word} film #{name}{i}\n" for i in range(10) for word in ("zorb", "blick"))
+  return str(folder)
+
+
 @pytest.fixture(scope="module")
-def planted_runs(corpus_dir, tmp_path_factory):
+def planted_runs(tmp_path_factory):
   """Two tiny runs, the same but for the unlabelled texts: in the first `zorb` is used as the
   positive words are and `blick` as the negative ones; in the second the other way round."""
   root = tmp_path_factory.mktemp("semi")
+  corpus = neutral_corpus(root / "corpus")
   runs = {}
   for name, (pos, neg) in {"zorb_pos": ("zorb", "blick"), "zorb_neg": ("blick", "zorb")}.items():
     source = "csv:" + planted_csv(root / f"{name}.csv", pos, neg)
-    cfg = with_unlabeled(tiny_config(corpus_dir, root / name, root / "sm"), source,
+    cfg = with_unlabeled(tiny_config(corpus, root / name, root / "sm"), source,
                          pretrain_epochs=30)
     cfg = dataclasses.replace(cfg, export=dataclasses.replace(cfg.export, model_name=name))
     runs[name] = training.train_and_evaluate(cfg)
@@ -70,10 +81,10 @@ def planted_runs(corpus_dir, tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_the_unlabelled_texts_decide_the_export_on_words_only_they_hold(planted_runs):
-  """A word the labelled texts never hold is read as the words it shares contexts with in the
-  unlabelled texts: the export, reloaded in a clean process, calls `zorb` positive when the
-  unlabelled texts use it as `great`, negative when they use it as `awful`."""
+def test_the_unlabelled_texts_decide_the_export_on_words_the_labels_leave_open(planted_runs):
+  """A word the labels say nothing of is read as the words it shares contexts with in the
+  unlabelled texts: the export, reloaded in a clean process, calls `zorb` more positive when
+  the unlabelled texts use it as `great`, more negative when they use it as `awful`."""
   for result in planted_runs.values():
     assert result["unlabeled"]["embedding_rows_initialised"] > 0
     assert result["accuracy"] > 0.9  # The labelled task itself is learned.
@@ -83,7 +94,6 @@ def test_the_unlabelled_texts_decide_the_export_on_words_only_they_hold(planted_
               for name in ("zorb_pos", "zorb_neg"))
   zorb, blick = slice(0, 2), slice(2, 4)
   assert (pos[zorb] > neg[zorb]).all() and (pos[blick] < neg[blick]).all(), (pos, neg)
-  assert (pos[zorb] > pos[blick]).all() and (neg[zorb] < neg[blick]).all(), (pos, neg)
 
 
 def test_a_validation_or_test_text_is_never_unlabelled_text(corpus_dir, tmp_path, caplog):
@@ -102,6 +112,19 @@ def test_a_validation_or_test_text_is_never_unlabelled_text(corpus_dir, tmp_path
   assert extra.texts == new + train  # Training texts may be unlabelled text too.
   assert extra.report["dropped_in_validation_or_test"] == 5 and extra.report["count"] == 4
   assert "4 texts kept, 5 dropped as validation or test texts" in caplog.text
+
+
+@pytest.mark.parametrize("own_words", [False, True])
+def test_the_vocabulary_takes_unlabelled_texts_only_when_asked(corpus_dir, tmp_path, own_words):
+  """--unlabeled_vocabulary off (the default, chosen on IMDB): the training split's texts;
+  on: theirs, then the unlabelled texts."""
+  cfg = tiny_config(corpus_dir, tmp_path / "run", tmp_path / "sm")
+  cfg = with_unlabeled(cfg, "csv:u.csv", unlabeled_vocabulary=own_words)
+  splits, _ = data.load_splits(cfg.data)
+  extra = semi.Unlabeled(["only zorb here"], {}, None)
+  texts = [t for t, _ in semi.vocabulary_corpus(cfg, splits["train"], extra).as_numpy_iterator()]
+  train = [t for t, _ in splits["train"].as_numpy_iterator()]
+  assert texts == train + ([b"only zorb here"] if own_words else [])
 
 
 @pytest.mark.parametrize("source, match", [

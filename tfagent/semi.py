@@ -3,12 +3,14 @@
 The run reads the unlabelled texts (any --dataset kind, labels ignored; tfagent/data/
 unlabeled.py), dropping every one that is also a validation or test text, and logs how
 many it dropped. It then
-1. learns the tokenizer's vocabulary from the training texts and the unlabelled ones, so
-   that a word seen only in unlabelled text still has its own id;
-2. trains skip-gram word vectors (gensim's Word2Vec, Mikolov et al. 2013) on the same
-   texts, tokenized as the deep path tokenizes them (layers.standardize, whitespace);
-3. starts the deep path's token embedding from those vectors (rows of tokens without a
+1. trains skip-gram word vectors (gensim's Word2Vec, Mikolov et al. 2013) on the training
+   and unlabelled texts, tokenized as the deep path tokenizes them (layers.standardize,
+   whitespace);
+2. starts the deep path's token embedding from those vectors (rows of tokens without a
    vector keep their random start); training then fine-tunes them with the labels.
+The vocabulary stays the training split's unless --unlabeled_vocabulary adds the unlabelled
+texts (words only they hold then get an id and a vector): on IMDB's validation the training
+split's did better.
 What was learned is the embedding's weights, so it lives in the one raw-string
 SavedModel like any weight; serving needs no gensim. The variants measured on IMDB, and
 why this one, are in bench/results/imdb_semi.md.
@@ -77,10 +79,10 @@ def learn(cfg, splits) -> Unlabeled:
   return Unlabeled(texts, report, vectors)
 
 
-def vocabulary_corpus(train: tf.data.Dataset, extra: Unlabeled) -> tf.data.Dataset:
-  """`(text, 0)` elements whose texts the vocabulary is learned from: train's, then the
-  unlabelled ones (the 0 is never read)."""
-  if extra is None:
+def vocabulary_corpus(cfg, train: tf.data.Dataset, extra: Unlabeled) -> tf.data.Dataset:
+  """`(text, _)` elements whose texts the vocabulary is learned from: train's, and with
+  --unlabeled_vocabulary the unlabelled ones after them."""
+  if extra is None or not cfg.model.unlabeled_vocabulary:
     return train
   texts = train.map(lambda text, _: text).concatenate(
       tf.data.Dataset.from_tensor_slices(tf.constant(extra.texts, tf.string)))

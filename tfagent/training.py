@@ -45,7 +45,7 @@ def for_this_worker(cfg: config.Config, scratch: str) -> config.Config:
       export=dataclasses.replace(cfg.export, export_dir=os.path.join(scratch, "saved_models")))
 
 
-@progress.stage("Building the model (its vocabulary from the training split and --unlabeled)")
+@progress.stage("Building the model (its vocabulary from the training split)")
 def build_and_compile(cfg: config.Config, strategy, train_ds, class_names, total_steps: int,
                       wide_fit=None):
   """Builds the string model and compiles its classifier inside `strategy.scope()`."""
@@ -219,7 +219,7 @@ def train_in(cfg: config.Config, out: config.Config, strategy) -> dict:
   taught = distill.teach(cfg, splits, info, n_train)  # --teacher's targets beside the labels.
   steps_per_epoch = max(1, taught.n_train // cfg.data.batch_size)
   wide_fit = fit_wide(cfg, splits, info)
-  vocab_corpus = semi.vocabulary_corpus(taught.train, extra)  # Train (+ --unlabeled) texts.
+  vocab_corpus = semi.vocabulary_corpus(cfg, taught.train, extra)
   model, classifier = build_and_compile(cfg, strategy, vocab_corpus, info.class_names,
                                         steps_per_epoch * cfg.train.epochs, wide_fit)
   tokenizer = model.tokenizer
