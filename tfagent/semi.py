@@ -26,7 +26,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfagent import progress
+from tfagent import config, progress
 from tfagent.data import unlabeled
 from tfagent.errors import ConfigError
 from tfagent.models.layers import standardize
@@ -49,7 +49,7 @@ def check_config(cfg) -> None:
   """Fails on --unlabeled settings that cannot work, before any data is read."""
   if not cfg.data.unlabeled:
     return
-  if cfg.model.name not in ("lstm", "transformer"):
+  if cfg.model.name not in config.FROM_SCRATCH:
     raise ConfigError(f"--unlabeled={cfg.data.unlabeled} pretrains the token embedding of a "
                       f"model trained from scratch; --model={cfg.model.name} brings its "
                       "own. Use --model=lstm or transformer, or leave --unlabeled empty.")
@@ -130,7 +130,7 @@ def init_embeddings(model, extra: Unlabeled) -> None:
   if len(matrices) != len(model.members):
     raise ValueError(f"{model.name}: expected a layer named `embedding` in each member.")
   rows = [i for i, word in enumerate(vocabulary) if word in vectors.key_to_index]
-  for matrix in matrices:
+  for matrix in matrices if rows else []:  # No row: gensim cannot index an empty list.
     values = np.array(keras.ops.convert_to_numpy(matrix))
     values[rows] = vectors[[vocabulary[i] for i in rows]]
     matrix.assign(values)
