@@ -33,6 +33,7 @@ from tfagent.models.layers import standardize
 
 FLAG = "unlabeled"
 TOKENIZE_BATCH = 1024  # Texts standardized a TensorFlow call.
+REPORT_SECONDS = 60.0  # Between gensim's progress lines (its default, 1 s, floods the log).
 SKIPGRAM = {"sg": 1, "window": 5, "negative": 5, "min_count": 2,
             "sample": 1e-3}  # Mikolov et al.'s skip-gram with negative sampling; gensim's defaults.
 
@@ -106,9 +107,11 @@ def train_vectors(model_cfg, texts, seed: int, deterministic: bool):
   from gensim.models import Word2Vec  # pylint: disable=import-outside-toplevel
   sentences = token_lists(texts)
   start = time.perf_counter()
-  w2v = Word2Vec(sentences, vector_size=model_cfg.embedding_dim, seed=seed,
-                 epochs=model_cfg.pretrain_epochs,
+  w2v = Word2Vec(vector_size=model_cfg.embedding_dim, seed=seed,
                  workers=1 if deterministic else max(1, os.cpu_count() or 1), **SKIPGRAM)
+  w2v.build_vocab(sentences)
+  w2v.train(sentences, total_examples=w2v.corpus_count, epochs=model_cfg.pretrain_epochs,
+            report_delay=REPORT_SECONDS)
   logging.info("Skip-gram vectors: %d words from %d texts (%d tokens), %d passes, %.0f s.",
                len(w2v.wv), len(sentences), w2v.corpus_total_words, model_cfg.pretrain_epochs,
                time.perf_counter() - start)
