@@ -116,7 +116,8 @@ def build(cfg, info, result: dict, hashes: dict, warnings: list) -> dict:
                   "validation": validation, "paths": result.get("paths")},
       "training": {"epochs_run": result.get("epochs_run"),
                    "train_seconds": result.get("train_seconds"),
-                   "wide": result.get("wide"), "distillation": result.get("distillation")},
+                   "wide": result.get("wide"), "distillation": result.get("distillation"),
+                   "unlabeled": result.get("unlabeled")},
       "quantization": result.get("quantization"),
       "config": cfg.to_dict(), "versions": package_versions(), "warnings": warnings,
   }

@@ -19,8 +19,8 @@ import keras
 import tensorflow as tf
 
 from tfagent import (_compat, backup, config, data, distill, distribute, evaluate, fileio,
-                     imbalance, model_card, models, optim, progress, quantize, scoring, summaries,
-                     tasks)
+                     imbalance, model_card, models, optim, progress, quantize, scoring, semi,
+                     summaries, tasks)
 from tfagent.callbacks import fit_verbosity, make_callbacks
 from tfagent.errors import ConfigError
 
@@ -213,14 +213,18 @@ def log_start(cfg: config.Config, out: config.Config, model, steps_per_epoch: in
 def train_in(cfg: config.Config, out: config.Config, strategy) -> dict:
   """Data, model, resume, fit, export, evaluate; `out` names the folders this worker writes."""
   tasks.check_config(cfg)
+  semi.check_config(cfg)
   splits, info, n_train = load_data(cfg, out)
+  extra = semi.learn(cfg, splits)  # --unlabeled: its texts (none of validation, test), vectors.
   taught = distill.teach(cfg, splits, info, n_train)  # --teacher's targets beside the labels.
   steps_per_epoch = max(1, taught.n_train // cfg.data.batch_size)
   wide_fit = fit_wide(cfg, splits, info)
-  model, classifier = build_and_compile(cfg, strategy, taught.train, info.class_names,
+  vocab_corpus = semi.vocabulary_corpus(cfg, taught.train, extra)
+  model, classifier = build_and_compile(cfg, strategy, vocab_corpus, info.class_names,
                                         steps_per_epoch * cfg.train.epochs, wide_fit)
-  unknown = check_vocabulary(cfg, model, splits)
   tokenizer = model.tokenizer
+  semi.init_embeddings(model, extra)  # --unlabeled's skip-gram vectors.
+  unknown = check_vocabulary(cfg, model, splits)
   val_fn = data.make_input_fn(splits["validation"], tokenizer, cfg.data, training=False,
                               model_cfg=cfg.model)
   build_from_spec(classifier, strategy, val_fn().element_spec)
@@ -257,6 +261,7 @@ def train_in(cfg: config.Config, out: config.Config, strategy) -> dict:
               "epochs_run": epochs_run, "train_examples": n_train,
               **({"wide": wide_fit.report} if wide_fit is not None else {}),
               **({"distillation": taught.report} if taught.report else {}),
+              **({"unlabeled": extra.report} if extra else {}),
               **({"quantization": quantized} if quantized else {}),
               "unknown_token_share": unknown,
               **({"thresholds": thresholds.tolist()} if thresholds is not None else {}),

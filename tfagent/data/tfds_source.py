@@ -23,6 +23,9 @@ from tfagent.errors import ConfigError, DataError
 NETWORK_TIMEOUT_S = 5  # A reachable host answers in far less.
 
 
+UNLABELED_SPLITS = ("unsupervised", "unlabelled", "unlabeled")  # As TFDS names them.
+
+
 def _tfds():
   import tensorflow_datasets as tfds  # Slow to import; only this source needs it.
   return tfds
@@ -121,6 +124,17 @@ def load_tfds(arg: str, data_cfg) -> tuple:
            Part("test", functools.partial(read, test))]
   return load_parts(parts, LabelMap(class_names, "fixed", data_cfg.normalize_labels), data_cfg,
                     f"tfds:{arg}")
+
+
+def unlabeled_records(arg: str, data_cfg):
+  """Yields a Raw/BadRecord per text of `tfds:NAME`'s unlabelled split (imdb_reviews:
+  `unsupervised`), or of its train split when it has none; labels are not checked."""
+  builder = make_builder(arg, data_cfg)
+  text_key, label_key, stored = supervised_fields(builder, arg)
+  prepare(builder, arg, data_cfg)
+  split = next((s for s in UNLABELED_SPLITS if s in builder.info.splits), "train")
+  logging.info("Unlabelled texts: tfds:%s split %r.", arg, split)
+  yield from _records(builder, split, (text_key, label_key), stored)
 
 
 sources.SOURCES["tfds"] = load_tfds
