@@ -8,6 +8,9 @@ inside the functions that need it, so importing this module stays cheap.
 
 import os
 
+TEXT = "text"  # The input of every signature: <string>[batch], raw text.
+# The second input of a sentence-pair export (--text_pair_field): <string>[batch], a text a row.
+TEXT_PAIR = "text_pair"
 DEFAULT_SIGNATURE = "serving_default"  # TF Serving's kDefaultServingSignatureDefKey.
 CLASSIFY_SIGNATURE = "classify"  # The export's tf.Example signature.
 EXPLAIN_SIGNATURE = "explain"  # Integrated gradients of the predicted class (tfagent/explain.py).
