@@ -20,33 +20,34 @@ WORDS_A_TEXT = 4
 LABELS = ("disjoint", "shared")
 
 
-def pair(rng: random.Random, shared: bool) -> tuple:
-  """`(premise, hypothesis)`: two texts of distinct words, one word in common if `shared`."""
-  premise = rng.sample(WORDS, WORDS_A_TEXT)
-  hypothesis = rng.sample([w for w in WORDS if w not in premise], WORDS_A_TEXT)
+def pair(rng: random.Random, shared: bool, words: list, k: int) -> tuple:
+  """`(premise, hypothesis)`: `k` distinct `words` each, one word in common if `shared`."""
+  premise = rng.sample(words, k)
+  hypothesis = rng.sample([w for w in words if w not in premise], k)
   if shared:
-    hypothesis[rng.randrange(WORDS_A_TEXT)] = rng.choice(premise)
+    hypothesis[rng.randrange(k)] = rng.choice(premise)
   return " ".join(premise), " ".join(hypothesis)
 
 
-def records(n: int, seed: int = 0) -> list:
-  """`n` `(premise, hypothesis, label)` rows, the labels alternating; no pair twice."""
+def records(n: int, seed: int = 0, words: list = None, k: int = WORDS_A_TEXT) -> list:
+  """`n` `(premise, hypothesis, label)` rows of `k` of `words` (default WORDS) a text, the
+  labels alternating; no pair twice."""
   rng, seen, out = random.Random(seed), set(), []
   while len(out) < n:
     label = LABELS[len(out) % 2]
-    texts = pair(rng, label == "shared")
+    texts = pair(rng, label == "shared", words or WORDS, k)
     if texts not in seen:
       seen.add(texts)
       out.append((*texts, label))
   return out
 
 
-def write_csv(path: str, n: int, seed: int = 0) -> str:
-  """Writes `records(n, seed)` as a csv with columns premise, hypothesis and label."""
+def write_csv(path: str, n: int, seed: int = 0, **kwargs) -> str:
+  """Writes `records(n, seed, **kwargs)` as a csv with columns premise, hypothesis and label."""
   with open(path, "w", encoding="utf-8", newline="") as f:
     writer = csv.writer(f)
     writer.writerow(["premise", "hypothesis", "label"])
-    writer.writerows(records(n, seed))
+    writer.writerows(records(n, seed, **kwargs))
   return path
 
 

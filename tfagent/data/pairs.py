@@ -7,6 +7,7 @@ tf.data a pair is the features dict `{"text": <string>[], "text_pair": <string>[
 named as the export's inputs, so every stage passes it to the model as it is.
 """
 
+import numpy as np
 import tensorflow as tf
 
 from tfagent.errors import ConfigError
@@ -15,6 +16,7 @@ from tfagent.signatures import TEXT, TEXT_PAIR
 # Sources whose records can hold a second text; dir: and embedded: hold one text a file/line.
 PAIR_SOURCES = ("csv", "tsv", "jsonl", "tfrecord", "tfds")
 SEPARATOR = "\0"  # Joins a pair's texts for hashing: no text holds NUL (records.check_text).
+SHOWN = " \u21c4 "  # " ⇄ ": between a pair's texts where one line shows both (TensorBoard).
 
 
 def is_pair(data_cfg) -> bool:
@@ -69,3 +71,27 @@ def single_texts(ds: tf.data.Dataset) -> tf.data.Dataset:
   if isinstance(texts.element_spec, dict):
     return texts.map(lambda f: tf.stack([f[TEXT], f[TEXT_PAIR]])).unbatch()
   return texts
+
+
+def joined(text, separator: str = SEPARATOR):
+  """An element's or a batch's text (numpy bytes) as bytes: a pair's two joined by `separator`
+  (SEPARATOR to hash it, SHOWN for a table cell); a single text as it is."""
+  if not isinstance(text, dict):
+    return text
+  first, second, sep = text[TEXT], text[TEXT_PAIR], separator.encode("utf-8")
+  if isinstance(first, bytes):
+    return first + sep + second
+  return [a + sep + b for a, b in zip(first, second)]
+
+
+def rows(text) -> list:
+  """A batch's texts (numpy or tensors) as Python strings, one a row: a pair's as
+  `(text, text_pair)`, as the in-memory splits hold them."""
+  if isinstance(text, dict):
+    return list(zip(rows(text[TEXT]), rows(text[TEXT_PAIR])))
+  return [t.decode("utf-8", "replace") for t in np.asarray(text).tolist()]
+
+
+def split_rows(ds: tf.data.Dataset) -> list:
+  """The texts of a (small) dataset of `(text, label)` elements, as `rows` gives them."""
+  return [row for text, _ in ds.batch(256).as_numpy_iterator() for row in rows(text)]

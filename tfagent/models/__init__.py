@@ -6,11 +6,13 @@ import keras
 import tensorflow as tf
 
 from tfagent.errors import ConfigError
-from tfagent.models import bert, ensemble, wide
+from tfagent.models import bert, ensemble, pair, wide
 from tfagent.models.bert import BACKBONE, build_bert
 from tfagent.models.layers import TextTokenizer
 from tfagent.models.lstm import build_lstm
 from tfagent.models.transformer import build_transformer
+from tfagent import signatures
+from tfagent.signatures import TEXT, TEXT_PAIR
 
 BUILDERS = {"lstm": build_lstm, "transformer": build_transformer, "bert": build_bert}
 PRETRAINED = {"bert"}  # Bring their own tokenizer; no vocabulary is learned.
@@ -48,8 +50,15 @@ def build_tokenizer(cfg, vocab_corpus: tf.data.Dataset) -> TextTokenizer:
   return tokenizer
 
 
+def string_inputs(pairs: bool):
+  """The model's input: `text` `<string>[batch]`, or a sentence pair's dict of two."""
+  if pairs:
+    return {name: keras.Input(shape=(), dtype="string", name=name) for name in (TEXT, TEXT_PAIR)}
+  return keras.Input(shape=(), dtype="string", name=TEXT)
+
+
 def build_model(cfg, class_names, vocab_corpus: tf.data.Dataset,
-                wide_fit: wide.WideFit = None) -> keras.Model:
+                wide_fit: wide.WideFit = None, pairs: bool = False) -> keras.Model:
   """Builds `<string>[batch] -> <float32>[batch, len(class_names)]` logits.
 
   The model is two named parts: `tokenizer` (strings to ids, run in tf.data
@@ -67,10 +76,12 @@ def build_model(cfg, class_names, vocab_corpus: tf.data.Dataset,
     vocab_corpus: training texts, `<string>[batch]`, for the vocabulary
       (unused by pretrained models, whose vocabulary comes with the preset).
     wide_fit: the fitted wide path (wide.fit_wide), needed when `cfg.wide_ngrams` > 0.
+    pairs: sentence pairs (--text_pair_field): the input is the dict `{text, text_pair}`
+      of `<string>[batch]` and the classifier compares the two (models/pair.py).
   """
   check_model_name(cfg.name)
   if cfg.name in PRETRAINED:
-    tokenizer, classifier = BUILDERS[cfg.name](cfg, len(class_names), TOKENIZER)
+    tokenizer, classifier = BUILDERS[cfg.name](cfg, len(class_names), TOKENIZER, pairs)
   else:
     tokenizer = build_tokenizer(cfg, vocab_corpus)
     # The embedding needs rows only for tokens the vocabulary really has.
@@ -78,9 +89,11 @@ def build_model(cfg, class_names, vocab_corpus: tf.data.Dataset,
     if cfg.ensemble_size > 1:
       classifier = ensemble.build_ensemble(BUILDERS[cfg.name], learned, len(class_names),
                                            cfg.ensemble_size)
+    elif pairs:
+      classifier = pair.build_pair_classifier(learned, len(class_names))
     else:
       classifier = BUILDERS[cfg.name](learned, len(class_names))
-  text = keras.Input(shape=(), dtype="string", name="text")
+  text = string_inputs(pairs)
   ids = tokenizer(text)
   if cfg.ensemble_size == 1:
     logits = classifier(ids)
@@ -100,7 +113,7 @@ def traced(model: keras.Model):
   (minutes a split for the quickstart's BiLSTMs); the trace runs it as a graph.
   """
   return tf.function(lambda text: model(text, training=False),
-                     input_signature=[tf.TensorSpec([None], tf.string)])
+                     input_signature=[signatures.input_spec(model)])
 
 
 def path_logits(model: keras.Model) -> keras.Model:
