@@ -118,4 +118,4 @@ def traced(model: keras.Model):
 
 def path_logits(model: keras.Model) -> keras.Model:
   """`<string>[batch]` -> `[wide, deep]` logits `<float32>[batch, C]` of a wide+deep model."""
-  return keras.Model(model.inputs, model.get_layer(WIDE_DEEP).input)
+  return keras.Model(model.input, model.get_layer(WIDE_DEEP).input)
