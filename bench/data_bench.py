@@ -60,8 +60,8 @@ def pipeline_speed(train_ds, tokenizer, data_cfg, model_cfg) -> dict:
 
 def model_speed(model, train_ds, data_cfg, model_cfg, steps: int) -> dict:
   """Examples/s the classifier consumes in training steps (input prepared beforehand)."""
-  tokenizer = model.get_layer(models.TOKENIZER)
-  classifier = model.get_layer(models.CLASSIFIER)
+  tokenizer = model.tokenizer
+  classifier = model.classifier
   classifier.compile(optimizer=keras.optimizers.AdamW(1e-3),
                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
   ds = data.make_input_fn(train_ds, tokenizer, data_cfg, training=True,
@@ -102,7 +102,7 @@ def main(argv):
   logging.info("Learning the vocabulary on %s train examples...", info.split_sizes["train"])
   model = models.build_model(model_cfg, info.class_names,
                              splits["train"].map(lambda t, _: t).batch(1024))
-  tokenizer = model.get_layer(models.TOKENIZER)
+  tokenizer = model.tokenizer
   pipe = pipeline_speed(splits["train"], tokenizer, data_cfg, model_cfg)
   no_buckets = config.DataConfig(**{**data_cfg.__dict__, "bucket_width": 0})
   _, _, longest = time_epoch(data.make_input_fn(splits["train"], tokenizer, no_buckets,

@@ -33,7 +33,7 @@ import tensorflow as tf
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bench import imdb  # noqa: E402
-from tfagent import config, data, evaluate, models, optim, training  # noqa: E402
+from tfagent import config, data, evaluate, optim, training  # noqa: E402
 
 FLAGS = flags.FLAGS
 SETUPS = {
@@ -117,7 +117,7 @@ def run_setup(name: str, setup: dict, splits, info) -> dict:
   with optim.precision_policy(cfg.train.mixed_precision):
     model, classifier = training.build_and_compile(cfg, strategy, splits["train"],
                                                 info.class_names, steps * cfg.train.epochs)
-    tokenizer = model.get_layer(models.TOKENIZER)
+    tokenizer = model.tokenizer
     if setup["pad_to_max"]:
       train_ds = plain_input(splits["train"],
                              padded_to_max(tokenizer, cfg.model.sequence_length), cfg.data)

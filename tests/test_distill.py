@@ -66,7 +66,7 @@ def student(cfg, teacher=None, total_steps: int = 100):
 
 
 def fit(cfg, taught, model, classifier, steps: int) -> None:
-  stream = data.make_input_fn(taught.train, model.get_layer(models.TOKENIZER), cfg.data,
+  stream = data.make_input_fn(taught.train, model.tokenizer, cfg.data,
                               training=True, model_cfg=cfg.model, start_step=0)()
   classifier.fit(stream, steps_per_epoch=steps, epochs=1, verbose=0, shuffle=False)
 
@@ -106,7 +106,7 @@ def test_training_loss_at_alpha_one_is_cross_entropy_to_the_tempered_teacher(
       teacher=teacher_path, distill_alpha=1.0, distill_temperature=2.0)
   splits, taught, model, classifier = student(cfg)
   first = taught.train.take(8)
-  ids, targets = next(iter(data.make_input_fn(first, model.get_layer(models.TOKENIZER), cfg.data,
+  ids, targets = next(iter(data.make_input_fn(first, model.tokenizer, cfg.data,
                                               training=False, model_cfg=cfg.model)()))
   texts = texts_of(splits["train"].take(8))
   probs = distill.Teacher(teacher_path).probabilities(tf.constant(texts))

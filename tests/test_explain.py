@@ -118,7 +118,7 @@ def test_completeness_holds_for_every_from_scratch_architecture(overrides):
   """Random weights: 128 steps, as an untrained tiny Transformer's ReLUs need 1.1 % at 64."""
   model = untrained(tiny_model_config(**overrides))
   if "wide_ngrams" in overrides:  # A deep weight other than 1 must be honoured.
-    model.get_layer(models.WIDE_DEEP).deep_weight.assign(0.4)
+    model.set_deep_weight(0.4)
   out = explained(model, TEXTS, steps=128)
   assert completeness_ratio(out) <= 0.01
 
@@ -147,8 +147,8 @@ def test_explain_steps_below_one_names_the_flag():
 def test_wide_path_attributions_are_its_exact_ngram_weights():
   """With deep weight 0 the model is the wide path: each n-gram's weight split over its words."""
   model = untrained(tiny_model_config(wide_ngrams=2, wide_min_count=1, wide_c=1.0))
-  model.get_layer(models.WIDE_DEEP).deep_weight.assign(0.0)
-  layer = model.get_layer(models.WIDE)
+  model.set_deep_weight(0.0)
+  layer = model.wide
   kernel = layer.kernel.numpy()
   index = {g: i + 1 for i, g in enumerate(layer.vocabulary())}
   out = explained(model, ["great movie great", "zebra"], steps=2)
@@ -353,7 +353,7 @@ def bert_wide(preset: str, deep_weight: float = 0.4) -> keras.Model:
   """A tiny BERT with a wide path of 1-2-grams fitted on TEXTS; deep weight not 1."""
   model = untrained(config.ModelConfig(name="bert", preset=preset, sequence_length=8,
                                        dropout=0.0, wide_ngrams=2, wide_min_count=1, wide_c=1.0))
-  model.get_layer(models.WIDE_DEEP).deep_weight.assign(deep_weight)
+  model.set_deep_weight(deep_weight)
   return model
 
 
@@ -365,7 +365,7 @@ def tiny_bert_preset(tmp_path_factory) -> str:
 def test_bert_with_a_wide_path_lists_the_ngrams_after_the_pieces(tiny_bert_preset):
   """Pieces (weighted by the deep weight), then each known n-gram once, with its exact weight."""
   model = bert_wide(tiny_bert_preset)
-  layer = model.get_layer(models.WIDE)
+  layer = model.wide
   index = {g: i + 1 for i, g in enumerate(layer.vocabulary())}
   texts = ["great movie great", "", "zebra films", "a truly awful mess , hated it"]
   out = explained(model, texts)
@@ -427,7 +427,7 @@ def test_explain_class_of_a_two_class_wide_path_is_the_predicted_class_negated()
   """The 2-class wide path's logits are ±(its decision) / 2: toward the other class, every
   n-gram's weight flips its sign."""
   model = untrained(tiny_model_config(wide_ngrams=2, wide_min_count=1, wide_c=1.0))
-  model.get_layer(models.WIDE_DEEP).deep_weight.assign(0.0)
+  model.set_deep_weight(0.0)
   predicted = explained(model, TEXTS[:2], steps=2)
   other = [CLASSES[1 - CLASSES.index(c.decode())] for c in predicted["classes"]]
   toward = explained_toward(model, TEXTS[:2], other, steps=2)

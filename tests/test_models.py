@@ -26,7 +26,7 @@ def build(name: str, **overrides) -> keras.Model:
 
 
 def test_tokenizer_splits_cjk_characters_and_keeps_words():
-  tok = build("lstm").get_layer(models.TOKENIZER)
+  tok = build("lstm").tokenizer
   vocab = tok.vocabulary()
   for token in ["great", "film", "这", "个", "好", ","]:
     assert token in vocab
@@ -36,14 +36,14 @@ def test_tokenizer_splits_cjk_characters_and_keeps_words():
 
 
 def test_tokenizer_truncates_pads_and_handles_empty_text():
-  tok = build("lstm", sequence_length=4).get_layer(models.TOKENIZER)
+  tok = build("lstm", sequence_length=4).tokenizer
   ids = tok(tf.constant(["这个东西很好用", "", "不错"])).numpy()
   assert ids.shape == (3, 4)
   assert list(ids[1]) == [0, 0, 0, 0] and list(ids[2][2:]) == [0, 0]
 
 
 def test_tokenizer_bigrams_extend_the_vocabulary():
-  tok = build("lstm", ngrams=2, sequence_length=32).get_layer(models.TOKENIZER)
+  tok = build("lstm", ngrams=2, sequence_length=32).tokenizer
   assert "很 好" in tok.vocabulary()
   assert tok(tf.constant(["很好"])).shape[1] == 3  # Two characters and one bigram.
 
@@ -62,7 +62,7 @@ def peak_memory_growth_mb(fn) -> float:
 
 @pytest.mark.skipif(not os.access("/proc/self/clear_refs", os.W_OK), reason="needs Linux /proc")
 def test_tokenizer_truncates_a_huge_text_before_padding_its_batch():
-  tok = build("lstm", sequence_length=8).get_layer(models.TOKENIZER)
+  tok = build("lstm", sequence_length=8).tokenizer
   texts = tf.constant(["great film " * 500_000] + ["bad movie"] * 39)  # 5.5 MB: 1M tokens.
   tok(texts[:2])  # Warm-up: the first call's one-time allocations are not the batch's.
   growth = peak_memory_growth_mb(lambda: tok(texts))
@@ -94,7 +94,7 @@ def test_padding_does_not_change_logits(name):
 def test_classifier_takes_the_empty_batch_of_an_idle_replica(name):
   """tf.distribute gives a replica with no examples left (the end of an evaluation pass
   that does not fill every replica) a dummy batch whose unknown dims are 0: `[0, 0]` ids."""
-  classifier = build(name).get_layer(models.CLASSIFIER)
+  classifier = build(name).classifier
   step = tf.function(lambda ids: classifier(ids, training=False),
                      input_signature=[tf.TensorSpec([None, None], tf.int64)])
   assert step(tf.zeros([0, 0], tf.int64)).shape == (0, 2)
@@ -114,10 +114,10 @@ def test_save_and_reload_gives_the_same_logits(name, tmp_path):
 @pytest.mark.parametrize("name", ["lstm", "transformer"])
 def test_one_training_step_changes_every_trainable_weight(name):
   model = build(name, dropout=0.0)
-  classifier = model.get_layer(models.CLASSIFIER)
+  classifier = model.classifier
   classifier.compile(optimizer=keras.optimizers.Adam(1e-2),
                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-  ids = model.get_layer(models.TOKENIZER)(tf.constant(CORPUS))
+  ids = model.tokenizer(tf.constant(CORPUS))
   before = [w.numpy().copy() for w in classifier.trainable_weights]
   classifier.train_on_batch(ids, np.array([1, 0, 1, 1, 0]))
   unchanged = [w.path for w, b in zip(classifier.trainable_weights, before)
@@ -132,8 +132,8 @@ def test_unknown_model_lists_valid_ones():
 
 def test_ensemble_predicts_the_mean_of_its_members_probabilities():
   model = build("lstm", ensemble_size=3)
-  classifier = model.get_layer(models.CLASSIFIER)
-  ids = model.get_layer(models.TOKENIZER)(tf.constant(CORPUS))
+  classifier = model.classifier
+  ids = model.tokenizer(tf.constant(CORPUS))
   member_probs = [tf.nn.softmax(classifier.get_layer(f"member_{k}")(ids)).numpy()
                   for k in range(3)]
   assert not np.allclose(member_probs[0], member_probs[1])  # Own initial weights.
@@ -144,10 +144,10 @@ def test_ensemble_predicts_the_mean_of_its_members_probabilities():
 @pytest.mark.slow
 def test_ensemble_step_trains_each_member_on_its_own_batch_and_reloads(tmp_path):
   model = build("transformer", ensemble_size=2, dropout=0.0)
-  classifier = model.get_layer(models.CLASSIFIER)
+  classifier = model.classifier
   classifier.compile(optimizer=keras.optimizers.Adam(1e-2),
                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-  tok = model.get_layer(models.TOKENIZER)
+  tok = model.tokenizer
   member_0 = classifier.get_layer("member_0")
   before = [w.numpy().copy() for w in classifier.trainable_weights]
   # Each member gets its own batch; labels are [batch, members].

@@ -9,34 +9,63 @@ import numpy as np
 from tfagent import progress
 
 
-class Slow(keras.callbacks.Callback):
-  """Makes each training step take `seconds`, as a real model's step would."""
+class Clock:
+  """A clock that moves only when told, so that the test's timings are exact."""
 
-  def __init__(self, seconds: float):
+  def __init__(self):
+    self.now = 0.0
+
+  def __call__(self):
+    return self.now
+
+
+class Slow(keras.callbacks.Callback):
+  """Makes each training step take `seconds` on `clock`; `stall` adds to the steps it names."""
+
+  def __init__(self, clock: Clock, seconds: float, stall: dict = None):
     super().__init__()
-    self.seconds = seconds
+    self.clock, self.seconds, self.stall, self.step = clock, seconds, stall or {}, 0
 
   def on_train_batch_end(self, batch, logs=None):
-    time.sleep(self.seconds)
+    self.step += 1
+    self.clock.now += self.seconds + self.stall.get(self.step, 0.0)
 
 
-def test_fit_progress_speaks_inside_an_epoch_with_an_eta_that_counts_down(caplog):
+def fit_log(caplog, stall=None) -> str:
+  """Two epochs of 10 steps of 0.25 s each on a fake clock, logged every second."""
   model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
   model.compile("sgd", "mse")
   x = np.zeros((40, 2), "float32")
+  clock = Clock()
   with caplog.at_level("INFO", logger="absl"):
     model.fit(x, x[:, :1], batch_size=4, epochs=2, verbose=0,
-              callbacks=[Slow(0.05), progress.FitProgress(4, every=0.2)])
-  inside = re.findall(r"Epoch (\d)/2: step (\d+)/10, \d+ examples/s; at most (.+) left",
-                      caplog.text)
-  # 10 steps of >= 0.05 s an epoch: a line every 0.2 s, so at least one in each epoch.
-  assert {epoch for epoch, _, _ in inside} == {"1", "2"}
-  left = [float(t.split()[0]) for _, _, t in inside]
-  assert left == sorted(left, reverse=True)  # It counts down.
-  first_step = int(inside[0][1])  # The first ETA covers this epoch's rest and all of epoch 2.
-  assert left[0] >= 0.05 * (20 - first_step) * 0.9
-  ends = re.findall(r"Epoch (\d)/2 done in [\d.]+ s; (.+)", caplog.text)
-  assert [e for e, _ in ends] == ["1", "2"] and ends[-1][1] == "the fit is done."
+              callbacks=[Slow(clock, 0.25, stall), progress.FitProgress(4, every=1.0, clock=clock)])
+  return caplog.text
+
+
+def etas(text: str) -> list:
+  """(epoch, step, seconds left) of each progress line inside an epoch."""
+  return [(int(e), int(s), float(t.split()[0])) for e, s, t in re.findall(
+      r"Epoch (\d)/2: step (\d+)/10, \d+ examples/s; at most (.+) left", text)]
+
+
+def test_fit_progress_speaks_inside_an_epoch_with_an_eta_that_counts_down(caplog):
+  text = fit_log(caplog)
+  inside = etas(text)
+  # A line a second of 0.25-s steps (the count restarts with each epoch): steps 4 and 8.
+  assert [(e, s) for e, s, _ in inside] == [(1, 4), (1, 8), (2, 4), (2, 8)]
+  # The ETA is the steps left in the fit times 0.25 s.
+  assert [t for _, _, t in inside] == [4.0, 3.0, 1.5, 0.5]
+  ends = re.findall(r"Epoch (\d)/2 done in [\d.]+ s; (.+)", text)
+  assert ends == [("1", "at most 2.5 s left in the fit."), ("2", "the fit is done.")]
+
+
+def test_one_stalled_step_barely_moves_the_eta(caplog):
+  # Epoch 2's first step stalls for 2 s, so a line follows it at once. Its ETA averages the stall
+  # over the fit's 11 steps (4.75 s / 11 = 0.43 s a step, x 9 steps left = 3.9 s), where that
+  # step alone would say 9 x 2.25 = 20.3 s; the next lines keep counting down.
+  inside = etas(fit_log(caplog, stall={11: 2.0}))
+  assert [(s, t) for e, s, t in inside if e == 2] == [(1, 3.9), (5, 1.9), (9, 0.4)]
 
 
 def test_stage_announces_and_times_its_work(caplog):

@@ -227,4 +227,4 @@ def test_gate_keeps_the_float_export_and_says_why(lstm_gated):
   np.testing.assert_allclose(export_probabilities(staged.path),
                              tf.nn.softmax(model(tf.constant(TEXTS))).numpy(), atol=1e-5)
   # And the float model itself was left float: the copy was quantized, not it.
-  assert not any(v.dtype == "int8" for v in model.get_layer("classifier").weights)
+  assert not any(v.dtype == "int8" for v in model.classifier.weights)

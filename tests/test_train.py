@@ -113,8 +113,8 @@ def test_ensemble_trains_exports_and_serves_the_mean_of_its_members(corpus_dir, 
   assert saved["validation"] == result["validation"] != result["validation_members_mean"]
   best = keras.saving.load_model(tmp_path / "run" / "checkpoints" / "best.keras")
   texts = tf.constant(["great movie", "很差", "a mess"])
-  classifier = best.get_layer("classifier")
-  ids = best.get_layer("tokenizer")(texts)
+  classifier = best.classifier
+  ids = best.tokenizer(texts)
   members = [tf.nn.softmax(classifier.get_layer(f"member_{k}")(ids)).numpy() for k in (0, 1)]
   served = tf.saved_model.load(result["saved_model"]).signatures["serving_default"]
   np.testing.assert_allclose(served(text=texts)["probabilities"].numpy(),

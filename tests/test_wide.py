@@ -14,7 +14,7 @@ from sklearn.feature_extraction.text import CountVectorizer
 from sklearn.linear_model import LogisticRegression
 import tensorflow as tf
 
-from tfagent import config, export, models
+from tfagent import config, evaluate, export, models
 from tfagent.errors import ConfigError
 from tfagent.models import wide
 
@@ -116,15 +116,15 @@ def test_c_is_chosen_on_validation_when_not_given():
 
 def test_model_logits_are_the_wide_plus_the_weighted_deep_logits():
   model = build()
-  model.get_layer(models.WIDE_DEEP).deep_weight.assign(0.35)
+  model.set_deep_weight(0.35)
   texts = tf.constant(["great fun film", "hated this dull show", "zebra", ""])
-  wide_logits, deep_logits = models.path_logits(model)(texts)
+  wide_logits, deep_logits = model.path_logits()(texts)
   np.testing.assert_allclose(model(texts).numpy(),
                              wide_logits.numpy() + 0.35 * deep_logits.numpy(), atol=1e-6)
-  np.testing.assert_allclose(wide_logits.numpy(), model.get_layer("wide")(texts).numpy())
-  ids = model.get_layer(models.TOKENIZER)(texts)
+  np.testing.assert_allclose(wide_logits.numpy(), model.wide(texts).numpy())
+  ids = model.tokenizer(texts)
   np.testing.assert_allclose(deep_logits.numpy(),
-                             model.get_layer(models.CLASSIFIER)(ids).numpy(), atol=1e-6)
+                             model.classifier(ids).numpy(), atol=1e-6)
 
 
 def test_deep_weight_is_the_one_of_lowest_validation_loss():
@@ -147,12 +147,12 @@ def test_empty_vocabulary_is_a_config_error_naming_the_flag():
 
 def test_checkpoint_reload_keeps_the_wide_path(tmp_path):
   model = build(model_config(ensemble_size=2))
-  model.get_layer(models.WIDE_DEEP).deep_weight.assign(0.5)
+  model.set_deep_weight(0.5)
   model.save(tmp_path / "m.keras")
   reloaded = keras.saving.load_model(tmp_path / "m.keras")
   texts = tf.constant(["great fun film", "hated it", "zebra"])
   np.testing.assert_allclose(reloaded(texts).numpy(), model(texts).numpy(), atol=1e-6)
-  assert reloaded.get_layer("wide").vocabulary() == model.get_layer("wide").vocabulary()
+  assert reloaded.wide.vocabulary() == model.wide.vocabulary()
 
 
 RELOAD = r"""
@@ -169,7 +169,7 @@ print(json.dumps({"modules": sorted(m for m in sys.modules if m.split(".")[0] in
 @pytest.mark.slow
 def test_export_reloads_in_a_clean_process_with_the_same_probabilities(tmp_path):
   model = build()
-  model.get_layer(models.WIDE_DEEP).deep_weight.assign(0.5)
+  model.set_deep_weight(0.5)
   path = export.export_model(model, ["neg", "pos"],
                              config.ExportConfig(export_dir=str(tmp_path), model_name="wd"))
   texts = ["great fun film", "hated this dull show", "zebra", ""]
@@ -181,3 +181,43 @@ def test_export_reloads_in_a_clean_process_with_the_same_probabilities(tmp_path)
   got = json.loads(proc.stdout.strip().splitlines()[-1])
   assert got["modules"] == []  # No tfagent code: only TensorFlow ops ran.
   np.testing.assert_allclose(np.array(got["probabilities"]), expected, atol=1e-5)
+
+
+def weight_paths(model: keras.Model, path: str) -> list:
+  """The paths of every array in `model`'s `.weights.h5` file."""
+  import h5py
+  model.save_weights(path)
+  with h5py.File(path) as f:
+    found = []
+    f.visititems(lambda name, obj: found.append(name) if isinstance(obj, h5py.Dataset) else None)
+  return sorted(found)
+
+
+def test_the_model_object_reloads_as_itself_with_its_parts_and_deep_weight(tmp_path):
+  model = build(model_config(ensemble_size=2))
+  model.set_deep_weight(0.35)
+  path = str(tmp_path / "m.keras")
+  model.save(path)
+  reloaded = evaluate.load_checkpoint(path)
+  assert isinstance(reloaded, models.TextClassifier)
+  assert reloaded.deep_weight == pytest.approx(0.35) and len(reloaded.members) == 2
+  assert reloaded.wide.vocabulary() == model.wide.vocabulary()
+  texts = tf.constant(["great fun", "dull and boring", "unseen words"])
+  np.testing.assert_array_equal(reloaded(texts).numpy(), model(texts).numpy())
+  rebuilt = models.TextClassifier.from_config(model.get_config())
+  assert [l.name for l in rebuilt.layers] == [l.name for l in model.layers]
+
+
+def test_a_checkpoint_saved_before_the_model_object_loads_as_one(tmp_path):
+  model = build(model_config(ensemble_size=2))
+  model.set_deep_weight(0.35)
+  # What build_model returned before the model object: a plain Functional model, same layers.
+  plain = keras.Model(model.inputs, model.outputs, name=model.name)
+  assert weight_paths(plain, str(tmp_path / "p.weights.h5")) == weight_paths(
+      model, str(tmp_path / "m.weights.h5"))  # Old backups restore into the new object.
+  plain.save(str(tmp_path / "old.keras"))
+  adopted = evaluate.load_checkpoint(str(tmp_path / "old.keras"))
+  assert isinstance(adopted, models.TextClassifier) and adopted.deep_weight == pytest.approx(0.35)
+  texts = tf.constant(["great fun", "dull and boring"])
+  np.testing.assert_array_equal(adopted(texts).numpy(), model(texts).numpy())
+  assert adopted.tokenizer is adopted.get_layer("tokenizer") and len(adopted.members) == 2

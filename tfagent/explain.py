@@ -39,7 +39,7 @@ import tensorflow as tf
 
 from tfagent import signatures
 from tfagent.errors import ConfigError
-from tfagent.models import CLASSIFIER, TOKENIZER, WIDE, WIDE_DEEP, bert, ensemble
+from tfagent.models import TextClassifier, bert, ensemble
 from tfagent.models.layers import TextTokenizer, standardize
 from tfagent.models.wide import ngram_strings
 
@@ -61,13 +61,6 @@ class Parts:
   wide_deep: keras.layers.Layer  # WideDeep, or None.
 
 
-def find_layer(model: keras.Model, name: str = None, kind: type = None):
-  """The layer of `model` with this name or type, or None."""
-  return next((l for l in model.layers
-               if (name is None or l.name == name) and (kind is None or isinstance(l, kind))),
-              None)
-
-
 def embedding_path(member: keras.Model) -> tuple:
   """`(embedding layer, keras.Model [ids, <float>[batch, L, D]] -> logits)` of one classifier."""
   embedding = member.get_layer(EMBEDDING)
@@ -75,23 +68,19 @@ def embedding_path(member: keras.Model) -> tuple:
 
 
 def supported(model: keras.Model) -> bool:
-  """Whether `model` can be explained: a models.build_model model (its tokenizer is known)."""
-  return isinstance(find_layer(model, TOKENIZER), (TextTokenizer, bert.WordPieceEncoder))
+  """Whether `model` can be explained: a TextClassifier whose tokenizer explain.py knows."""
+  return (isinstance(model, TextClassifier)
+          and isinstance(model.tokenizer, (TextTokenizer, bert.WordPieceEncoder)))
 
 
-def model_parts(model: keras.Model) -> Parts:
-  """Splits a models.build_model model into the parts the explanation uses."""
+def model_parts(model: TextClassifier) -> Parts:
+  """The parts of the model object that the explanation uses."""
   if not supported(model):
-    raise NotImplementedError(f"{model.name}: no '{TOKENIZER}' layer that explain.py knows "
-                              "(TextTokenizer or bert.WordPieceEncoder).")
-  tokenizer = model.get_layer(TOKENIZER)
-  path = embedding_path if isinstance(tokenizer, TextTokenizer) else bert.embedding_path
-  classifier = model.get_layer(CLASSIFIER)
-  average = find_layer(model, kind=ensemble.MemberAverage)
-  members = ([classifier] if average is None else
-             [l for l in classifier.layers if isinstance(l, keras.Model)])
-  return Parts(tokenizer, tuple(path(m) for m in members), average,
-               find_layer(model, WIDE), find_layer(model, WIDE_DEEP))
+    raise NotImplementedError(f"{model.name}: not a TextClassifier with a tokenizer that "
+                              "explain.py knows (TextTokenizer or bert.WordPieceEncoder).")
+  path = embedding_path if isinstance(model.tokenizer, TextTokenizer) else bert.embedding_path
+  return Parts(model.tokenizer, tuple(path(m) for m in model.members), model.average,
+               model.wide, model.wide_deep)
 
 
 def is_bert(parts: Parts) -> bool:

@@ -42,7 +42,7 @@ def unknown_share(model, texts: list) -> float:
   """Share of `[UNK]` among the tokens (word pieces) the model's tokenizer makes of `texts`."""
   import numpy as np
   import tensorflow as tf
-  tokenizer = model.get_layer("tokenizer")
+  tokenizer = model.tokenizer
   vocabulary = tokenizer.vocabulary()
   if "[UNK]" not in vocabulary or not texts:
     return 0.0

@@ -49,21 +49,28 @@ def stage(what: str):
 
 class FitProgress(keras.callbacks.Callback):
   """Logs the step, the examples/s and the fit's ETA every `every` seconds of an epoch
-  (None: only at each epoch's end), from the steps and validation passes timed so far."""
+  (None: only at each epoch's end), from the steps and validation passes timed so far.
 
-  def __init__(self, global_batch_size: int, every: float = EVERY_SECONDS):
+  The step time is the mean over every training step of the fit so far, not of this epoch
+  alone, so one slow step (a stall, the first step's tracing) barely moves the ETA.
+  `clock` (seconds, monotonic) is `time.perf_counter` unless a test gives its own.
+  """
+
+  def __init__(self, global_batch_size: int, every: float = EVERY_SECONDS, clock=None):
     super().__init__()
     self.batch_size, self.every = global_batch_size, every
+    self.clock = clock or time.perf_counter
     self.step_seconds, self.validation_seconds = None, 0.0
+    self.fit_steps, self.fit_train_seconds = 0, 0.0  # Finished epochs' training steps and time.
 
   def on_epoch_begin(self, epoch, logs=None):
-    self.epoch, self.steps, self.start = epoch, 0, time.perf_counter()
+    self.epoch, self.steps, self.start = epoch, 0, self.clock()
     self.last_log, self.test_start = self.start, None
 
   def on_train_batch_end(self, batch, logs=None):
     self.steps += 1
-    now = time.perf_counter()
-    self.step_seconds = (now - self.start) / self.steps
+    now = self.clock()
+    self.step_seconds = (self.fit_train_seconds + now - self.start) / (self.fit_steps + self.steps)
     if self.every is not None and now - self.last_log >= self.every:
       self.last_log = now
       logging.info("Epoch %d/%d: step %d/%d, %.0f examples/s; %s", self.epoch + 1,
@@ -72,13 +79,17 @@ class FitProgress(keras.callbacks.Callback):
 
   def on_test_begin(self, logs=None):
     if self.test_start is None and self.steps:  # Validation inside fit, not `evaluate`.
-      self.test_start = time.perf_counter()
+      self.test_start = self.clock()
 
   def on_epoch_end(self, epoch, logs=None):
+    now = self.clock()
+    train_end = now if self.test_start is None else self.test_start
+    self.fit_steps += self.steps
+    self.fit_train_seconds += train_end - self.start
     if self.test_start is not None:
-      self.validation_seconds = time.perf_counter() - self.test_start
+      self.validation_seconds = now - self.test_start
     logging.info("Epoch %d/%d done in %s; %s", epoch + 1, self.params["epochs"],
-                 duration(time.perf_counter() - self.start), self.eta(epoch_done=True))
+                 duration(now - self.start), self.eta(epoch_done=True))
 
   def eta(self, epoch_done: bool = False) -> str:
     """The time left if every epoch runs (early stopping may end the fit sooner)."""

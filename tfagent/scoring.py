@@ -20,7 +20,7 @@ from tfagent.signatures import load_saved_model
 def path_outputs(paths, split, batch_size: int = evaluate.BATCH_SIZE) -> tuple:
   """`(wide, deep, labels)`: each path's `<float32>[n, C]` logits on a split, and its labels.
 
-  `paths` is `models.traced(models.path_logits(model))`, traced once for every split.
+  `paths` is `models.traced(model.path_logits())`, traced once for every split.
   """
   wide, deep, labels = [], [], []
   for text, label in split.batch(batch_size):
@@ -35,7 +35,7 @@ def path_outputs(paths, split, batch_size: int = evaluate.BATCH_SIZE) -> tuple:
 def weigh_paths(model: keras.Model, validation, out: config.Config) -> tuple:
   """`(paths, choice)`: the traced path function with validation's path logits, and the deep
   weight `set_deep_weight` chose on them."""
-  paths = {"fn": models.traced(models.path_logits(model))}
+  paths = {"fn": models.traced(model.path_logits())}
   paths["validation"] = path_outputs(paths["fn"], validation)
   return paths, set_deep_weight(model, paths["validation"], out)
 
@@ -44,7 +44,7 @@ def set_deep_weight(model: keras.Model, outputs: tuple, out: config.Config) -> d
   """Sets `wide_deep`'s deep weight to the one of lowest validation loss (`outputs`: validation's
   `path_outputs`) and saves out's best.keras with it: the checkpoint scores as the export does."""
   weight, losses = models.wide.choose_deep_weight(*outputs)
-  model.get_layer(models.WIDE_DEEP).deep_weight.assign(weight)
+  model.set_deep_weight(weight)
   fileio.replace_atomically(model.save, os.path.join(out.train.model_dir, "checkpoints",
                                                      "best.keras"))
   logging.info("Wide + deep: deep-path weight %.2f chosen on validation (loss %.4f; wide "

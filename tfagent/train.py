@@ -10,7 +10,6 @@ import types
 from absl import app, flags, logging
 
 from tfagent import cli, config
-from tfagent.errors import TfagentError
 
 FLAGS = flags.FLAGS
 # TensorFlow is imported only once the flags are parsed (in `check`): `--help`
@@ -77,14 +76,15 @@ sys.modules[__name__].__class__ = _CallableModule
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  try:
-    cfg = config_from_flags()
-    check(cfg, {name for name in FLAGS if FLAGS[name].present})
-    logging.info("Config: %s", json.dumps(cfg.to_dict(), sort_keys=True))
-    result = train_and_evaluate(cfg)
-  except TfagentError as e:
-    logging.error("%s", e)
-    sys.exit(1)
+  cli.run_main(train_from_flags)
+
+
+def train_from_flags() -> None:
+  """Reads the flags, checks them, and trains, evaluates and exports."""
+  cfg = config_from_flags()
+  check(cfg, {name for name in FLAGS if FLAGS[name].present})
+  logging.info("Config: %s", json.dumps(cfg.to_dict(), sort_keys=True))
+  result = train_and_evaluate(cfg)
   if "accuracy" not in result:  # The chief logs the run's summary (tfagent.progress).
     logging.info("Done: worker finished; the chief writes the SavedModel.")
 

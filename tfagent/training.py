@@ -52,7 +52,7 @@ def build_and_compile(cfg: config.Config, strategy, train_ds, class_names, total
   with strategy.scope():
     model = models.build_model(cfg.model, class_names, data.single_texts(train_ds).batch(1024),
                                wide_fit, data.is_pair(cfg.data))
-    classifier = model.get_layer(models.CLASSIFIER)
+    classifier = model.classifier
     classifier.compile(optimizer=optim.make_optimizer(cfg.train, total_steps,
                                                 models.find_backbone(classifier)),
                        **distill.compile_args(cfg.train, tasks.compile_args(
@@ -145,7 +145,7 @@ def restore_best(classifier: keras.Model, checkpoint_dir: str) -> None:
   path = os.path.join(checkpoint_dir, "best.keras")
   if tf.io.gfile.exists(path):
     best = evaluate.load_checkpoint(path)
-    classifier.set_weights(best.get_layer(models.CLASSIFIER).get_weights())
+    classifier.set_weights(best.classifier.get_weights())
 
 
 def check_vocabulary(cfg: config.Config, model: keras.Model, splits, sample: int = 2000) -> float:
@@ -203,7 +203,7 @@ def log_start(cfg: config.Config, out: config.Config, model, steps_per_epoch: in
   """Logs the model's size and writes the run's hyperparameters for TensorBoard."""
   logging.info("Model %s: %d parameters, vocabulary %d; %d steps an epoch of %d examples.",
                cfg.model.name, model.count_params(),
-               len(model.get_layer(models.TOKENIZER).vocabulary()), steps_per_epoch,
+               len(model.tokenizer.vocabulary()), steps_per_epoch,
                cfg.data.batch_size)
   logdir = summaries.log_dirs(out.train.model_dir)[0]
   summaries.write_hparams(logdir, cfg.to_dict(), trial_id=os.path.basename(
@@ -220,7 +220,7 @@ def train_in(cfg: config.Config, out: config.Config, strategy) -> dict:
   model, classifier = build_and_compile(cfg, strategy, taught.train, info.class_names,
                                         steps_per_epoch * cfg.train.epochs, wide_fit)
   unknown = check_vocabulary(cfg, model, splits)
-  tokenizer = model.get_layer(models.TOKENIZER)
+  tokenizer = model.tokenizer
   val_fn = data.make_input_fn(splits["validation"], tokenizer, cfg.data, training=False,
                               model_cfg=cfg.model)
   build_from_spec(classifier, strategy, val_fn().element_spec)

@@ -9,7 +9,6 @@ shards then stream from many files in parallel with no pass over the text.
 
 import json
 import os
-import sys
 import time
 
 from absl import app, flags, logging
@@ -17,7 +16,7 @@ import tensorflow as tf
 
 from tfagent import cli, config, fileio
 from tfagent.data import sources, tfrecord
-from tfagent.errors import ConfigError, TfagentError
+from tfagent.errors import ConfigError
 
 FLAGS = flags.FLAGS
 LOG_EVERY_S = 10  # Seconds between progress lines.
@@ -90,14 +89,12 @@ def define_flags(flag_values=FLAGS) -> None:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  try:
+  def body():
     data_cfg = config.section_from_flags(config.DataConfig, FLAGS)
     logging.info("Data config: %s", data_cfg)
     fileio.check_filesystems({"output_dir": FLAGS.output_dir})
     convert(data_cfg, FLAGS.output_dir, FLAGS.num_shards)
-  except TfagentError as e:
-    logging.error("%s", e)
-    sys.exit(1)
+  cli.run_main(body)
 
 
 if __name__ == "__main__":

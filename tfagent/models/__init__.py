@@ -8,18 +8,14 @@ import tensorflow as tf
 from tfagent.errors import ConfigError
 from tfagent.models import bert, ensemble, pair, wide
 from tfagent.models.bert import BACKBONE, build_bert
+from tfagent.models.classifier import TOKENIZER, WIDE, TextClassifier, adopt  # noqa: F401
 from tfagent.models.layers import TextTokenizer
 from tfagent.models.lstm import build_lstm
 from tfagent.models.transformer import build_transformer
 from tfagent import signatures
-from tfagent.signatures import TEXT, TEXT_PAIR
 
 BUILDERS = {"lstm": build_lstm, "transformer": build_transformer, "bert": build_bert}
 PRETRAINED = {"bert"}  # Bring their own tokenizer; no vocabulary is learned.
-TOKENIZER = "tokenizer"
-CLASSIFIER = "classifier"
-WIDE = "wide"
-WIDE_DEEP = "wide_deep"
 
 
 def check_model_name(name: str) -> None:
@@ -50,25 +46,16 @@ def build_tokenizer(cfg, vocab_corpus: tf.data.Dataset) -> TextTokenizer:
   return tokenizer
 
 
-def string_inputs(pairs: bool):
-  """The model's input: `text` `<string>[batch]`, or a sentence pair's dict of two."""
-  if pairs:
-    return {name: keras.Input(shape=(), dtype="string", name=name) for name in (TEXT, TEXT_PAIR)}
-  return keras.Input(shape=(), dtype="string", name=TEXT)
-
-
 def build_model(cfg, class_names, vocab_corpus: tf.data.Dataset,
-                wide_fit: wide.WideFit = None, pairs: bool = False) -> keras.Model:
-  """Builds `<string>[batch] -> <float32>[batch, len(class_names)]` logits.
+                wide_fit: wide.WideFit = None, pairs: bool = False) -> TextClassifier:
+  """Builds the model object, `<string>[batch] -> <float32>[batch, len(class_names)]` logits.
 
-  The model is two named parts: `tokenizer` (strings to ids, run in tf.data
-  during training) and `classifier` (ids to logits, the trained part). Calling
-  the whole model runs both, which is what evaluation and export use. With
-  `cfg.ensemble_size` > 1 the classifier takes one id batch per member and
-  returns all members' logits `[batch, size, C]`; the whole model feeds every
-  member the same ids and averages their probabilities (models/ensemble.py).
-  With `cfg.wide_ngrams` > 0 a third part, `wide` (`wide_fit`, an n-gram linear
-  model fitted beforehand), adds its logits to the deep path's in `wide_deep`.
+  Its parts (models/classifier.py): `tokenizer` (strings to ids, run in tf.data during
+  training), `classifier` (ids to logits, the trained part; with `cfg.ensemble_size` > 1,
+  one id batch per member in, all members' logits `[batch, size, C]` out, averaged in
+  probability by the whole model, models/ensemble.py) and, with `cfg.wide_ngrams` > 0,
+  `wide` (`wide_fit`, an n-gram linear model fitted beforehand) whose logits `wide_deep`
+  adds to the deep path's.
 
   Args:
     cfg: ModelConfig; `cfg.name` picks the architecture.
@@ -80,6 +67,8 @@ def build_model(cfg, class_names, vocab_corpus: tf.data.Dataset,
       of `<string>[batch]` and the classifier compares the two (models/pair.py).
   """
   check_model_name(cfg.name)
+  if cfg.wide_ngrams and wide_fit is None:
+    raise ValueError("--wide_ngrams is set: build_model needs the fitted wide path.")
   if cfg.name in PRETRAINED:
     tokenizer, classifier = BUILDERS[cfg.name](cfg, len(class_names), TOKENIZER, pairs)
   else:
@@ -93,17 +82,8 @@ def build_model(cfg, class_names, vocab_corpus: tf.data.Dataset,
       classifier = pair.build_pair_classifier(learned, len(class_names))
     else:
       classifier = BUILDERS[cfg.name](learned, len(class_names))
-  text = string_inputs(pairs)
-  ids = tokenizer(text)
-  if cfg.ensemble_size == 1:
-    logits = classifier(ids)
-  else:
-    logits = ensemble.MemberAverage(name="average")(classifier([ids] * cfg.ensemble_size))
-  if cfg.wide_ngrams:
-    if wide_fit is None:
-      raise ValueError("--wide_ngrams is set: build_model needs the fitted wide path.")
-    logits = wide.WideDeep(name=WIDE_DEEP)([wide_fit.layer(WIDE)(text), logits])
-  return keras.Model(text, logits, name=cfg.name)
+  return TextClassifier(tokenizer, classifier, wide_fit.layer(WIDE) if cfg.wide_ngrams else None,
+                        cfg.ensemble_size, pairs, name=cfg.name)
 
 
 def traced(model: keras.Model):
@@ -114,8 +94,3 @@ def traced(model: keras.Model):
   """
   return tf.function(lambda text: model(text, training=False),
                      input_signature=[signatures.input_spec(model)])
-
-
-def path_logits(model: keras.Model) -> keras.Model:
-  """`<string>[batch]` -> `[wide, deep]` logits `<float32>[batch, C]` of a wide+deep model."""
-  return keras.Model(model.input, model.get_layer(WIDE_DEEP).input)
