@@ -25,7 +25,7 @@ import conftest
 from conftest import run_command
 from serving_util import run_server
 import tfagent
-from tfagent import config, data, models, signatures, tasks
+from tfagent import config, data, models, signatures, tasks, tune
 from tfagent.data import convert
 from tfagent.models import pair
 from tfagent.errors import ConfigError, DataError
@@ -468,3 +468,44 @@ def test_tfagent_predict_reads_pairs_from_a_file(lstm_run, tmp_path, monkeypatch
                      "--text_field and --text_pair_field"):
     tfagent.load(path).predict(["apple river"])
   assert run_command(monkeypatch, "predict", f"--saved_model={path}", "apple river") == 1
+
+
+def test_tune_refuses_a_space_that_would_vary_what_pairs_refuse():
+  cfg, _ = config.from_args(None, dataset="csv:x.csv", text_pair_field="hypothesis",
+                            explain_steps=0)
+  tune.check_task(cfg, {"dropout": {"min": 0.0, "max": 0.5}})  # Nothing refused.
+  with pytest.raises(ConfigError, match="--search_space: field 'wide_ngrams' may take 2: "
+                     "--wide_ngrams=2 does not apply to --text_pair_field=hypothesis"):
+    tune.check_task(cfg, {"dropout": {"min": 0.0, "max": 0.5},
+                          "wide_ngrams": {"values": [0, 2]}})
+
+
+@pytest.mark.slow
+def test_tune_searches_pairs_and_scores_the_best_on_test(tmp_path):
+  """A trial of the pair LSTM is a normal pair run; the latency budget's probe sends a pair;
+  the best trial's export is scored on test. (One trial: more only repeat the same path.)"""
+  cfg = pair_config(tmp_path, "lstm", rows=200, epochs=1, embedding_dim=8, hidden_dim=4)
+  options = tune.TuneOptions(tune_dir=str(tmp_path / "tune"), tuner="random", max_trials=1,
+                             objective="val_loss", max_latency_ms=10_000)
+  space = {"dropout": {"values": [0.0, 0.3]}}
+  tune.check_task(cfg, space)
+  summary = tune.tune(cfg, space, options, {"dataset", "text_pair_field"})
+  assert [t["status"] for t in summary["trials"]] == ["completed"], summary["trials"]
+  assert all(t["latency_ms"] > 0 for t in summary["trials"])
+  assert summary["test"]["examples"] == len(list(data.load_splits(cfg.data)[0]["test"]))
+  assert "--text_pair_field=hypothesis" in (tmp_path / "tune" / "best.flags").read_text()
+
+
+@pytest.mark.slow
+def test_an_int8_export_of_a_pair_model_passes_the_gate_and_takes_both_texts(tmp_path):
+  from tfagent import train
+  cfg = pair_config(tmp_path, "transformer", rows=200, epochs=1, embedding_dim=16,
+                    intermediate_dim=16)
+  cfg = dataclasses.replace(cfg, export=dataclasses.replace(cfg.export, quantize="int8"))
+  result = train.train_and_evaluate(cfg)
+  report = result["quantization"]
+  assert report["mode"] == "int8" and report["kept"] in ("int8", "float32"), report
+  assert report["variables_bytes"]["int8"] < report["variables_bytes"]["float32"], report
+  out = signatures.load_signature(result["saved_model"])(
+      text=tf.constant(["apple river"]), text_pair=tf.constant(["stone apple"]))
+  assert out["probabilities"].shape == (1, 2)
