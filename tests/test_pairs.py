@@ -509,3 +509,33 @@ def test_an_int8_export_of_a_pair_model_passes_the_gate_and_takes_both_texts(tmp
   out = signatures.load_signature(result["saved_model"])(
       text=tf.constant(["apple river"]), text_pair=tf.constant(["stone apple"]))
   assert out["probabilities"].shape == (1, 2)
+
+
+@pytest.mark.slow
+def test_pairs_train_with_balanced_class_weights_and_macro_f1_early_stopping(tmp_path):
+  """--class_weight and --monitor read the labels only: a pair run takes them as it is."""
+  from tfagent import train
+  cfg = pair_config(tmp_path, "lstm", rows=200, epochs=2, embedding_dim=8, hidden_dim=4)
+  cfg = dataclasses.replace(cfg, train=dataclasses.replace(
+      cfg.train, class_weight="balanced", monitor="val_macro_f1"))
+  result = train.train_and_evaluate(cfg)
+  assert len(result["history"]["val_macro_f1"]) == 2 and result["examples"] > 0
+
+
+@pytest.mark.slow
+def test_pairs_combine_with_multilabel(tmp_path):
+  """Label lists of pairs: "shared" and the shared word, or "disjoint". The export takes text
+  and text_pair and answers with the label mask of its tuned thresholds."""
+  from tfagent import train
+  rows = [(a, b, "|".join(["shared", *sorted(set(a.split()) & set(b.split()))])
+           if y == "shared" else "disjoint")
+          for a, b, y in make_pairs.records(300, **CORPUS)]
+  path = write_csv(tmp_path / "ml.csv", rows, header=("premise", "hypothesis", "labels"))
+  cfg = pair_config(tmp_path, "lstm", rows=10, epochs=2, embedding_dim=8, hidden_dim=4)
+  cfg = dataclasses.replace(cfg, data=dataclasses.replace(
+      cfg.data, dataset=f"csv:{path}", label_field="labels", task="multilabel"))
+  result = train.train_and_evaluate(cfg)
+  assert {"micro_f1", "macro_f1", "per_label", "thresholds"} <= set(result)
+  out = signatures.load_signature(result["saved_model"])(
+      text=tf.constant(["apple river"]), text_pair=tf.constant(["stone apple"]))
+  assert out["label_mask"].shape == (1, 2 + len(CORPUS["words"]))
