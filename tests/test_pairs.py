@@ -379,44 +379,14 @@ def test_pairs_combine_with_multilabel(tmp_path):
   assert out["label_mask"].shape == (1, 2 + len(CORPUS["words"]))
 
 
-MIRRORED = r"""
-import json, sys
-import tensorflow as tf
-cpu = tf.config.list_physical_devices("CPU")[0]
-tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-sys.path.insert(0, "docs/examples")
-import make_pairs
-from tfagent import config, distribute, train
-path = make_pairs.write_csv(sys.argv[1] + "/pairs.csv", 300, words=make_pairs.WORDS[:10], k=2)
-out = {}
-for strategy in ("default", "mirrored"):
-  cfg = config.Config(
-      data=config.DataConfig(dataset=f"csv:{path}", text_field="premise",
-                             text_pair_field="hypothesis", batch_size=32),
-      model=config.ModelConfig(name="transformer", vocab_size=200, sequence_length=16,
-                               embedding_dim=8, num_layers=1, num_heads=2,
-                               intermediate_dim=8, dropout=0.0),
-      train=config.TrainConfig(model_dir=f"{sys.argv[1]}/{strategy}", epochs=2,
-                               learning_rate=1e-2, verbose=0, strategy=strategy),
-      export=config.ExportConfig(export_dir=f"{sys.argv[1]}/sm", model_name="m",
-                                 explain_steps=0))
-  result = train.train_and_evaluate(cfg)
-  out[strategy] = {"replicas": distribute.get_strategy(strategy).num_replicas_in_sync,
-                   "loss": result["history"]["loss"], "accuracy": result["accuracy"]}
-print("RESULT " + json.dumps(out))
-"""
-
 
 @pytest.mark.slow
 def test_mirrored_on_two_cpus_trains_pairs_as_one_device(tmp_path):
   """The same code path under MirroredStrategy: a global batch of 32 pairs split 2 x 16 gives
-  the one-device losses (no dropout). A Transformer, as test_multilabel.py's Mirrored test."""
-  env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": ROOT}
-  proc = subprocess.run([sys.executable, "-c", MIRRORED, str(tmp_path)], cwd=ROOT, env=env,
-                        capture_output=True, text=True, timeout=600)
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")][-1]
-  out = json.loads(line[len("RESULT "):])
+  the one-device losses (no dropout) and test accuracy."""
+  path = make_pairs.write_csv(str(tmp_path / "pairs.csv"), 300, **CORPUS)
+  out = conftest.train_default_and_mirrored(tmp_path, dataset=f"csv:{path}",
+                                            text_field="premise", text_pair_field="hypothesis")
   assert out["mirrored"]["replicas"] == 2
   assert out["mirrored"]["loss"] == pytest.approx(out["default"]["loss"], rel=1e-4, abs=1e-5)
   assert out["mirrored"]["accuracy"] == out["default"]["accuracy"]
