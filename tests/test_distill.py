@@ -7,13 +7,15 @@ import hashlib
 import json
 import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from conftest import tiny_config, write_corpus
-from tfagent import data, distill, evaluate, models, train, training
+from tfagent import data, distill, models, train, training
 from tfagent.errors import ConfigError
 
 
@@ -348,8 +350,14 @@ def test_distilled_run_exports_and_its_model_card_names_the_teacher(teacher_path
   assert card["unlabeled"]["count"] == 20
   with open(os.path.join(result["saved_model"], "model_card.md")) as f:
     assert f"Distilled from `{teacher_path}/1` (version 1) at temperature 3" in f.read()
-  # The checkpoint (its classifier compiled with the distillation loss) reloads.
-  evaluate.load_checkpoint(str(tmp_path / "run" / "checkpoints" / "best.keras"))
+  # The checkpoint (its classifier compiled with the distillation loss) reloads, in a process
+  # that imports only the loader, as `tfagent evaluate` does.
+  reload = subprocess.run(
+      [sys.executable, "-c", "import sys; from tfagent import evaluate; "
+       "print(type(evaluate.load_checkpoint(sys.argv[1])).__name__)",
+       str(tmp_path / "run" / "checkpoints" / "best.keras")],
+      capture_output=True, text=True, timeout=300)
+  assert reload.returncode == 0 and reload.stdout.split()[-1] == "TextClassifier", reload.stderr[-3000:]
   assert tree_digest(teacher_path) == digest  # The teacher export is unchanged.
 
 

@@ -183,6 +183,7 @@ def load_checkpoint(path: str):
   import tfagent.models  # noqa: F401
   import tfagent.optim  # noqa: F401
   import tfagent.imbalance  # noqa: F401  (its macro-F1 metric, with --monitor=val_macro_f1)
+  import tfagent.distill  # noqa: F401  (its loss and metric, with --teacher)
   # A checkpoint saved before the model object existed comes back as a plain Functional model.
   return tfagent.models.adopt(keras.saving.load_model(path, compile=False))
 
