@@ -308,6 +308,14 @@ def test_tfagent_predict_reads_pairs_from_a_file(lstm_run, tmp_path, monkeypatch
   assert run_command(monkeypatch, "predict", f"--saved_model={path}", "apple river") == 1
 
 
+@pytest.mark.slow
+def test_a_pair_export_is_refused_as_a_teacher_of_one_text(lstm_run):
+  from tfagent import distill
+  with pytest.raises(ConfigError, match="it takes text and text_pair \\(a sentence-pair "
+                     "export\\): it cannot label one text a record"):
+    distill.Teacher(lstm_run[1]["saved_model"])
+
+
 def test_tune_refuses_a_space_that_would_vary_what_pairs_refuse():
   cfg, _ = config.from_args(None, dataset="csv:x.csv", text_pair_field="hypothesis",
                             explain_steps=0)
@@ -391,3 +399,16 @@ def test_mirrored_on_two_cpus_trains_pairs_as_one_device(tmp_path):
   assert out["mirrored"]["loss"] == pytest.approx(out["default"]["loss"], rel=1e-4, abs=1e-5)
   assert out["mirrored"]["accuracy"] == out["default"]["accuracy"]
   assert out["default"]["loss"][-1] < out["default"]["loss"][0]
+
+
+@pytest.mark.slow
+def test_evaluate_scores_a_pair_run_from_its_checkpoint_as_training_did(lstm_run, tmp_path):
+  """tfagent evaluate on a pair run: its best checkpoint reloads (the model object keeps
+  `pairs`), scores the run's test split as training's export did, and the predictions csv
+  holds both texts."""
+  from tfagent import evaluate
+  cfg, result = lstm_run
+  scored = evaluate.run_test_split(cfg.train.model_dir, "", str(tmp_path / "eval"))
+  assert scored["accuracy"] == result["accuracy"] and scored["examples"] == result["examples"]
+  with open(tmp_path / "eval" / "test_predictions.csv", encoding="utf-8") as f:
+    assert f.readline().startswith("text,text_pair,label,predicted,")
