@@ -36,7 +36,8 @@ def build_lstm(cfg, num_classes: int, name: str = "classifier") -> keras.Model:
     keras.Model `<int>[batch, seq_len] -> <float32>[batch, num_classes]`.
   """
   inputs = keras.Input(shape=(None,), dtype="int64", name="token_ids")
-  x = keras.layers.Dropout(cfg.dropout)(encode(cfg, inputs))
+  x = encode(cfg, inputs)  # Built first: the layers take their seeds in creation order.
+  x = keras.layers.Dropout(cfg.dropout)(x)
   # float32 logits keep the softmax and loss stable under mixed precision.
   logits = keras.layers.Dense(num_classes, dtype="float32", name="logits")(x)
   return keras.Model(inputs, logits, name=name)

@@ -42,6 +42,7 @@ def build_transformer(cfg, num_classes: int, name: str = "classifier") -> keras.
     keras.Model `<int>[batch, seq_len <= sequence_length] -> <float32>[batch, num_classes]`.
   """
   ids = keras.Input(shape=(None,), dtype="int64", name="token_ids")
-  x = keras.layers.Dropout(cfg.dropout)(encode(cfg, ids))
+  x = encode(cfg, ids)  # Built first: the layers take their seeds in creation order.
+  x = keras.layers.Dropout(cfg.dropout)(x)
   logits = keras.layers.Dense(num_classes, dtype="float32", name="logits")(x)
   return keras.Model(ids, logits, name=name)
