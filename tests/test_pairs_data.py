@@ -183,3 +183,13 @@ def test_tfds_reads_two_text_features(tmp_path):
   with pytest.raises(ConfigError, match="tfds:tiny_pairs: no feature 'premise' \\(--text_field\\); "
                      "its features are sentence1, sentence2, label"):
     data.load_splits(dataclasses.replace(cfg, text_field="premise"))
+
+
+def test_a_streamed_split_holds_the_pairs_held_in_memory(tmp_path):
+  """--cache_max_mb=0 streams each split from the file: the same pairs, the same spec."""
+  cfg = data_cfg(make_pairs.write_csv(str(tmp_path / "p.csv"), 60))
+  held, _ = data.load_splits(cfg)
+  streamed, _ = data.load_splits(dataclasses.replace(cfg, cache_max_mb=0))
+  for split in data.SPLITS:
+    assert streamed[split].element_spec == held[split].element_spec
+    assert by_pair(streamed[split]) == by_pair(held[split])
