@@ -13,8 +13,9 @@ Input: texts given as arguments, a csv/tsv/jsonl file (`.gz` too; the text in
 --text_pair_field:
 
   tfagent predict --saved_model=saved_models/pairs --input=pairs.csv --text_field=premise \
-      --text_pair_field=hypothesis Output: JSON
-lines (the text, its class, class id and every class's probability) or csv
+      --text_pair_field=hypothesis
+
+Output: JSON lines (the text, its class, class id and every class's probability) or csv
 (--output=*.csv or --format=csv), to standard output or --output. Texts are read,
 classified and written --batch_size at a time, so the input may be larger than memory.
 With --explain, each text's tokens and their attributions (the export's `explain`
