@@ -108,10 +108,12 @@ def text_inputs(text) -> dict:
 
 def input_spec(model):
   """A string-input Keras model's input as a tf.function spec: `<string>[batch]` named
-  `text`, or a sentence pair's dict of two, named as the signature inputs."""
+  `text` (whatever the Keras input's name), or a sentence pair's dict of two, named by its
+  keys (`text`, `text_pair`), as the signature inputs are."""
   import tensorflow as tf
-  return tf.nest.map_structure(lambda t: tf.TensorSpec([None], tf.string, name=t.name),
-                               model.input)
+  if isinstance(model.input, dict):
+    return {name: tf.TensorSpec([None], tf.string, name=name) for name in model.input}
+  return tf.TensorSpec([None], tf.string, name=TEXT)
 
 
 def example_texts(serialized, spec):
