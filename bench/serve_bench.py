@@ -240,7 +240,7 @@ def run_server_cells(pool, base: str, batching: bool, tmp: str) -> dict:
   Returns {tree: {cell: figures}}; with --baseline_tree the earlier code is
   measured beside this one in the same run, so machine load hits both alike.
   """
-  from tfagent.serving.launch import serve_in_subprocess
+  from bench.launch import serve_in_subprocess
   args = [f"--model_name={FLAGS.model_name}", f"--model_base_path={base}",
           "--file_system_poll_wait_seconds=0", *thread_flags()]
   if batching:
@@ -359,7 +359,7 @@ def define_flags() -> None:
 def main(argv):
   del argv
   from tfagent.versions import resolve_saved_model
-  from tfagent.serving.server import set_tensorflow_threads
+  from tfagent.serving.options import set_tensorflow_threads
   set_tensorflow_threads(FLAGS.tensorflow_intra_op_parallelism,
                          FLAGS.tensorflow_inter_op_parallelism)
   base = os.path.abspath(FLAGS.model_base_path)

@@ -207,7 +207,7 @@ def define_flags() -> None:
 
 def main(argv):
   del argv
-  from tfagent.serving.launch import serve_in_subprocess
+  from bench.launch import serve_in_subprocess
   base = os.path.abspath(FLAGS.model_base_path)
   args = [f"--model_name={FLAGS.model_name}", f"--model_base_path={base}", "--enable_batching",
           f"--batching_parameters_file={os.path.join(base, 'batching_parameters.txt')}"]

@@ -5,10 +5,12 @@ import http.client
 import json
 import os
 import re
+import sys
 
 import numpy as np
 
-from tfagent.serving.launch import serve_in_subprocess as run_server  # noqa: F401
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from bench.launch import serve_in_subprocess as run_server  # noqa: E402,F401
 
 CLASS_NAMES = ["negative", "positive"]
 

@@ -11,9 +11,15 @@ import numpy as np
 import pytest
 
 from tfagent.errors import ConfigError
-from tfagent.serving import batching, manager, status
+from tfagent.serving import batching, manager, options as serve_options, tensors
 
 WAIT = 3  # Seconds an event may take on a busy machine before the test fails.
+
+
+def parse_batching_parameters(text: str, source: str = "batching parameters"):
+  """BatchingOptions of a BatchingParameters text proto, as --batching_parameters_file holds."""
+  params = serve_options.parse_text(text, "BatchingParameters", source)
+  return batching.options_from_proto(params, source)
 
 
 def record_calls():
@@ -92,18 +98,18 @@ def test_oversized_task_full_queue_and_deadline_are_tf_serving_errors():
   gate = Gate()
   b = batching.Batcher(gate, batching.BatchingOptions(max_batch_size=2, max_enqueued_batches=1,
                                                       num_batch_threads=1))
-  with pytest.raises(status.ServingError, match="Task size 3 is larger than maximum input "
+  with pytest.raises(tensors.ServingError, match="Task size 3 is larger than maximum input "
                      "batch size 2") as e:
     b.run({"x": np.arange(3)}, 3)
   assert e.value.http_status == 400
   busy = in_thread(b.run, {"x": np.arange(2)}, 2)
   assert gate.entered.wait(WAIT)  # The only batch thread is taken.
-  with pytest.raises(status.ServingError) as e:  # Queued, and its deadline passes.
+  with pytest.raises(tensors.ServingError) as e:  # Queued, and its deadline passes.
     b.run({"x": np.arange(2)}, 2, deadline=time.monotonic() + 0.05)
   assert e.value.code == grpc.StatusCode.DEADLINE_EXCEEDED and e.value.http_status == 504
   filler = in_thread(b.run, {"x": np.arange(2)}, 2)
   wait_queued(b, 2)  # One batch's worth waits: the queue is full.
-  with pytest.raises(status.ServingError, match="queue .* is full") as e:
+  with pytest.raises(tensors.ServingError, match="queue .* is full") as e:
     b.run({"x": np.arange(2)}, 2)
   assert e.value.http_status == 503
   gate.release.set()
@@ -141,8 +147,8 @@ def test_a_failing_completion_callback_does_not_stop_the_batch_thread(caplog):
 
   def explode(task):
     raise RuntimeError("callback blew up")
-  b.submit({"x": np.array([1])}, 1, on_done=explode)
-  b.submit({"x": np.array([2])}, 1, on_done=lambda task: done.set())
+  b.submit({"x": np.array([1])}, 1).future.add_done_callback(explode)
+  b.submit({"x": np.array([2])}, 1).future.add_done_callback(lambda _: done.set())
   assert done.wait(WAIT)  # The same (only) thread went on to the next request.
   assert b.run({"x": np.array([3])}, 1)["y"].tolist() == [6]
   assert "callback blew up" in caplog.text
@@ -151,13 +157,37 @@ def test_a_failing_completion_callback_does_not_stop_the_batch_thread(caplog):
 
 def test_large_batch_splitting_runs_a_big_request_in_slices():
   fn, calls = record_calls()
-  options = batching.parse_batching_parameters(
+  options = parse_batching_parameters(
       "max_batch_size { value: 10 }\nenable_large_batch_splitting { value: true }\n"
       "max_execution_batch_size { value: 4 }\nnum_batch_threads { value: 1 }\n")
   b = batching.Batcher(fn, options)
   assert b.run({"x": np.arange(10)}, 10)["y"].tolist() == list(range(0, 20, 2))
   assert max(calls) <= 4 and sum(calls) == 10
   b.close()
+
+
+def test_a_split_request_cancelled_while_its_slices_run_ends_quietly(caplog):
+  # asyncio.wait_for cancels the request's future at its deadline; slices already running
+  # still finish, and must not fail setting the cancelled future (a logged traceback).
+  gate = Gate()
+  b = batching.Batcher(gate, batching.BatchingOptions(
+      max_batch_size=8, enable_large_batch_splitting=True, max_execution_batch_size=4,
+      num_batch_threads=2))
+  task = b.submit({"x": np.arange(8)}, 8)
+  deadline = time.monotonic() + WAIT
+  while not all(part.future.running() for part in task.parts):
+    assert time.monotonic() < deadline, "slices never ran"
+    time.sleep(0.001)
+  assert task.future.cancel()  # What the event loop does at the deadline.
+  b.cancel(task)
+  gate.release.set()
+  assert [part.future.result(WAIT)["y"].tolist() for part in task.parts] == [
+      [0, 2, 4, 6], [8, 10, 12, 14]]
+  b.close()
+  for thread in threading.enumerate():  # Done with the slices' callbacks too.
+    if thread.name == "batcher":
+      thread.join(WAIT)
+  assert task.future.cancelled() and "Traceback" not in caplog.text
 
 
 def test_batches_are_padded_to_the_allowed_sizes():
@@ -170,19 +200,19 @@ def test_batches_are_padded_to_the_allowed_sizes():
 
 
 def test_batching_parameters_text_proto_and_tf_serving_defaults():
-  opts = batching.parse_batching_parameters(
+  opts = parse_batching_parameters(
       "max_batch_size { value: 32 }\nbatch_timeout_micros { value: 2000 }\n"
       "num_batch_threads { value: 2 }\nthread_pool_name { value: 'p' }\n")
   assert (opts.max_batch_size, opts.batch_timeout_micros, opts.num_batch_threads,
           opts.max_enqueued_batches) == (32, 2000, 2, 10)
   # SharedBatchScheduler's defaults: 1000 a batch, no timeout, 10 batches queued, a thread a core.
-  default = batching.parse_batching_parameters("")
+  default = parse_batching_parameters("")
   assert (default.max_batch_size, default.batch_timeout_micros, default.max_enqueued_batches,
           default.num_batch_threads) == (1000, 0, 10, len(__import__("os").sched_getaffinity(0)))
   with pytest.raises(ConfigError, match="f.txt: .*max_batch_sise"):
-    batching.parse_batching_parameters("max_batch_sise { value: 3 }", "f.txt")
+    parse_batching_parameters("max_batch_sise { value: 3 }", "f.txt")
   with pytest.raises(ConfigError, match="allowed_batch_sizes"):
-    batching.parse_batching_parameters("max_batch_size { value: 8 } allowed_batch_sizes: 4")
+    parse_batching_parameters("max_batch_size { value: 8 } allowed_batch_sizes: 4")
 
 
 def test_model_config_file_and_version_policies(tmp_path):
@@ -193,8 +223,9 @@ def test_model_config_file_and_version_policies(tmp_path):
                version_labels { key: "stable" value: 1 } }
       config { name: "b" base_path: "/m/b" model_platform: "tensorflow" }
     }""", "models.config")
-  assert [(m.name, m.policy, m.versions, m.labels) for m in models] == [
-      ("a", "specific", (1, 3), (("stable", 1),)), ("b", "latest", (), ())]
+  assert [(m.name, m.model_version_policy.WhichOneof("policy_choice"),
+           list(m.model_version_policy.specific.versions), dict(m.version_labels))
+          for m in models] == [("a", "specific", [1, 3], {"stable": 1}), ("b", None, [], {})]
   assert manager.aspired(models[0], [1, 2, 3, 4]) == {1, 3}
   assert manager.aspired(models[1], [1, 2, 3, 4]) == {4}
   with pytest.raises(ConfigError, match="models.config: .*model_config_list"):
@@ -210,7 +241,7 @@ def test_model_config_file_and_version_policies(tmp_path):
 
 
 def test_status_to_http_follows_tf_serving():
-  assert {c.name: status.HTTP_STATUS[c] for c in (
+  assert {c.name: tensors.HTTP_STATUS[c] for c in (
       grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.UNAVAILABLE,
       grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.FAILED_PRECONDITION,
       grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNIMPLEMENTED)} == {

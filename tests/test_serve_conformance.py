@@ -30,8 +30,9 @@ from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
 
 import serving_util
 from serving_util import expected_probabilities, run_server
+from bench import launch
 from tfagent import signatures
-from tfagent.serving import launch, server
+from tfagent.serving import server
 
 pytestmark = pytest.mark.slow
 TEXTS = ["great", "", "这本书写得很好", "ok"]

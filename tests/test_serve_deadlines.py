@@ -18,13 +18,15 @@ import requests
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
-from tfagent.serving import launch, pool, server, tensors
+from bench import launch
+from tfagent.serving import server, servable, tensors
 
 TIMEOUT_MS = 3000  # --rest_api_timeout_in_ms: long enough for rejections to come first.
 GATE_SECONDS = 30  # The gated model answers after this long at most, gate or not.
 WAIT = 15  # Seconds a client waits; far less than the gate, far more than a deadline.
-ROOM = 1 + pool.queued_calls(1)  # Calls let in with one model thread: one runs, the rest wait.
-LARGE = pool.INLINE_BYTES + 1  # A request this large is converted on the thread pool.
+ROOM = 1 + servable.QUEUED_PER_THREAD  # Calls let in with one model thread: one runs, the
+# rest wait.
+LARGE = servable.INLINE_BYTES + 1  # A request this large is converted on the thread pool.
 
 
 class Gate:
@@ -133,15 +135,15 @@ def test_a_full_unbatched_queue_answers_503_at_once(served):
 
 
 def test_a_large_grpc_predict_is_converted_off_the_event_loop(served, monkeypatch):
-  """As REST parses a body over pool.INLINE_BYTES on its thread pool."""
+  """As REST parses a body over servable.INLINE_BYTES on its thread pool."""
   gate = served["gate"]
   gate.open.set()
   threads = []
   to_ndarray = tensors.to_ndarray
 
-  def spy(proto):
+  def spy(*args):
     threads.append(threading.current_thread().name)
-    return to_ndarray(proto)
+    return to_ndarray(*args)
   monkeypatch.setattr(tensors, "to_ndarray", spy)
   stub = prediction_service_pb2_grpc.PredictionServiceStub(
       grpc.insecure_channel(served["grpc"]))

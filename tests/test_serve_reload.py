@@ -1,5 +1,6 @@
 """Hot reload: versions appear while a client loop runs, and no request fails."""
 
+import dataclasses
 import gc
 import os
 import re
@@ -14,11 +15,12 @@ import pytest
 import requests
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+from tensorflow_serving.apis.get_model_status_pb2 import ModelVersionStatus
 
 import serving_util
 from serving_util import run_server
 from tfagent import config, export, signatures
-from tfagent.serving import manager, retries, servable
+from tfagent.serving import manager, servable
 
 POLL_SECONDS = 1
 WAIT = 60  # Seconds a condition may take on a busy machine before the test fails.
@@ -181,7 +183,7 @@ def test_a_load_waiting_to_retry_holds_no_lock(synthetic_version, tmp_path):
   """A config reload (HandleReloadConfigRequest) and other models load meanwhile."""
   for name in ("a", "b"):
     shutil.copytree(synthetic_version, tmp_path / name / "1")
-  a, b = (manager.ModelSpecConfig(name, str(tmp_path / name)) for name in ("a", "b"))
+  a, b = (manager.single_model(name, str(tmp_path / name))[0] for name in ("a", "b"))
   mgr = manager.ModelManager([a], servable.LoadOptions(
       warmup=False, settle_seconds=0, max_load_retries=3, load_retry_interval_seconds=WAIT))
   mgr.start(poll_seconds=POLL_SECONDS)
@@ -202,15 +204,34 @@ def test_a_load_waiting_to_retry_holds_no_lock(synthetic_version, tmp_path):
       reload.join(WAIT)
 
 
-def test_load_retries_wait_their_interval_give_up_and_forget_a_vanished_version():
-  tries = retries.LoadRetries(max_retries=1, interval_seconds=30)
-  key = ("m", 2)
-  assert tries.tries(key) == 0 and not tries.pending()
-  assert not tries.record_failure(key, ("files", 1))  # One retry left, due in 30 s.
-  assert tries.tries(key) is None and tries.pending()
-  assert tries.pause(poll_seconds=5) == 5 and 25 < tries.pause(poll_seconds=60) <= 30
-  assert tries.forget("m", keep={1}) == [2] and not tries.pending()  # Version 2 is gone.
-  now = retries.LoadRetries(max_retries=1, interval_seconds=0)
-  assert not now.record_failure(key, ("files", 1)) and now.tries(key) == 1  # Due at once.
-  assert now.record_failure(key, ("files", 1)) and not now.pending()  # The last try: given up.
-  assert now.failed_as(key, ("files", 1)) and not now.failed_as(key, ("files", 2))
+def test_load_retries_wait_their_interval_give_up_and_forget_a_vanished_version(tmp_path,
+                                                                              caplog):
+  """A broken version, tried for real: the retry waits its interval, the last failure ends it
+  until its files change, and a version that vanishes is forgotten."""
+  broken = tmp_path / "m" / "1"
+  broken.mkdir(parents=True)
+  (broken / "saved_model.pb").write_bytes(b"not a SavedModel")
+  options = servable.LoadOptions(warmup=False, settle_seconds=0, max_load_retries=1,
+                                 load_retry_interval_seconds=30)
+  mgr = manager.ModelManager(manager.single_model("m", str(tmp_path / "m")), options)
+  state = lambda: mgr.model_status("m").model_version_status[0]  # noqa: E731
+  mgr.poll_once()  # The first try fails; one retry is left, due in 30 s.
+  assert state().state == ModelVersionStatus.LOADING
+  assert mgr.pause(poll_seconds=5) == 5 and 25 < mgr.pause(poll_seconds=60) <= 30
+  mgr.poll_once()  # Not due: not tried again.
+  assert caplog.text.count("failed to load") == 1
+  shutil.rmtree(broken)
+  mgr.poll_once()  # Gone: its retry is dropped, and it ends.
+  assert state().state == ModelVersionStatus.END and mgr.pause(poll_seconds=60) == 60
+  now = manager.ModelManager(manager.single_model("m", str(tmp_path / "m")),
+                             dataclasses.replace(options, load_retry_interval_seconds=0))
+  broken.mkdir()
+  (broken / "saved_model.pb").write_bytes(b"not a SavedModel")
+  for _ in range(3):  # A try and its one retry fail; the third poll sees the same files.
+    now.poll_once()
+  assert caplog.text.count("failed to load") == 3
+  given_up = now.model_status("m").model_version_status[0]
+  assert given_up.state == ModelVersionStatus.END and given_up.status.error_message
+  (broken / "saved_model.pb").write_bytes(b"still not a SavedModel, but changed")
+  now.poll_once()  # Changed files: tried again.
+  assert caplog.text.count("failed to load") == 4

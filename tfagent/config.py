@@ -271,10 +271,11 @@ def flag_name(section, field: dataclasses.Field) -> str:
   return FLAG_NAMES.get((section.__name__, field.name), field.name)
 
 
-def define_flags(sections, flag_values) -> None:
+def define_flags(sections, flag_values, module_name: str = "") -> None:
   """Defines one absl flag per field of each config section, with its default and help.
 
-  Each flag is defined as belonging to its section (`--help` groups them so).
+  Each flag is defined as belonging to its section (`--help` groups them so), or to
+  `module_name` when given (an entry point's own settings, e.g. serve's ServerOptions).
   """
   from absl import flags  # Only entry points call this.
   definers = {bool: flags.DEFINE_boolean, int: flags.DEFINE_integer,
@@ -287,10 +288,10 @@ def define_flags(sections, flag_values) -> None:
         help_text += f" [{', '.join(meta['models'])}]"
       if meta["choices"]:
         flags.DEFINE_enum(name, field.default, list(meta["choices"]), help_text,
-                          flag_values=flag_values, module_name=section.__name__)
+                          flag_values=flag_values, module_name=module_name or section.__name__)
       else:
-        definers[type(field.default)](name, field.default, help_text,
-                                      flag_values=flag_values, module_name=section.__name__)
+        definers[type(field.default)](name, field.default, help_text, flag_values=flag_values,
+                                      module_name=module_name or section.__name__)
 
 
 def section_from_flags(section, flag_values):

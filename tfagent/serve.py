@@ -9,53 +9,41 @@ Every tensorflow_model_server flag is accepted (docs/serving.md says which are
 implemented); curl http://localhost:8501/v1/models/quickstart
 """
 
-import dataclasses
 import signal
-import sys
 import threading
 
 from absl import app, flags, logging
 
-from tfagent import cli
-from tfagent.errors import TfagentError
-from tfagent.serving.server import Server, ServerOptions, version_text
+from tfagent import cli, config
+from tfagent.serving import server
 
 FLAGS = flags.FLAGS
-_DEFINE = {bool: flags.DEFINE_boolean, int: flags.DEFINE_integer, float: flags.DEFINE_float,
-           str: flags.DEFINE_string}
 
 
 def define_flags(flag_values=FLAGS) -> None:
   """One flag per ServerOptions field, with its default and help; called only when run."""
-  for field in dataclasses.fields(ServerOptions):
-    kind = field.type if isinstance(field.type, type) else eval(field.type)  # noqa: S307
-    help_text = field.metadata["help"]
-    if field.metadata["ignored"]:
-      help_text += " Accepted for tensorflow_model_server compatibility; ignored here."
-    _DEFINE[kind](field.name, field.default, help_text, module_name=__name__,
-                  flag_values=flag_values)
+  config.define_flags([server.ServerOptions], flag_values, module_name=__name__)
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  options = ServerOptions(**{f.name: FLAGS[f.name].value
-                             for f in dataclasses.fields(ServerOptions)})
-  if options.version:
-    print(version_text())
-    return
-  try:
-    server = Server(options)
-    server.start()
-  except (TfagentError, OSError) as e:
-    logging.error("Failed to start server. Error: %s", e)
-    sys.exit(1)
+def serve(options: server.ServerOptions) -> None:
+  """Serves until SIGINT or SIGTERM."""
+  running = server.start(options)
   stopped = threading.Event()
   for sig in (signal.SIGINT, signal.SIGTERM):
     signal.signal(sig, lambda *_: stopped.set())
   stopped.wait()
   logging.info("Shutting down.")
-  server.stop()
+  running.stop()
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  options = config.section_from_flags(server.ServerOptions, FLAGS)
+  if options.version:
+    print(server.version_text())
+    return
+  cli.run_main(lambda: serve(options))
 
 
 if __name__ == "__main__":

@@ -1,18 +1,13 @@
-"""Dynamic batching: concurrent requests merged into one model call.
+"""Dynamic batching: concurrent requests of a signature merged into one model call, as TF
+Serving's BatchingParameters say: a batch closes when it holds `max_batch_size` examples or
+`batch_timeout_micros` after its first request; `num_batch_threads` batches run at once; past
+`max_enqueued_batches` batches queued, requests get UNAVAILABLE. Unlike TF Serving, a batch whose
+model call fails runs again a request at a time, so a bad request fails alone."""
 
-Semantics follow TF Serving's BatchingParameters: a batch closes when it holds
-`max_batch_size` examples or `batch_timeout_micros` after its first request,
-whichever comes first; `num_batch_threads` batches run at once; a queue longer
-than `max_enqueued_batches` batches turns requests away with UNAVAILABLE.
-
-Unlike TF Serving, one bad request does not fail its batch: a batch whose
-model call fails is run again one request at a time, so each request gets its
-own answer (TF Serving's BatchingSession gives every task the batch's error).
-Every failure is logged, and a failing callback never stops a batch thread.
-"""
-
+from concurrent import futures
 import collections
 import dataclasses
+import itertools
 import os
 import threading
 import time
@@ -22,15 +17,12 @@ import grpc
 import numpy as np
 
 from tfagent.errors import ConfigError
-from tfagent.serving import protos, status
+from tfagent.serving.tensors import ServingError, deadline_exceeded, task_size_error
 
 
-def _cpu_count() -> int:
+def cpu_count() -> int:
   """Cores this process may run on: SharedBatchScheduler's default thread count."""
-  try:
-    return len(os.sched_getaffinity(0))
-  except AttributeError:  # Not Linux.
-    return os.cpu_count() or 1
+  return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,7 +31,7 @@ class BatchingOptions:
   max_batch_size: int = 1000  # Largest request; largest batch unless split.
   batch_timeout_micros: int = 0
   max_enqueued_batches: int = 10
-  num_batch_threads: int = dataclasses.field(default_factory=_cpu_count)
+  num_batch_threads: int = dataclasses.field(default_factory=cpu_count)
   allowed_batch_sizes: tuple = ()  # Batches are padded up to the next one.
   enable_large_batch_splitting: bool = False
   max_execution_batch_size: int = 0  # With splitting; 0 means max_batch_size.
@@ -53,150 +45,117 @@ class BatchingOptions:
     return self.max_batch_size
 
 
-_WRAPPED = ("max_batch_size", "batch_timeout_micros", "max_enqueued_batches",
-            "num_batch_threads", "enable_large_batch_splitting", "max_execution_batch_size")
-
-
 def options_from_proto(params, source: str) -> BatchingOptions:
   """BatchingOptions from a BatchingParameters message; unset fields keep the defaults."""
-  values = {name: getattr(params, name).value for name in _WRAPPED if params.HasField(name)}
-  values["allowed_batch_sizes"] = tuple(params.allowed_batch_sizes)
-  values["pad_variable_length_inputs"] = params.pad_variable_length_inputs
-  options = BatchingOptions(**values)
+  values = {f.name: getattr(params, f.name).value for f in dataclasses.fields(BatchingOptions)
+            if f.name not in ("allowed_batch_sizes", "pad_variable_length_inputs")
+            and params.HasField(f.name)}
+  options = BatchingOptions(**values, allowed_batch_sizes=tuple(params.allowed_batch_sizes),
+                            pad_variable_length_inputs=params.pad_variable_length_inputs)
   if options.max_batch_size < 1 or options.num_batch_threads < 1:
     raise ConfigError(f"{source}: max_batch_size and num_batch_threads must be >= 1.")
   if options.max_execution_batch_size > options.max_batch_size:
-    raise ConfigError(f"{source}: max_execution_batch_size "
-                      f"({options.max_execution_batch_size}) must be at most max_batch_size "
-                      f"({options.max_batch_size}).")
+    raise ConfigError(f"{source}: max_execution_batch_size ({options.max_execution_batch_size}) "
+                      f"must be at most max_batch_size ({options.max_batch_size}).")
   sizes = options.allowed_batch_sizes
   if sizes and (list(sizes) != sorted(set(sizes)) or sizes[-1] != options.batch_limit):
-    raise ConfigError(f"{source}: allowed_batch_sizes {list(sizes)} must increase and end "
-                      f"with the largest batch ({options.batch_limit}).")
+    raise ConfigError(f"{source}: allowed_batch_sizes {list(sizes)} must increase and end with "
+                      f"the largest batch ({options.batch_limit}).")
   if options.pad_variable_length_inputs:
-    logging.warning("%s: pad_variable_length_inputs is accepted and ignored "
-                    "(inputs of one batch must have equal shapes here).", source)
+    logging.warning("%s: pad_variable_length_inputs is accepted and ignored (inputs of one "
+                    "batch must have equal shapes here).", source)
   return options
 
 
-def parse_batching_parameters(text: str, source: str = "batching parameters") -> BatchingOptions:
-  """Parses a BatchingParameters text proto, as --batching_parameters_file holds."""
-  return options_from_proto(protos.parse_text(text, "BatchingParameters", source), source)
+class Task:
+  """One request, or a slice of a split one, and the future of its outputs."""
+  __slots__ = ("inputs", "size", "future", "parts", "_finished")
 
+  def __init__(self, inputs: dict, size: int, limit: int):
+    self.inputs, self.size, self.future = inputs, size, futures.Future()
+    self.parts = [self]
+    if size > limit:  # enable_large_batch_splitting: slices, joined once all are done.
+      self.parts = [Task({k: v[i:i + limit] for k, v in inputs.items()}, min(limit, size - i),
+                         limit) for i in range(0, size, limit)]
+      self._finished = itertools.count(1)  # next() is atomic: one slice sees the last one.
+      for part in self.parts:
+        part.future.add_done_callback(self._part_done)
 
-class _Task:
-  """One request (or one slice of a split request) and a slot for its answer."""
-  __slots__ = ("inputs", "size", "on_done", "done", "result", "error", "cancelled")
-
-  def __init__(self, inputs: dict, size: int, on_done=None):
-    self.inputs, self.size, self.on_done = inputs, size, on_done
-    self.done = threading.Event()
-    self.result = self.error = None
-    self.cancelled = False
-
-
-class _SplitTask(_Task):
-  """A request larger than one model call, run as slices (enable_large_batch_splitting)."""
-  __slots__ = ("parts", "_left", "_lock")
-
-  def __init__(self, inputs: dict, size: int, limit: int, on_done=None):
-    super().__init__(inputs, size, on_done)
-    self.parts = [_Task({k: v[i:i + limit] for k, v in inputs.items()}, min(limit, size - i),
-                        self._part_done) for i in range(0, size, limit)]
-    self._left, self._lock = len(self.parts), threading.Lock()
-
-  def _part_done(self, part) -> None:
-    with self._lock:
-      self._left -= 1
-      if self._left:
-        return
-    errors = [p.error for p in self.parts if p.error is not None]
-    if errors:
-      self.error = errors[0]
-    else:
-      self.result = {k: np.concatenate([p.result[k] for p in self.parts])
-                     for k in self.parts[0].result}
-    _finish(self)
-
-
-def _finish(task: _Task) -> None:
-  """Wakes the task's waiter and runs its callback; a failing callback is logged, not raised."""
-  task.done.set()
-  if task.on_done is not None:
+  def _part_done(self, _) -> None:
+    if next(self._finished) < len(self.parts):
+      return
     try:
-      task.on_done(task)
-    except Exception:  # noqa: BLE001  One caller's failure must not stop the batch thread.
-      logging.exception("A request's completion callback failed")
+      if any(p.future.cancelled() for p in self.parts):
+        self.future.cancel()
+      elif errors := list(filter(None, (p.future.exception() for p in self.parts))):
+        self.future.set_exception(errors[0])
+      else:
+        results = [p.future.result() for p in self.parts]
+        self.future.set_result({k: np.concatenate([r[k] for r in results]) for k in results[0]})
+    except futures.InvalidStateError:
+      pass  # Its waiter cancelled it at its deadline: nobody wants the answer.
 
 
-def as_serving_error(error: Exception) -> status.ServingError:
+def as_serving_error(error: Exception) -> ServingError:
   """A model call's exception as the error its requests get (and a log line)."""
-  if isinstance(error, status.ServingError):
+  if isinstance(error, ServingError):
     logging.warning("Model call failed: %s: %s", error.code.name, error.message)
     return error
   logging.error("Model call raised %s", type(error).__name__, exc_info=error)
-  return status.ServingError(grpc.StatusCode.INTERNAL, f"{type(error).__name__}: {error}")
+  return ServingError(grpc.StatusCode.INTERNAL, f"{type(error).__name__}: {error}")
 
 
 class Batcher:
-  """Merges concurrent `run(inputs)` calls of one signature along dimension 0."""
+  """Merges concurrent calls of one signature along dimension 0."""
 
   def __init__(self, fn, options: BatchingOptions, on_batch=None):
-    """`fn(inputs: dict of arrays [n, ...]) -> dict of arrays [n, ...]`."""
+    """`fn(inputs: dict of arrays [n, ...]) -> dict of arrays [n, ...]`; `on_batch(size)`."""
     self.fn, self.options, self.on_batch = fn, options, on_batch
     self._queue = collections.deque()
     self._queued = 0  # Examples waiting.
     self._cond = threading.Condition()
     self._closed = False
-    self._threads = [threading.Thread(target=self._work, daemon=True, name="batcher")
-                     for _ in range(options.num_batch_threads)]
-    for t in self._threads:
-      t.start()
+    for _ in range(options.num_batch_threads):
+      threading.Thread(target=self._work, daemon=True, name="batcher").start()
 
-  def submit(self, inputs: dict, size: int, on_done=None) -> "_Task | None":
-    """Queues one request; `on_done(task)` runs on a batch thread once it has an answer.
-
-    Returns None when the batcher is closed (a version unloading): the caller
-    then runs that one request unbatched.
-    """
+  def submit(self, inputs: dict, size: int) -> Task | None:
+    """Queues one request; its Task's future gets the outputs. None when the batcher is
+    closed (its version unloading): the caller then runs the request unbatched."""
     if size > self.options.max_batch_size:
-      raise status.task_size_error(size, self.options.max_batch_size)
+      raise task_size_error(size, self.options.max_batch_size)
     limit = self.options.batch_limit
-    task = (_SplitTask(inputs, size, limit, on_done) if size > limit else
-            _Task(inputs, size, on_done))
-    parts = task.parts if isinstance(task, _SplitTask) else [task]
+    task = Task(inputs, size, limit)
     with self._cond:
       if self._closed:
         return None
       if self._queued + size > self.options.max_enqueued_batches * limit:
-        raise status.unavailable("The batch scheduling queue to which this task was "
-                                 "submitted is full")
-      self._queue.extend(parts)
+        raise ServingError(grpc.StatusCode.UNAVAILABLE, "The batch scheduling queue to which "
+                           "this task was submitted is full")
+      self._queue.extend(task.parts)
       self._queued += size
-      self._cond.notify(len(parts))
+      self._cond.notify(len(task.parts))
     return task
 
-  def cancel(self, task: _Task) -> None:
+  def cancel(self, task: Task) -> None:
     """Its deadline passed: drop it (or its slices) if no batch has taken it yet."""
     with self._cond:
-      for part in task.parts if isinstance(task, _SplitTask) else [task]:
-        part.cancelled = True
-        if part in self._queue:
+      for part in task.parts:
+        if part.future.cancel() and part in self._queue:
           self._queue.remove(part)
           self._queued -= part.size
 
   def run(self, inputs: dict, size: int, deadline: float | None = None) -> dict:
     """Queues one request and waits for its share of a batch's outputs."""
     task = self.submit(inputs, size)
-    if task is None:
-      return self.fn(inputs)
-    timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-    if not task.done.wait(timeout):
+    return self.fn(inputs) if task is None else self.wait(task, deadline)
+
+  def wait(self, task: Task, deadline: float | None = None) -> dict:
+    """The task's outputs once its batch has run; past `deadline`, dropped and an error."""
+    try:
+      return task.future.result(None if deadline is None else deadline - time.monotonic())
+    except TimeoutError:
       self.cancel(task)
-      raise status.deadline_exceeded()
-    if task.error is not None:
-      raise task.error
-    return task.result
+      raise deadline_exceeded() from None
 
   def close(self) -> None:
     """Lets the threads finish the queue and exit."""
@@ -218,7 +177,7 @@ class Batcher:
         while self._queue and size + self._queue[0].size <= limit:
           task = self._queue.popleft()
           self._queued -= task.size
-          if not task.cancelled:
+          if task.future.set_running_or_notify_cancel():  # False: cancelled.
             batch.append(task)
             size += task.size
         remaining = close_at - time.monotonic()
@@ -231,19 +190,14 @@ class Batcher:
       if batch:
         self._run_batch(batch)
 
-  def _padded_size(self, size: int) -> int:
-    """The allowed batch size `size` examples are padded to (itself if none are set)."""
-    return next((s for s in self.options.allowed_batch_sizes if s >= size), size)
-
   def _call(self, tasks: list) -> dict:
     """One model call on the tasks' inputs, padded to an allowed size with copies of row 0."""
     size = sum(t.size for t in tasks)
-    pad = self._padded_size(size) - size
+    pad = next((s for s in self.options.allowed_batch_sizes if s >= size), size) - size
     merged = {}
     for k in tasks[0].inputs:
-      parts = [t.inputs[k] for t in tasks]
-      if pad:
-        parts.append(np.repeat(parts[0][:1], pad, axis=0))
+      parts = [t.inputs[k] for t in tasks] + ([np.repeat(tasks[0].inputs[k][:1], pad, 0)]
+                                              if pad else [])
       merged[k] = parts[0] if len(parts) == 1 else np.concatenate(parts)
     if self.on_batch:  # Every model call counts, the ones that fail too.
       try:
@@ -253,29 +207,22 @@ class Batcher:
     return self.fn(merged)
 
   def _run_batch(self, batch: list) -> None:
-    """One model call for the whole batch, outputs split back by task size.
-
-    If the call fails, each task is run alone, so a request that the model
-    rejects fails by itself and the others still get their answers.
-    """
+    """One model call for the whole batch, outputs split back by task; if it fails, each
+    task runs alone, so a request the model rejects fails by itself."""
     try:
       outputs = self._call(batch)
-      start = 0
-      for t in batch:
-        t.result = {k: v[start:start + t.size] for k, v in outputs.items()}
-        start += t.size
     except Exception as e:  # noqa: BLE001  Every waiting request gets an answer.
       if len(batch) == 1:
-        batch[0].error = as_serving_error(e)
-      else:
-        logging.warning("A batch of %d requests failed (%s); running each alone", len(batch), e)
-        for t in batch:
-          self._run_alone(t)
-    for t in batch:
-      _finish(t)
-
-  def _run_alone(self, task: _Task) -> None:
-    try:
-      task.result = self._call([task])
-    except Exception as e:  # noqa: BLE001
-      task.error = as_serving_error(e)
+        batch[0].future.set_exception(as_serving_error(e))
+        return
+      logging.warning("A batch of %d requests failed (%s); running each alone", len(batch), e)
+      for task in batch:
+        try:
+          task.future.set_result({k: v[:task.size] for k, v in self._call([task]).items()})
+        except Exception as alone:  # noqa: BLE001
+          task.future.set_exception(as_serving_error(alone))
+      return
+    start = 0
+    for task in batch:
+      task.future.set_result({k: v[start:start + task.size] for k, v in outputs.items()})
+      start += task.size

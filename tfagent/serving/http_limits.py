@@ -1,23 +1,9 @@
-"""Bounds on what one HTTP connection may hold: header bytes and reading time.
-
-uvicorn bounds idle keep-alive connections (`timeout_keep_alive`) and
-concurrent connections (`limit_concurrency`), but with the httptools parser it
-accepts headers of any size and waits forever for a request that stalls
-mid-header or mid-body: 2,000 half-sent sockets stayed open. This protocol
-adds both bounds on uvicorn's own HTTP protocol class (which uvicorn's Config
-takes as `http=`), through the httptools callbacks it implements:
-
-- a request must arrive whole (headers and body) within `read_timeout`
-  seconds of its first byte, and a new connection must send a whole request
-  within the same time; otherwise 408 and the connection is closed;
-- the request line and headers may hold at most `max_header_bytes`,
-  counted as bytes arrive (before the parser buffers them); otherwise 431 and
-  the connection is closed;
-- requests past uvicorn's connection cap (its own 503) are counted too.
-
-A timer per connection, rather than a socket read timeout, because uvicorn
-reads through asyncio transports: the loop's `call_later` is the one clock
-there. Checked against uvicorn 0.54 and httptools 0.9 (tests/test_serve_hostile.py
+"""Bounds uvicorn's httptools protocol lacks: header bytes and reading time, a timer per connection
+on the event loop (uvicorn reads through asyncio transports, not blocking sockets). A request
+must arrive whole within `read_timeout` of its first byte, and a new connection must send one
+within as long (else 408 and close); the request line and headers may hold `max_header_bytes`,
+counted as bytes arrive (else 431 and close); requests past uvicorn's connection cap (its own
+503) are counted too. Checked against uvicorn 0.54 and httptools 0.9 (tests/test_serve_hostile.py
 fails if the callbacks stop being called).
 """
 
@@ -94,12 +80,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
                    "(--rest_api_read_timeout_seconds)")
 
   def _reject(self, code: int, phrase: bytes, message: str) -> None:
-    """Answers `code` with a JSON error and closes: the connection cannot be trusted further.
-
-    The close waits LINGER_SECONDS, reading and dropping what the client still
-    sends: closing a socket with unread bytes resets it, and the client would
-    lose the answer.
-    """
+    """Answers `code` and closes after LINGER_SECONDS, dropping what the client still sends
+    (closing a socket with unread bytes resets it, and the client would lose the answer)."""
     self._rejected = True
     self._stop_timer()
     if not self.transport.is_closing():

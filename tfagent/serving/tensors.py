@@ -1,203 +1,136 @@
-"""TensorProto <-> numpy as TF Serving converts them, with TensorFlow's dtype names.
+"""TF Serving's wire vocabulary, shared by both protocols: status codes and their HTTP mapping,
+dtype names, TensorProtos as arrays and back. A proto is checked before any array is built: it
+declares its shape apart from its values, and TensorFlow pads values short of the shape with the
+last one, so a 52-byte message could ask for gigabytes (`check_size`)."""
 
-Inputs are checked before anything is allocated: a proto declares its shape
-apart from its values, and TensorFlow pads values short of the shape with the
-last one, so a small message can ask for a large array (see `check_size`).
-"""
-
-import functools
 import math
 
+import grpc
 import numpy as np
 import tensorflow as tf
-from tensorflow.core.framework import tensor_pb2, types_pb2
+from tensorflow.core.framework import tensor_pb2, types_pb2 as T
 
-from tfagent.serving import status
-
-MAX_DIMS = 254  # TensorShape::MaxDimensions(); numpy holds at most 64.
-_NUMPY_MAX_DIMS = 64
-# DataTypeString() where it differs from tf.DType.name (tensorflow/core/framework/types.cc).
-_TF_NAMES = {"float32": "float", "float64": "double", "float16": "half"}
-# Typed value field of each dtype (Tensor::AsProtoField).
-_FIELDS = {
-    types_pb2.DT_FLOAT: "float_val", types_pb2.DT_DOUBLE: "double_val",
-    types_pb2.DT_INT32: "int_val", types_pb2.DT_INT16: "int_val", types_pb2.DT_INT8: "int_val",
-    types_pb2.DT_UINT8: "int_val", types_pb2.DT_UINT16: "int_val",
-    types_pb2.DT_INT64: "int64_val", types_pb2.DT_UINT32: "uint32_val",
-    types_pb2.DT_UINT64: "uint64_val", types_pb2.DT_BOOL: "bool_val",
-    types_pb2.DT_STRING: "string_val", types_pb2.DT_HALF: "half_val",
-}
+_C = grpc.StatusCode
+# model_servers/http_server.cc ToHTTPStatusCode; every other code is 500.
+HTTP_STATUS = {_C.OK: 200, _C.CANCELLED: 499, _C.INVALID_ARGUMENT: 400,
+               _C.FAILED_PRECONDITION: 400, _C.OUT_OF_RANGE: 400, _C.UNAUTHENTICATED: 401,
+               _C.PERMISSION_DENIED: 403, _C.NOT_FOUND: 404, _C.ALREADY_EXISTS: 409,
+               _C.ABORTED: 409, _C.RESOURCE_EXHAUSTED: 429, _C.UNIMPLEMENTED: 501,
+               _C.UNAVAILABLE: 503, _C.DEADLINE_EXCEEDED: 504}
+MAX_DIMS, NUMPY_MAX_DIMS = 254, 64  # TensorShape::MaxDimensions(), and numpy's own limit.
+# The typed field of each dtype (Tensor::AsProtoField); narrow integers travel in int_val.
+FIELDS = {T.DT_FLOAT: "float_val", T.DT_DOUBLE: "double_val", T.DT_INT64: "int64_val",
+          T.DT_UINT32: "uint32_val", T.DT_UINT64: "uint64_val", T.DT_BOOL: "bool_val",
+          T.DT_STRING: "string_val", T.DT_HALF: "half_val",
+          **dict.fromkeys((T.DT_INT32, T.DT_INT16, T.DT_INT8, T.DT_UINT8, T.DT_UINT16), "int_val")}
 
 
-@functools.lru_cache(maxsize=None)
-def _itemsize(dtype_enum: int) -> int:
-  """Bytes a value of the dtype takes in an array (8 for a string's pointer)."""
-  if dtype_enum == types_pb2.DT_STRING:
-    return 8
-  return tf.as_dtype(dtype_enum).size
+class ServingError(Exception):
+  """A request's failure: its gRPC status code, and the HTTP status REST answers it with."""
+
+  def __init__(self, code: grpc.StatusCode, message: str, http_status: int = 0):
+    super().__init__(message)
+    self.code, self.message = code, message
+    self.http_status = http_status or HTTP_STATUS.get(code, 500)
 
 
-@functools.lru_cache(maxsize=None)
-def _numpy_dtype(dtype_enum: int):
-  return tf.as_dtype(dtype_enum).as_numpy_dtype
+def invalid_argument(message: str) -> ServingError:
+  """The error of most refused requests (400)."""
+  return ServingError(_C.INVALID_ARGUMENT, message)
 
 
-@functools.lru_cache(maxsize=None)
-def _enum_of(np_dtype: np.dtype) -> int:
-  return tf.as_dtype(np_dtype).as_datatype_enum
+def deadline_exceeded() -> ServingError:
+  """The error of a call past its deadline (504)."""
+  return ServingError(_C.DEADLINE_EXCEEDED, "Deadline exceeded")
+
+
+def task_size_error(size: int, limit: int) -> ServingError:
+  """The batcher's refusal of a request larger than a batch (also raised before decoding)."""
+  return invalid_argument(f"Task size {size} is larger than maximum input batch size {limit}")
+
+
+def enum_name(dtype) -> str:
+  """DataType_Name: 'DT_FLOAT', 'DT_STRING' (an array of dtype object holds strings)."""
+  return T.DataType.Name(tf.as_dtype(tf.string if dtype == object else dtype).as_datatype_enum)
 
 
 def dtype_name(dtype) -> str:
-  """TensorFlow's DataTypeString: 'float', 'double', 'string', 'int64', ..."""
+  """TensorFlow's DataTypeString: 'float', 'double', 'string', 'int64'."""
   try:
-    name = tf.as_dtype(dtype).name
-  except TypeError:
+    return enum_name(dtype)[3:].lower()
+  except (TypeError, ValueError):
     return f"unknown dtype {dtype}"
-  return _TF_NAMES.get(name, name)
-
-
-def dtype_enum_name(dtype) -> str:
-  """DataType_Name: 'DT_FLOAT', 'DT_STRING', ..."""
-  return types_pb2.DataType.Name(tf.as_dtype(dtype).as_datatype_enum)
-
-
-def shape_of(proto) -> list:
-  return [d.size for d in proto.tensor_shape.dim]
-
-
-def num_values(proto, elements: int) -> int:
-  """Values the proto carries (its typed field, or tensor_content); -1 if unreadable."""
-  if proto.dtype not in _FIELDS:
-    return -1
-  if proto.tensor_content:
-    if proto.dtype == types_pb2.DT_STRING:
-      decoded = _decode_string_list(proto.tensor_content, elements)
-      return -1 if decoded is None else len(decoded)
-    itemsize = _itemsize(proto.dtype)
-    return len(proto.tensor_content) // itemsize if len(proto.tensor_content) % itemsize == 0 \
-        else -1
-  return len(getattr(proto, _FIELDS[proto.dtype]))
-
-
-def check_rank(alias: str, rank: int) -> None:
-  """At most 254 dimensions (TensorShape::MaxDimensions), and numpy's 64, for either protocol."""
-  if rank > MAX_DIMS:
-    raise status.invalid_argument(f"tensor parsing error: {alias}")
-  if rank > _NUMPY_MAX_DIMS:
-    raise status.invalid_argument(f"tensor parsing error: {alias} (at most "
-                                  f"{_NUMPY_MAX_DIMS} dimensions here)")
 
 
 def check_size(alias: str, proto, max_fill_bytes: int) -> None:
-  """The checks Tensor::FromProto makes, before any array is built.
-
-  A valid shape (dims >= 0, at most 254 of them), a supported dtype, content
-  that decodes; values short of the shape (TensorFlow pads with the last one)
-  only up to `max_fill_bytes` of padded array.
-  """
-  shape = shape_of(proto)
-  check_rank(alias, len(shape))
-  if proto.tensor_shape.unknown_rank or any(d < 0 for d in shape):
-    raise status.invalid_argument(f"tensor parsing error: {alias}")
-  elements = math.prod(shape)
-  count = num_values(proto, elements)
-  if count < 0:
-    raise status.invalid_argument(f"tensor parsing error: {alias}")
-  if proto.tensor_content and count != elements:
-    raise status.invalid_argument(f"tensor parsing error: {alias}")
-  if count < elements and elements * _itemsize(proto.dtype) > max_fill_bytes:
-    raise status.invalid_argument(
-        f"input tensor alias: {alias} declares shape {shape} ({elements} values) but "
-        f"carries {count}; padding it to its shape would take more than {max_fill_bytes} "
-        "bytes")
+  """Tensor::FromProto's checks, before any array is built; values short of the shape are
+  padded (as TensorFlow pads) only up to `max_fill_bytes` of array."""
+  shape = [d.size for d in proto.tensor_shape.dim]
+  if NUMPY_MAX_DIMS < len(shape) <= MAX_DIMS:
+    raise invalid_argument(f"tensor parsing error: {alias} (at most {NUMPY_MAX_DIMS} "
+                           "dimensions here)")
+  if (len(shape) > MAX_DIMS or proto.tensor_shape.unknown_rank or min(shape, default=0) < 0
+      or proto.dtype not in FIELDS):
+    raise invalid_argument(f"tensor parsing error: {alias}")
+  string, content, elements = proto.dtype == T.DT_STRING, proto.tensor_content, math.prod(shape)
+  itemsize = 8 if string else tf.as_dtype(proto.dtype).size  # A string: its pointer.
+  # Each string of a string list takes a byte at least; other contents are exact.
+  if content and (len(content) < elements if string else len(content) != elements * itemsize):
+    raise invalid_argument(f"tensor parsing error: {alias}")
+  count = len(getattr(proto, FIELDS[proto.dtype]))
+  if not content and count < elements and elements * itemsize > max_fill_bytes:
+    raise invalid_argument(
+        f"input tensor alias: {alias} declares shape {shape} ({elements} values) but carries "
+        f"{count}; padding it to its shape would take more than {max_fill_bytes} bytes")
 
 
-def _decode_string_list(content: bytes, n: int):
-  """TensorFlow's string list encoding (n varint32 lengths, then the bytes); None if malformed."""
-  lengths, pos, end = [], 0, len(content)
-  for _ in range(n):
-    value, shift = 0, 0
-    while True:
-      if pos >= end or shift > 28:
-        return None
-      byte = content[pos]
-      pos += 1
-      value |= (byte & 0x7F) << shift
-      shift += 7
-      if not byte & 0x80:
-        break
-    lengths.append(value)
-  if pos + sum(lengths) != end:
-    return None
-  out = []
-  for length in lengths:
-    out.append(content[pos:pos + length])
-    pos += length
-  return out
+def to_ndarray(proto, alias: str = "") -> np.ndarray:
+  """A TensorProto (through `check_size`) as an array, padded as TensorFlow pads it."""
+  try:
+    if proto.dtype == T.DT_STRING and proto.tensor_content:  # TensorFlow's string list.
+      return tf.io.parse_tensor(proto.SerializeToString(), tf.string).numpy()
+    if FIELDS[proto.dtype] == "int_val" and not proto.tensor_content:  # Wrapped, as C++ casts.
+      wide = tensor_pb2.TensorProto(dtype=T.DT_INT32, tensor_shape=proto.tensor_shape,
+                                    int_val=proto.int_val)
+      return tf.make_ndarray(wide).astype(tf.as_dtype(proto.dtype).as_numpy_dtype)
+    return tf.make_ndarray(proto)
+  except (tf.errors.InvalidArgumentError, TypeError, ValueError, OverflowError):
+    raise invalid_argument(f"tensor parsing error: {alias}") from None
 
 
-def _encode_string_list(values) -> bytes:
-  lengths = bytearray()
-  for v in values:
-    n = len(v)
-    while n >= 0x80:
-      lengths.append((n & 0x7F) | 0x80)
-      n >>= 7
-    lengths.append(n)
-  return bytes(lengths) + b"".join(values)
-
-
-def to_ndarray(proto) -> np.ndarray:
-  """A TensorProto (already through `check_size`) as an array, padded as TensorFlow pads."""
-  shape = shape_of(proto)
-  elements = math.prod(shape)
-  if proto.dtype == types_pb2.DT_STRING:
-    values = (_decode_string_list(proto.tensor_content, elements) if proto.tensor_content
-              else list(proto.string_val))
-    flat = np.empty(elements, dtype=object)
-    flat[:] = b""
-    return _padded(values, flat).reshape(shape)
-  if proto.dtype in (types_pb2.DT_HALF, types_pb2.DT_UINT16, types_pb2.DT_INT16,
-                     types_pb2.DT_INT8, types_pb2.DT_UINT8) and not proto.tensor_content:
-    return tf.make_ndarray(proto)  # Packed fields these numpy casts do not read directly.
-  np_dtype = _numpy_dtype(proto.dtype)
-  if proto.tensor_content:
-    return np.frombuffer(proto.tensor_content, dtype=np_dtype).reshape(shape).copy()
-  values = np.asarray(getattr(proto, _FIELDS[proto.dtype]), dtype=np_dtype)
-  if values.size == elements:
-    return values.reshape(shape)
-  return _padded(values, np.zeros(elements, dtype=np_dtype)).reshape(shape)
-
-
-def _padded(values, flat: np.ndarray) -> np.ndarray:
-  """`flat` holding `values`, then the last value repeated to its end (as TensorFlow pads)."""
-  if len(values):
-    flat[:min(len(values), flat.size)] = values[:flat.size]
-    flat[len(values):] = values[-1]
-  return flat
+def check_strings(inputs: dict, limit: int) -> None:
+  """No string input longer than --max_input_string_bytes (one huge text stalls its batch)."""
+  for alias, array in inputs.items():
+    longest = max(map(len, array.ravel()), default=0) if limit and array.dtype == object else 0
+    if longest > limit:
+      raise invalid_argument(f"input tensor alias: {alias} holds a string of {longest} bytes; "
+                             f"the limit is {limit} bytes (--max_input_string_bytes)")
 
 
 def to_proto(array: np.ndarray, as_content: bool = False) -> tensor_pb2.TensorProto:
-  """An output array as TF Serving writes it: typed fields (AsProtoField), or
-  `tensor_content` with --enable_serialization_as_tensor_content (AsProtoTensorContent)."""
-  proto = tensor_pb2.TensorProto()
-  for size in array.shape:
-    proto.tensor_shape.dim.add(size=size)
-  is_string = array.dtype == object or array.dtype.kind in "SU"
-  proto.dtype = types_pb2.DT_STRING if is_string else _enum_of(array.dtype)
+  """An output as TF Serving writes it: typed fields (AsProtoField), or `tensor_content` with
+  --enable_serialization_as_tensor_content (AsProtoTensorContent)."""
+  dtype = tf.as_dtype(tf.string if array.dtype == object else array.dtype).as_datatype_enum
+  if dtype not in FIELDS:
+    return tf.make_tensor_proto(array)
+  proto = tensor_pb2.TensorProto(dtype=dtype, tensor_shape={"dim": [{"size": n}
+                                                                   for n in array.shape]})
   flat = array.ravel()
-  if is_string:
-    values = [v if isinstance(v, bytes) else str(v).encode("utf-8") for v in flat]
-    if as_content:
-      proto.tensor_content = _encode_string_list(values)
-    else:
-      proto.string_val.extend(values)
+  if as_content and dtype == T.DT_STRING:  # port::EncodeStringList: varint lengths, then bytes.
+    lengths = [_varint(len(v)) for v in flat]
+    proto.tensor_content = b"".join(lengths) + b"".join(flat)
   elif as_content:
-    proto.tensor_content = np.ascontiguousarray(flat).astype(flat.dtype.newbyteorder("<")).tobytes()
-  elif proto.dtype == types_pb2.DT_HALF:
-    proto.half_val.extend(flat.view(np.uint16).tolist())
-  elif proto.dtype in _FIELDS:
-    getattr(proto, _FIELDS[proto.dtype]).extend(flat.tolist())
+    proto.tensor_content = flat.astype(flat.dtype.newbyteorder("<")).tobytes()
   else:
-    proto.CopyFrom(tf.make_tensor_proto(array))
+    values = flat.view(np.uint16) if dtype == T.DT_HALF else flat
+    getattr(proto, FIELDS[dtype]).extend(values.tolist())
   return proto
+
+
+def _varint(n: int) -> bytes:
+  """A protobuf varint."""
+  out = bytearray()
+  while n >= 0x80:
+    out.append(n & 0x7F | 0x80)
+    n >>= 7
+  return bytes(out + bytes([n]))
