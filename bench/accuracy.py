@@ -2,6 +2,8 @@
 
   python -m bench.accuracy --dataset=embedded --models=tfidf_lr,nblr,lstm,transformer,bert
   python -m bench.accuracy --dataset=imdb --models=tfidf_lr,nblr,lstm,transformer
+  python -m bench.accuracy --dataset=imdb --models=tfidf_lr,nblr,lstm,semi \
+      --extra_flags=--group_field=movie
   python -m bench.accuracy --dataset=embedded --models=tfidf_lr,nblr,quickstart --folds=5
   python -m bench.accuracy --dataset=csv:my.csv --models=nblr,lstm --extra_flags=--test_path=t.csv
 
@@ -14,7 +16,8 @@ alone. Writes `OUT_DIR/<dataset>[_folds<K>].json`, `.md` and `.png`.
 
 Datasets: `embedded` (configs/<model>.flags), `imdb` (configs/imdb_<model>.flags,
 which name tfds:imdb_reviews; the benchmark reads the official 25k/25k split
-from ../shared/data/imdb instead), or any `--dataset=KIND:ARG` source.
+from ../shared/data/imdb instead, and a `semi` row its unlabelled reviews), or any
+`--dataset=KIND:ARG` source.
 `--quick` caps training examples and epochs so that CI can run it.
 
 With --folds=K every row runs on the same K folds (tfagent.cross_validate), and
@@ -40,7 +43,8 @@ from bench import imdb
 FLAGS = flags.FLAGS
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PEERS = ("tfidf_lr", "nblr")
-MODELS = PEERS + ("lstm", "transformer", "bert", "quickstart", "best_accuracy")
+MODELS = PEERS + ("lstm", "transformer", "bert", "quickstart", "best_accuracy", "semi")
+UNLABELED_ROWS = ("semi",)  # Learn from unlabelled texts too: IMDB's unsup reviews only.
 COLUMNS = (
     ("model", "model", "{}"),
     ("accuracy", "test accuracy", "{:.2%}"),
@@ -88,11 +92,13 @@ def flagfile_for(dataset: str, model: str) -> str:
   return os.path.join("configs", name)  # Rows run with the repository root as cwd.
 
 
-def data_overrides(dataset: str) -> list:
-  """Flags that point a row at the data set: IMDB's local copy of the official split."""
+def data_overrides(dataset: str, model: str = "") -> list:
+  """Flags that point a row at the data set: IMDB's local copy of the official split (and of
+  its unlabelled reviews for a `semi` row)."""
   if dataset == "imdb":
+    unlabeled = [f"--unlabeled=csv:{imdb.UNSUP}"] if model in UNLABELED_ROWS else []
     return [f"--dataset=csv:{imdb.TRAIN}", f"--test_path={imdb.TEST}",
-            f"--class_names={imdb.CLASS_NAMES}"]
+            f"--class_names={imdb.CLASS_NAMES}", *unlabeled]
   if dataset != "embedded":
     return [f"--dataset={dataset}"]
   return []
@@ -107,7 +113,7 @@ def row_command(dataset: str, model: str, run_dir: str, quick: bool, extra: str,
     module = "tfagent.cross_validate" if folds > 1 else "tfagent.train"
   cmd = [sys.executable, "-m", module, f"--flagfile={flagfile_for(dataset, model)}",
          f"--model_dir={run_dir}", f"--export_dir={os.path.join(run_dir, 'export')}",
-         f"--model_name={model}", "--verbose=2", *data_overrides(dataset)]
+         f"--model_name={model}", "--verbose=2", *data_overrides(dataset, model)]
   if folds > 1:
     cmd.append(f"--folds={folds}")
   if quick:
@@ -311,6 +317,9 @@ def main(argv):
   unknown = sorted(set(FLAGS.models) - set(MODELS))
   if unknown:
     raise app.UsageError(f"--models: unknown {unknown}; choose from {', '.join(MODELS)}.")
+  if FLAGS.dataset != "imdb" and set(FLAGS.models) & set(UNLABELED_ROWS):
+    raise app.UsageError(f"--models: {', '.join(UNLABELED_ROWS)} learn from unlabelled texts, "
+                         "which only --dataset=imdb has here.")
   if FLAGS.dataset == "imdb" and not os.path.isdir(imdb.DIR):
     raise app.UsageError(f"--dataset=imdb needs {imdb.DIR} (see its README).")
   folds = FLAGS.folds if FLAGS.folds > 1 else 0

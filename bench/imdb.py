@@ -11,6 +11,7 @@ DIR = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                     "..", "..", "shared", "data", "imdb"))
 TRAIN = os.path.join(DIR, "train.csv.gz")
 TEST = os.path.join(DIR, "test.csv.gz")
+UNSUP = os.path.join(DIR, "unsup.csv.gz")  # 50,000 unlabelled reviews (--unlabeled).
 CLASS_NAMES = "neg,pos"  # Label order of the files (0 negative, 1 positive), as TFDS's.
 
 

@@ -137,9 +137,14 @@ def test_rows_read_the_users_configs_and_imdb_comes_from_the_local_copy():
   assert accuracy.row_command("embedded", "nblr", "/r", False, "", folds=5)[2] == "bench.nblr"
   imdb = accuracy.row_command("imdb", "lstm", "/r", False, "")
   assert f"--test_path={accuracy.imdb.TEST}" in imdb  # Overrides the config's tfds source.
+  assert not any(c.startswith("--unlabeled") for c in imdb)
+  semi = accuracy.row_command("imdb", "semi", "/r", False, "--group_field=movie")
+  assert "--flagfile=configs/imdb_semi.flags" in semi and semi[-1] == "--group_field=movie"
+  assert f"--unlabeled=csv:{accuracy.imdb.UNSUP}" in semi  # Not the config's tfds split.
   for model in accuracy.MODELS:
     for dataset in ("embedded", "imdb"):
-      if dataset == "embedded" or model not in ("quickstart", "best_accuracy"):
+      if (dataset == "embedded" and model not in accuracy.UNLABELED_ROWS
+          or dataset == "imdb" and model not in ("quickstart", "best_accuracy")):
         assert os.path.isfile(os.path.join(ROOT, accuracy.flagfile_for(dataset, model)))
   for folder, _, names in os.walk(os.path.join(ROOT, "configs")):  # configs/search/ too.
     for name in names:

@@ -304,7 +304,7 @@ def test_unlabeled_texts_of_every_kind_join_training_with_teacher_targets(
 @pytest.mark.parametrize("source, match", [
     ("csv:{tmp}/missing.csv", "does not exist"),
     ("nope:{tmp}", "unknown source kind 'nope'"),
-    ("csv:{tmp}/header_only.csv", "no texts to label"),
+    ("csv:{tmp}/header_only.csv", "no texts to learn from"),
     ("csv:{tmp}/wrong_column.csv", "no column 'text'"),
 ])
 def test_a_bad_unlabeled_source_is_a_clear_error(teacher_path, corpus_dir, tmp_path, source,

@@ -49,6 +49,11 @@ class DataConfig:
   text_field: str = setting("text", "Column (csv/tsv) or key (jsonl) holding the text.")
   label_field: str = setting("label", "Column or key holding the label (a class name or an "
                              "integer id).")
+  text_pair_field: str = setting("", "Sentence pairs (NLI, paraphrase): column (csv/tsv), "
+                                 "key (jsonl) or TFDS feature of each record's second text; "
+                                 "the model then reads both and its export takes text and "
+                                 "text_pair (docs/data.md#sentence-pairs). Empty: one text a "
+                                 "record.")
   test_path: str = setting("", "Official test file for csv/tsv/jsonl; validation is then "
                            "carved from train. Without it the file is split 80/10/10 by a "
                            "seeded hash of the text (of the group with --group_field).")
@@ -78,6 +83,12 @@ class DataConfig:
                              "splits and validation does not overrate the model. A record "
                              "without a group is a bad record (see --on_bad_record). Empty: "
                              "split by text.")
+  unlabeled: str = setting("", "Unlabelled texts from the same place as the labelled ones "
+                           "(KIND:ARG of any --dataset kind, labels ignored; --text_field "
+                           "names their text): skip-gram word vectors learned from them and the "
+                           "training texts start the deep path's embedding "
+                           "(tfagent/semi.py). A text also in validation or test is dropped "
+                           "and counted. Empty: none.")
   tfds_data_dir: str = setting("", "TFDS data dir; empty uses TFDS's default "
                                "(~/tensorflow_datasets).")
   tfds_manual_dir: str = setting("", "Folder with hand-downloaded TFDS archives for offline "
@@ -124,6 +135,15 @@ class ModelConfig:
   intermediate_dim: int = setting(256, "Transformer feed-forward width.",
                                   models=("transformer",))
   dropout: float = setting(0.2, "Dropout rate; small corpora overfit without it.")
+  pretrain_epochs: int = setting(5, "With --unlabeled: passes of skip-gram training over the "
+                                 "training and unlabelled texts (gensim's default, 5).",
+                                 models=FROM_SCRATCH)
+  unlabeled_vocabulary: bool = setting(False, "With --unlabeled: learn the vocabulary from the "
+                                       "unlabelled texts too, so that words only they hold get "
+                                       "an id and a skip-gram vector. Off, it is the training "
+                                       "split's: IMDB validation, 5k labels, 90.02 % off vs "
+                                       "89.76 % on (bench/results/imdb_semi.md).",
+                                       models=FROM_SCRATCH)
   ensemble_size: int = setting(1, "Copies of --model trained side by side, each from its own "
                                "initial weights and batch order; the export averages their "
                                "probabilities.", models=FROM_SCRATCH)

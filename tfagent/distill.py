@@ -26,13 +26,12 @@ import numpy as np
 import tensorflow as tf
 
 from tfagent import progress, signatures
-from tfagent.data import pipeline, records, sources
-from tfagent.errors import ConfigError, DataError, TfagentError
+from tfagent.data import pipeline, unlabeled
+from tfagent.errors import ConfigError
 from tfagent.versions import resolve_saved_model
 
 TEACH_BATCH = 256  # Texts a teacher call.
 MIN_PROBABILITY = 1e-12  # Floor before log(p): a probability of exactly 0 stays finite.
-FILE_KINDS = ("csv", "tsv", "jsonl")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,6 +94,9 @@ class Teacher:
     if text is None or text.dtype != tf.string or "probabilities" not in outputs:
       raise teacher_error(path, f"its serving_default takes {inputs} and returns "
                           f"{sorted(outputs)}")
+    if signatures.TEXT_PAIR in inputs:
+      raise teacher_error(path, "it takes text and text_pair (a sentence-pair export): it "
+                          "cannot label one text a record")
     self.class_names = self.read_class_names()
     base = os.path.basename(os.path.normpath(self.export_dir))
     self.version = int(base) if base.isdigit() else None
@@ -155,58 +157,6 @@ def packed(texts, labels, soft) -> tf.data.Dataset:
   return tf.data.Dataset.zip(texts, tf.data.Dataset.from_tensor_slices(targets))
 
 
-def read_file_texts(kind: str, path: str, data_cfg) -> list:
-  """The texts of a csv/tsv/jsonl file (the text field only: a label, if any, is not read)."""
-  if kind == "jsonl":
-    return records.read_jsonl(path, (data_cfg.text_field,))
-  return records.read_delimited(path, "," if kind == "csv" else "\t", (data_cfg.text_field,))
-
-
-def unlabeled_records(source: str, data_cfg):
-  """Yields the texts (or BadRecords) of `--distill_unlabeled=KIND:ARG`."""
-  kind, _, arg = source.partition(":")
-  if kind in FILE_KINDS + ("dir",) and not tf.io.gfile.exists(arg):
-    raise ConfigError(f"{arg} does not exist")
-  if kind in FILE_KINDS:
-    yield from (r if isinstance(r, records.BadRecord) else r.text
-                for r in read_file_texts(kind, arg, data_cfg))
-  elif kind == "dir":  # Every file under the folder, at any depth, one text a file.
-    yield from (r if isinstance(r, records.BadRecord) else r.text
-                for r in records.read_class_files({"": records.files_under(arg)}))
-  elif kind in sources.SOURCES:  # Its training split; labels are read but ignored.
-    own = dataclasses.replace(data_cfg, dataset=source, class_names="", test_path="", folds=0,
-                              max_train_examples=0)
-    splits, _, _ = sources.SOURCES[kind](arg, own)
-    for text, _ in sources.as_dataset(splits["train"]).as_numpy_iterator():
-      yield text.decode("utf-8")
-  else:
-    raise ConfigError(f"unknown source kind {kind!r}; valid kinds: "
-                      f"{', '.join(sorted(sources.SOURCES))} (as KIND:ARG)")
-
-
-def unlabeled_texts(source: str, data_cfg, held_out: set) -> tuple:
-  """`(texts, report)` of --distill_unlabeled, without those of validation and test."""
-  flag = f"--distill_unlabeled={source}"
-  texts, bad, dropped = [], 0, 0
-  try:
-    for record in unlabeled_records(source, data_cfg):
-      if isinstance(record, records.BadRecord):
-        if data_cfg.on_bad_record != "skip":
-          raise DataError(f"{record} (--on_bad_record=skip skips such records)")
-        bad += 1
-      elif record.encode("utf-8") in held_out:
-        dropped += 1  # Training on a validation or test text would flatter their figures.
-      else:
-        texts.append(record)
-  except TfagentError as e:
-    raise ConfigError(f"{flag}: {e}") from None
-  if not texts:
-    raise ConfigError(f"{flag}: no texts to label ({bad} bad records, {dropped} also in "
-                      "validation or test); give a source of unlabelled texts as KIND:ARG.")
-  return texts, {"source": source, "count": len(texts), "bad_records_skipped": bad,
-                 "dropped_in_validation_or_test": dropped}
-
-
 def mixed(labelled: tf.data.Dataset, extra: tf.data.Dataset, n_labelled: int, n_extra: int,
           seed: int) -> tf.data.Dataset:
   """Both datasets' elements, interleaved in a seeded random order (a shuffle buffer
@@ -248,9 +198,8 @@ def labelled_by(teacher: Teacher, cfg, splits, info) -> Taught:
                teacher.export_dir, teacher.version, 100 * agreement, len(labels))
   n_extra = 0
   if tc.distill_unlabeled:
-    held_out = {t for name in ("validation", "test")
-                for t, _ in splits[name].as_numpy_iterator()}
-    extra, report["unlabeled"] = unlabeled_texts(tc.distill_unlabeled, cfg.data, held_out)
+    extra, report["unlabeled"] = unlabeled.unlabeled_texts(
+        "distill_unlabeled", tc.distill_unlabeled, cfg.data, unlabeled.held_out_texts(splits))
     extra_ds = tf.data.Dataset.from_tensor_slices(tf.constant(extra, tf.string))
     extra_soft = teach_texts(teacher, extra_ds, order, tc.distill_temperature)
     n_extra = len(extra)

@@ -32,10 +32,13 @@ def make_serving_fns(model: keras.Model, class_names) -> tuple:
   serve: `text: <string>[batch] -> {probabilities, class_ids, classes}`.
   classify: TF Serving's classify API, serialized tf.Example with `text` -> classes and
   scores; it parses the examples and calls `serve`.
+  A sentence-pair model (--text_pair_field) takes `text_pair` `<string>[batch]` beside `text`,
+  in both (`signatures.input_spec`).
   """
   names = tf.constant(list(class_names), tf.string)
+  spec = signatures.input_spec(model)
 
-  @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
+  @tf.function(input_signature=[spec])
   def serve(text):
     probabilities = tf.nn.softmax(tf.cast(model(text, training=False), tf.float32), -1)
     class_ids = tf.argmax(probabilities, axis=-1, output_type=tf.int64)
@@ -46,9 +49,8 @@ def make_serving_fns(model: keras.Model, class_names) -> tuple:
   @tf.function(input_signature=[tf.TensorSpec([None], tf.string,
                                               name=signatures.CLASSIFY_INPUTS)])
   def classify(inputs):
-    text = tf.io.parse_example(inputs, {"text": tf.io.FixedLenFeature([], tf.string)})["text"]
-    scores = serve(text)["probabilities"]
-    return {signatures.CLASSIFY_CLASSES: tf.tile(names[tf.newaxis], [tf.shape(text)[0], 1]),
+    scores = serve(signatures.example_texts(inputs, spec))["probabilities"]
+    return {signatures.CLASSIFY_CLASSES: tf.tile(names[tf.newaxis], [tf.shape(scores)[0], 1]),
             signatures.CLASSIFY_SCORES: scores}  # <string>[batch, C], <float32>[batch, C]
   return serve, classify
 
@@ -95,16 +97,20 @@ def set_method_name(export_dir: str, signature: str, method: str) -> None:
 
 
 def write_warmup_requests(export_dir: str, model_name: str, texts) -> None:
-  """Writes TF Serving's warm-up file: one predict and one classify request of `texts`."""
+  """Writes TF Serving's warm-up file: one predict and one classify request of `texts`
+  (strings, or sentence pairs' `(text, text_pair)`)."""
   from tensorflow_serving.apis import classification_pb2, predict_pb2, prediction_log_pb2
+  columns = signatures.text_columns(texts)
   predict = predict_pb2.PredictRequest()
   predict.model_spec.name, predict.model_spec.signature_name = model_name, signatures.DEFAULT_SIGNATURE
-  predict.inputs["text"].CopyFrom(tf.make_tensor_proto(list(texts), tf.string))
+  for name, column in columns.items():
+    predict.inputs[name].CopyFrom(tf.make_tensor_proto(column, tf.string))
   classify = classification_pb2.ClassificationRequest()
   classify.model_spec.name, classify.model_spec.signature_name = model_name, signatures.CLASSIFY_SIGNATURE
-  for text in texts:
+  for row in zip(*columns.values()):
     example = classify.input.example_list.examples.add()
-    example.features.feature["text"].bytes_list.value.append(text.encode("utf-8"))
+    for name, text in zip(columns, row):
+      example.features.feature[name].bytes_list.value.append(text.encode("utf-8"))
   tf.io.gfile.makedirs(os.path.join(export_dir, "assets.extra"))
   with tf.io.TFRecordWriter(os.path.join(export_dir, signatures.WARMUP_FILE)) as writer:
     for log in (prediction_log_pb2.PredictionLog(predict_log={"request": predict}),

@@ -50,9 +50,10 @@ def check(cfg: config.Config, present) -> None:
   the model's settings are valid; an error names the flag."""
   config.check_applicable(cfg, present)
   logging.info("Loading TensorFlow and Keras...")  # About 10 s, before any other line.
-  from tfagent import distill, fileio, models  # pylint: disable=import-outside-toplevel
+  from tfagent import distill, fileio, models, semi  # pylint: disable=import-outside-toplevel
   models.check_model_config(cfg.model)
   distill.check_config(cfg)
+  semi.check_config(cfg)
   fileio.check_filesystems({"model_dir": cfg.train.model_dir,
                             "export_dir": cfg.export.export_dir})
 

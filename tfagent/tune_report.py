@@ -18,17 +18,18 @@ def export_mb(path: str) -> float:
              for f in fileio.files_under(path)) / 2**20
 
 
-def latency_ms(path: str, text: str, calls: int = 30) -> float:
-  """Median milliseconds of one-text requests to the export, in-process, after warm-up."""
+def latency_ms(path: str, text, calls: int = 30) -> float:
+  """Median milliseconds of one-text requests to the export, in-process, after warm-up
+  (`text`: a string, or a sentence pair's `(text, text_pair)`)."""
   import numpy as np  # pylint: disable=import-outside-toplevel
-  from tfagent import evaluate  # pylint: disable=import-outside-toplevel
-  predict = evaluate.saved_model_predict_fn(path)
+  from tfagent import evaluate, signatures  # pylint: disable=import-outside-toplevel
+  predict, request = evaluate.saved_model_predict_fn(path), signatures.text_columns([text])
   for _ in range(3):
-    predict([text])
+    predict(request)
   times = []
   for _ in range(calls):
     start = time.perf_counter()
-    predict([text])
+    predict(request)
     times.append((time.perf_counter() - start) * 1000)
   return float(np.median(times))
 
