@@ -105,15 +105,15 @@ def string_inputs(pairs: bool):
   return keras.Input(shape=(), dtype="string", name=TEXT)
 
 
-def adopt(model: keras.Model) -> TextClassifier:
+def adopt(model: keras.Model) -> keras.Model:
   """`model` as a TextClassifier: itself, or, for a plain Functional model saved before the
-  model object existed (its parts named as above), a TextClassifier over the same layers."""
+  model object existed (its parts named as above), a TextClassifier over the same layers.
+  Any other model (no such parts) comes back as it is."""
   if isinstance(model, TextClassifier):
     return model
-  names = {layer.name: layer for layer in model.layers}
+  names = {layer.name: layer for layer in getattr(model, "layers", [])}
   if TOKENIZER not in names or CLASSIFIER not in names:
-    raise ValueError(f"{model.name}: not a tfagent model (no '{TOKENIZER}' and "
-                     f"'{CLASSIFIER}' layers).")
+    return model
   size = len(names[CLASSIFIER].inputs) if AVERAGE in names else 1
   adopted = TextClassifier(names[TOKENIZER], names[CLASSIFIER], names.get(WIDE), size,
                            name=model.name)
