@@ -107,7 +107,7 @@ def test_a_validation_or_test_text_is_never_unlabelled_text(corpus_dir, tmp_path
   new = ["an unseen review", "another one"]
   source = "csv:" + write_csv(tmp_path / "u.csv", [[t] for t in test + new + validation + train],
                               header=("text",))
-  with caplog.at_level(logging.INFO):
+  with caplog.at_level(logging.INFO, logger="absl"):
     extra = semi.learn(with_unlabeled(cfg, source), splits)
   assert extra.texts == new + train  # Training texts may be unlabelled text too.
   assert extra.report["dropped_in_validation_or_test"] == 5 and extra.report["count"] == 4

@@ -226,7 +226,7 @@ def test_killed_tune_resumes_without_rerunning_finished_trials(tmp_path, monkeyp
   tune_dir = tmp_path / "tune"
   args = [*TINY_FLAGS, f"--dataset=embedded:{corpus}", f"--search_space={space}",
           "--tuner=random", "--max_trials=2", f"--tune_dir={tune_dir}",
-          "--max_export_mb=2.1", f"--model_dir={tmp_path / 'unused'}"]
+          "--max_export_mb=1.2", f"--model_dir={tmp_path / 'unused'}"]
   env = dict(os.environ, PYTHONPATH=ROOT)
   proc = subprocess.Popen([sys.executable, "-m", "tfagent.tune", *args], env=env,
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -244,6 +244,6 @@ def test_killed_tune_resumes_without_rerunning_finished_trials(tmp_path, monkeyp
   summary = json.loads((tune_dir / "tuning.json").read_text())
   trials = {t["values"]["embedding_dim"]: t for t in summary["trials"]}
   assert len(summary["trials"]) == 2, summary["trials"]
-  assert trials[8]["status"] == "completed" and trials[8]["export_mb"] < 2.1, trials
-  assert trials[256]["status"] == "rejected" and trials[256]["export_mb"] > 2.1, trials
+  assert trials[8]["status"] == "completed" and trials[8]["export_mb"] < 1.2, trials
+  assert trials[256]["status"] == "rejected" and trials[256]["export_mb"] > 1.2, trials
   assert summary["best"]["values"] == {"embedding_dim": 8}
