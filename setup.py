@@ -43,7 +43,8 @@ setuptools.setup(
     ],
     entry_points={"console_scripts": ["tfagent=tfagent.cli:main"]},
     extras_require={
-        "dev": ["pytest>=8,<10", "pytest-xdist>=3.6,<4", "requests>=2.31,<3"],
+        "dev": ["pytest>=8,<10", "pytest-xdist>=3.6,<4", "requests>=2.31,<3",
+                "gensim>=4.3,<5"],  # The --unlabeled tests run in CI.
         # --unlabeled: skip-gram word vectors (tfagent/semi.py); gensim's C loops train
         # IMDB's 75k reviews in minutes on 2 cores. Never needed to serve.
         "semi": ["gensim>=4.3,<5"],

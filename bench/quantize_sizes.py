@@ -7,7 +7,7 @@ built from --flagfile_path over a synthetic corpus that fills its tokenizer's vo
 wide path of --wide_vocabulary synthetic 1-4-character n-grams (255,251: what the embedded
 corpus keeps with configs/transformer.flags, bench/results/embedded.md) and random weights,
 then exported as float32 and as int8 (tfagent/quantize.py). Says where the bytes go:
-variables/ and saved_model.pb (graphs, and the vocabularies as constants).
+variables/, saved_model.pb (the graphs) and assets/ (the vocabularies, models/vocab_files.py).
 """
 
 import json
@@ -56,7 +56,8 @@ def main(argv):
     path = export.export_model(m, ["negative", "positive"],
                                config.ExportConfig(export_dir=folder, model_name=mode))
     out[mode] = {**quantize.sizes(path),
-                 "saved_model.pb": os.path.getsize(os.path.join(path, "saved_model.pb"))}
+                 "saved_model.pb": os.path.getsize(os.path.join(path, "saved_model.pb")),
+                 "assets": quantize.folder_bytes(os.path.join(path, "assets"))}
   for row in out.values():
     row["export_ratio"] = row["export"] / out["float32"]["export"]
     row["variables_ratio"] = row["variables"] / out["float32"]["variables"]

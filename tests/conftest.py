@@ -93,6 +93,49 @@ def run_command(monkeypatch, command: str, *args, stdin: str = "") -> int:
   return 0
 
 
+MIRRORED = r"""
+import json, sys
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from tfagent import config, distribute, train
+root, data_fields = sys.argv[1], json.loads(sys.argv[2])
+out = {}
+for strategy in ("default", "mirrored"):
+  cfg = config.Config(
+      data=config.DataConfig(batch_size=32, **data_fields),
+      model=config.ModelConfig(name="transformer", vocab_size=200, sequence_length=16,
+                               embedding_dim=8, num_layers=1, num_heads=2,
+                               intermediate_dim=8, dropout=0.0),
+      train=config.TrainConfig(model_dir=f"{root}/{strategy}", epochs=2,
+                               learning_rate=1e-2, verbose=0, strategy=strategy),
+      export=config.ExportConfig(export_dir=f"{root}/sm", model_name="m", explain_steps=0))
+  result = train.train_and_evaluate(cfg)
+  out[strategy] = {"replicas": distribute.get_strategy(strategy).num_replicas_in_sync,
+                   "loss": result["history"]["loss"], "accuracy": result.get("accuracy"),
+                   "thresholds": result.get("thresholds")}
+print("RESULT " + json.dumps(out))
+"""
+
+
+def train_default_and_mirrored(root, **data_fields) -> dict:
+  """Trains a tiny Transformer (no dropout, global batch 32) on `data_fields` with the default
+  strategy, then MirroredStrategy over two logical CPUs, in a fresh process; returns
+  `{strategy: {replicas, loss (each epoch's), accuracy, thresholds}}`.
+
+  A Transformer, as test_distribute.py's Mirrored test uses: a tiny LSTM stops on a
+  replica's empty last batch ("stack elements of an empty list").
+  """
+  import json
+  import subprocess
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": repo}
+  proc = subprocess.run([sys.executable, "-c", MIRRORED, str(root), json.dumps(data_fields)],
+                        cwd=repo, env=env, capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")][-1]
+  return json.loads(line[len("RESULT "):])
+
 # The slowest files first (rough seconds a file, rounded from the durations `.ci/run` prints
 # on 2 cores): pytest-xdist gives a worker a whole file (`--dist=loadfile`), and a long file
 # started last leaves the other workers idle at the end. Files not listed keep their order,
@@ -106,6 +149,7 @@ SLOW_FILES = {"test_bench_accuracy.py": 200, "test_distribute.py": 170, "test_st
               "test_train.py": 45, "test_user_api.py": 40}
 SLOW_FILES.update({"test_distill.py": 150, "test_multilabel.py": 120, "test_quantize.py": 100,
                    "test_imbalance.py": 90, "test_serve_explain.py": 60})  # Estimates.
+SLOW_FILES.update({"test_pairs.py": 250})  # On 2 busy cores: its slow lane ran in 4-6 min.
 
 
 def pytest_xdist_auto_num_workers(config):

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -105,6 +106,40 @@ def test_variables_hold_each_weight_once(trained_run):
   stored = sum(int(np.prod(shape)) for key, shape in reader.get_variable_to_shape_map().items()
                if key.endswith("VARIABLE_VALUE"))
   assert 0 < stored <= model.count_params()
+
+
+def graph_nodes(export_dir: str) -> list:
+  """Every NodeDef of saved_model.pb: its graph's and its functions'."""
+  graph = signatures.read_saved_model(export_dir).meta_graphs[0].graph_def
+  return list(graph.node) + [n for f in graph.library.function for n in f.node_def]
+
+
+def test_vocabulary_is_an_asset_not_a_graph_constant(trained_run):
+  """The tokenizer's table is read from assets/ (models/vocab_files.py), not built from
+  constants in saved_model.pb."""
+  cfg, result = trained_run
+  import keras
+  model = keras.saving.load_model(os.path.join(cfg.train.model_dir, "checkpoints", "best.keras"))
+  vocabulary = model.get_layer("tokenizer").vocabulary()
+  with open(os.path.join(result["saved_model"], "assets", "tokenizer.txt"), encoding="utf-8") as f:
+    assert f.read().splitlines() == vocabulary[2:]  # Padding and OOV are the layer's own.
+  tokens = {t.encode("utf-8") for t in vocabulary[2:]}
+  strings = [tf.make_ndarray(n.attr["value"].tensor).ravel().tolist()
+             for n in graph_nodes(result["saved_model"])
+             if n.op == "Const" and n.attr["value"].tensor.dtype == tf.string.as_datatype_enum]
+  assert strings and not any(tokens.intersection(values) for values in strings)
+
+
+def test_saved_model_pb_holds_each_graph_once(trained_run):
+  """ExportArchive.write_out signed one trace of each endpoint and saved another (export.py
+  add_endpoint): the same function bodies twice, under two names."""
+  _, result = trained_run
+  library = signatures.read_saved_model(result["saved_model"]).meta_graphs[0].graph_def.library
+  # A trace's name less its number, and its ops: a BiLSTM's two loops differ in name only.
+  bodies = [(re.sub(r"_\d+$", "", f.signature.name), tuple(sorted(n.op for n in f.node_def)))
+            for f in library.function if len(f.node_def) > 20]  # Not Keras' thin wrappers.
+  assert {"__inference_serve", "__inference_classify"} <= {name for name, _ in bodies}
+  assert len(set(bodies)) == len(bodies)
 
 
 def test_versions_increment_and_existing_version_is_refused(trained_run, tmp_path):

@@ -300,45 +300,16 @@ def test_tfagent_serve_answers_rest_and_grpc(run, tmp_path):
                                expected["probabilities"], atol=1e-5)
 
 
-MIRRORED = r"""
-import dataclasses, json, sys
-import tensorflow as tf
-cpu = tf.config.list_physical_devices("CPU")[0]
-tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-sys.path.insert(0, "docs/examples")
-import make_multilabel
-from tfagent import config, distribute, train
-path = make_multilabel.write_csv(sys.argv[1] + "/topics.csv", 400)
-out = {}
-for strategy in ("default", "mirrored"):
-  cfg = config.Config(
-      data=config.DataConfig(dataset=f"csv:{path}", label_field="labels", task="multilabel",
-                             batch_size=32, bucket_width=0),
-      model=config.ModelConfig(name="transformer", vocab_size=200, sequence_length=16,
-                               embedding_dim=8, num_layers=1, num_heads=2,
-                               intermediate_dim=8, dropout=0.0),
-      train=config.TrainConfig(model_dir=f"{sys.argv[1]}/{strategy}", epochs=2,
-                               learning_rate=1e-2, verbose=0, strategy=strategy),
-      export=config.ExportConfig(export_dir=f"{sys.argv[1]}/sm", model_name="m"))
-  result = train.train_and_evaluate(cfg)
-  out[strategy] = {"replicas": distribute.get_strategy(strategy).num_replicas_in_sync,
-                   "loss": result["history"]["loss"], "thresholds": result["thresholds"]}
-print("RESULT " + json.dumps(out))
-"""
-
-
 @pytest.mark.slow
 def test_mirrored_on_two_cpus_trains_as_one_device(tmp_path):
   """The same code path under MirroredStrategy: the multi-hot labels split across replicas
   give the one-device losses (global batch 32 = 2 x 16, no dropout) and thresholds. A
   Transformer, as test_distribute.py's Mirrored test uses: a tiny LSTM stops on a replica's
   empty last batch ("stack elements of an empty list"), for multiclass too (checked)."""
-  env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": ROOT}
-  proc = subprocess.run([sys.executable, "-c", MIRRORED, str(tmp_path)], cwd=ROOT, env=env,
-                        capture_output=True, text=True, timeout=600)
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")][-1]
-  out = json.loads(line[len("RESULT "):])
+  path = make_multilabel.write_csv(str(tmp_path / "topics.csv"), 400)
+  out = conftest.train_default_and_mirrored(tmp_path, dataset=f"csv:{path}",
+                                            label_field="labels", task="multilabel",
+                                            bucket_width=0)
   assert out["mirrored"]["replicas"] == 2
   assert out["mirrored"]["loss"] == pytest.approx(out["default"]["loss"], rel=1e-4, abs=1e-5)
   assert out["default"]["loss"][-1] < out["default"]["loss"][0]

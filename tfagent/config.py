@@ -49,6 +49,11 @@ class DataConfig:
   text_field: str = setting("text", "Column (csv/tsv) or key (jsonl) holding the text.")
   label_field: str = setting("label", "Column or key holding the label (a class name or an "
                              "integer id).")
+  text_pair_field: str = setting("", "Sentence pairs (NLI, paraphrase): column (csv/tsv), "
+                                 "key (jsonl) or TFDS feature of each record's second text; "
+                                 "the model then reads both and its export takes text and "
+                                 "text_pair (docs/data.md#sentence-pairs). Empty: one text a "
+                                 "record.")
   test_path: str = setting("", "Official test file for csv/tsv/jsonl; validation is then "
                            "carved from train. Without it the file is split 80/10/10 by a "
                            "seeded hash of the text (of the group with --group_field).")

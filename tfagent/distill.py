@@ -94,6 +94,9 @@ class Teacher:
     if text is None or text.dtype != tf.string or "probabilities" not in outputs:
       raise teacher_error(path, f"its serving_default takes {inputs} and returns "
                           f"{sorted(outputs)}")
+    if signatures.TEXT_PAIR in inputs:
+      raise teacher_error(path, "it takes text and text_pair (a sentence-pair export): it "
+                          "cannot label one text a record")
     self.class_names = self.read_class_names()
     base = os.path.basename(os.path.normpath(self.export_dir))
     self.version = int(base) if base.isdigit() else None

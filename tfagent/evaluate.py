@@ -35,12 +35,14 @@ BATCH_SIZE = 256  # Texts a scoring call.
 def scored_batches(predict_fn, ds: tf.data.Dataset, batch_size: int):
   """Yields `(texts <bytes>[b], labels <int>[b], probabilities <float>[b, C], seconds)`.
 
-  `predict_fn(<string>[batch]) -> <float>[batch, C]`; seconds is the time it took.
+  `predict_fn(<string>[batch]) -> <float>[batch, C]`; seconds is the time it took. Sentence
+  pairs' texts are the dict `{text, text_pair}` of two.
   """
   for text, label in ds.batch(batch_size):
     start = time.perf_counter()
     probs = np.asarray(predict_fn(text))
-    yield text.numpy(), label.numpy(), probs, time.perf_counter() - start
+    yield (tf.nest.map_structure(np.asarray, text), label.numpy(), probs,
+           time.perf_counter() - start)
 
 
 def predict_probabilities(predict_fn, test_ds: tf.data.Dataset, batch_size: int,
@@ -120,19 +122,21 @@ def plot_confusion(matrix, class_names, path: str) -> None:
 
 
 def write_predictions(predict_fn, ds: tf.data.Dataset, class_names, path: str) -> tuple:
-  """Scores `ds` batch by batch into a csv at `path` (text, label, predicted, probabilities).
+  """Scores `ds` batch by batch into a csv at `path` (text, label, predicted, probabilities;
+  sentence pairs: text_pair after text).
 
   The file is written beside its name and moved into place when complete. Returns
   `(labels <int>[n], probabilities <float>[n, C], seconds)` as `predict_probabilities` does.
   """
+  texts = list(ds.element_spec[0]) if isinstance(ds.element_spec[0], dict) else ["text"]
   with tf.io.gfile.GFile(path + ".tmp", "w") as f:
     writer = csv.writer(f)
-    writer.writerow(["text", "label", "predicted", *(f"probability_{n}" for n in class_names)])
+    writer.writerow([*texts, "label", "predicted", *(f"probability_{n}" for n in class_names)])
 
     def write_rows(text, label, prob):
-      for t, y, p in zip(text, label, prob):
-        writer.writerow([t.decode("utf-8"), class_names[y], class_names[int(p.argmax())],
-                         *(f"{v:.6f}" for v in p)])
+      for t, y, p in zip(data.rows(text), label, prob):
+        writer.writerow([*(t if isinstance(t, tuple) else [t]), class_names[y],
+                         class_names[int(p.argmax())], *(f"{v:.6f}" for v in p)])
 
     scored = predict_probabilities(predict_fn, ds, BATCH_SIZE, on_batch=write_rows)
   tf.io.gfile.rename(path + ".tmp", path, overwrite=True)

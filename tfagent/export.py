@@ -11,6 +11,7 @@ import tensorflow as tf
 
 from tfagent import _compat, explain, fileio, multilabel_export, progress, signatures
 from tfagent.errors import ConfigError
+from tfagent.models import vocab_files
 from tfagent.versions import next_version
 
 # At most 32 texts per model call (and per request). No waiting for a batch to
@@ -31,10 +32,13 @@ def make_serving_fns(model: keras.Model, class_names) -> tuple:
   serve: `text: <string>[batch] -> {probabilities, class_ids, classes}`.
   classify: TF Serving's classify API, serialized tf.Example with `text` -> classes and
   scores; it parses the examples and calls `serve`.
+  A sentence-pair model (--text_pair_field) takes `text_pair` `<string>[batch]` beside `text`,
+  in both (`signatures.input_spec`).
   """
   names = tf.constant(list(class_names), tf.string)
+  spec = signatures.input_spec(model)
 
-  @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
+  @tf.function(input_signature=[spec])
   def serve(text):
     probabilities = tf.nn.softmax(tf.cast(model(text, training=False), tf.float32), -1)
     class_ids = tf.argmax(probabilities, axis=-1, output_type=tf.int64)
@@ -45,9 +49,8 @@ def make_serving_fns(model: keras.Model, class_names) -> tuple:
   @tf.function(input_signature=[tf.TensorSpec([None], tf.string,
                                               name=signatures.CLASSIFY_INPUTS)])
   def classify(inputs):
-    text = tf.io.parse_example(inputs, {"text": tf.io.FixedLenFeature([], tf.string)})["text"]
-    scores = serve(text)["probabilities"]
-    return {signatures.CLASSIFY_CLASSES: tf.tile(names[tf.newaxis], [tf.shape(text)[0], 1]),
+    scores = serve(signatures.example_texts(inputs, spec))["probabilities"]
+    return {signatures.CLASSIFY_CLASSES: tf.tile(names[tf.newaxis], [tf.shape(scores)[0], 1]),
             signatures.CLASSIFY_SCORES: scores}  # <string>[batch, C], <float32>[batch, C]
   return serve, classify
 
@@ -64,7 +67,18 @@ def add_explain_endpoint(archive, model: keras.Model, class_names, steps: int) -
     return
   fns = explain.make_explain_fns(model, class_names, steps)
   for name, fn in zip((signatures.EXPLAIN_SIGNATURE, signatures.EXPLAIN_CLASS_SIGNATURE), fns):
-    archive.add_endpoint(name, fn)
+    add_endpoint(archive, name, fn)
+
+
+def add_endpoint(archive, name: str, fn) -> None:
+  """Adds the tf.function `fn` as endpoint `name`, so that saved_model.pb holds its graph once.
+
+  Handed a tf.function alone, ExportArchive.write_out signs the trace it took before
+  tf.saved_model.save, and the save traces `fn` again for the object graph (the trace cache
+  keys on the save context's variable policy): each graph twice. With the input signature, the
+  archive passes the save its own tf.function over `fn`, traced once for both.
+  """
+  archive.add_endpoint(name, fn, input_signature=fn.input_signature)
 
 
 def set_method_name(export_dir: str, signature: str, method: str) -> None:
@@ -83,16 +97,20 @@ def set_method_name(export_dir: str, signature: str, method: str) -> None:
 
 
 def write_warmup_requests(export_dir: str, model_name: str, texts) -> None:
-  """Writes TF Serving's warm-up file: one predict and one classify request of `texts`."""
+  """Writes TF Serving's warm-up file: one predict and one classify request of `texts`
+  (strings, or sentence pairs' `(text, text_pair)`)."""
   from tensorflow_serving.apis import classification_pb2, predict_pb2, prediction_log_pb2
+  columns = signatures.text_columns(texts)
   predict = predict_pb2.PredictRequest()
   predict.model_spec.name, predict.model_spec.signature_name = model_name, signatures.DEFAULT_SIGNATURE
-  predict.inputs["text"].CopyFrom(tf.make_tensor_proto(list(texts), tf.string))
+  for name, column in columns.items():
+    predict.inputs[name].CopyFrom(tf.make_tensor_proto(column, tf.string))
   classify = classification_pb2.ClassificationRequest()
   classify.model_spec.name, classify.model_spec.signature_name = model_name, signatures.CLASSIFY_SIGNATURE
-  for text in texts:
+  for row in zip(*columns.values()):
     example = classify.input.example_list.examples.add()
-    example.features.feature["text"].bytes_list.value.append(text.encode("utf-8"))
+    for name, text in zip(columns, row):
+      example.features.feature[name].bytes_list.value.append(text.encode("utf-8"))
   tf.io.gfile.makedirs(os.path.join(export_dir, "assets.extra"))
   with tf.io.TFRecordWriter(os.path.join(export_dir, signatures.WARMUP_FILE)) as writer:
     for log in (prediction_log_pb2.PredictionLog(predict_log={"request": predict}),
@@ -134,6 +152,24 @@ class Staged:
   model_name: str
 
 
+def write_archive(model: keras.Model, class_names, export_cfg, thresholds, path: str) -> None:
+  """Writes the SavedModel of `model`'s endpoints (write_staged's) to `path`."""
+  serve, classify = (make_serving_fns(model, class_names) if thresholds is None else
+                     multilabel_export.make_serving_fns(model, class_names, thresholds))
+  archive = keras.export.ExportArchive()
+  for resource in lookup_resources(model):
+    archive.track(resource)
+  add_endpoint(archive, signatures.DEFAULT_SIGNATURE, serve)
+  add_endpoint(archive, signatures.CLASSIFY_SIGNATURE, classify)
+  if thresholds is None:
+    add_explain_endpoint(archive, model, class_names, export_cfg.explain_steps)
+  else:
+    logging.info("No %s signature: it attributes one softmax class; a multilabel export "
+                 "has none.", signatures.EXPLAIN_SIGNATURE)
+  with _compat.no_default_save_signatures():  # Only the endpoints are traced.
+    archive.write_out(path, verbose=False)
+
+
 @progress.stage("Exporting the SavedModel")
 def write_staged(model: keras.Model, class_names, export_cfg, warmup_texts=None,
                  thresholds=None) -> Staged:
@@ -153,20 +189,8 @@ def write_staged(model: keras.Model, class_names, export_cfg, warmup_texts=None,
   tmp = os.path.join(base, f".tmp-{version}-{uuid.uuid4().hex[:8]}")
   tf.io.gfile.makedirs(tmp)
   try:
-    serve, classify = (make_serving_fns(model, class_names) if thresholds is None else
-                       multilabel_export.make_serving_fns(model, class_names, thresholds))
-    archive = keras.export.ExportArchive()
-    for resource in lookup_resources(model):
-      archive.track(resource)
-    archive.add_endpoint(signatures.DEFAULT_SIGNATURE, serve)
-    archive.add_endpoint(signatures.CLASSIFY_SIGNATURE, classify)
-    if thresholds is None:
-      add_explain_endpoint(archive, model, class_names, export_cfg.explain_steps)
-    else:
-      logging.info("No %s signature: it attributes one softmax class; a multilabel export "
-                   "has none.", signatures.EXPLAIN_SIGNATURE)
-    with _compat.no_default_save_signatures():  # Only the endpoints are traced.
-      archive.write_out(tmp, verbose=False)
+    with vocab_files.as_assets(model):  # Vocabularies in assets/, not graph constants.
+      write_archive(model, class_names, export_cfg, thresholds, tmp)
     set_method_name(tmp, signatures.CLASSIFY_SIGNATURE, signatures.CLASSIFY_METHOD)
     write_warmup_requests(tmp, export_cfg.model_name, warmup_texts or ["warm-up"])
   except BaseException:

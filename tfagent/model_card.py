@@ -16,6 +16,7 @@ import os
 import platform
 
 from tfagent import fileio
+from tfagent.data import pairs
 
 UNKNOWN_WARN = 0.20  # Share of [UNK] pieces above which the vocabulary does not fit the text.
 FEW_EXAMPLES = 1000  # Training texts below which test figures are loose.
@@ -30,7 +31,7 @@ def split_hash(split) -> str:
   """SHA-256 of a split's `(text, label)` sequence, in order: the content it held."""
   digest = hashlib.sha256()
   for text, label in split.batch(4096).as_numpy_iterator():
-    for t, y in zip(text, label):
+    for t, y in zip(pairs.joined(text), label):  # A sentence pair's texts joined by NUL.
       # A multi-hot label (multilabel) as its 0/1 values joined by commas.
       label = ",".join(str(int(v)) for v in y) if y.ndim else str(int(y))
       digest.update(t + b"\0" + label.encode() + b"\n")
@@ -137,8 +138,9 @@ def to_markdown(card: dict) -> str:
   """The card as a page a person reads."""
   test, val = card["metrics"]["test"], card["metrics"]["validation"]
   lines = [f"# Model card: {card['model_name']}", "",
-           f"- Export: `{card['saved_model']}` (TF Serving: `serving_default` takes `text`, "
-           "returns `probabilities`, `class_ids`, `classes`; `classify` takes tf.Examples).",
+           f"- Export: `{card['saved_model']}` (TF Serving: `serving_default` takes `text`"
+           + (" and `text_pair`" if card["config"]["data"].get("text_pair_field") else "")
+           + ", returns `probabilities`, `class_ids`, `classes`; `classify` takes tf.Examples).",
            f"- Model: `--model={card['model']}`"
            + (f", wide path of 1-{card['config']['model']['wide_ngrams']}-grams"
               if card["config"]["model"]["wide_ngrams"] else ""),

@@ -28,20 +28,20 @@ def make_serving_fns(model, class_names, thresholds) -> tuple:
   names = tf.constant(list(class_names), tf.string)
   cut = tf.constant(np.asarray(thresholds, np.float32).reshape([len(class_names)]))
   width = len(class_names)
+  spec = signatures.input_spec(model)  # `text`, and `text_pair` for a sentence-pair model.
 
-  @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
+  @tf.function(input_signature=[spec])
   def serve(text):
     probabilities = tf.sigmoid(tf.cast(model(text, training=False), tf.float32))
     mask = probabilities >= cut
-    tiled = tf.tile(names[tf.newaxis], [tf.shape(text)[0], 1])
+    tiled = tf.tile(names[tf.newaxis], [tf.shape(probabilities)[0], 1])
     labels = tf.ragged.boolean_mask(tiled, mask).to_tensor("", shape=[None, width])
     return {PROBABILITIES: probabilities, LABEL_MASK: mask, LABELS: labels}
 
   @tf.function(input_signature=[tf.TensorSpec([None], tf.string,
                                               name=signatures.CLASSIFY_INPUTS)])
   def classify(inputs):
-    text = tf.io.parse_example(inputs, {"text": tf.io.FixedLenFeature([], tf.string)})["text"]
-    scores = serve(text)[PROBABILITIES]
-    return {signatures.CLASSIFY_CLASSES: tf.tile(names[tf.newaxis], [tf.shape(text)[0], 1]),
+    scores = serve(signatures.example_texts(inputs, spec))[PROBABILITIES]
+    return {signatures.CLASSIFY_CLASSES: tf.tile(names[tf.newaxis], [tf.shape(scores)[0], 1]),
             signatures.CLASSIFY_SCORES: scores}
   return serve, classify

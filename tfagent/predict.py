@@ -8,8 +8,14 @@
   tfagent predict --saved_model=saved_models/quickstart --explain_class=negative "text"
 
 Input: texts given as arguments, a csv/tsv/jsonl file (`.gz` too; the text in
---text_field), or one text per non-blank line of standard input. Output: JSON
-lines (the text, its class, class id and every class's probability) or csv
+--text_field), or one text per non-blank line of standard input. A sentence-pair export
+(trained with --text_pair_field) reads its pairs from --input, the second text in
+--text_pair_field:
+
+  tfagent predict --saved_model=saved_models/pairs --input=pairs.csv --text_field=premise \
+      --text_pair_field=hypothesis
+
+Output: JSON lines (the text, its class, class id and every class's probability) or csv
 (--output=*.csv or --format=csv), to standard output or --output. Texts are read,
 classified and written --batch_size at a time, so the input may be larger than memory.
 With --explain, each text's tokens and their attributions (the export's `explain`
@@ -32,6 +38,7 @@ import tensorflow as tf
 
 from tfagent import cli, explain_view, fileio, signatures
 from tfagent.data import records
+from tfagent.data.pairs import text_of
 from tfagent.errors import ConfigError, DataError
 from tfagent.versions import resolve_saved_model
 
@@ -47,6 +54,8 @@ class Predictor:
     self.loaded = signatures.load_saved_model(export_dir)  # Loaded once, for every signature.
     self.serve = signatures.load_signature(export_dir, loaded=self.loaded)
     self.class_names = signatures.class_names(export_dir, self.loaded)
+    # A sentence-pair export (--text_pair_field) takes text_pair beside text.
+    self.pairs = signatures.TEXT_PAIR in self.serve.structured_input_signature[1]
     self._explainers = {}
 
   def explainer(self, class_name: str = None):
@@ -69,14 +78,16 @@ class Predictor:
 
   def predict(self, texts: list, top_k: int = 0) -> list:
     """One dict a text: text, class, class_id, probabilities in class order (top_k when > 0);
-    a multilabel export's rows also hold `labels`, the names its thresholds select."""
-    out = self.serve(text=tf.constant(texts, tf.string))
+    a multilabel export's rows also hold `labels`, the names its thresholds select. A
+    sentence-pair export takes `(text, text_pair)` tuples; its rows hold text_pair too."""
+    columns = self.columns(texts)
+    out = self.serve(**{name: tf.constant(c, tf.string) for name, c in columns.items()})
     probs = out["probabilities"].numpy()
     masks = out["label_mask"].numpy() if "label_mask" in out else [None] * len(texts)
     rows = []
-    for text, p, mask in zip(texts, probs, masks):
+    for *text, p, mask in zip(*columns.values(), probs, masks):
       best = int(p.argmax())
-      row = {"text": text, "class": self.class_names[best], "class_id": best,
+      row = {**dict(zip(columns, text)), "class": self.class_names[best], "class_id": best,
              "probabilities": [round(float(v), 6) for v in p]}
       if mask is not None:
         row["labels"] = [n for n, on in zip(self.class_names, mask) if on]
@@ -86,12 +97,29 @@ class Predictor:
       rows.append(row)
     return rows
 
+  def columns(self, texts: list) -> dict:
+    """Input name -> texts (signatures.text_columns), checked against the export."""
+    columns = signatures.text_columns(list(texts))
+    self.check_pairs(signatures.TEXT_PAIR in columns)
+    return columns
 
-def file_texts(path: str, text_field: str):
+  def check_pairs(self, pairs: bool) -> None:
+    """A ConfigError when sentence pairs (`pairs`), or single texts, do not fit the export."""
+    if pairs and not self.pairs:
+      raise ConfigError(f"{self.export_dir} reads one text a row (trained without "
+                        "--text_pair_field); give texts, not pairs (no --text_pair_field).")
+    if self.pairs and not pairs:
+      raise ConfigError(f"{self.export_dir} takes text and text_pair (trained with "
+                        "--text_pair_field): give (text, text_pair) pairs; on the command "
+                        "line --input=FILE with --text_field and --text_pair_field.")
+
+
+def file_texts(path: str, text_field: str, text_pair_field: str = ""):
   """Yields the texts of a csv/tsv/jsonl file (`.gz` too), in order; a bad one is an error.
 
   Read as training reads its files (tfagent.data.records), so a text that
-  training takes (a 200 KiB csv field, a byte-order mark) is taken here too.
+  training takes (a 200 KiB csv field, a byte-order mark) is taken here too. With
+  `text_pair_field`, `(text, text_pair)` tuples.
   """
   name = path[:-3] if path.endswith(".gz") else path
   kind = os.path.splitext(name)[1].lower().lstrip(".")
@@ -100,20 +128,25 @@ def file_texts(path: str, text_field: str):
                       "one), or no --input to read texts from arguments or standard input.")
   read = (records.read_jsonl if kind == "jsonl" else
           functools.partial(records.read_delimited, delimiter="," if kind == "csv" else "\t"))
-  for record in read(path, fields=(text_field,)):
+  for record in read(path, fields=(text_field,), pair=text_pair_field):
     if isinstance(record, records.BadRecord):
       raise DataError(str(record))
-    yield record.text
+    yield text_of(record)
 
 
-def input_texts(args: list, path: str, text_field: str, stdin):
-  """The texts to classify: arguments, else the file, else non-blank lines of stdin."""
+def input_texts(args: list, path: str, text_field: str, stdin, text_pair_field: str = ""):
+  """The texts to classify: arguments, else the file, else non-blank lines of stdin; sentence
+  pairs (`text_pair_field`) come from the file only."""
   if args and path:
     raise ConfigError("Give texts as arguments or --input, not both.")
+  if text_pair_field and not path:
+    raise ConfigError(f"--text_pair_field={text_pair_field}: sentence pairs are read from "
+                      "--input=FILE (csv, tsv or jsonl with --text_field and "
+                      "--text_pair_field), not from arguments or standard input.")
   if args:
     return iter(args)
   if path:
-    return file_texts(path, text_field)
+    return file_texts(path, text_field, text_pair_field)
   return (line.rstrip("\r\n") for line in stdin if line.strip())
 
 
@@ -137,28 +170,31 @@ def output_format(output: str, fmt: str) -> str:
 class RowWriter:
   """Writes rows as JSON lines, or csv with a header of the class names."""
 
-  def __init__(self, out, fmt: str, class_names: list, top_k: int):
+  def __init__(self, out, fmt: str, class_names: list, top_k: int, pairs: bool = False):
     self.out, self.fmt, self.class_names, self.top_k = out, fmt, class_names, top_k
+    self.texts = [signatures.TEXT, signatures.TEXT_PAIR][:1 + pairs]  # Their columns.
     self.csv = None
     if fmt == "csv":
       self.csv = csv.writer(out)
       extra = ([h for k in range(1, top_k + 1) for h in (f"class_{k}", f"probability_{k}")]
                if top_k else [f"probability_{name}" for name in class_names])
-      self.csv.writerow(["text", "class", *extra])
+      self.csv.writerow([*self.texts, "class", *extra])
 
   def write(self, row: dict) -> None:
     if self.csv is None:
       self.out.write(json.dumps(row, ensure_ascii=False) + "\n")
-    elif self.top_k:
-      self.csv.writerow([row["text"], row["class"], *itertools.chain(*row["top_k"])])
+      return
+    texts = [row[name] for name in self.texts]
+    if self.top_k:
+      self.csv.writerow([*texts, row["class"], *itertools.chain(*row["top_k"])])
     else:
-      self.csv.writerow([row["text"], row["class"], *row["probabilities"]])
+      self.csv.writerow([*texts, row["class"], *row["probabilities"]])
 
 
 def predict_stream(predictor: Predictor, texts, out, fmt: str, top_k: int,
                    batch_size: int) -> int:
   """Classifies `texts` batch by batch and writes each row to `out`; returns the count."""
-  writer, n = RowWriter(out, fmt, predictor.class_names, top_k), 0
+  writer, n = RowWriter(out, fmt, predictor.class_names, top_k, predictor.pairs), 0
   for batch in batches(texts, batch_size):
     for row in predictor.predict(batch, top_k):
       writer.write(row)
@@ -174,6 +210,8 @@ def define_flags(flag_values=FLAGS) -> None:
   flags.DEFINE_string("input", "", "csv, tsv or jsonl file (.gz too) of texts; empty: the "
                       "arguments, else one text per line of standard input.", **own)
   flags.DEFINE_string("text_field", "text", "Column (csv/tsv) or key (jsonl) of the text.", **own)
+  flags.DEFINE_string("text_pair_field", "", "Sentence-pair exports: column or key of each "
+                      "row's second text in --input; empty: one text a row.", **own)
   flags.DEFINE_string("output", "", "File to write; empty: standard output.", **own)
   flags.DEFINE_enum("format", "", ["", *FORMATS], "jsonl or csv; empty: csv for an "
                     "--output ending in .csv, else jsonl.", **own)
@@ -247,9 +285,10 @@ def run(argv: list) -> None:
   fmt = (explain_format(FLAGS.format, FLAGS.output, FLAGS.top_k) if explain
          else output_format(FLAGS.output, FLAGS.format))
   predictor = Predictor(FLAGS.saved_model)
+  predictor.check_pairs(bool(FLAGS.text_pair_field))  # Before any input is read.
   if explain:
     predictor.explainer(class_name)  # A missing signature or class: an error before input.
-  texts = input_texts(argv[1:], FLAGS.input, FLAGS.text_field, sys.stdin)
+  texts = input_texts(argv[1:], FLAGS.input, FLAGS.text_field, sys.stdin, FLAGS.text_pair_field)
   with atomic_output(FLAGS.output, sys.stdout) as out, atomic_output(FLAGS.explain_html) as page:
     if not explain:
       n = predict_stream(predictor, texts, out, fmt, FLAGS.top_k, FLAGS.batch_size)

@@ -15,6 +15,8 @@ from absl import logging
 import keras
 import tensorflow as tf
 
+from tfagent import signatures
+
 EVERY_SECONDS = 10.0  # Longest silence inside an epoch when there is no progress bar.
 # Peers' test accuracy on the embedded corpus's default split (train and test content
 # SHA-256 from the model card), so a quickstart user sees what "good" is there.
@@ -118,11 +120,16 @@ def peer_lines(card: dict) -> list:
 
 def final_summary(cfg, result: dict, example: str) -> str:
   """The run's closing lines: test figures, peers when known, where everything is, and the
-  commands that try the export (`example` is a text to predict)."""
+  commands that try the export (`example` is a text to predict, or a sentence pair's
+  `(text, text_pair)`, which `tfagent predict` reads from a file)."""
   saved_model = result["saved_model"]
   base = os.path.dirname(saved_model.rstrip("/"))
   name = cfg.export.model_name
-  body = json.dumps({"instances": [example]}, ensure_ascii=False)
+  pair = isinstance(example, tuple)
+  instance = dict(zip((signatures.TEXT, signatures.TEXT_PAIR), example)) if pair else example
+  body = json.dumps({"instances": [instance]}, ensure_ascii=False)
+  texts = (f"--input=FILE --text_field={shlex.quote(cfg.data.text_field)} --text_pair_field="
+           f"{shlex.quote(cfg.data.text_pair_field)}" if pair else shlex.quote(example))
   lines = [f"Test: accuracy {result['accuracy']:.2%}, macro F1 {result['macro_f1']:.4f} on "
            f"{result['examples']} texts of {cfg.data.dataset}.",
            *peer_lines(_read_card(saved_model)),
@@ -131,7 +138,7 @@ def final_summary(cfg, result: dict, example: str) -> str:
            f"Metrics: {os.path.join(cfg.train.model_dir, 'eval', 'metrics.json')}; "
            f"TensorBoard: tensorboard --logdir={os.path.join(cfg.train.model_dir, 'logs')}",
            "Try it:",
-           f"  tfagent predict --saved_model={shlex.quote(base)} {shlex.quote(example)}",
+           f"  tfagent predict --saved_model={shlex.quote(base)} {texts}",
            f"  tfagent serve --model_name={shlex.quote(name)} "
            f"--model_base_path={shlex.quote(base)}",
            f"  curl -d {shlex.quote(body)} localhost:8501/v1/models/{name}:predict"]

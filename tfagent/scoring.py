@@ -70,7 +70,7 @@ def evaluate_export(cfg: config.Config, result: dict, splits, info, paths, stage
   scan = []
 
   def keep_texts(texts, labels, probs):
-    scan.extend(texts[:summaries.MISCLASSIFIED_SCAN - len(scan)])
+    scan.extend(data.joined(texts, data.pairs.SHOWN)[:summaries.MISCLASSIFIED_SCAN - len(scan)])
 
   labels, probs, _ = evaluate.predict_probabilities(predict_fn, splits["validation"],
                                                     evaluate.BATCH_SIZE, on_batch=keep_texts)

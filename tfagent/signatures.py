@@ -8,6 +8,9 @@ inside the functions that need it, so importing this module stays cheap.
 
 import os
 
+TEXT = "text"  # The input of every signature: <string>[batch], raw text.
+# The second input of a sentence-pair export (--text_pair_field): <string>[batch], a text a row.
+TEXT_PAIR = "text_pair"
 DEFAULT_SIGNATURE = "serving_default"  # TF Serving's kDefaultServingSignatureDefKey.
 CLASSIFY_SIGNATURE = "classify"  # The export's tf.Example signature.
 EXPLAIN_SIGNATURE = "explain"  # Integrated gradients of the predicted class (tfagent/explain.py).
@@ -97,17 +100,54 @@ def load_signature(export_dir: str, name: str = DEFAULT_SIGNATURE, loaded=None):
   return (loaded or load_saved_model(export_dir)).signatures[name]
 
 
+def text_inputs(text) -> dict:
+  """A signature's text inputs as keyword arguments: `{text}`, or a sentence pair's dict
+  `{text, text_pair}` as it is."""
+  return text if isinstance(text, dict) else {TEXT: text}
+
+
+def input_spec(model):
+  """A string-input Keras model's input as a tf.function spec: `<string>[batch]` named
+  `text` (whatever the Keras input's name), or a sentence pair's dict of two, named by its
+  keys (`text`, `text_pair`), as the signature inputs are."""
+  import tensorflow as tf
+  if isinstance(model.input, dict):
+    return {name: tf.TensorSpec([None], tf.string, name=name) for name in model.input}
+  return tf.TensorSpec([None], tf.string, name=TEXT)
+
+
+def example_texts(serialized, spec):
+  """The texts of serialized tf.Examples (a classify request), shaped as `spec`: feature
+  `text` `<string>[batch]`, or a sentence pair's dict with `text_pair` too."""
+  import tensorflow as tf
+  names = list(spec) if isinstance(spec, dict) else [TEXT]
+  parsed = tf.io.parse_example(serialized, {n: tf.io.FixedLenFeature([], tf.string)
+                                            for n in names})
+  return parsed if isinstance(spec, dict) else parsed[TEXT]
+
+
+def text_columns(texts) -> dict:
+  """Input name -> list of texts, of texts given one a row: strings, or sentence pairs'
+  `(text, text_pair)` tuples."""
+  if texts and isinstance(texts[0], (tuple, list)):
+    return {TEXT: [t[0] for t in texts], TEXT_PAIR: [t[1] for t in texts]}
+  return {TEXT: list(texts)}
+
+
 def probabilities_fn(export_dir: str, loaded=None):
-  """`<string>[batch] -> <float32>[batch, C]` from a SavedModel's serving_default."""
+  """`<string>[batch] -> <float32>[batch, C]` from a SavedModel's serving_default (a sentence
+  pair export's takes the dict `{text, text_pair}`)."""
   serve = load_signature(export_dir, loaded=loaded)
-  return lambda text: serve(text=text)["probabilities"]
+  return lambda text: serve(**text_inputs(text))["probabilities"]
 
 
 def class_names(export_dir: str, loaded=None) -> list:
-  """The export's class names in id order: its classify signature's classes on one example."""
+  """The export's class names in id order: its classify signature's classes on one example
+  (with both features of a sentence-pair export; one that reads one text ignores the other)."""
   import tensorflow as tf
   classify = load_signature(export_dir, CLASSIFY_SIGNATURE, loaded)
   example = tf.train.Example(features=tf.train.Features(feature={
-      "text": tf.train.Feature(bytes_list=tf.train.BytesList(value=[b"x"]))}))
+      name: tf.train.Feature(bytes_list=tf.train.BytesList(value=[b"x"]))
+      for name in (TEXT, TEXT_PAIR)}))
   out = classify(inputs=tf.constant([example.SerializeToString()]))
   return [c.decode("utf-8") for c in out[CLASSIFY_CLASSES].numpy()[0]]

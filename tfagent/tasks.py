@@ -29,7 +29,8 @@ def is_multilabel(cfg: config.Config) -> bool:
 
 
 def check_config(cfg: config.Config) -> None:
-  """Fails on what a multilabel run does not support yet, naming the flag."""
+  """Fails on what a multilabel or a sentence-pair run does not support yet, naming the flag."""
+  check_pairs(cfg)
   if not is_multilabel(cfg):
     return
   for flag, value, off in (("ensemble_size", cfg.model.ensemble_size, 1),
@@ -40,6 +41,25 @@ def check_config(cfg: config.Config) -> None:
     if value != off:
       raise ConfigError(f"--{flag}={value} does not apply to --task=multilabel yet (it "
                         f"assumes one softmax label a text); use --{flag}={off}.")
+
+
+def check_pairs(cfg: config.Config) -> None:
+  """Fails on what a sentence-pair run (--text_pair_field) does not support, saying why."""
+  if not cfg.data.text_pair_field:
+    return
+  for flag, value, off, why in (
+      ("wide_ngrams", cfg.model.wide_ngrams, 0, "the wide path's features are one text's "
+       "n-grams, and a linear model over them cannot compare two texts"),
+      ("ensemble_size", cfg.model.ensemble_size, 1, "ensemble members read one text each"),
+      ("explain_steps", cfg.export.explain_steps, 0, "the explain signature attributes the "
+       "tokens of one text"),
+      ("teacher", cfg.train.teacher, "", "distillation's teacher labels one text a record"),
+      ("truncation", cfg.model.truncation, "head", "BERT packs a pair with keras-hub's "
+       "MultiSegmentPacker, which trims the longer text first")):
+    if value != off:
+      raise ConfigError(f"--{flag}={value} does not apply to --text_pair_field="
+                        f"{cfg.data.text_pair_field} ({why}); use --{flag}={off} "
+                        "(docs/data.md#sentence-pairs).")
 
 
 def compile_args(task: str, monitor: str, num_classes: int) -> dict:
@@ -127,7 +147,7 @@ def score_export(export_dir: str, split) -> tuple:
   serve = signatures.load_signature(export_dir)
   labels, probs, masks = [], [], []
   for text, label in split.batch(SCORE_BATCH):
-    out = serve(text=text)
+    out = serve(**signatures.text_inputs(text))
     labels.append(label.numpy())
     probs.append(out[PROBABILITIES].numpy())
     masks.append(out[LABEL_MASK].numpy())

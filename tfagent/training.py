@@ -50,8 +50,8 @@ def build_and_compile(cfg: config.Config, strategy, train_ds, class_names, total
                       wide_fit=None):
   """Builds the string model and compiles its classifier inside `strategy.scope()`."""
   with strategy.scope():
-    model = models.build_model(cfg.model, class_names,
-                               train_ds.map(lambda text, _: text).batch(1024), wide_fit)
+    model = models.build_model(cfg.model, class_names, data.single_texts(train_ds).batch(1024),
+                               wide_fit, data.is_pair(cfg.data))
     classifier = model.classifier
     classifier.compile(optimizer=optim.make_optimizer(cfg.train, total_steps,
                                                 models.find_backbone(classifier)),
@@ -80,7 +80,7 @@ def write_shard_report(ds, contexts: list, strategy, cfg: config.Config) -> None
   hashes = []
   for num_pipelines, pipeline_id in contexts:
     for text, _ in ds.shard(num_pipelines, pipeline_id).as_numpy_iterator():
-      hashes.append(hashlib.sha1(text).hexdigest())
+      hashes.append(hashlib.sha1(data.joined(text)).hexdigest())
   folder = os.path.join(cfg.train.model_dir, "shards")
   fileio.write_text_atomically(
       os.path.join(folder, f"{task_type or 'local'}-{task_id}.json"),
@@ -152,7 +152,7 @@ def check_vocabulary(cfg: config.Config, model: keras.Model, splits, sample: int
   """Share of unknown tokens: of BERT's pieces of training texts (a preset whose vocabulary
   misses the language), else of validation texts; warns above model_card.UNKNOWN_WARN."""
   split = splits["train"] if cfg.model.name in models.PRETRAINED else splits["validation"]
-  texts = [t.decode("utf-8") for t, _ in split.take(sample).as_numpy_iterator()]
+  texts = [t.decode("utf-8") for t in data.single_texts(split).take(sample).as_numpy_iterator()]
   share = model_card.unknown_share(model, texts)
   warning = model_card.vocabulary_warning(cfg.model.name, share)
   if warning:
@@ -250,7 +250,7 @@ def train_in(cfg: config.Config, out: config.Config, strategy) -> dict:
     paths, wide_fit.report["deep_weight"] = scoring.weigh_paths(model, splits["validation"], out)
   final = classifier.evaluate(val_ds, verbose=0, return_dict=True)
   # A few real texts become TF Serving's warm-up requests (assets.extra).
-  warmup = [t.decode("utf-8") for t, _ in splits["validation"].take(4).as_numpy_iterator()]
+  warmup = data.split_rows(splits["validation"].take(4))
   thresholds = tasks.tune_thresholds(cfg, model, splits["validation"])  # Multilabel only.
   # Scored and given its model card before it is published: a version never changes.
   publishing, quantized = quantize.staged_export(model, info.class_names, out.export, warmup,

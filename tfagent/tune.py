@@ -149,7 +149,8 @@ def make_tuner(cfg: config.Config, space: dict, options: TuneOptions):
         keras.backend.clear_session()
       record = record_of(trial.trial_id, values, trial_cfg, result, time.perf_counter() - start)
       if options.max_latency_ms:
-        record["latency_ms"] = tune_report.latency_ms(result["saved_model"], LATENCY_TEXT)
+        text = (LATENCY_TEXT,) * 2 if cfg.data.text_pair_field else LATENCY_TEXT  # A pair's two.
+        record["latency_ms"] = tune_report.latency_ms(result["saved_model"], text)
       record["rejected"] = budget_problem(record, options)
       write_json(os.path.join(run_dir, RECORD_FILE), record)
       logging.info("Trial %s: %s %.4f%s", trial.trial_id, options.objective,
@@ -160,6 +161,18 @@ def make_tuner(cfg: config.Config, space: dict, options: TuneOptions):
       return {name: record[name] for name in OBJECTIVES}
 
   return TrialTuner(make_oracle(options, search_space.hyperparameters(space), cfg))
+
+
+def check_task(cfg: config.Config, space: dict) -> None:
+  """Fails before any trial when the space may give a value that the task refuses
+  (tasks.check_config: multilabel, sentence pairs): each listed value, both ends of a range."""
+  from tfagent import tasks  # pylint: disable=import-outside-toplevel
+  for name, spec in space.items():
+    for value in spec.get("values") or (spec["min"], spec["max"]):
+      try:
+        tasks.check_config(search_space.apply(cfg, {name: value}))
+      except ConfigError as e:
+        raise ConfigError(f"--search_space: field {name!r} may take {value!r}: {e}") from None
 
 
 def check_same_search(options: TuneOptions, settings: dict) -> None:
@@ -320,6 +333,7 @@ def main(argv):
       raise ConfigError(f"--folds={cfg.data.folds}: tfagent tune scores trials on one "
                         "validation split; leave --folds out.")
     space = search_space.load(FLAGS.search_space, cfg)
+    check_task(cfg, space)
     logging.info("Config: %s", json.dumps(cfg.to_dict(), sort_keys=True))
     tune(cfg, space, options, present)
   cli.run_main(body)

@@ -8,28 +8,28 @@ import json
 import os
 import time
 
-from tfagent import config, search_space
+from tfagent import config, fileio, search_space
 
 def export_mb(path: str) -> float:
   """Size of a SavedModel version directory in MB (2**20 bytes)."""
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
-  total = 0
-  for folder, _, files in tf.io.gfile.walk(path):
-    total += sum(tf.io.gfile.stat(os.path.join(folder, f)).length for f in files)
-  return total / 2**20
+  # files_under: ram:// lists a sibling's files by prefix (assets.extra/w as assets/.extra).
+  return sum(tf.io.gfile.stat(os.path.join(path, f)).length
+             for f in fileio.files_under(path)) / 2**20
 
 
-def latency_ms(path: str, text: str, calls: int = 30) -> float:
-  """Median milliseconds of one-text requests to the export, in-process, after warm-up."""
+def latency_ms(path: str, text, calls: int = 30) -> float:
+  """Median milliseconds of one-text requests to the export, in-process, after warm-up
+  (`text`: a string, or a sentence pair's `(text, text_pair)`)."""
   import numpy as np  # pylint: disable=import-outside-toplevel
-  from tfagent import evaluate  # pylint: disable=import-outside-toplevel
-  predict = evaluate.saved_model_predict_fn(path)
+  from tfagent import evaluate, signatures  # pylint: disable=import-outside-toplevel
+  predict, request = evaluate.saved_model_predict_fn(path), signatures.text_columns([text])
   for _ in range(3):
-    predict([text])
+    predict(request)
   times = []
   for _ in range(calls):
     start = time.perf_counter()
-    predict([text])
+    predict(request)
     times.append((time.perf_counter() - start) * 1000)
   return float(np.median(times))
 

@@ -65,6 +65,7 @@ def convert(data_cfg, out_dir: str, num_shards: int) -> dict:
   tf.io.gfile.makedirs(out_dir)
   sizes = {s: write_split(splits[s], out_dir, s, num_shards) for s in sources.SPLITS}
   meta = {"name": info.name, "class_names": list(info.class_names), "task": data_cfg.task,
+          **({"text_pair_field": data_cfg.text_pair_field} if data_cfg.text_pair_field else {}),
           "split_sizes": sizes, "report": info.report}
   with tf.io.gfile.GFile(os.path.join(out_dir, tfrecord.INFO_FILE), "w") as f:
     f.write(json.dumps(meta, indent=2, sort_keys=True))

@@ -34,22 +34,18 @@ def _load_file(reader, kind: str, arg: str, data_cfg) -> tuple:
   return load_parts(parts, fixed_labels(data_cfg), data_cfg, f"{kind}:{arg}")
 
 
-def _read_csv(path, data_cfg):
-  return records.read_delimited(path, ",", (data_cfg.text_field, data_cfg.label_field),
+def _read_delimited(delimiter, path, data_cfg):
+  return records.read_delimited(path, delimiter, (data_cfg.text_field, data_cfg.label_field),
                                 data_cfg.group_field,
-                                label_list=multilabel.label_list(data_cfg))
-
-
-def _read_tsv(path, data_cfg):
-  return records.read_delimited(path, "\t", (data_cfg.text_field, data_cfg.label_field),
-                                data_cfg.group_field,
-                                label_list=multilabel.label_list(data_cfg))
+                                label_list=multilabel.label_list(data_cfg),
+                                pair=data_cfg.text_pair_field)
 
 
 def _read_jsonl(path, data_cfg):
   return records.read_jsonl(path, (data_cfg.text_field, data_cfg.label_field),
                             data_cfg.group_field,
-                            label_list=multilabel.label_list(data_cfg))
+                            label_list=multilabel.label_list(data_cfg),
+                            pair=data_cfg.text_pair_field)
 
 
 def folder_labels(files: dict, data_cfg, source: str) -> LabelMap:
@@ -109,8 +105,8 @@ def load_dir(arg: str, data_cfg) -> tuple:
 
 
 sources.SOURCES.update(
-    csv=functools.partial(_load_file, _read_csv, "csv"),
-    tsv=functools.partial(_load_file, _read_tsv, "tsv"),
+    csv=functools.partial(_load_file, functools.partial(_read_delimited, ","), "csv"),
+    tsv=functools.partial(_load_file, functools.partial(_read_delimited, "\t"), "tsv"),
     jsonl=functools.partial(_load_file, _read_jsonl, "jsonl"),
     dir=load_dir,
 )

@@ -32,6 +32,7 @@ class Raw:
   text: str
   label: str  # Class name or integer id, as text; a tuple of them under --task=multilabel.
   group: str = None  # With --group_field: the record's group, which picks its split.
+  text_pair: str = None  # With --text_pair_field: the record's second text.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,21 +140,29 @@ def _header_index(path: str, header: list, fields: tuple) -> list:
   """Maps field names to column indices; a missing column names the flag to fix."""
   index = []
   for name, flag in zip(fields, ("--text_field", "--label_field")):
-    if name not in header:
-      raise DataError(f"{path}:1: no column {name!r} ({flag}); the header has "
-                      f"{', '.join(map(repr, header))}.")
-    index.append(header.index(name))
+    index.append(_column(path, header, name, flag))
   return index
 
 
+def _column(path: str, header: list, name: str, flag: str):
+  """The index of column `name` (flag `flag`); None for no name; a missing one is an error."""
+  if not name:
+    return None
+  if name not in header:
+    raise DataError(f"{path}:1: no column {name!r} ({flag}); the header has "
+                    f"{', '.join(map(repr, header))}.")
+  return header.index(name)
+
+
 def read_delimited(path: str, delimiter: str, fields: tuple, group: str = "",
-                   label_list=None):
+                   label_list=None, pair: str = ""):
   """Yields `Raw`/`BadRecord` for each row of a CSV/TSV file with a header row.
 
   `fields`: the text column and the label column, or the text column alone (the
   records of unlabelled texts then carry the label ""). `group`: the column of
   each record's group (--group_field), or "" for none. `label_list` (multilabel:
-  data.multilabel.LabelList) reads the label field as a list of labels.
+  data.multilabel.LabelList) reads the label field as a list of labels. `pair`:
+  the column of each record's second text (--text_pair_field), or "" for none.
   """
   csv.field_size_limit(max(csv.field_size_limit(), CSV_FIELD_LIMIT))
   with open_binary(path) as binary, reading(path):
@@ -169,22 +178,14 @@ def read_delimited(path: str, delimiter: str, fields: tuple, group: str = "",
       raise DataError(f"{path}:1: the header holds NUL bytes: the file looks like UTF-16 "
                       "(or binary); re-encode it as UTF-8.")
     index = _header_index(path, header, fields)
-    group_column = _group_column(path, header, group)
+    group_column = _column(path, header, group, "--group_field")
+    pair_column = _column(path, header, pair, "--text_pair_field")
     for record in _rows(path, reader, header, index, fields, label_list):
       if isinstance(record, _Row):
         value = record.row[group_column] if group_column is not None else None
-        record = with_group(record.raw, group, value)
+        second = record.row[pair_column] if pair_column is not None else None
+        record = with_pair(with_group(record.raw, group, value), pair, second)
       yield record
-
-
-def _group_column(path: str, header: list, group: str):
-  """The index of the --group_field column (None without one); a missing one is an error."""
-  if not group:
-    return None
-  if group not in header:
-    raise DataError(f"{path}:1: no column {group!r} (--group_field); the header has "
-                    f"{', '.join(map(repr, header))}.")
-  return header.index(group)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -210,6 +211,14 @@ def with_group(record, field: str, value):
                      f"is {shown}; expected a non-blank group (a string or an integer id) "
                      "in every record.")
   return dataclasses.replace(record, group=value.strip())
+
+
+def with_pair(record, field: str, value):
+  """`record` with its second text from `value` (field `field`, --text_pair_field); a
+  missing, blank or malformed one is a BadRecord (check_text's). Without a field, `record`."""
+  if not field or isinstance(record, BadRecord):
+    return record
+  return check_text(record.where, field, value) or dataclasses.replace(record, text_pair=value)
 
 
 def _rows(path: str, reader, header: list, index: list, fields: tuple, label_list=None):
@@ -257,11 +266,11 @@ def _row_record(where: str, row: list, header: list, index: tuple, fields: tuple
   return _Row(Raw(where, text, label), row)
 
 
-def read_jsonl(path: str, fields: tuple, group: str = "", label_list=None):
+def read_jsonl(path: str, fields: tuple, group: str = "", label_list=None, pair: str = ""):
   """Yields `Raw`/`BadRecord` for each line of a JSON Lines file (one object a line).
 
-  `fields`: the text key and the label key, or the text key alone; `group` and
-  `label_list` as read_delimited's.
+  `fields`: the text key and the label key, or the text key alone; `group`,
+  `label_list` and `pair` as read_delimited's.
   """
   with open_binary(path) as f, reading(path):
     for lineno, raw in enumerate(f, start=1):
@@ -270,7 +279,7 @@ def read_jsonl(path: str, fields: tuple, group: str = "", label_list=None):
       if isinstance(line, BadRecord):
         yield line
       elif line.strip():  # A blank line is no record.
-        yield _json_record(where, line, fields, group, label_list)
+        yield _json_record(where, line, fields, group, label_list, pair)
 
 
 def decode_line(raw: bytes, lineno: int, where: str):
@@ -284,7 +293,8 @@ def decode_line(raw: bytes, lineno: int, where: str):
                      "re-encode the file as UTF-8.")
 
 
-def _json_record(where: str, line: str, fields: tuple, group: str = "", label_list=None):
+def _json_record(where: str, line: str, fields: tuple, group: str = "", label_list=None,
+                 pair: str = ""):
   """Turns one JSON line into a Raw or BadRecord."""
   try:
     obj = json.loads(line.rstrip("\r\n"))
@@ -304,7 +314,8 @@ def _json_record(where: str, line: str, fields: tuple, group: str = "", label_li
                      label_list)
   if bad or isinstance(label, BadRecord):
     return bad or label
-  return with_group(Raw(where, obj[fields[0]], label), group, obj.get(group))
+  record = with_group(Raw(where, obj[fields[0]], label), group, obj.get(group))
+  return with_pair(record, pair, obj.get(pair))
 
 
 def class_folders(root: str) -> list:

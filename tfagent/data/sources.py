@@ -10,7 +10,7 @@ from absl import logging
 import tensorflow as tf
 
 from tfagent import fileio
-from tfagent.data import multilabel
+from tfagent.data import multilabel, pairs
 from tfagent.errors import ConfigError, DataError
 
 SPLITS = ("train", "validation", "test")
@@ -34,15 +34,18 @@ class DatasetInfo:
 @dataclasses.dataclass
 class Examples:
   """An in-memory split: parallel lists of texts and integer labels."""
-  texts: list
+  texts: list  # Strings; with `pair`, (text, text_pair) tuples.
   labels: list
   multi_hot: int = 0  # Multilabel: C, each label a multi-hot list of C floats; else 0.
+  pair: bool = False  # Sentence pairs (--text_pair_field).
 
   def to_dataset(self) -> tf.data.Dataset:
-    """Returns `(text: <string>[], label: <int32>[])` elements (multilabel: `<float32>[C]`)."""
+    """Returns `(text: <string>[], label: <int32>[])` elements (multilabel: `<float32>[C]`;
+    sentence pairs: text is the dict `{text, text_pair}`, data/pairs.py)."""
     labels = (tf.reshape(tf.constant(self.labels, tf.float32), [-1, self.multi_hot])
               if self.multi_hot else tf.constant(self.labels, tf.int32))
-    return tf.data.Dataset.from_tensor_slices((tf.constant(self.texts, tf.string), labels))
+    return tf.data.Dataset.from_tensor_slices((pairs.text_tensors(self.texts, self.pair),
+                                               labels))
 
 
 @dataclasses.dataclass
@@ -163,8 +166,8 @@ def cap_examples(split, n: int, seed: int):
     if n >= len(split.texts):
       return split
     keep = sorted(random.Random(seed).sample(range(len(split.texts)), n))
-    return Examples([split.texts[i] for i in keep], [split.labels[i] for i in keep],
-                    split.multi_hot)
+    return dataclasses.replace(split, texts=[split.texts[i] for i in keep],
+                               labels=[split.labels[i] for i in keep])
   size = None if split.size is None else min(n, split.size)
   return Streamed(split.dataset.take(n), size, None if size != split.size else split.label_counts)
 
@@ -244,8 +247,10 @@ def load_all(data_cfg) -> tuple:
 
 
 def check_task_source(kind: str, data_cfg) -> None:
-  """Fails when --task=multilabel is given a source of one label a record (data/multilabel.py)."""
+  """Fails when --task=multilabel is given a source of one label a record (data/multilabel.py),
+  or --text_pair_field one of one text a record (data/pairs.py)."""
   multilabel.check_source(kind, data_cfg)
+  pairs.check_source(kind, data_cfg)
 
 
 def check_folds(data_cfg, kind: str) -> None:
@@ -290,7 +295,7 @@ def load_splits(data_cfg) -> tuple:
   if data_cfg.max_train_examples:
     splits["train"] = cap_examples(splits["train"], data_cfg.max_train_examples, data_cfg.seed)
   if not data_cfg.read_test:  # Unread (tfagent tune): empty, whatever the source holds.
-    splits["test"] = Examples([], [])
+    splits["test"] = Examples([], [], pair=pairs.is_pair(data_cfg))
   for name in SPLITS:
     if split_size(splits[name]) == 0 and (name != "test" or data_cfg.read_test):
       raise DataError(no_examples(data_cfg.dataset, name, report.get("skipped")))

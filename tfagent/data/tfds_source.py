@@ -16,7 +16,7 @@ from absl import logging
 import tensorflow as tf
 
 from tfagent.data import sources
-from tfagent.data.records import BadRecord, Raw, check_text
+from tfagent.data.records import BadRecord, Raw, check_text, with_pair
 from tfagent.data.validate import LabelMap, Part, load_parts
 from tfagent.errors import ConfigError, DataError
 
@@ -50,6 +50,22 @@ def supervised_fields(builder, arg: str) -> tuple:
     raise ConfigError(f"--dataset=tfds:{arg}: supervised keys are {keys}; expected "
                       "(text, label) with a ClassLabel label.")
   return keys[0], keys[1], tuple(label.names)
+
+
+def pair_fields(builder, arg: str, data_cfg) -> tuple:
+  """`(text_key, label_key, class_names)` of a sentence-pair data set (GLUE's have no
+  supervised keys): --text_field, --label_field (a ClassLabel) and --text_pair_field must
+  be features of it."""
+  features = builder.info.features
+  for flag in ("text_field", "text_pair_field", "label_field"):
+    if getattr(data_cfg, flag) not in features:
+      raise ConfigError(f"--dataset=tfds:{arg}: no feature {getattr(data_cfg, flag)!r} "
+                        f"(--{flag}); its features are {', '.join(features)}.")
+  label = features[data_cfg.label_field]
+  if not hasattr(label, "names"):
+    raise ConfigError(f"--dataset=tfds:{arg}: feature {data_cfg.label_field!r} "
+                      "(--label_field) is no ClassLabel; give the feature of the classes.")
+  return data_cfg.text_field, data_cfg.label_field, tuple(label.names)
 
 
 def _reachable(url: str) -> bool:
@@ -86,29 +102,39 @@ def prepare(builder, arg: str, data_cfg) -> None:
     raise DataError(f"tfds:{arg}: could not prepare in {builder.data_dir}: {e}") from None
 
 
-def _records(builder, split: str, fields: tuple, class_names: tuple):
-  """Yields a Raw/BadRecord per example of a TFDS split (labels as ids)."""
+def _decoded(ex: dict, field: str, where: str):
+  """Feature `field` of an example as text, or a BadRecord; None for no field."""
+  try:
+    return ex[field].decode("utf-8") if field else None
+  except UnicodeDecodeError as e:
+    return BadRecord("invalid_utf8", where, f"not valid UTF-8 ({e.reason}) in field {field!r}.")
+
+
+def _records(builder, split: str, fields: tuple, class_names: tuple, pair: str = ""):
+  """Yields a Raw/BadRecord per example of a TFDS split (labels as ids); `pair`: the feature
+  of a second text (--text_pair_field), or "" for none."""
   ds = builder.as_dataset(split=split, shuffle_files=False)
   name = builder.info.full_name
   for i, ex in enumerate(_tfds().as_numpy(ds)):
     where = f"tfds:{name} {split} record {i}"
-    try:
-      text = ex[fields[0]].decode("utf-8")
-    except UnicodeDecodeError as e:
-      yield BadRecord("invalid_utf8", where, f"not valid UTF-8 ({e.reason}) in "
-                      f"field {fields[0]!r}.")
+    text, second = _decoded(ex, fields[0], where), _decoded(ex, pair, where)
+    bad = next((t for t in (text, second) if isinstance(t, BadRecord)), None)
+    if bad:
+      yield bad
       continue
     label = int(ex[fields[1]])
     # By name, as names are what the LabelMap takes (so --class_names may reorder
     # them); -1 marks an unlabelled example (e.g. GLUE test) and stays an unknown label.
     label_name = class_names[label] if 0 <= label < len(class_names) else str(label)
-    yield check_text(where, fields[0], text) or Raw(where, text, label_name)
+    yield check_text(where, fields[0], text) or with_pair(Raw(where, text, label_name), pair,
+                                                          second)
 
 
 def load_tfds(arg: str, data_cfg) -> tuple:
   """`tfds:NAME[/CONFIG][:VERSION]`: train split (validation carved) and the test split."""
   builder = make_builder(arg, data_cfg)
-  text_key, label_key, stored = supervised_fields(builder, arg)
+  text_key, label_key, stored = (pair_fields(builder, arg, data_cfg) if data_cfg.text_pair_field
+                                 else supervised_fields(builder, arg))
   class_names = sources.stored_class_names(
       stored, data_cfg, f"the ClassLabel feature {label_key!r} of {builder.info.full_name}")
   prepare(builder, arg, data_cfg)
@@ -119,7 +145,7 @@ def load_tfds(arg: str, data_cfg) -> tuple:
                       f"expected 'train' and --tfds_test_split={test!r}.")
   logging.info("tfds:%s prepared in %s; classes %s.", arg, builder.data_dir, class_names)
   read = functools.partial(_records, builder, fields=(text_key, label_key),
-                           class_names=stored)
+                           class_names=stored, pair=data_cfg.text_pair_field)
   parts = [Part("train", functools.partial(read, "train")),
            Part("test", functools.partial(read, test))]
   return load_parts(parts, LabelMap(class_names, "fixed", data_cfg.normalize_labels), data_cfg,

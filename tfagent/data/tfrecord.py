@@ -11,7 +11,7 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
-from tfagent.data import multilabel, sources
+from tfagent.data import multilabel, pairs, sources
 from tfagent.errors import ConfigError, DataError
 
 INFO_FILE = "dataset_info.json"
@@ -19,18 +19,21 @@ FEATURES = {"text": tf.io.FixedLenFeature([], tf.string),
             "label": tf.io.FixedLenFeature([], tf.int64)}
 
 
-def serialize(text: bytes, label) -> bytes:
+def serialize(text, label) -> bytes:
   """One example as a serialized `tf.train.Example` with features text and label.
 
+  `text`: bytes, or a sentence pair's dict of bytes `{text, text_pair}` (both stored).
   `label`: an int (multiclass) or a multi-hot `<float32>[C]` (multilabel, a float list).
   """
   if np.ndim(label):
     value = tf.train.Feature(float_list=tf.train.FloatList(value=np.asarray(label).tolist()))
   else:
     value = tf.train.Feature(int64_list=tf.train.Int64List(value=[int(label)]))
+  texts = text if isinstance(text, dict) else {"text": text}
+  feature = {name: tf.train.Feature(bytes_list=tf.train.BytesList(value=[t]))
+             for name, t in texts.items()}
   return tf.train.Example(features=tf.train.Features(feature={
-      "text": tf.train.Feature(bytes_list=tf.train.BytesList(value=[text])),
-      "label": value})).SerializeToString()
+      **feature, "label": value})).SerializeToString()
 
 
 def shard_name(split: str, index: int, count: int) -> str:
@@ -38,18 +41,20 @@ def shard_name(split: str, index: int, count: int) -> str:
   return f"{split}-{index:05d}-of-{count:05d}.tfrecord"
 
 
-def _parse(record: tf.Tensor) -> tuple:
-  ex = tf.io.parse_single_example(record, FEATURES)
-  return ex["text"], tf.cast(ex["label"], tf.int32)
-
-
-def _parse_multi_hot(num_classes: int):
-  """Parses a multilabel record: `(text, <float32>[C])`."""
-  features = dict(FEATURES, label=tf.io.FixedLenFeature([num_classes], tf.float32))
+def _parser(data_cfg, num_classes: int):
+  """Parses a record into `(text, label)`: the label `<int32>[]`, or multi-hot `<float32>[C]`
+  (multilabel); the text `<string>[]`, or a sentence pair's dict `{text, text_pair}`."""
+  features = dict(FEATURES)
+  if multilabel.is_multilabel(data_cfg):
+    features["label"] = tf.io.FixedLenFeature([num_classes], tf.float32)
+  if pairs.is_pair(data_cfg):
+    features[pairs.TEXT_PAIR] = tf.io.FixedLenFeature([], tf.string)
 
   def parse(record):
     ex = tf.io.parse_single_example(record, features)
-    return ex["text"], ex["label"]
+    label = ex.pop("label")
+    text = ex if pairs.is_pair(data_cfg) else ex["text"]
+    return text, label if label.dtype == tf.float32 else tf.cast(label, tf.int32)
   return parse
 
 
@@ -60,8 +65,7 @@ def read_files(files: list, data_cfg, num_classes: int = 0) -> tf.data.Dataset:
   ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(len(files), 8),
                      num_parallel_calls=tf.data.AUTOTUNE,
                      deterministic=data_cfg.deterministic)
-  parse = _parse_multi_hot(num_classes) if multilabel.is_multilabel(data_cfg) else _parse
-  return ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE)
+  return ds.map(_parser(data_cfg, num_classes), num_parallel_calls=tf.data.AUTOTUNE)
 
 
 def _remapped(ds: tf.data.Dataset, remap: list) -> tf.data.Dataset:
@@ -88,12 +92,15 @@ def _read_info(files: list) -> dict:
 
 
 def check_task(arg: str, info: dict, data_cfg) -> None:
-  """The shards' task (dataset_info.json; multiclass when absent) must be the run's."""
-  stored = info.get("task", "multiclass")
-  if stored != data_cfg.task:
-    raise ConfigError(f"--task={data_cfg.task}: tfrecord:{arg} was converted with "
-                      f"--task={stored} (its {INFO_FILE}); pass --task={stored}, or convert "
-                      "the source again with the task you want.")
+  """The shards' task and --text_pair_field (dataset_info.json; multiclass and one text when
+  absent) must be the run's."""
+  for flag, stored, given in (("task", info.get("task", "multiclass"), data_cfg.task),
+                              ("text_pair_field", info.get("text_pair_field", ""),
+                               data_cfg.text_pair_field)):
+    if stored != given:
+      raise ConfigError(f"--{flag}={given}: tfrecord:{arg} was converted with "
+                        f"--{flag}={stored} (its {INFO_FILE}); pass --{flag}={stored}, or "
+                        f"convert the source again with the --{flag} you want.")
 
 
 def load_tfrecord(arg: str, data_cfg) -> tuple:

@@ -18,6 +18,7 @@ import tensorflow as tf
 
 from tfagent.data.groups import GroupTally
 from tfagent.data.multilabel import is_multilabel, multi_hot
+from tfagent.data.pairs import content, features, is_pair, text_of, text_spec
 from tfagent.data.records import REASONS, BadRecord, Raw
 from tfagent.data.sources import (SPLITS, Examples, Streamed, no_examples, normalize_whitespace,
                                   split_of)
@@ -265,7 +266,7 @@ class _Scanner:
   def add(self, part: str, ordinal: int, record: Raw) -> None:
     """Counts one usable record; marks it for removal if it repeats a text."""
     plan, cfg = self.plan, self.cfg
-    norm, key = text_key(record.text, cfg.seed)
+    norm, key = text_key(content(record), cfg.seed)
     by = split_key(record, norm, key, cfg.seed)
     split = assign(part, *by, plan.has_test, cfg)
     for label in record.label if isinstance(record.label, tuple) else (record.label,):
@@ -289,7 +290,7 @@ class _Scanner:
       if cfg.dedup:  # Test stays intact: it is what every figure is measured on.
         self._drop_first("train", key, "removed_overlap")
     plan.groups.add(split, record, by[1])
-    self._count(split, record.label, len(record.text.encode("utf-8")), +1)
+    self._count(split, record.label, len(content(record).encode("utf-8")), +1)
 
   def _drop_first(self, part: str, key: int, stat: str) -> None:
     first = self.first[part][key]
@@ -385,7 +386,8 @@ def make_report(plan: Plan, tally: Tally, data_cfg, source: str) -> dict:
 
 
 def split_examples(parts: list, plan: Plan, data_cfg, only: str = None):
-  """Pass 2: yields `(text, label_id, split)` for every kept record (of split `only`)."""
+  """Pass 2: yields `(text, label_id, split)` for every kept record (of split `only`); a
+  sentence pair's text is `(text, text_pair)`."""
   for part in parts:
     for ordinal, item in enumerate(part.records()):
       if isinstance(item, BadRecord) or (part.name, ordinal) in plan.drop:
@@ -395,20 +397,20 @@ def split_examples(parts: list, plan: Plan, data_cfg, only: str = None):
         continue
       if isinstance(label_id, tuple):  # Multilabel: <float32>[C], 1 at each label.
         label_id = multi_hot(label_id, len(plan.labels.class_names))
-      norm, key = text_key(item.text, data_cfg.seed)
+      norm, key = text_key(content(item), data_cfg.seed)
       split = assign(part.name, *split_key(item, norm, key, data_cfg.seed), plan.has_test,
                      data_cfg)
       if split == "test" and not data_cfg.read_test:
         continue  # Carved from the training file, but never held or scored.
       if only is None or split == only:
-        yield item.text, label_id, split
+        yield text_of(item), label_id, split
 
 
 def build_splits(parts: list, plan: Plan, data_cfg) -> dict:
   """Holds the splits in memory when the text fits `--cache_max_mb`, else streams them."""
   if plan.text_bytes <= data_cfg.cache_max_mb * 2**20:
     width = len(plan.labels.class_names) if is_multilabel(data_cfg) else 0
-    splits = {name: Examples([], [], width) for name in SPLITS}
+    splits = {name: Examples([], [], width, is_pair(data_cfg)) for name in SPLITS}
     for text, label_id, split in split_examples(parts, plan, data_cfg):
       splits[split].texts.append(text)
       splits[split].labels.append(label_id)
@@ -422,9 +424,9 @@ def stream_split(parts: list, plan: Plan, data_cfg, name: str) -> Streamed:
   """A split as a dataset that re-reads the source on every pass."""
   def generate():
     for text, label_id, _ in split_examples(parts, plan, data_cfg, only=name):
-      yield text, label_id
+      yield features(text), label_id
   ds = tf.data.Dataset.from_generator(generate, output_signature=(
-      tf.TensorSpec([], tf.string), label_spec(data_cfg, len(plan.labels.class_names))))
+      text_spec(is_pair(data_cfg)), label_spec(data_cfg, len(plan.labels.class_names))))
   # Cardinality stays unknown on purpose: make_input_fn caches only splits
   # held in memory (known cardinality), never a stream.
   return Streamed(ds, plan.sizes[name], _balance_ids(plan, name))

@@ -6,12 +6,13 @@ import keras
 import tensorflow as tf
 
 from tfagent.errors import ConfigError
-from tfagent.models import bert, ensemble, wide
+from tfagent.models import bert, ensemble, pair, wide
 from tfagent.models.bert import BACKBONE, build_bert
 from tfagent.models.classifier import TOKENIZER, WIDE, TextClassifier, adopt  # noqa: F401
 from tfagent.models.layers import TextTokenizer
 from tfagent.models.lstm import build_lstm
 from tfagent.models.transformer import build_transformer
+from tfagent import signatures
 
 BUILDERS = {"lstm": build_lstm, "transformer": build_transformer, "bert": build_bert}
 PRETRAINED = {"bert"}  # Bring their own tokenizer; no vocabulary is learned.
@@ -46,7 +47,7 @@ def build_tokenizer(cfg, vocab_corpus: tf.data.Dataset) -> TextTokenizer:
 
 
 def build_model(cfg, class_names, vocab_corpus: tf.data.Dataset,
-                wide_fit: wide.WideFit = None) -> TextClassifier:
+                wide_fit: wide.WideFit = None, pairs: bool = False) -> TextClassifier:
   """Builds the model object, `<string>[batch] -> <float32>[batch, len(class_names)]` logits.
 
   Its parts (models/classifier.py): `tokenizer` (strings to ids, run in tf.data during
@@ -62,12 +63,14 @@ def build_model(cfg, class_names, vocab_corpus: tf.data.Dataset,
     vocab_corpus: training texts, `<string>[batch]`, for the vocabulary
       (unused by pretrained models, whose vocabulary comes with the preset).
     wide_fit: the fitted wide path (wide.fit_wide), needed when `cfg.wide_ngrams` > 0.
+    pairs: sentence pairs (--text_pair_field): the input is the dict `{text, text_pair}`
+      of `<string>[batch]` and the classifier compares the two (models/pair.py).
   """
   check_model_name(cfg.name)
   if cfg.wide_ngrams and wide_fit is None:
     raise ValueError("--wide_ngrams is set: build_model needs the fitted wide path.")
   if cfg.name in PRETRAINED:
-    tokenizer, classifier = BUILDERS[cfg.name](cfg, len(class_names), TOKENIZER)
+    tokenizer, classifier = BUILDERS[cfg.name](cfg, len(class_names), TOKENIZER, pairs)
   else:
     tokenizer = build_tokenizer(cfg, vocab_corpus)
     # The embedding needs rows only for tokens the vocabulary really has.
@@ -75,10 +78,12 @@ def build_model(cfg, class_names, vocab_corpus: tf.data.Dataset,
     if cfg.ensemble_size > 1:
       classifier = ensemble.build_ensemble(BUILDERS[cfg.name], learned, len(class_names),
                                            cfg.ensemble_size)
+    elif pairs:
+      classifier = pair.build_pair_classifier(learned, len(class_names))
     else:
       classifier = BUILDERS[cfg.name](learned, len(class_names))
   return TextClassifier(tokenizer, classifier, wide_fit.layer(WIDE) if cfg.wide_ngrams else None,
-                        cfg.ensemble_size, name=cfg.name)
+                        cfg.ensemble_size, pairs, name=cfg.name)
 
 
 def traced(model: keras.Model):
@@ -88,4 +93,4 @@ def traced(model: keras.Model):
   (minutes a split for the quickstart's BiLSTMs); the trace runs it as a graph.
   """
   return tf.function(lambda text: model(text, training=False),
-                     input_signature=[tf.TensorSpec([None], tf.string)])
+                     input_signature=[signatures.input_spec(model)])

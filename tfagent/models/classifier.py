@@ -15,6 +15,7 @@ Functional model's `layers` before any attribute.
 import keras
 
 from tfagent.models import ensemble, wide as wide_lib
+from tfagent.signatures import TEXT, TEXT_PAIR
 
 TOKENIZER = "tokenizer"
 CLASSIFIER = "classifier"
@@ -33,10 +34,12 @@ class TextClassifier(keras.Model):
       batch per member and returns `[batch, size, C]`, averaged here in probability.
     wide: a fitted `NgramWide` layer named `wide`, or None for the deep path alone.
     ensemble_size: how many members `classifier` holds.
+    pairs: sentence pairs (--text_pair_field): the input is the dict `{text, text_pair}` of
+      two `<string>[batch]`, which the tokenizer turns into the classifier's two id inputs.
   """
 
-  def __init__(self, tokenizer, classifier, wide=None, ensemble_size=1, **kwargs):
-    text = keras.Input(shape=(), dtype="string", name="text")
+  def __init__(self, tokenizer, classifier, wide=None, ensemble_size=1, pairs=False, **kwargs):
+    text = string_inputs(pairs)
     ids = tokenizer(text)
     average = None
     if ensemble_size == 1:
@@ -51,6 +54,7 @@ class TextClassifier(keras.Model):
     super().__init__(text, logits, **kwargs)
     self.tokenizer, self.classifier, self.wide = tokenizer, classifier, wide
     self.average, self.wide_deep, self.ensemble_size = average, wide_deep, ensemble_size
+    self.pairs = pairs
 
   @property
   def members(self) -> list:
@@ -74,7 +78,7 @@ class TextClassifier(keras.Model):
     """`<string>[batch]` -> `[wide, deep]` logits `<float32>[batch, C]` (wide path needed)."""
     if self.wide_deep is None:
       raise ValueError(f"{self.name} has no wide path, so no path logits.")
-    return keras.Model(self.inputs, self.wide_deep.input)
+    return keras.Model(self.input, self.wide_deep.input)
 
   def get_config(self):
     return {"name": self.name, "trainable": self.trainable,
@@ -82,7 +86,7 @@ class TextClassifier(keras.Model):
             "classifier": keras.saving.serialize_keras_object(self.classifier),
             "wide": (None if self.wide is None
                      else keras.saving.serialize_keras_object(self.wide)),
-            "ensemble_size": self.ensemble_size}
+            "ensemble_size": self.ensemble_size, "pairs": self.pairs}
 
   @classmethod
   def from_config(cls, config, custom_objects=None):
@@ -92,6 +96,13 @@ class TextClassifier(keras.Model):
         config[part] = keras.saving.deserialize_keras_object(config[part],
                                                              custom_objects=custom_objects)
     return cls(**config)
+
+
+def string_inputs(pairs: bool):
+  """The model's input: `text` `<string>[batch]`, or a sentence pair's dict of two."""
+  if pairs:
+    return {name: keras.Input(shape=(), dtype="string", name=name) for name in (TEXT, TEXT_PAIR)}
+  return keras.Input(shape=(), dtype="string", name=TEXT)
 
 
 def adopt(model: keras.Model) -> TextClassifier:

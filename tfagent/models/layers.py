@@ -3,6 +3,9 @@
 import keras
 import tensorflow as tf
 
+from tfagent.models import vocab_files
+from tfagent.signatures import TEXT, TEXT_PAIR
+
 # One token per CJK character (Chinese has no spaces between words) and per
 # punctuation mark or symbol; Latin-script words stay whole.
 _SPLIT_OFF = r"(\p{Han}|\p{Hiragana}|\p{Katakana}|\p{Hangul}|\pP|\pS)"
@@ -24,7 +27,8 @@ class TextTokenizer(keras.layers.Layer):
   `ngrams=2`, their bigrams); id 0 is padding and
   id 1 the out-of-vocabulary token. The vocabulary is learned with `adapt` on
   the training split only. Batches are padded to their longest text (at least
-  one token).
+  one token). A sentence pair's features dict `{text, text_pair}` gives each text's ids,
+  `(ids_a, ids_b)`, from the one vocabulary.
   """
 
   def __init__(self, vocab_size=20_000, sequence_length=256, ngrams=1, vocabulary=None,
@@ -53,18 +57,29 @@ class TextTokenizer(keras.layers.Layer):
   def vocabulary(self) -> list:
     return self.vectorize.get_vocabulary()
 
+  def vocabulary_from_file(self, folder: str):
+    """A context within which the vocabulary is read from a file written to `folder`."""
+    return vocab_files.keras_lookup_from_file(self.vectorize, folder, self.name)
+
   def call(self, text):
+    if isinstance(text, dict):  # A sentence pair.
+      return self.call(text[TEXT]), self.call(text[TEXT_PAIR])
     ids = self.vectorize(text)[:, :self.sequence_length].to_tensor()
     return tf.pad(ids, [[0, 0], [0, tf.maximum(tf.shape(ids)[1], 1) - tf.shape(ids)[1]]])
 
   def compute_output_shape(self, input_shape):
-    return (input_shape[0], None)
+    return pair_shapes(input_shape) if isinstance(input_shape, dict) else (input_shape[0], None)
 
   def get_config(self):
     config = super().get_config()
     config.update(vocab_size=self.vocab_size, sequence_length=self.sequence_length,
                   ngrams=self.ngrams, vocabulary=self.vocabulary())
     return config
+
+
+def pair_shapes(input_shape: dict) -> tuple:
+  """The output shapes of a tokenizer given a sentence pair's dict: two `[batch, None]`."""
+  return ((input_shape[TEXT][0], None),) * 2
 
 
 @keras.saving.register_keras_serializable(package="tfagent")

@@ -29,6 +29,7 @@ from sklearn.linear_model import LogisticRegression
 import tensorflow as tf
 
 from tfagent.errors import ConfigError
+from tfagent.models import vocab_files
 from tfagent.models.layers import standardize
 
 NB_SMOOTHING = 1.0  # Laplace count added to p and q (Wang & Manning's alpha).
@@ -72,28 +73,24 @@ class NgramWide(keras.layers.Layer):
     self.vocabulary_size = vocabulary_size
     self.kernel_dtype = kernel_dtype
     self._vocabulary = []
-    self.table = self._make_table([])
-
-  @staticmethod
-  def _make_table(vocabulary) -> tf.lookup.StaticHashTable:
-    """n-gram -> id 1..V in vocabulary order; anything else -> 0."""
-    keys = tf.constant(list(vocabulary) or [""], tf.string)
-    values = tf.range(1, tf.size(keys, out_type=tf.int64) + 1, dtype=tf.int64)
-    if not vocabulary:
-      values = tf.zeros_like(values)  # An empty vocabulary: "" is unknown too.
-    return tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(keys, values), 0)
+    self._escape_keys = False  # Whether the table's keys are escaped (vocab_files.table_keys).
+    self.table = vocab_files.memory_table([], first_id=1, default=0)
 
   def set_vocabulary(self, vocabulary) -> None:
-    """Sets the n-gram vocabulary: ids 1..V in this order."""
+    """Sets the n-gram vocabulary: ids 1..V in this order; anything else is 0."""
     if len(vocabulary) != self.vocabulary_size:
       raise ValueError(f"{self.name}: expected {self.vocabulary_size} n-grams, "
                        f"got {len(vocabulary)}.")
     self._vocabulary = list(vocabulary)
-    with tf.init_scope():
-      self.table = self._make_table(self._vocabulary)
+    self._escape_keys = not vocab_files.fits_lines(self._vocabulary)
+    self.table = vocab_files.memory_table(vocab_files.table_keys(self._vocabulary), 1, 0)
 
   def vocabulary(self) -> list:
     return list(self._vocabulary)
+
+  def vocabulary_from_file(self, folder: str):
+    """A context within which the table reads the vocabulary from a file written to `folder`."""
+    return vocab_files.table_from_file(self, folder, vocab_files.table_keys(self._vocabulary))
 
   def build(self, input_shape):
     # Row 0 is for unknown n-grams and stays zero.
@@ -133,7 +130,13 @@ class NgramWide(keras.layers.Layer):
 
   def ngram_ids(self, text: tf.Tensor) -> tf.RaggedTensor:
     """`<string>[batch]` -> `<int64>[batch, (n-grams)]` ids, 0 where unknown."""
-    return tf.ragged.map_flat_values(self.table.lookup, ngram_strings(text, self.ngrams))
+    return tf.ragged.map_flat_values(self.lookup, ngram_strings(text, self.ngrams))
+
+  def lookup(self, grams: tf.Tensor) -> tf.Tensor:
+    """`<string>[n]` n-grams -> `<int64>[n]` ids, 0 where unknown."""
+    if self._escape_keys:
+      grams = vocab_files.escape(grams)
+    return self.table.lookup(grams)
 
   def call(self, text):
     ids = self.ngram_ids(tf.reshape(text, [-1]))

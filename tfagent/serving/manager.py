@@ -80,7 +80,7 @@ def aspired(model, available: list) -> set:
 def fingerprint(path: str) -> tuple:
   """Every file's path, size and mtime (any file system): unchanged means no copy in progress.
   tf.io.gfile's local mtime has whole seconds: a same-size rewrite within one goes unseen."""
-  files = [os.path.join(root, f) for root, _, names in tf.io.gfile.walk(path) for f in names]
+  files = [os.path.join(path, f) for f in fileio.files_under(path)]  # ram:// quirk skipped.
   return tuple(sorted((f, st.length, st.mtime_nsec)
                       for f, st in zip(files, map(tf.io.gfile.stat, files))))
 
