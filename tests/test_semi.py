@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+from absl import logging as absl_logging
 import keras
 import numpy as np
 import pytest
@@ -107,8 +108,13 @@ def test_a_validation_or_test_text_is_never_unlabelled_text(corpus_dir, tmp_path
   new = ["an unseen review", "another one"]
   source = "csv:" + write_csv(tmp_path / "u.csv", [[t] for t in test + new + validation + train],
                               header=("text",))
-  with caplog.at_level(logging.INFO, logger="absl"):
-    extra = semi.learn(with_unlabeled(cfg, source), splits)
+  verbosity = absl_logging.get_verbosity()  # An earlier run may have left it at WARNING.
+  absl_logging.set_verbosity(absl_logging.INFO)
+  try:
+    with caplog.at_level(logging.INFO):
+      extra = semi.learn(with_unlabeled(cfg, source), splits)
+  finally:
+    absl_logging.set_verbosity(verbosity)
   assert extra.texts == new + train  # Training texts may be unlabelled text too.
   assert extra.report["dropped_in_validation_or_test"] == 5 and extra.report["count"] == 4
   assert "4 texts kept, 5 dropped as validation or test texts" in caplog.text
