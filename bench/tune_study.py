@@ -1,6 +1,6 @@
 """Issue 30's target: tune configs/lstm.flags on the embedded corpus, then 5-fold both configs.
 
-  python -m bench.tune_study --budget=55m --max_trials=60 --folds=5
+  python -m bench.tune_study --budget=40m --size_study --small_budget=20m --folds=5
   python -m bench.tune_study --quick   # the same steps in minutes (CI-sized check)
 
 Each step is the command a user runs, in its own process, run folders under --runs_dir:
@@ -35,6 +35,8 @@ QUICK = ["--max_train_examples=600", "--epochs=1", "--vocab_size=2000", "--wide_
 
 def define_flags() -> None:
   flags.DEFINE_string("budget", "55m", "--tune_time_budget of the search.")
+  flags.DEFINE_string("small_budget", None, "--tune_time_budget of the size study "
+                      "(default: --budget).")
   flags.DEFINE_integer("max_trials", 60, "--max_trials of the search.")
   flags.DEFINE_integer("folds", 5, "Folds of the comparison.")
   flags.DEFINE_bool("size_study", False, "Also search under --max_export_mb = half the "
@@ -68,10 +70,10 @@ def read_json(*parts) -> dict:
     return json.load(f)
 
 
-def search(name: str, extra: list) -> dict:
-  """`tfagent tune` into RUNS/NAME; returns its tuning.json with the wall time."""
+def search(name: str, extra: list, budget: str) -> dict:
+  """`tfagent tune` into RUNS/NAME under `budget`; returns its tuning.json with the wall time."""
   tune_dir = os.path.join(FLAGS.runs_dir, name)
-  trials, budget = (2, "") if FLAGS.quick else (FLAGS.max_trials, FLAGS.budget)
+  trials, budget = (2, "") if FLAGS.quick else (FLAGS.max_trials, budget)
   seconds = run(["tfagent.tune", f"--flagfile={BASE}", f"--search_space={SPACE}",
                  "--tuner=bayesian", f"--max_trials={trials}", f"--tune_time_budget={budget}",
                  f"--tune_dir={tune_dir}", f"--model_dir={tune_dir}/unused", *extra],
@@ -138,9 +140,10 @@ def main(argv):
   hand = {"val_accuracy": metrics["validation"]["accuracy"],
           "export_mb": tune_report.export_mb(metrics["saved_model"])}
   out = {"command": shlex.join(["python", "-m", "bench.tune_study", *sys.argv[1:]]),
-         "quick": FLAGS.quick, "hand": hand, "search": search("tune", [])}
+         "quick": FLAGS.quick, "hand": hand, "search": search("tune", [], FLAGS.budget)}
   if FLAGS.size_study:
-    out["small"] = search("tune_small", [f"--max_export_mb={hand['export_mb'] / 2:.3f}"])
+    out["small"] = search("tune_small", [f"--max_export_mb={hand['export_mb'] / 2:.3f}"],
+                          FLAGS.small_budget or FLAGS.budget)
   best_flags = os.path.join(FLAGS.runs_dir, "tune", "best.flags")
   out["folds"] = {"hand": cross_validate("cv_hand", BASE),
                   "tuned": cross_validate("cv_tuned", best_flags, quick=False)}
