@@ -7,7 +7,7 @@ default is logged as ignored."""
 import dataclasses
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, text_format
-from google.protobuf import wrappers_pb2  # noqa: F401  Registers wrappers.proto in the pool.
+from google.protobuf import wrappers_pb2
 import grpc
 
 from tfagent import fileio, signatures
@@ -129,7 +129,7 @@ def _message_classes() -> dict:
   """The classes of _PROTOS, built once per process."""
   F = descriptor_pb2.FieldDescriptorProto  # noqa: N806
   file = descriptor_pb2.FileDescriptorProto(name="tfagent_serving.proto", package="tfagent",
-                                            dependency=["google/protobuf/wrappers.proto"])
+                                            dependency=[wrappers_pb2.DESCRIPTOR.name])
   for name, fields in _PROTOS.items():
     message = file.message_type.add(name=name)
     for number, (field, kind) in enumerate(fields, 1):
