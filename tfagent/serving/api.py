@@ -121,9 +121,7 @@ def check_spec(request) -> None:
 
 
 class Api:
-  """The calls, over a ModelManager, with the options the server's flags set (ServerOptions:
-  --enable_signature_method_name_check, --enable_serialization_as_tensor_content,
-  --max_input_string_bytes)."""
+  """The calls, over a ModelManager, with the flags of ServerOptions `options`."""
 
   def __init__(self, manager, options):
     self.manager, self.options = manager, options
