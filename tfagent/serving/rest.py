@@ -278,7 +278,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     self._rejected = True
     self._stop_timer()
     if not self.transport.is_closing():
-      body = b'{\n    "error": "%s"\n}' % message.encode()
+      body = json_text.error_response(message)
       self.transport.write(_CLOSE % (code, phrase, len(body), body))
       self.loop.call_later(LINGER_SECONDS, self.transport.close)
     self.on_reject(code)
