@@ -139,6 +139,7 @@ def searched(tmp_path_factory):
   test_csv = write_csv(root / "test.csv", 15, seed=2, broken=True)
   flagfile = root / "tiny.flags"
   flagfile.write_text("\n".join(TINY_FLAGS + [
+      "--explain_steps=0",  # The later value wins: no trial's explain signatures are read.
       f"--dataset=csv:{write_csv(root / 'train.csv', 50, seed=1)}", f"--test_path={test_csv}",
       f"--model_dir={root / 'base_run'}", f"--export_dir={root / 'base_sm'}"]) + "\n")
   space_file = root / "space.json"
