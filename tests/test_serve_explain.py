@@ -30,10 +30,12 @@ TOWARD = "negative"  # The class explain_class is asked for.
 @pytest.fixture(scope="module")
 def served(trained_run, tmp_path_factory):
   _, result = trained_run
-  explain = signatures.load_signature(result["saved_model"], signatures.EXPLAIN_SIGNATURE)
+  loaded = signatures.load_saved_model(result["saved_model"])  # Once, for both signatures.
+  explain = signatures.load_signature(result["saved_model"], signatures.EXPLAIN_SIGNATURE,
+                                      loaded)
   expected = {k: v.numpy() for k, v in explain(text=tf.constant(TEXTS)).items()}
   explain_class = signatures.load_signature(result["saved_model"],
-                                            signatures.EXPLAIN_CLASS_SIGNATURE)
+                                            signatures.EXPLAIN_CLASS_SIGNATURE, loaded)
   toward = {k: v.numpy() for k, v in explain_class(
       text=tf.constant(TEXTS), class_name=tf.constant([TOWARD] * len(TEXTS))).items()}
   args = ["--model_name=why", f"--model_base_path={os.path.dirname(result['saved_model'])}"]
