@@ -1,9 +1,11 @@
 """Shared fixtures: a tiny learnable corpus and tiny model configs."""
 
 import csv
+import fcntl
 import gzip
 import io
 import os
+import pickle
 import random
 import sys
 
@@ -66,11 +68,25 @@ def tiny_config(corpus: str, run_dir: str, export_dir: str, name: str = "lstm",
 
 @pytest.fixture(scope="session")
 def trained_run(corpus_dir, tmp_path_factory):
-  """Trains the tiny LSTM once for the session; returns (config, result)."""
+  """Trains the tiny LSTM once for the whole run; returns (config, result).
+
+  Under pytest-xdist the workers share it: the first to ask trains it, holding a lock in
+  their common temporary folder, and the others read its config and result from there
+  (each worker training its own cost ~15 CPU-seconds a worker). No test writes into it.
+  """
   from tfagent import train
-  root = tmp_path_factory.mktemp("run")
-  cfg = tiny_config(corpus_dir, root / "run", root / "saved_models", explain_steps=64)
-  return cfg, train.train_and_evaluate(cfg)
+  if not os.environ.get("PYTEST_XDIST_WORKER"):
+    root = tmp_path_factory.mktemp("run")
+    cfg = tiny_config(corpus_dir, root / "run", root / "saved_models", explain_steps=64)
+    return cfg, train.train_and_evaluate(cfg)
+  root = tmp_path_factory.getbasetemp().parent / "trained_run"  # pytest-N/, all workers'.
+  root.mkdir(exist_ok=True)
+  with open(root / "lock", "w") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)  # Released when the file closes.
+    if not (root / "result.pickle").exists():
+      cfg = tiny_config(corpus_dir, root / "run", root / "saved_models", explain_steps=64)
+      (root / "result.pickle").write_bytes(pickle.dumps((cfg, train.train_and_evaluate(cfg))))
+    return pickle.loads((root / "result.pickle").read_bytes())
 
 
 def run_command(monkeypatch, command: str, *args, stdin: str = "") -> int:
