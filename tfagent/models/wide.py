@@ -63,7 +63,8 @@ class NgramWide(keras.layers.Layer):
   lookup table in SavedModels); the weights are non-trainable, set from a fit.
   `quantize` (Keras' Model.quantize calls it) stores the kernel as int8 with one
   scale per class: `kernel ~= int8 kernel * kernel_scale`, the scale being the
-  class's largest |weight| / 127 (a rounding error of at most scale / 2 a weight).
+  class's largest |weight| / 127 (a rounding error of at most scale / 2 a weight),
+  and leaves out the n-grams whose int8 row is zeros (`int8_rows`).
   """
 
   def __init__(self, ngrams=2, num_classes=2, vocabulary_size=0, kernel_dtype="float32",
@@ -104,22 +105,27 @@ class NgramWide(keras.layers.Layer):
                                           initializer="ones", trainable=False)
     self.built = True
 
-  def quantize(self, mode=None, type_check=True, config=None):
-    """Stores the kernel as int8, one scale a class, whatever the mode (int4 too)."""
-    del type_check, config  # One scheme: int8 rows are what the gather reads.
+  def quantize(self, mode=None, type_check=True, config=None, min_step=1):
+    """Stores the kernel as int8, one scale a class, whatever the mode (int4 too), keeping the
+    n-grams with an |int8 weight| >= `min_step` (`int8_rows`): 1 leaves out only rows of
+    zeros, which change no answer."""
+    del mode, type_check, config  # One scheme: int8 rows are what the gather reads.
     if self.kernel_dtype == "int8":
       return
-    kernel = keras.ops.convert_to_numpy(self.kernel)
-    scale = np.abs(kernel).max(axis=0) / 127.0
-    scale[scale == 0] = 1.0  # An all-zero class column stays zero.
+    quantized, scale, rows = int8_rows(keras.ops.convert_to_numpy(self.kernel), min_step)
+    logging.info("%s: %d of %d n-grams have no |int8 weight| >= %d; the int8 layer leaves "
+                 "them out.", self.name, len(quantized) - len(rows), self.vocabulary_size,
+                 min_step)
+    vocabulary = [self._vocabulary[row - 1] for row in rows[1:]]
     del self.kernel  # Keras untracks it; quantize may add weights after build.
-    self.kernel_dtype = "int8"
-    self.kernel = self.add_weight(name="kernel", shape=kernel.shape, initializer="zeros",
-                                  dtype="int8", trainable=False)
-    self.kernel.assign(np.round(kernel / scale).astype(np.int8))
+    self.kernel_dtype, self.vocabulary_size = "int8", len(vocabulary)
+    self.kernel = self.add_weight(name="kernel", shape=(len(rows), self.num_classes),
+                                  initializer="zeros", dtype="int8", trainable=False)
+    self.kernel.assign(quantized[rows])
     self.kernel_scale = self.add_weight(name="kernel_scale", shape=scale.shape,
                                         initializer="ones", trainable=False)
     self.kernel_scale.assign(scale)
+    self.set_vocabulary(vocabulary)
 
   def kernel_rows(self, ids: tf.Tensor) -> tf.Tensor:
     """`<int64>[n]` ids -> their `<float32>[n, C]` kernel rows, dequantized if int8."""
@@ -184,6 +190,26 @@ class WideDeep(keras.layers.Layer):
 
   def compute_output_shape(self, input_shape):
     return input_shape[0]
+
+
+def int8_rows(kernel: np.ndarray, min_step: int = 1) -> tuple:
+  """`(int8 kernel <int8>[V+1, C], scale <float32>[C], kept rows <int64>[K+1])` of a float
+  `[V+1, C]` kernel: `kernel ~= int8 kernel * scale`, the scale a class's largest |weight| / 127.
+
+  The kept rows are row 0 (unknown n-grams) and every row with an |int8 weight| >= `min_step`
+  (with 2 or more, weak n-grams are pruned: answers change, a little). A row of
+  zeros adds exactly 0 to every logit, as an unknown n-gram does, and an n-gram's feature is
+  its presence alone (binary, no normalisation over a text), so leaving it out of the
+  vocabulary changes no other n-gram's term: the logits stay the same bit for bit
+  (tests/test_quantize.py). Only the BERT explain signature, which lists a text's known
+  n-grams, no longer lists those of weight 0.
+  """
+  scale = np.abs(kernel).max(axis=0) / 127.0
+  scale[scale == 0] = 1.0  # An all-zero class column stays zero.
+  quantized = np.round(kernel / scale).astype(np.int8)
+  strongest = np.abs(quantized[1:].astype(np.int16)).max(axis=1, initial=0)
+  rows = np.concatenate([[0], 1 + np.flatnonzero(strongest >= min_step)])
+  return quantized, scale.astype(np.float32), rows
 
 
 class WideFit:
