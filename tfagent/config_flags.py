@@ -15,8 +15,8 @@ import dataclasses
 from tfagent.errors import ConfigError
 
 
-def setting(default, help: str, choices: tuple = None, models: tuple = None,  # pylint: disable=redefined-builtin
-            flag: str = None):
+def setting(default, help: str, choices: tuple = None,  # pylint: disable=redefined-builtin
+            models: tuple = None, flag: str = None):
   """A config field with the help text of its flag, its choices, models and flag name."""
   return dataclasses.field(default=default, metadata={"help": help, "choices": choices,
                                                       "models": models, "flag": flag})
