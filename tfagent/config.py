@@ -55,11 +55,9 @@ class DataConfig:
   class_names: str = setting("", "Comma-separated class names in label order; fixes the "
                              "order and makes any other label an error.")
   normalize_labels: bool = setting(False, "Merge labels that differ only in case or spacing "
-                                   "('POS', ' pos'); off, they are an error rather than two "
-                                   "classes.")
+                                   "('POS', ' pos'); off, they are an error, not two classes.")
   validation_fraction: float = setting(0.1, "Share of train held out for validation when the "
-                                       "source has its own test split (test is never "
-                                       "touched).")
+                                       "source has its own test split (test stays whole).")
   on_bad_record: str = setting("error", "error stops at the first bad record naming file "
                                "and line; skip counts it by reason in data_report.json.",
                                BAD_RECORD_POLICIES)
@@ -70,8 +68,7 @@ class DataConfig:
                        "of the group); --fold is then the held-out part, scored as test. "
                        "An official test split is left out untouched. 0 keeps the usual "
                        "split.")
-  fold: int = setting(0, "The fold held out when --folds is set (0..folds-1); "
-                      "tfagent.cross_validate runs every fold.")
+  fold: int = setting(0, "The fold held out with --folds (0..folds-1); cross_validate runs all.")
   group_field: str = setting("", "Column (csv/tsv) or key (jsonl) naming each record's group "
                              "(a movie, a customer): validation, the 80/10/10 split and the "
                              "folds then hash the group, not the text, so no group is in two "
