@@ -13,8 +13,7 @@ import tensorflow as tf
 
 from conftest import write_csv
 from tfagent import config, data, imbalance
-from tfagent.data import sources
-from tfagent.data.splits import assign, text_key
+from tfagent.data import sources, validate
 from tfagent.errors import ConfigError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -50,8 +49,8 @@ def landing_in_validation(rows, cfg) -> list:
   """The rows that the seeded split puts in validation when a test file is given."""
   keep = []
   for text, label in rows:
-    norm, key = text_key(text, cfg.seed)
-    if assign("train", norm, key, True, cfg) == "validation":
+    norm, key = validate.text_key(text, cfg.seed)
+    if validate.assign("train", norm, key, True, cfg) == "validation":
       keep.append((text, label))
   return keep
 
