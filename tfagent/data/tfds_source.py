@@ -16,9 +16,8 @@ from absl import logging
 import tensorflow as tf
 
 from tfagent.data import sources
-from tfagent.data.fields import BadRecord, Raw, check_text, with_pair
-from tfagent.data.labels import LabelMap
-from tfagent.data.validate import Part, load_parts
+from tfagent.data.records import BadRecord, Raw, check_text, with_pair
+from tfagent.data.validate import LabelMap, Part, load_parts
 from tfagent.errors import ConfigError, DataError
 
 NETWORK_TIMEOUT_S = 5  # A reachable host answers in far less.
