@@ -82,9 +82,11 @@ def test_grpc_predict_with_the_official_stubs(served):
 def test_bench_clients_call_the_named_signature(served, protocol):
   """serve_bench's load generator, as --signature_name=explain runs it: no errors."""
   server = served["url"].removeprefix("http://") if protocol == "rest" else served["grpc"]
+  # A window far longer than 3 requests (the client's warm-up eats into it under load):
+  # the count, not the clock, ends the loop.
   latencies, errors, _ = serve_bench.client_worker((server, protocol, "why", "explain", 1), 1,
-                                                   time.time(), 0.5, 5)
-  assert errors == 0 and 1 <= len(latencies) <= 5
+                                                   time.time(), 120, 3)
+  assert errors == 0 and len(latencies) == 3
   with pytest.raises(client.ServerError, match="nope"):  # The name reaches the server.
     serve_bench.client_worker((server, protocol, "why", "nope", 1), 1, time.time(), 0.5, 2)
 
