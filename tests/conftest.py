@@ -72,7 +72,7 @@ def trained_run(corpus_dir, tmp_path_factory):
 
   Under pytest-xdist the workers share it: the first to ask trains it, holding a lock in
   their common temporary folder, and the others read its config and result from there
-  (each worker training its own cost ~15 CPU-seconds a worker). No test writes into it.
+  (training it in every worker cost ~17 CPU-seconds a worker). No test writes into it.
   """
   from tfagent import train
   if not os.environ.get("PYTEST_XDIST_WORKER"):
