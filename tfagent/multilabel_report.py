@@ -68,20 +68,23 @@ def misclassified_markdown(scored: Scored, class_names, thresholds, limit: int) 
   shown = [i for i in np.argsort(-margin, kind="stable") if wrong[i].any()][:limit]
   rows = ["| true | predicted | missed (score) | added (score) | text |",
           "| --- | --- | --- | --- | --- |"]
-  for i in shown:
-    p, y = scored.probabilities[i], scored.labels[i].astype(bool)
-
-    def scored_names(on):
-      return ", ".join(f"{n} ({p[j]:.2f})" for j, n in enumerate(class_names) if on[j]) or "-"
-    text = data.pairs.SHOWN.join(scored.rows[i]) if isinstance(scored.rows[i], tuple) \
-        else scored.rows[i]
-    rows.append(f"| {', '.join(names(y, class_names)) or '-'} | "
-                f"{', '.join(names(scored.mask[i], class_names)) or '-'} | "
-                f"{scored_names(wrong[i] & y)} | {scored_names(wrong[i] & ~y)} | "
-                f"{summaries.cell(text)} |")
+  rows += [mistake_row(scored, i, wrong[i], class_names) for i in shown]
   if not shown:
     rows.append("| - | - | - | - | no mistakes among the examples checked |")
   return "\n".join(rows)
+
+
+def mistake_row(scored: Scored, i: int, wrong, class_names) -> str:
+  """Row `i` of the misclassified table; `wrong` `<bool>[C]`: its wrong decisions."""
+  p, y = scored.probabilities[i], scored.labels[i].astype(bool)
+
+  def listed(on):
+    return ", ".join(f"{n} ({p[j]:.2f})" for j, n in enumerate(class_names) if on[j]) or "-"
+  row = scored.rows[i]
+  text = data.pairs.SHOWN.join(row) if isinstance(row, tuple) else row
+  return (f"| {', '.join(names(y, class_names)) or '-'} | "
+          f"{', '.join(names(scored.mask[i], class_names)) or '-'} | "
+          f"{listed(wrong & y)} | {listed(wrong & ~y)} | {summaries.cell(text)} |")
 
 
 def write_misclassified(logdir: str, scored: Scored, class_names, thresholds, limit: int,
