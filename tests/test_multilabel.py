@@ -481,3 +481,15 @@ def test_noread_test_scores_validation_only(tmp_path):
     metrics = json.load(f)
   assert "micro_f1" not in metrics and metrics["validation_metrics"]["examples"] > 0
   assert metrics["validation_metrics"]["micro_f1"] == result["validation_metrics"]["micro_f1"]
+
+
+@pytest.mark.parametrize("flag, value, off", [
+    ("ensemble_size", 2, 1), ("wide_ngrams", 2, 0), ("class_weight", "balanced", "none"),
+    ("monitor", "val_macro_f1", "val_loss"), ("quantize", "int8", "none"),
+])
+def test_what_multilabel_does_not_support_is_refused_before_training(flag, value, off):
+  cfg, _ = config.from_args(None, dataset="csv:x.csv", task="multilabel", **{flag: value})
+  with pytest.raises(ConfigError, match=f"^--{flag}={value} does not apply to "
+                     f"--task=multilabel yet .*; use --{flag}={off}\\.$"):
+    tasks.check_config(cfg)
+  tasks.check_config(config.from_args(None, dataset="csv:x.csv", task="multilabel")[0])
