@@ -5,7 +5,7 @@ import dataclasses
 from absl import flags
 import pytest
 
-from tfagent import config
+from tfagent import config, config_flags
 from tfagent.errors import ConfigError
 
 
@@ -37,3 +37,13 @@ def test_a_field_without_a_flag_is_an_error():
   values(["tfagent"])
   with pytest.raises(ConfigError, match=r"ModelConfig\.\w+ has no flag"):
     config.section_from_flags(config.ModelConfig, values)
+
+
+def test_flag_args_of_a_config_parse_back_to_it_under_renamed_flags():
+  cfg = config.Config(model=config.ModelConfig(name="transformer", num_heads=2),
+                      train=config.TrainConfig(jit_compile=True, learning_rate=1e-3))
+  args = config.to_flag_args(cfg)
+  assert "--model=transformer" in args and "--jit_compile" in args  # ModelConfig.name is --model.
+  assert config.from_args(cfg, epochs=3) == (
+      dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=3)), {"epochs"})
+  assert config_flags.sections(config.Config) == config.SECTIONS

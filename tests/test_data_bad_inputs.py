@@ -20,7 +20,7 @@ import pytest
 
 from conftest import run_command, write_csv
 from tfagent import config, data
-from tfagent.data.records import REASONS
+from tfagent.data.fields import REASONS
 
 FLAGS = flags.FLAGS
 TINY = ("--model=lstm", "--vocab_size=200", "--sequence_length=16", "--epochs=1",
@@ -370,41 +370,52 @@ def good_lines(kind: str) -> list:
   return [line.encode() for line in jsonl(GOOD)]
 
 
-BAD_CSV = [  # (id, line, reason it is skipped under, what the message says after "PATH:LINE: ")
-    ("too_many_fields", b"good,pos,extra", "malformed", "malformed line: 3 fields where the "
-     "header has 2"),
-    ("too_few_fields", b"lonely", "malformed", "malformed line: 1 fields where the header has 2"),
-    ("nul", b"nul \x00 inside,pos", "malformed", "field 'text' holds a NUL character (at 4)"),
-    ("invalid_utf8", b"bad \xff\xfe byte,neg", "invalid_utf8", "not valid UTF-8 (byte 0xff in "
-     "field 'text')"),
-    ("latin1", "café crème,pos".encode("latin-1"), "invalid_utf8", "not valid UTF-8 (byte 0xe9 "
-     "in field 'text')"),
-    ("whitespace_text", b" \t ,pos", "empty_text", "empty text in field 'text'; expected "
-     "non-blank text"),
-    ("missing_label", b"no label,", "missing_field", "missing field 'label'"),
-]
+# Bad lines of each file kind, by the reason they are skipped under: (id, line, what the
+# message says after "PATH:LINE: ").
+BAD = {
+    "csv": {
+        "malformed": [
+            ("too_many_fields", b"good,pos,extra", "malformed line: 3 fields where the header "
+             "has 2"),
+            ("too_few_fields", b"lonely", "malformed line: 1 fields where the header has 2"),
+            ("nul", b"nul \x00 inside,pos", "field 'text' holds a NUL character (at 4)")],
+        "invalid_utf8": [
+            ("invalid_utf8", b"bad \xff\xfe byte,neg", "not valid UTF-8 (byte 0xff in field "
+             "'text')"),
+            ("latin1", "café crème,pos".encode("latin-1"), "not valid UTF-8 (byte 0xe9 in field "
+             "'text')")],
+        "empty_text": [("whitespace_text", b" \t ,pos", "empty text in field 'text'; expected "
+                        "non-blank text")],
+        "missing_field": [("missing_label", b"no label,", "missing field 'label'")],
+    },
+    "jsonl": {
+        "malformed": [
+            ("array", b'["x", "pos"]', "malformed line: a JSON list, not an object"),
+            ("number", b"42", "malformed line: a JSON int, not an object"),
+            ("numeric_text", b'{"text": 5, "label": "pos"}', "field 'text' is an int; expected "
+             "a string"),
+            ("float_text", b'{"text": 0.5, "label": "pos"}', "field 'text' is a float"),
+            ("nul", b'{"text": "a\\u0000b", "label": "pos"}', "field 'text' holds a NUL character "
+             "(at 1)"),
+            ("bad_json", b'{"text": "x", "label": ', "malformed line (Expecting value")],
+        "missing_field": [
+            ("null_text", b'{"text": null, "label": "pos"}', "field 'text' is null; expected a "
+             "text in every record"),
+            ("null_label", b'{"text": "x", "label": null}', "field 'label' is null"),
+            ("missing_text", b'{"label": "pos"}', "missing field 'text'")],
+    },
+}
 
 
-BAD_JSONL = [
-    ("array", b'["x", "pos"]', "malformed", "malformed line: a JSON list, not an object"),
-    ("number", b"42", "malformed", "malformed line: a JSON int, not an object"),
-    ("numeric_text", b'{"text": 5, "label": "pos"}', "malformed", "field 'text' is an int; "
-     "expected a string"),
-    ("float_text", b'{"text": 0.5, "label": "pos"}', "malformed", "field 'text' is a float"),
-    ("null_text", b'{"text": null, "label": "pos"}', "missing_field", "field 'text' is null; "
-     "expected a text in every record"),
-    ("null_label", b'{"text": "x", "label": null}', "missing_field", "field 'label' is null"),
-    ("missing_text", b'{"label": "pos"}', "missing_field", "missing field 'text'"),
-    ("nul", b'{"text": "a\\u0000b", "label": "pos"}', "malformed", "field 'text' holds a NUL "
-     "character (at 1)"),
-    ("bad_json", b'{"text": "x", "label": ', "malformed", "malformed line (Expecting value"),
-]
+def bad_lines(kind: str) -> list:
+  """BAD's lines of one file kind as `(id, line, reason, says)`."""
+  return [(name, line, reason, says) for reason, cases in BAD[kind].items()
+          for name, line, says in cases]
 
 
 @pytest.mark.parametrize("kind,name,line,reason,says",
-                         [("csv", *c) for c in BAD_CSV] + [("jsonl", *c) for c in BAD_JSONL],
-                         ids=[f"csv-{c[0]}" for c in BAD_CSV]
-                         + [f"jsonl-{c[0]}" for c in BAD_JSONL])
+                         [(kind, *c) for kind in BAD for c in bad_lines(kind)],
+                         ids=[f"{kind}-{c[0]}" for kind in BAD for c in bad_lines(kind)])
 def test_each_bad_line_errors_naming_file_line_field(run_train, tmp_path, kind, name, line,
                                                     reason, says):
   good = good_lines(kind)
@@ -413,10 +424,9 @@ def test_each_bad_line_errors_naming_file_line_field(run_train, tmp_path, kind, 
   failed(run_train(f"--dataset={kind}:{path}"), f"{path}:{at + 1}: {says}", SKIP_HINT)
 
 
-@pytest.mark.parametrize("kind,cases", [("csv", BAD_CSV), ("jsonl", BAD_JSONL)])
-def test_skip_counts_every_bad_line_and_keeps_exactly_the_good_ones(run_train, tmp_path, kind,
-                                                                   cases):
-  good = good_lines(kind)
+@pytest.mark.parametrize("kind", BAD)
+def test_skip_counts_every_bad_line_and_keeps_exactly_the_good_ones(run_train, tmp_path, kind):
+  good, cases = good_lines(kind), bad_lines(kind)
   lines = good[:1] if kind == "csv" else []
   rows = good[len(lines):]
   for i, case in enumerate(cases):  # Four good lines, then one bad, and so on.

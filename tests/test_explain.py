@@ -234,19 +234,30 @@ def planted_texts(n=100, seed=1) -> tuple:
                                        dict(name="lstm", wide_ngrams=2, wide_min_count=2)],
                          ids=["lstm", "transformer", "wide_deep"])
 def test_the_planted_word_gets_the_largest_attribution(overrides, tmp_path):
+  _, positions, out = explain_planted(tmp_path, 6, **overrides)
+  hits = (out["attributions"].argmax(-1) == positions).mean()
+  assert_planted_found(hits, out, f"{overrides}: planted word top-attributed")
+
+
+def explain_planted(tmp_path, epochs: int, model_cfg=None, **overrides) -> tuple:
+  """`(texts, positions, explanation)`: a tiny model (`model_cfg`, else the tiny config's
+  with `overrides`) trained on the planted corpus, explaining planted_texts toward its class."""
   cfg = tiny_config("", tmp_path / "run", tmp_path / "saved_models", explain_steps=64)
   corpus = write_planted_corpus(tmp_path / "planted.jsonl")
   data = dataclasses.replace(cfg.data, dataset=f"jsonl:{corpus}", class_names="neg,pos,none")
   cfg = dataclasses.replace(
-      cfg, data=data, model=dataclasses.replace(cfg.model, **overrides),
-      train=dataclasses.replace(cfg.train, epochs=6))
+      cfg, data=data, model=model_cfg or dataclasses.replace(cfg.model, **overrides),
+      train=dataclasses.replace(cfg.train, epochs=epochs))
   from tfagent import train
   train.train_and_evaluate(cfg)
   texts, positions = planted_texts()
-  out = explained(best_model(cfg), texts, classes=["neg", "pos", "none"])
-  hits = (out["attributions"].argmax(-1) == positions).mean()
-  print(f"{overrides}: planted word top-attributed in {hits:.0%} of {len(texts)} texts; "
-        f"completeness ratio {completeness_ratio(out):.2e}")
+  return texts, positions, explained(best_model(cfg), texts, classes=["neg", "pos", "none"])
+
+
+def assert_planted_found(hits: float, out: dict, what: str) -> None:
+  """The planted word comes first in 95 % of the texts, and completeness holds within 1 %."""
+  print(f"{what} in {hits:.0%} of {len(out['attributions'])} texts; completeness ratio "
+        f"{completeness_ratio(out):.2e}")
   assert hits >= 0.95
   assert completeness_ratio(out) <= 0.01
 
@@ -478,26 +489,16 @@ PLANTED_WORDS = [f"w{i}" for i in range(40)] + [w for w in PLANTED.values() if w
 @pytest.mark.slow
 def test_the_planted_word_gets_the_largest_attribution_with_bert_and_a_wide_path(tmp_path):
   """The top entry is the planted word's piece, or a wide n-gram holding it."""
-  cfg = tiny_config("", tmp_path / "run", tmp_path / "saved_models", explain_steps=64)
-  corpus = write_planted_corpus(tmp_path / "planted.jsonl")
-  data = dataclasses.replace(cfg.data, dataset=f"jsonl:{corpus}", class_names="neg,pos,none")
   model_cfg = config.ModelConfig(name="bert", preset=write_planted_bert_preset(tmp_path / "bert"),
                                  sequence_length=16, dropout=0.0, wide_ngrams=2,
                                  wide_min_count=2)
-  cfg = dataclasses.replace(cfg, data=data, model=model_cfg,
-                            train=dataclasses.replace(cfg.train, epochs=2))
-  from tfagent import train
-  train.train_and_evaluate(cfg)
-  texts, _ = planted_texts()
-  out = explained(best_model(cfg), texts, classes=["neg", "pos", "none"])
+  texts, _, out = explain_planted(tmp_path, 2, model_cfg)
   top = [row[i].decode() for row, i in zip(out["tokens"], out["attributions"].argmax(-1))]
   planted = [(PLANTED["pos"], PLANTED["neg"])[i % 2] for i in range(len(texts))]
   hits = np.mean([w in t.strip("<>").split() for t, w in zip(top, planted)])
   exact = np.mean([t in (w, f"<{w}>") for t, w in zip(top, planted)])
-  print(f"bert+wide: the top entry holds the planted word in {hits:.0%} of {len(texts)} texts "
-        f"(is the word alone in {exact:.0%}); completeness ratio {completeness_ratio(out):.2e}")
-  assert hits >= 0.95
-  assert completeness_ratio(out) <= 0.01
+  assert_planted_found(hits, out, f"bert+wide: the top entry holds the planted word (is the "
+                       f"word alone in {exact:.0%})")
 
 
 @pytest.mark.slow

@@ -65,11 +65,11 @@ def test_flag_files_are_checked_with_the_flag_named(tmp_path):
 
 
 def test_grpc_channel_arguments_parse_as_tensorflow_model_server():
-  from tfagent.serving import grpc_api
-  assert grpc_api.parse_channel_arguments("grpc.max_connection_age_ms=2000,a=b") == (
+  from tfagent.serving import server
+  assert server.parse_channel_arguments("grpc.max_connection_age_ms=2000,a=b") == (
       ("grpc.max_connection_age_ms", 2000), ("a", "b"))
-  with pytest.raises(ValueError, match="'oops' is not key=value"):
-    grpc_api.parse_channel_arguments("oops")
+  with pytest.raises(ConfigError, match="--grpc_channel_arguments: 'oops' is not key=value"):
+    server.parse_channel_arguments("oops")
 
 
 def test_tensor_content_outputs_decode_with_tensorflows_own_reader():

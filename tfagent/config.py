@@ -4,12 +4,15 @@ Each field carries its default, the help text of its flag (the reason for the
 default) and, where it has them, its valid choices and the models it applies
 to. Entry points derive their flags from these fields (`define_flags`) and turn
 the parsed values back into a frozen Config once (`from_flag_values`); library
-code takes the Config and never reads flags.
+code takes the Config and never reads flags. How flags are derived is
+tfagent/config_flags.py.
 """
 
 import dataclasses
 import json
 
+from tfagent import config_flags
+from tfagent.config_flags import setting
 from tfagent.errors import ConfigError
 
 # Choices that several stages share; each is defined here only.
@@ -23,14 +26,6 @@ BAD_RECORD_POLICIES = ("error", "skip")
 MONITORS = ("val_loss", "val_accuracy", "val_macro_f1")
 TASKS = ("multiclass", "multilabel")
 QUANTIZE_MODES = ("none", "int8", "int4")
-# Fields whose flag has another name than the field.
-FLAG_NAMES = {("ModelConfig", "name"): "model"}
-
-
-def setting(default, help: str, choices: tuple = None, models: tuple = None):  # pylint: disable=redefined-builtin
-  """A config field with the help text of its flag, its choices and the models it applies to."""
-  return dataclasses.field(default=default,
-                           metadata={"help": help, "choices": choices, "models": models})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,11 +55,9 @@ class DataConfig:
   class_names: str = setting("", "Comma-separated class names in label order; fixes the "
                              "order and makes any other label an error.")
   normalize_labels: bool = setting(False, "Merge labels that differ only in case or spacing "
-                                   "('POS', ' pos'); off, they are an error rather than two "
-                                   "classes.")
+                                   "('POS', ' pos'); off, they are an error, not two classes.")
   validation_fraction: float = setting(0.1, "Share of train held out for validation when the "
-                                       "source has its own test split (test is never "
-                                       "touched).")
+                                       "source has its own test split (test stays whole).")
   on_bad_record: str = setting("error", "error stops at the first bad record naming file "
                                "and line; skip counts it by reason in data_report.json.",
                                BAD_RECORD_POLICIES)
@@ -75,8 +68,7 @@ class DataConfig:
                        "of the group); --fold is then the held-out part, scored as test. "
                        "An official test split is left out untouched. 0 keeps the usual "
                        "split.")
-  fold: int = setting(0, "The fold held out when --folds is set (0..folds-1); "
-                      "tfagent.cross_validate runs every fold.")
+  fold: int = setting(0, "The fold held out with --folds (0..folds-1); cross_validate runs all.")
   group_field: str = setting("", "Column (csv/tsv) or key (jsonl) naming each record's group "
                              "(a movie, a customer): validation, the 80/10/10 split and the "
                              "folds then hash the group, not the text, so no group is in two "
@@ -119,7 +111,8 @@ class DataConfig:
 class ModelConfig:
   """Architecture and tokenizer of the classifier."""
   name: str = setting("lstm", "Architecture: lstm (BiLSTM), transformer (encoder from "
-                      "scratch) or bert (fine-tune a pretrained encoder).", MODELS)
+                      "scratch) or bert (fine-tune a pretrained encoder).", MODELS,
+                      flag="model")
   vocab_size: int = setting(20_000, "Tokenizer vocabulary, learned on train only; covers "
                             "Chinese characters and frequent English words.",
                             models=FROM_SCRATCH)
@@ -281,114 +274,25 @@ class Config:
     return cls(**parts)
 
 
-def flag_name(section, field: dataclasses.Field) -> str:
-  """The flag of a config field: its own name, or the one FLAG_NAMES gives it."""
-  return FLAG_NAMES.get((section.__name__, field.name), field.name)
-
-
-def define_flags(sections, flag_values, module_name: str = "") -> None:
-  """Defines one absl flag per field of each config section, with its default and help.
-
-  Each flag is defined as belonging to its section (`--help` groups them so), or to
-  `module_name` when given (an entry point's own settings, e.g. serve's ServerOptions).
-  """
-  from absl import flags  # Only entry points call this.
-  definers = {bool: flags.DEFINE_boolean, int: flags.DEFINE_integer,
-              float: flags.DEFINE_float, str: flags.DEFINE_string}
-  for section in sections:
-    for field in dataclasses.fields(section):
-      name, meta = flag_name(section, field), field.metadata
-      help_text = meta["help"]
-      if meta["models"]:
-        help_text += f" [{', '.join(meta['models'])}]"
-      if meta["choices"]:
-        flags.DEFINE_enum(name, field.default, list(meta["choices"]), help_text,
-                          flag_values=flag_values, module_name=module_name or section.__name__)
-      else:
-        definers[type(field.default)](name, field.default, help_text, flag_values=flag_values,
-                                      module_name=module_name or section.__name__)
-
-
-def section_from_flags(section, flag_values):
-  """One config section from parsed flags; a field without a flag is an error."""
-  values = {}
-  for field in dataclasses.fields(section):
-    name = flag_name(section, field)
-    if name not in flag_values:
-      raise ConfigError(f"{section.__name__}.{field.name} has no flag --{name}; "
-                        "define the section's flags with config.define_flags.")
-    values[field.name] = flag_values[name].value
-  return section(**values)
+# The flag machinery is tfagent/config_flags.py; these names bind it to Config.
+flag_name = config_flags.flag_name
+define_flags = config_flags.define_flags
+section_from_flags = config_flags.section_from_flags
+check_applicable = config_flags.check_applicable
+to_flag_args = config_flags.to_flag_args
 
 
 def from_flag_values(flag_values) -> Config:
   """The Config of parsed flags (every section's flags defined)."""
-  return Config(**{name: section_from_flags(section, flag_values)
-                   for name, section in SECTIONS.items()})
+  return config_flags.from_flag_values(Config, flag_values)
 
 
 def from_args(flagfile_or_config=None, **overrides) -> tuple:
   """`(Config, flags set)` from a flagfile path (or a Config, or None) and flag overrides.
 
-  Overrides are flag names with values, e.g. `epochs=1, dataset="csv:my.csv"`; an
-  unknown name or a bad value is a ConfigError, as on the command line. The flags
-  set are those of the flagfile and the overrides (a Config's fields count as given).
+  As config_flags.from_args: e.g. `from_args("configs/lstm.flags", epochs=1)`.
   """
-  from absl import flags  # pylint: disable=import-outside-toplevel
-  values = flags.FlagValues()
-  define_flags(SECTIONS.values(), values)
-  argv = ["tfagent"]
-  if isinstance(flagfile_or_config, Config):
-    argv += to_flag_args(flagfile_or_config)
-  elif flagfile_or_config:
-    argv.append(f"--flagfile={flagfile_or_config}")
-  argv += [f"--{name}={value}" for name, value in overrides.items()]
-  try:
-    values(argv)
-  except flags.Error as e:
-    raise ConfigError(str(e)) from None
-  present = set(overrides) if isinstance(flagfile_or_config, Config) else \
-      {name for name in values if values[name].present}
-  return from_flag_values(values), present
-
-
-def check_applicable(cfg: Config, present=None) -> None:
-  """Fails when a setting that does not apply to the chosen model is set.
-
-  Args:
-    cfg: the run's Config.
-    present: names of the flags given on the command line or in a flagfile;
-      None counts every field whose value differs from its default as set.
-  """
-  model = cfg.model.name
-  wrong, own = [], []
-  for name, section in SECTIONS.items():
-    for field in dataclasses.fields(section):
-      models = field.metadata["models"]
-      flag = flag_name(section, field)
-      if models and model in models:
-        own.append(f"--{flag}")
-      is_set = flag in present if present is not None else \
-          getattr(getattr(cfg, name), field.name) != field.default
-      if models and model not in models and is_set:
-        wrong.append(f"--{flag} (for {', '.join(models)})")
-  if wrong:
-    raise ConfigError(f"{', '.join(wrong)} {'does' if len(wrong) == 1 else 'do'} not apply to "
-                      f"--model={model}; its own flags are {', '.join(own)}, and every model "
-                      "takes the data, training, export, --sequence_length, --dropout and "
-                      "--wide_* flags.")
-
-
-def to_flag_args(cfg: Config) -> list:
-  """`--flag=value` arguments that set every field of `cfg` (inverse of from_flag_values)."""
-  args = []
-  for name, section in SECTIONS.items():
-    for field in dataclasses.fields(section):
-      value = getattr(getattr(cfg, name), field.name)
-      flag = flag_name(section, field)
-      args.append(f"--{flag}" if value is True else f"--no{flag}" if value is False
-                  else f"--{flag}={value}")
-  return args
+  return config_flags.from_args(Config, flagfile_or_config, overrides)
 
 
 def save_json(cfg: Config, path: str) -> None:

@@ -16,7 +16,8 @@ from absl import logging
 import tensorflow as tf
 
 from tfagent.data import records, sources
-from tfagent.data.validate import LabelMap, Part, fixed_labels, load_parts
+from tfagent.data.labels import LabelMap, fixed_labels
+from tfagent.data.validate import Part, load_parts
 from tfagent.errors import DataError
 
 CLASS_FILES = {"negative": "neg.txt", "positive": "pos.txt"}  # Class -> file, in label order.

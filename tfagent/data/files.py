@@ -7,7 +7,8 @@ from absl import logging
 import tensorflow as tf
 
 from tfagent.data import multilabel, records, sources
-from tfagent.data.validate import LabelMap, Part, check_spellings, fixed_labels, fold, load_parts
+from tfagent.data.labels import LabelMap, check_spellings, fixed_labels, fold
+from tfagent.data.validate import Part, load_parts
 from tfagent.errors import DataError
 
 

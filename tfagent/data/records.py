@@ -2,7 +2,8 @@
 
 Each reader yields, in file order, either a `Raw` record or a `BadRecord`
 that says where it is and what was expected; the caller decides whether a bad
-record is an error or a counted skip (see `tfagent.data.validate`).
+record is an error or a counted skip (see `tfagent.data.validate`). Both, and
+the checks of each field, are `tfagent.data.fields`.
 """
 
 import codecs
@@ -17,33 +18,11 @@ import zlib
 
 import tensorflow as tf
 
+from tfagent.data.fields import BadRecord, Raw, canonical_label, check_text, with_group, with_pair
 from tfagent.errors import DataError
 
-REASONS = ("empty_text", "missing_field", "unknown_label", "malformed", "invalid_utf8",
-           "empty_label_list", "duplicate_label")  # The last two: --task=multilabel only.
 # Python's csv default (128 KiB a field) rejects long documents; 16 MiB does not.
 CSV_FIELD_LIMIT = 16 * 2**20
-
-
-@dataclasses.dataclass(frozen=True)
-class Raw:
-  """A readable record: its place, its text and its label as written."""
-  where: str  # "path:line", "path" or "source record N".
-  text: str
-  label: str  # Class name or integer id, as text; a tuple of them under --task=multilabel.
-  group: str = None  # With --group_field: the record's group, which picks its split.
-  text_pair: str = None  # With --text_pair_field: the record's second text.
-
-
-@dataclasses.dataclass(frozen=True)
-class BadRecord:
-  """A record that cannot be used; `message` names place, field and what was expected."""
-  reason: str  # One of REASONS.
-  where: str
-  message: str
-
-  def __str__(self) -> str:
-    return f"{self.where}: {self.message}"
 
 
 def open_binary(path: str):
@@ -70,60 +49,6 @@ def reading(path: str):
                     "gzip-compressed: compress it, or drop .gz from its name.") from None
   except OSError as e:
     raise DataError(f"{path}: read failed ({e.strerror or e}); check the file.") from None
-
-
-def _utf8_error(where: str, field: str, value: str):
-  """Returns a BadRecord if `value` holds bytes that were not valid UTF-8."""
-  try:
-    value.encode("utf-8")
-    return None
-  except UnicodeEncodeError as e:
-    byte = ord(value[e.start]) - 0xDC00  # surrogateescape keeps the raw byte.
-    shown = f"byte 0x{byte:02x}" if 0 <= byte < 256 else "a lone surrogate"
-    return BadRecord("invalid_utf8", where, f"not valid UTF-8 ({shown} in field "
-                     f"{field!r}); re-encode the file as UTF-8.")
-
-
-def a_or_an(word: str) -> str:
-  """`word` with its indefinite article: "an int", "a list"."""
-  return f"{'an' if word[:1].lower() in 'aeiou' else 'a'} {word}"
-
-
-def check_text(where: str, field: str, text) -> BadRecord | None:
-  """Checks that a text is a non-blank, valid UTF-8 string."""
-  if text is None:
-    return BadRecord("missing_field", where, f"missing field {field!r}; expected "
-                     "a text in every record.")
-  if not isinstance(text, str):
-    return BadRecord("malformed", where, f"field {field!r} is "
-                     f"{a_or_an(type(text).__name__)}; expected a string.")
-  bad = _utf8_error(where, field, text)
-  if bad:
-    return bad
-  if "\0" in text:
-    return BadRecord("malformed", where, f"field {field!r} holds a NUL character "
-                     f"(at {text.index(chr(0))}); text never does: is the file UTF-16 "
-                     "or binary? Re-encode it as UTF-8 text.")
-  if not text.strip():
-    return BadRecord("empty_text", where, f"empty text in field {field!r}; "
-                     "expected non-blank text.")
-  return None
-
-
-def canonical_label(where: str, field: str, label):
-  """Returns the label as text (ids as decimal) or a BadRecord."""
-  if label is None or (isinstance(label, str) and not label.strip()):
-    return BadRecord("missing_field", where, f"missing field {field!r}; expected "
-                     "a label in every record.")
-  if isinstance(label, list):
-    return BadRecord("unknown_label", where, f"label {label!r} in field {field!r} is a list; "
-                     "lists of labels need --task=multilabel.")
-  if isinstance(label, bool) or not isinstance(label, (str, int)):
-    return BadRecord("unknown_label", where, f"label {label!r} in field {field!r} "
-                     "is neither a class name nor an integer id.")
-  if isinstance(label, int):
-    return str(label)
-  return _utf8_error(where, field, label) or label.strip()
 
 
 def read_label(where: str, fields: tuple, value, label_list=None):
@@ -193,32 +118,6 @@ class _Row:
   """A usable record with the row it came from (its group column is read from it)."""
   raw: Raw
   row: list
-
-
-def with_group(record, field: str, value):
-  """`record` with its group from `value` (field `field`); an empty group is a BadRecord.
-
-  Without a field, `record` as it is. A group is a non-blank string or an integer
-  (a JSON id); records without one cannot be placed, so they are bad records.
-  """
-  if not field or isinstance(record, BadRecord):
-    return record
-  if isinstance(value, int) and not isinstance(value, bool):
-    value = str(value)
-  if not isinstance(value, str) or not value.strip():
-    shown = "missing" if value is None else f"empty ({value!r})"
-    return BadRecord("missing_field", record.where, f"group field {field!r} (--group_field) "
-                     f"is {shown}; expected a non-blank group (a string or an integer id) "
-                     "in every record.")
-  return dataclasses.replace(record, group=value.strip())
-
-
-def with_pair(record, field: str, value):
-  """`record` with its second text from `value` (field `field`, --text_pair_field); a
-  missing, blank or malformed one is a BadRecord (check_text's). Without a field, `record`."""
-  if not field or isinstance(record, BadRecord):
-    return record
-  return check_text(record.where, field, value) or dataclasses.replace(record, text_pair=value)
 
 
 def _rows(path: str, reader, header: list, index: list, fields: tuple, label_list=None):

@@ -7,9 +7,7 @@
   batching.py     dynamic batching (BatchingParameters, one queue per signature)
   servable.py     one loaded SavedModel version; model calls off the event loop, deadlines
   manager.py      model configs, version polling, loading and retries, status, labels
-  rest.py         the REST API as an ASGI app
-  http_limits.py  header-size cap and read timeout on uvicorn's HTTP protocol
-  grpc_api.py     PredictionService and ModelService servicers
+  rest.py         the REST API as an ASGI app; header and read-time limits on uvicorn's protocol
   options.py      every tensorflow_model_server flag, and the config files they name
-  server.py       both ports over one ModelManager, and the Prometheus metrics
+  server.py       the gRPC services, both ports over one ModelManager, Prometheus metrics
 """

@@ -2,8 +2,6 @@
 fills the same protos: json_tensor.py), with TF Serving's checks in its order and its messages
 (the source functions are named beside each)."""
 
-import dataclasses
-
 import grpc
 from google.protobuf import text_format
 import numpy as np
@@ -15,26 +13,23 @@ from tfagent.serving import servable as servable_lib, tensors
 from tfagent.serving.tensors import ServingError, invalid_argument
 
 SIGNATURE_DEF = "signature_def"
+MAX_FILL_BYTES = 32 << 20  # Padding of a TensorProto short of its shape, at most.
 _PREDICT_METHODS = (sig.PREDICT_METHOD, sig.CLASSIFY_METHOD, sig.REGRESS_METHOD)
 
 
-@dataclasses.dataclass(frozen=True)
-class ApiOptions:
-  """Per-request behaviour the server's flags choose."""
-  method_name_check: bool = False  # --enable_signature_method_name_check
-  tensor_content: bool = False  # --enable_serialization_as_tensor_content
-  max_string_bytes: int = 1 << 20  # --max_input_string_bytes (tfagent); 0: no limit.
-  max_fill_bytes: int = 32 << 20  # Padding of a TensorProto short of its shape, at most.
-
-
-def _fill_spec(spec: model_pb2.ModelSpec, servable, signature_name: str) -> None:
+def _fill_spec(spec: model_pb2.ModelSpec, servable, signature_name: str = None) -> None:
   """MakeModelSpec (servables/tensorflow/util.cc): an empty signature name is the default."""
-  spec.name, spec.signature_name = servable.name, signature_name or sig.DEFAULT_SIGNATURE
-  spec.version.value = servable.version
+  spec.name, spec.version.value = servable.name, servable.version
+  if signature_name is not None:
+    spec.signature_name = signature_name or sig.DEFAULT_SIGNATURE
 
 
 def _names(names) -> str:
   return ",".join(sorted(names))
+
+
+def _shape(array) -> str:
+  return ",".join(map(str, array.shape))
 
 
 def _check_signature(signature, kind: str) -> None:
@@ -60,28 +55,24 @@ def _classification_result(outputs: dict, n: int) -> classification_pb2.Classifi
   """PostProcessClassificationResult: `classes` <string>[n, C] and/or `scores` <float>[n, C]."""
   classes, scores = outputs.get(sig.CLASSIFY_CLASSES), outputs.get(sig.CLASSIFY_SCORES)
   for name, array, kind in (("classes", classes, "DT_STRING"), ("scores", scores, "DT_FLOAT")):
-    if array is None:
-      continue
-    if array.ndim != 2:
-      raise invalid_argument("Expected Tensor shape: [batch_size num_classes] but got "
-                             f"[{','.join(map(str, array.shape))}]")
-    if tensors.enum_name(array.dtype) != kind:
+    if array is not None and array.ndim != 2:
+      raise invalid_argument(f"Expected Tensor shape: [batch_size num_classes] but got "
+                             f"[{_shape(array)}]")
+    if array is not None and tensors.enum_name(array.dtype) != kind:
       raise invalid_argument(f"Expected {name} Tensor of {kind}. Got: "
                              f"{tensors.enum_name(array.dtype)}")
-    if array.shape[0] != n:
+    if array is not None and array.shape[0] != n:
       raise invalid_argument(f"Expected {name} output batch size of {n}. Got: {array.shape[0]}")
   if classes is not None and scores is not None and classes.shape[1] != scores.shape[1]:
     raise invalid_argument("Tensors class and score should match in dim_size(1). Got "
                            f"{classes.shape[1]} vs. {scores.shape[1]}")
+  width = (classes if classes is not None else scores).shape[1]
   result = classification_pb2.ClassificationResult()
   for i in range(n):
     row = result.classifications.add()
-    for j in range((classes if classes is not None else scores).shape[1]):
-      entry = row.classes.add()
-      if classes is not None:
-        entry.label = classes[i, j].decode("utf-8", "replace")
-      if scores is not None:
-        entry.score = scores[i, j]
+    for j in range(width):
+      row.classes.add(label=None if classes is None else classes[i, j].decode("utf-8", "replace"),
+                      score=None if scores is None else scores[i, j])
   return result
 
 
@@ -90,7 +81,7 @@ def _regression_result(outputs: dict, n: int) -> regression_pb2.RegressionResult
   values = outputs[sig.REGRESS_OUTPUTS]
   if not (values.ndim == 1 or (values.ndim == 2 and values.shape[1] == 1)):
     raise invalid_argument("Expected output Tensor shape to be either [batch_size] or "
-                           f"[batch_size, 1] but got [{','.join(map(str, values.shape))}]")
+                           f"[batch_size, 1] but got [{_shape(values)}]")
   if values.shape[0] != n:
     raise invalid_argument(f"Input batch size did not match output batch size: {n} vs. "
                            f"{values.shape[0]}")
@@ -120,9 +111,7 @@ def serialized_examples(request_input) -> np.ndarray:
   rows = [context + e.SerializeToString() for e in listed.examples] if listed else []
   if not rows:
     raise invalid_argument("Input is empty.")
-  out = np.empty(len(rows), dtype=object)
-  out[:] = rows
-  return out
+  return np.array(rows, dtype=object)
 
 
 def check_spec(request) -> None:
@@ -132,10 +121,11 @@ def check_spec(request) -> None:
 
 
 class Api:
-  """The calls, over a ModelManager, with the options the server's flags set."""
+  """The calls, over a ModelManager, with the flags of ServerOptions `options`."""
 
-  def __init__(self, manager, options: ApiOptions = ApiOptions()):
+  def __init__(self, manager, options):
     self.manager, self.options = manager, options
+    self.max_string_bytes = max(0, options.max_input_string_bytes)
 
   def resolve(self, spec: model_pb2.ModelSpec):
     """The servable a ModelSpec names (ServableRequestFromModelSpec)."""
@@ -154,7 +144,8 @@ class Api:
     if signature is None:
       raise ServingError(grpc.StatusCode.FAILED_PRECONDITION,
                          f'Serving signature key "{name}" not found.')
-    if self.options.method_name_check and signature.method_name not in _PREDICT_METHODS:
+    if (self.options.enable_signature_method_name_check
+        and signature.method_name not in _PREDICT_METHODS):
       raise ServingError(grpc.StatusCode.INTERNAL, "Expected prediction signature method_name "
                          f"to be one of {{{', '.join(_PREDICT_METHODS)}}}. Was: "
                          f"{signature.method_name}")
@@ -177,29 +168,24 @@ class Api:
             f"found in request and no default value provided. Inputs expected to be in the "
             f"request {{{_names(sent)}}}, or default input alias set: {_names(defaults)}")
       if alias in sent:
-        tensors.check_size(alias, request.inputs[alias], self.options.max_fill_bytes)
+        tensors.check_size(alias, request.inputs[alias], MAX_FILL_BYTES)
     if sent - expected:
       raise invalid_argument(f"Inputs contains invalid name. Used request inputs: "
                              f"{_names(sent & expected)}, request input: {_names(sent)}")
-    self.check_output_filter(request.output_filter, signature)
+    for i, alias in enumerate(request.output_filter):  # PreProcessPrediction's checks.
+      if alias not in signature.outputs:
+        raise invalid_argument(f"output tensor alias not found in signature: {alias} Outputs "
+                               f"expected to be in the set {{{_names(signature.outputs)}}}.")
+      if alias in request.output_filter[:i]:
+        raise invalid_argument(f"duplicate output tensor alias: {alias}")
     for index, alias in enumerate(sorted(expected)):
       want, got = signature.inputs[alias].dtype, request.inputs[alias].dtype
       if alias in sent and want != got:
         raise invalid_argument(f"Expects arg[{index}] to be {tensors.dtype_name(want)} but "
                                f"{tensors.dtype_name(got)} is provided")
     inputs = {alias: tensors.to_ndarray(request.inputs[alias], alias) for alias in sorted(sent)}
-    tensors.check_strings(inputs, self.options.max_string_bytes)
+    tensors.check_strings(inputs, self.max_string_bytes)
     return inputs
-
-  @staticmethod
-  def check_output_filter(output_filter, signature) -> None:
-    """PreProcessPrediction's output_filter checks: known aliases, each once."""
-    for i, alias in enumerate(output_filter):
-      if alias not in signature.outputs:
-        raise invalid_argument(f"output tensor alias not found in signature: {alias} Outputs "
-                               f"expected to be in the set {{{_names(signature.outputs)}}}.")
-      if alias in output_filter[:i]:
-        raise invalid_argument(f"duplicate output tensor alias: {alias}")
 
   async def predict_async(self, convert, respond, size: int, deadline, executor):
     """One predict from an event loop, REST or gRPC: `convert()` gives (servable, signature
@@ -227,8 +213,9 @@ class Api:
   def _predict_response(self, servable, name: str, outputs: dict, request):
     response = predict_pb2.PredictResponse()
     _fill_spec(response.model_spec, servable, name)
+    as_content = self.options.enable_serialization_as_tensor_content
     for key in request.output_filter or sorted(outputs):
-      response.outputs[key].CopyFrom(tensors.to_proto(outputs[key], self.options.tensor_content))
+      response.outputs[key].CopyFrom(tensors.to_proto(outputs[key], as_content))
     return response
 
   def example_signature(self, servable, name: str, kind: str):
@@ -238,29 +225,27 @@ class Api:
     signature = servable.signature_def(name)
     if signature is None:
       raise invalid_argument(f"No signature was found with the name: {name}")
-    if self.options.method_name_check and signature.method_name != method:
+    if self.options.enable_signature_method_name_check and signature.method_name != method:
       raise invalid_argument(f"Expected {noun} signature method_name to be {method}. Was: "
                              f"{signature.method_name}")
     _check_signature(signature, kind)
-    return signature
 
   def _run_examples(self, servable, name: str, kind: str, request_input, deadline):
     """One model call of a signature on the request's examples: its result proto."""
     rows = serialized_examples(request_input)
-    tensors.check_strings({"inputs": rows}, self.options.max_string_bytes)
+    tensors.check_strings({"inputs": rows}, self.max_string_bytes)
     outputs = servable.run(name or sig.DEFAULT_SIGNATURE, {sig.CLASSIFY_INPUTS: rows}, deadline)
     return _EXAMPLE_KINDS[kind][2](outputs, len(rows))
 
-  def classify_or_regress(self, request, deadline=None):
+  def classify_or_regress(self, request, deadline=None, servable=None):
     """Classify or Regress, by the request's type (classification_service.cc,
-    regression_service.cc; classifier.cc RunClassify, regressor.cc RunRegress)."""
-    check_spec(request)
+    regression_service.cc; classifier.cc RunClassify, regressor.cc RunRegress); on `servable`
+    if given (the warm-up's replay of their logs)."""
+    if servable is None:
+      check_spec(request)
+      servable = self.resolve(request.model_spec)
     kind = ("classify" if isinstance(request, classification_pb2.ClassificationRequest)
             else "regress")
-    return self.examples_call(self.resolve(request.model_spec), request, kind, deadline)
-
-  def examples_call(self, servable, request, kind: str, deadline=None):
-    """Classify or regress on one servable (also the warm-up's replay of their logs)."""
     name = request.model_spec.signature_name
     self.example_signature(servable, name, kind)
     response = _EXAMPLE_KINDS[kind][3](
@@ -268,18 +253,16 @@ class Api:
     _fill_spec(response.model_spec, servable, name)
     return response
 
-  def multi_inference(self, request, deadline=None) -> inference_pb2.MultiInferenceResponse:
-    """MultiInference (multi_inference_helper.cc, multi_inference.cc)."""
+  def multi_inference(self, request, deadline=None, servable=None):
+    """MultiInference (multi_inference_helper.cc; TensorFlowMultiInferenceRunner::Infer):
+    checks every task, then runs each; on `servable` if given (warm-up)."""
     spec = request.tasks[0].model_spec if request.tasks else model_pb2.ModelSpec()
-    return self.multi_inference_on(self.resolve(spec), request, deadline)
-
-  def multi_inference_on(self, servable, request, deadline=None):
-    """TensorFlowMultiInferenceRunner::Infer: checks every task, then runs each."""
-    names, model = [], request.tasks[0].model_spec.name if request.tasks else ""
+    servable = servable or self.resolve(spec)
+    names = []
     for task in request.tasks:
       if not task.model_spec.name:
         raise invalid_argument("Found ModelSpec with an empty model name.")
-      if task.model_spec.name != model:
+      if task.model_spec.name != spec.name:
         raise invalid_argument(
             "All ModelSpecs in a MultiInferenceRequest must access the same model name.")
       name = task.model_spec.signature_name or sig.DEFAULT_SIGNATURE
@@ -310,9 +293,9 @@ class Api:
       name = request.model_spec.signature_name or sig.DEFAULT_SIGNATURE
       servable.run(name, self.predict_inputs(request, self.predict_signature(servable, name)))
     elif kind in ("classify_log", "regress_log"):
-      self.examples_call(servable, getattr(log, kind).request, kind[:-4])
+      self.classify_or_regress(getattr(log, kind).request, servable=servable)
     elif kind == "multi_inference_log":
-      self.multi_inference_on(servable, log.multi_inference_log.request)
+      self.multi_inference(log.multi_inference_log.request, servable=servable)
     elif kind is not None:
       raise ServingError(grpc.StatusCode.UNIMPLEMENTED, f"Unsupported log_type for warmup: {kind}")
 
@@ -326,7 +309,7 @@ class Api:
         raise invalid_argument(f"Metadata field {field} is not supported")
     servable = self.resolve(request.model_spec)
     response = get_model_metadata_pb2.GetModelMetadataResponse()
-    response.model_spec.name, response.model_spec.version.value = servable.name, servable.version
+    _fill_spec(response.model_spec, servable)
     response.metadata[SIGNATURE_DEF].Pack(
         get_model_metadata_pb2.SignatureDefMap(signature_def=servable.signature_defs))
     return response

@@ -54,14 +54,12 @@ def b64decode(text: str) -> bytes:
 def convert_leaf(value, dtype: tf.DType):
   """One JSON leaf as a value of `dtype` (AddValueToTensor, JsonDecodeBase64Object)."""
   kind = type(value)
+  if dtype == tf.string and kind is dict:
+    if not is_b64(value):
+      raise format_error(value, "not formatted correctly for base64 data")
+    return b64decode(value["b64"])
   if dtype == tf.string:
-    if kind is str:
-      return value.encode()
-    if kind is dict:
-      if not is_b64(value):
-        raise format_error(value, "not formatted correctly for base64 data")
-      return b64decode(value["b64"])
-    ok = False
+    ok = kind is str
   elif dtype == tf.bool:
     ok = kind is bool
   elif dtype in (tf.float32, tf.float64):
@@ -74,7 +72,7 @@ def convert_leaf(value, dtype: tf.DType):
   if not ok:
     raise format_error(value, f"Type: {json_type(value)} is not of expected type: "
                        f"{tensors.dtype_name(dtype)}")
-  return value
+  return value.encode() if kind is str else value
 
 
 def dense_shape(value) -> list:
@@ -106,14 +104,6 @@ def fill(value, shape: list, dtype: tf.DType) -> list:
     else:
       pending.extend((item, level + 1) for item in reversed(v))
   return flat
-
-
-def _put(proto, flat: list, shape: list, dtype: tf.DType) -> None:
-  """Leaves into a TensorProto of `shape`, in the typed field TF Serving fills."""
-  proto.dtype = dtype.as_datatype_enum
-  for size in shape:
-    proto.tensor_shape.dim.add(size=size)
-  getattr(proto, tensors.FIELDS[proto.dtype]).extend(flat)
 
 
 def _shape(shape: list) -> str:
@@ -223,8 +213,12 @@ def predict_request(doc: dict, fmt: str, signature, spec) -> predict_pb2.Predict
   converted = (_instances(doc["instances"], signature.inputs) if fmt == ROW
                else _inputs(doc["inputs"], signature.inputs))
   request = predict_pb2.PredictRequest(model_spec=spec)
-  for name, (flat, shape) in converted.items():
-    _put(request.inputs[name], flat, shape, tf.as_dtype(signature.inputs[name].dtype))
+  for name, (flat, shape) in converted.items():  # In the typed field TF Serving fills.
+    proto = request.inputs[name]
+    proto.dtype = signature.inputs[name].dtype
+    for size in shape:
+      proto.tensor_shape.dim.add(size=size)
+    getattr(proto, tensors.FIELDS[proto.dtype]).extend(flat)
   return request
 
 

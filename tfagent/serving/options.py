@@ -7,7 +7,7 @@ default is logged as ignored."""
 import dataclasses
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, text_format
-from google.protobuf import wrappers_pb2  # noqa: F401  Registers wrappers.proto in the pool.
+from google.protobuf import wrappers_pb2
 import grpc
 
 from tfagent import fileio, signatures
@@ -40,70 +40,68 @@ IGNORED_FLAGS = (
 )
 
 
-@dataclasses.dataclass(frozen=True)
-class _ImplementedOptions:
-  """tensorflow_model_server's options, then tfagent's own."""
-  port: int = setting(8500, "gRPC port (PredictionService, ModelService); 0 turns it off.")
-  grpc_socket_path: str = setting("", "Also serve gRPC on this UNIX socket.")
-  grpc_channel_arguments: str = setting("", "gRPC server arguments: k=v,k2=v2.")
-  grpc_max_threads: int = setting(4 * _CPUS, "Threads for gRPC model calls (TF: 4 per core).")
-  ssl_config_file: str = setting("", "SSLConfig text proto: serve gRPC over TLS.")
-  use_alts_credentials: bool = setting(False, "Serve gRPC with Google ALTS credentials.")
-  enable_serialization_as_tensor_content: bool = setting(
-      False, "Predict outputs in tensor_content, not float_val/int64_val/string_val.")
-  # TF Serving's REST port defaults to 0 (off); 8501 is what the image's entrypoint passes.
-  rest_api_port: int = setting(8501, "HTTP/REST port; 0 turns it off.")
-  rest_api_num_threads: int = setting(4 * _CPUS, "Threads for REST work off the event loop "
-                                      "(TF: 4 per core); past 10 waiting each, 503.")
-  rest_api_timeout_in_ms: int = setting(30_000, "REST deadline; past it, 504. 0: none.")
-  rest_api_enable_cors_support: bool = setting(False, "Add CORS headers to REST answers.")
-  model_name: str = setting("default", "Name of the model (not with --model_config_file).")
-  model_base_path: str = setting("", "Folder of its integer versions, e.g. saved_models/NAME.")
-  model_config_file: str = setting("", "ModelServerConfig text proto: models, policies, labels.")
-  model_config_file_poll_wait_seconds: int = setting(0, "Re-read the config this often; 0: once.")
-  allow_version_labels_for_unavailable_models: bool = setting(
-      False, "Let a version label name a version that is not loaded (yet).")
-  file_system_poll_wait_seconds: int = setting(1, "Seconds between polls for new versions; 0 "
-                                               "polls once, < 0 never.")
-  max_num_load_retries: int = setting(5, "Retries of a version that fails to load.")
-  load_retry_interval_micros: int = setting(60_000_000, "Wait between load retries.")
-  saved_model_tags: str = setting(signatures.SERVE_TAG, "Comma-separated MetaGraph tags.")
-  enable_model_warmup: bool = setting(True, "Replay a version's warm-up records first.")
-  num_request_iterations_for_warmup: int = setting(0, "Replays of each record (0 or 1: once).")
-  enable_signature_method_name_check: bool = setting(
-      False, "Refuse predict/classify/regress on signatures of another method_name.")
-  monitoring_config_file: str = setting("", "MonitoringConfig text proto: the Prometheus page "
-                                        f"(else on, at {rest.DEFAULT_METRICS_PATH}).")
-  enable_batching: bool = setting(False, "Merge concurrent requests into one model call.")
-  batching_parameters_file: str = setting("", "BatchingParameters text proto.")
-  tensorflow_session_parallelism: int = setting(0, "Both TF thread pools; 0: TF's choice.")
-  tensorflow_intra_op_parallelism: int = setting(0, "Threads an op may use; 0: TF's choice.")
-  tensorflow_inter_op_parallelism: int = setting(0, "Ops run at once; 0: TF's choice (1 often "
-                                                 "cuts a small model's latency).")
-  version: bool = setting(False, "Print the versions and exit.")
-  bind_address: str = setting("0.0.0.0", "Address both ports bind (tfagent only; 127.0.0.1 "
-                              "keeps the server local).")
-  rest_api_max_body_bytes: int = setting(32 << 20, "Largest REST body; larger gets 413 (tfagent "
-                                         "only; 0: no limit).")
-  rest_api_max_header_bytes: int = setting(64 << 10, "Largest request line plus headers; larger "
-                                           "gets 431 and a close (tfagent only).")
-  rest_api_read_timeout_seconds: float = setting(30.0, "Time a request may take to arrive whole; "
-                                                 "past it 408 and close (tfagent only; 0: none).")
-  rest_api_keep_alive_timeout_seconds: float = setting(30.0, "Idle keep-alive connections close "
-                                                       "after this long (tfagent only).")
-  rest_api_max_connections: int = setting(1000, "Connections served at once; past it, 503 "
-                                          "(tfagent only).")
-  max_input_string_bytes: int = setting(1 << 20, "Longest string in an input; longer gets 400, "
-                                        "one huge text stalls its batch (tfagent only; 0: none).")
-
-
+# tensorflow_model_server's flags that this server implements (name, default, help), with TF's
+# defaults unless the help says why not; then tfagent's own bounds (docs/serving.md#limits).
+IMPLEMENTED_FLAGS = (
+    ("port", 8500, "gRPC port (PredictionService, ModelService); 0 turns it off."),
+    ("grpc_socket_path", "", "Also serve gRPC on this UNIX socket."),
+    ("grpc_channel_arguments", "", "gRPC server arguments: k=v,k2=v2."),
+    ("grpc_max_threads", 4 * _CPUS, "Threads for gRPC model calls (TF: 4 per core)."),
+    ("ssl_config_file", "", "SSLConfig text proto: serve gRPC over TLS."),
+    ("use_alts_credentials", False, "Serve gRPC with Google ALTS credentials."),
+    ("enable_serialization_as_tensor_content", False,
+     "Predict outputs in tensor_content, not float_val/int64_val/string_val."),
+    ("rest_api_port", 8501, "HTTP/REST port; 0 turns it off (TF's default is 0; 8501 is what "
+     "the image's entrypoint passes)."),
+    ("rest_api_num_threads", 4 * _CPUS, "Threads for REST work off the event loop (TF: 4 per "
+     "core); past 10 waiting each, 503."),
+    ("rest_api_timeout_in_ms", 30_000, "REST deadline; past it, 504. 0: none."),
+    ("rest_api_enable_cors_support", False, "Add CORS headers to REST answers."),
+    ("model_name", "default", "Name of the model (not with --model_config_file)."),
+    ("model_base_path", "", "Folder of its integer versions, e.g. saved_models/NAME."),
+    ("model_config_file", "", "ModelServerConfig text proto: models, policies, labels."),
+    ("model_config_file_poll_wait_seconds", 0, "Re-read the config this often; 0: once."),
+    ("allow_version_labels_for_unavailable_models", False,
+     "Let a version label name a version that is not loaded (yet)."),
+    ("file_system_poll_wait_seconds", 1, "Seconds between polls for new versions; 0 polls once, "
+     "< 0 never."),
+    ("max_num_load_retries", 5, "Retries of a version that fails to load."),
+    ("load_retry_interval_micros", 60_000_000, "Wait between load retries."),
+    ("saved_model_tags", signatures.SERVE_TAG, "Comma-separated MetaGraph tags."),
+    ("enable_model_warmup", True, "Replay a version's warm-up records first."),
+    ("num_request_iterations_for_warmup", 0, "Replays of each record (0 or 1: once)."),
+    ("enable_signature_method_name_check", False,
+     "Refuse predict/classify/regress on signatures of another method_name."),
+    ("monitoring_config_file", "", "MonitoringConfig text proto: the Prometheus page (else on, "
+     f"at {rest.DEFAULT_METRICS_PATH})."),
+    ("enable_batching", False, "Merge concurrent requests into one model call."),
+    ("batching_parameters_file", "", "BatchingParameters text proto."),
+    ("tensorflow_session_parallelism", 0, "Both TF thread pools; 0: TF's choice."),
+    ("tensorflow_intra_op_parallelism", 0, "Threads an op may use; 0: TF's choice."),
+    ("tensorflow_inter_op_parallelism", 0, "Ops run at once; 0: TF's choice (1 often cuts a "
+     "small model's latency)."),
+    ("version", False, "Print the versions and exit."),
+    ("bind_address", "0.0.0.0", "Address both ports bind (tfagent only; 127.0.0.1 keeps the "
+     "server local)."),
+    ("rest_api_max_body_bytes", 32 << 20, "Largest REST body; larger gets 413 (tfagent only; 0: "
+     "no limit)."),
+    ("rest_api_max_header_bytes", 64 << 10, "Largest request line plus headers; larger gets 431 "
+     "and a close (tfagent only)."),
+    ("rest_api_read_timeout_seconds", 30.0, "Time a request may take to arrive whole; past it "
+     "408 and close (tfagent only; 0: none)."),
+    ("rest_api_keep_alive_timeout_seconds", 30.0, "Idle keep-alive connections close after this "
+     "long (tfagent only)."),
+    ("rest_api_max_connections", 1000, "Connections served at once; past it, 503 (tfagent "
+     "only)."),
+    ("max_input_string_bytes", 1 << 20, "Longest string in an input; longer gets 400, one huge "
+     "text stalls its batch (tfagent only; 0: none)."),
+)
+IGNORED_HELP = " Accepted for tensorflow_model_server compatibility; ignored here."
 ServerOptions = dataclasses.make_dataclass(
-    "ServerOptions", [(name, type(default), setting(default, f"{why} Accepted for "
-                                                    "tensorflow_model_server compatibility; "
-                                                    "ignored here."))
-                      for name, default, why in IGNORED_FLAGS],
-    bases=(_ImplementedOptions,), frozen=True)
-ServerOptions.__doc__ = "Every flag of the server: implemented ones, then IGNORED_FLAGS."
+    "ServerOptions", [(name, type(default), setting(default, why)) for name, default, why in
+                      IMPLEMENTED_FLAGS + tuple((n, d, why + IGNORED_HELP)
+                                                for n, d, why in IGNORED_FLAGS)], frozen=True)
+ServerOptions.__doc__ = "Every flag of the server: IMPLEMENTED_FLAGS, then IGNORED_FLAGS."
 
 
 def ignored_flags(options: ServerOptions) -> list:
@@ -131,7 +129,7 @@ def _message_classes() -> dict:
   """The classes of _PROTOS, built once per process."""
   F = descriptor_pb2.FieldDescriptorProto  # noqa: N806
   file = descriptor_pb2.FileDescriptorProto(name="tfagent_serving.proto", package="tfagent",
-                                            dependency=["google/protobuf/wrappers.proto"])
+                                            dependency=[wrappers_pb2.DESCRIPTOR.name])
   for name, fields in _PROTOS.items():
     message = file.message_type.add(name=name)
     for number, (field, kind) in enumerate(fields, 1):

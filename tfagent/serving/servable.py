@@ -21,7 +21,9 @@ from tfagent.serving.tensors import ServingError, deadline_exceeded, invalid_arg
 
 INLINE_BYTES = 64 << 10  # Larger requests are converted on a pool thread, off the event loop.
 QUEUED_PER_THREAD = 10  # As batching's default max_enqueued_batches: 10 waiting a thread.
-_GRPC_CODE = {code.value[0]: code for code in grpc.StatusCode}
+_C = grpc.StatusCode
+_GRPC_CODE = {code.value[0]: code for code in _C}
+_CODE_OF_TYPE = ((FileNotFoundError, _C.NOT_FOUND), (ValueError, _C.INVALID_ARGUMENT))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,15 +41,12 @@ class LoadOptions:
 
 
 def error_code(error: Exception) -> grpc.StatusCode:
-  """The status code of an exception: its own for TF and serving errors, else UNKNOWN."""
+  """The status code of an exception: its own for TF and serving errors, else by its type."""
   if isinstance(error, ServingError):
     return error.code
   if isinstance(error, tf.errors.OpError):
-    return _GRPC_CODE.get(error.error_code, grpc.StatusCode.UNKNOWN)
-  if isinstance(error, FileNotFoundError):
-    return grpc.StatusCode.NOT_FOUND
-  return grpc.StatusCode.INVALID_ARGUMENT if isinstance(error, ValueError) else \
-      grpc.StatusCode.UNKNOWN
+    return _GRPC_CODE.get(error.error_code, _C.UNKNOWN)
+  return next((code for kind, code in _CODE_OF_TYPE if isinstance(error, kind)), _C.UNKNOWN)
 
 
 def call_function(fn, inputs: dict, specs: dict, deadline: float | None = None) -> dict:

@@ -1,18 +1,28 @@
-"""Both ports over one ModelManager, as the flags say: what `python -m tfagent.serve` runs."""
+"""Both ports over one ModelManager, as the flags say: what `python -m tfagent.serve` runs. gRPC
+is TF Serving's PredictionService and ModelService on the stubs PyPI `tensorflow-serving-api`
+generates, grpc.aio on its own event loop thread; REST is rest.py's app under uvicorn."""
 
+import asyncio
+import operator
 import threading
 import time
 
 from absl import logging
+import grpc
 import prometheus_client as prom
+from tensorflow_serving.apis import (model_management_pb2, model_service_pb2_grpc,
+                                     prediction_service_pb2_grpc)
 import uvicorn
 
 from tfagent import fileio, signatures
 from tfagent.errors import ConfigError, TfagentError
-from tfagent.serving import api, grpc_api, http_limits, manager, rest, servable
+from tfagent.serving import api, manager, rest, servable
 from tfagent.serving.options import (ServerOptions, batching_options, grpc_credentials,
                                      ignored_flags, metrics_path, model_configs,
                                      set_tensorflow_threads)
+from tfagent.serving.tensors import ServingError, invalid_argument
+
+MAX_MESSAGE_BYTES = 2**31 - 1  # TF Serving lifts gRPC's 4 MiB default the same way.
 
 
 class Metrics:
@@ -40,6 +50,79 @@ class Metrics:
     return prom.generate_latest(self.registry)
 
 
+def parse_channel_arguments(text: str) -> tuple:
+  """'k=v,k2=v2' -> ((k, v), ...), integers as ints (as tensorflow_model_server does)."""
+  pairs = []
+  for item in filter(None, text.split(",")):
+    key, sep, value = item.partition("=")
+    if not sep:
+      raise ConfigError(f"--grpc_channel_arguments: {item!r} is not key=value")
+    pairs.append((key, int(value) if value.lstrip("-").isdigit() else value))
+  return tuple(pairs)
+
+
+def _method(verb: str, call):
+  """A servicer method: `call(servicer, request, deadline)` answers; a ServingError becomes its
+  status, any other error INTERNAL (and a log line); every call is counted in the metrics."""
+  async def method(self, request, context):
+    remaining, started, code = context.time_remaining(), time.perf_counter(), "OK"
+    tasks = getattr(request, "tasks", None)
+    spec = tasks[0].model_spec if tasks else getattr(request, "model_spec", None)
+    try:
+      return await call(self, request, None if remaining is None else time.monotonic() + remaining)
+    except ServingError as e:
+      code = e.code.name
+      await context.abort(e.code, e.message)
+    except Exception as e:  # noqa: BLE001  A bug: answered INTERNAL and logged.
+      logging.exception("gRPC %s failed", verb)
+      code = grpc.StatusCode.INTERNAL.name
+      await context.abort(grpc.StatusCode.INTERNAL, f"Internal error: {e}")
+    finally:
+      model = spec.name if spec is not None and spec.name in self.api.manager.models else None
+      self.metrics.observe_request(model or "<unknown>", "grpc", verb, code,
+                                   time.perf_counter() - started)
+  return method
+
+
+def _in_pool(path: str, with_deadline: bool = True):
+  """A call of the servicer's `path` (e.g. "api.metadata") on the pool, given the call's
+  deadline if it takes one."""
+  def call(self, request, deadline):
+    fn = operator.attrgetter(path)(self)
+    return self.executor.call(deadline, fn, request, *([deadline] if with_deadline else []))
+  return call
+
+
+class Servicer(prediction_service_pb2_grpc.PredictionServiceServicer,
+               model_service_pb2_grpc.ModelServiceServicer):
+  """Both services over one Api; small predicts convert on the loop and wait on the batcher."""
+
+  def __init__(self, api_, metrics, executor):
+    self.api, self.metrics, self.executor = api_, metrics, executor
+
+  Predict = _method("predict", lambda self, request, deadline: self.api.predict(
+      request, deadline, self.executor))
+  Classify = _method("classify", _in_pool("api.classify_or_regress"))
+  Regress = _method("regress", _in_pool("api.classify_or_regress"))
+  MultiInference = _method("multi_inference", _in_pool("api.multi_inference"))
+  GetModelMetadata = _method("metadata", _in_pool("api.metadata", with_deadline=False))
+  GetModelStatus = _method("status", _in_pool("api.model_status", with_deadline=False))
+  HandleReloadConfigRequest = _method("reload_config",
+                                      _in_pool("reload_config", with_deadline=False))
+
+  def reload_config(self, request) -> model_management_pb2.ReloadConfigResponse:
+    """HandleReloadConfigRequest (model_service_impl.cc): serve exactly the given model list."""
+    if request.config.WhichOneof("config") != "model_config_list":
+      raise invalid_argument("ServerModelConfig type not supported by HandleReloadConfigRequest. "
+                             "Only ModelConfigList is currently supported")
+    try:
+      models = manager.models_from_proto(request.config, "ReloadConfigRequest")
+    except ConfigError as e:
+      raise invalid_argument(str(e)) from None
+    self.api.manager.reload_config(models)
+    return model_management_pb2.ReloadConfigResponse(status={"error_code": 0})
+
+
 class Server:
   """Loads the models, then serves gRPC and REST until `stop()`."""
 
@@ -59,14 +142,8 @@ class Server:
                            opts.tensorflow_session_parallelism)
     self.metrics, self._metrics_path = Metrics(), metrics_path(opts)
     self._credentials = grpc_credentials(opts)
-    try:
-      self._channel_args = grpc_api.parse_channel_arguments(opts.grpc_channel_arguments)
-    except ValueError as e:
-      raise ConfigError(str(e)) from None
-    self.api = api.Api(None, api.ApiOptions(
-        method_name_check=opts.enable_signature_method_name_check,
-        tensor_content=opts.enable_serialization_as_tensor_content,
-        max_string_bytes=max(0, opts.max_input_string_bytes)))
+    self._channel_args = parse_channel_arguments(opts.grpc_channel_arguments)
+    self.api = api.Api(None, opts)
     load = servable.LoadOptions(
         batching=batching_options(opts), tags=signatures.parse_tags(opts.saved_model_tags),
         warmup=opts.enable_model_warmup, warmup_iterations=opts.num_request_iterations_for_warmup,
@@ -87,10 +164,7 @@ class Server:
     if opts.model_config_file and opts.model_config_file_poll_wait_seconds > 0:
       threading.Thread(target=self._poll_config, daemon=True, name="config-poller").start()
     if opts.port or opts.grpc_socket_path:
-      self._grpc = grpc_api.GrpcServer(self.api, self.metrics, grpc_api.GrpcOptions(
-          address=f"{opts.bind_address}:{opts.port}" if opts.port else "",
-          socket_path=opts.grpc_socket_path, max_threads=opts.grpc_max_threads,
-          channel_arguments=self._channel_args, credentials=self._credentials))
+      self._start_grpc()
       logging.info("Running gRPC ModelServer at %s:%d ...", opts.bind_address, opts.port)
     if opts.rest_api_port:
       self._start_rest()
@@ -106,14 +180,37 @@ class Server:
       except Exception as e:  # noqa: BLE001  The old config stays; the next poll may succeed.
         logging.error("Failed to reload --model_config_file=%s: %s", path, e)
 
+  def _start_grpc(self) -> None:
+    """grpc.aio on its own event loop thread; model calls on a --grpc_max_threads pool."""
+    opts = self.options
+    self._grpc_pool = servable.CallPool(opts.grpc_max_threads, "grpc", "grpc_max_threads")
+    self._grpc_loop = asyncio.SelectorEventLoop()
+    threading.Thread(target=self._grpc_loop.run_forever, daemon=True, name="grpc").start()
+    servicer = Servicer(self.api, self.metrics, self._grpc_pool)
+    asyncio.run_coroutine_threadsafe(self._serve_grpc(servicer), self._grpc_loop).result(60)
+
+  async def _serve_grpc(self, servicer: Servicer) -> None:
+    opts = self.options
+    self._grpc = grpc.aio.server(options=[
+        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES), *self._channel_args])
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(servicer, self._grpc)
+    model_service_pb2_grpc.add_ModelServiceServicer_to_server(servicer, self._grpc)
+    address = f"{opts.bind_address}:{opts.port}" if opts.port else ""
+    for where in filter(None, (address, opts.grpc_socket_path and
+                               f"unix:{opts.grpc_socket_path}")):
+      bound = (self._grpc.add_secure_port(where, self._credentials) if self._credentials
+               else self._grpc.add_insecure_port(where))
+      if bound == 0 and where == address:
+        raise OSError(f"gRPC: cannot bind {address}")
+    await self._grpc.start()
+
   def _start_rest(self) -> None:
     """uvicorn (httptools parser, uvloop) in a thread; model calls on a thread pool."""
     opts = self.options
     self._executor = servable.CallPool(opts.rest_api_num_threads, "rest", "rest_api_num_threads")
-    app = rest.RestApi(self.api, self.metrics, self._executor, rest.RestOptions(
-        timeout_ms=opts.rest_api_timeout_in_ms, max_body_bytes=opts.rest_api_max_body_bytes,
-        cors=opts.rest_api_enable_cors_support, metrics_path=self._metrics_path))
-    protocol = http_limits.LimitedHttpToolsProtocol.with_limits(
+    app = rest.RestApi(self.api, self.metrics, self._executor, opts, self._metrics_path)
+    protocol = rest.LimitedHttpToolsProtocol.with_limits(
         opts.rest_api_max_header_bytes, opts.rest_api_read_timeout_seconds,
         lambda code: self.metrics.requests.labels("<unknown>", "rest", "other",
                                                   f"HTTP_{code}").inc())
@@ -133,7 +230,9 @@ class Server:
   def stop(self) -> None:
     self._stopped.set()
     if self._grpc:
-      self._grpc.stop(grace=2)
+      asyncio.run_coroutine_threadsafe(self._grpc.stop(2), self._grpc_loop).result(7)
+      self._grpc_loop.call_soon_threadsafe(self._grpc_loop.stop)
+      self._grpc_pool.shutdown(wait=False)
     if self._rest:
       self._rest.should_exit = True
       self._executor.shutdown(wait=False)
