@@ -3,12 +3,14 @@
   python -m tfagent.train --flagfile=configs/transformer.flags --quantize=int8
   python bench/quantize_bench.py --model_dir=runs/transformer \
       --output=bench/results/quantize_transformer.json
+  python bench/quantize_bench.py --model_dir=runs/transformer --split=validation \
+      --modes=int8,int8:2,int8:3,int4      # variants, chosen on validation
 
 Every export is written from the run's checkpoints/best.keras (the weights its export
 holds) into --work_dir the way training writes it: float32 with export.export_model,
 each --modes entry with quantize.quantized_copy then export.export_model. Each is
-loaded as a SavedModel and scored on the run's own test split through
-serving_default. Examples/s: the test texts (at most --max_examples) in batches of
+loaded as a SavedModel and scored on the run's own test split (--split) through
+serving_default. Examples/s: those texts (at most --max_examples) in batches of
 --batch_size after one warm-up batch, the best of --repeats passes; the exports take
 turns pass by pass, so load on the shared cores falls on all of them alike.
 """
@@ -33,7 +35,12 @@ FLAGS = flags.FLAGS
 def define_flags() -> None:
   flags.DEFINE_string("model_dir", None, "Run directory of tfagent.train (config.json, "
                       "checkpoints/best.keras).")
-  flags.DEFINE_list("modes", ["int8"], "Quantization modes measured beside float32.")
+  flags.DEFINE_list("modes", ["int8"], "Quantized exports measured beside float32: a mode "
+                    "(int8, int4), or MODE:STEP to keep only the wide path's n-grams with an "
+                    "|int8 weight| >= STEP (--quantize_wide_min_step; 1 without).")
+  flags.DEFINE_enum("split", "test", ["test", "validation"], "The run's split every export "
+                    "is scored on: choose among variants on validation, then score the chosen "
+                    "one on test.")
   flags.DEFINE_string("work_dir", "", "Where the exports are written; empty: a temporary "
                       "folder, removed at the end.")
   flags.DEFINE_integer("batch_size", 64, "Texts a serving call while timing.")
@@ -49,10 +56,12 @@ def write_exports(model_dir: str, modes: list, work_dir: str) -> dict:
   best = os.path.join(model_dir, "checkpoints", "best.keras")
   model = evaluate.load_checkpoint(best)
   paths = {}
-  for mode in modes:  # Copied before the float export: an exported model no longer saves.
-    copy = quantize.quantized_copy(model, mode)
-    paths[mode] = export.export_model(copy, class_names(cfg), config.ExportConfig(
-        export_dir=work_dir, model_name=mode, explain_steps=cfg.export.explain_steps))
+  for name in modes:  # Copied before the float export: an exported model no longer saves.
+    mode, _, step = name.partition(":")
+    copy = quantize.quantized_copy(model, mode, int(step or 1))
+    paths[name] = export.export_model(copy, class_names(cfg), config.ExportConfig(
+        export_dir=work_dir, model_name=name.replace(":", "_step"),
+        explain_steps=cfg.export.explain_steps))
   paths["float32"] = export.export_model(model, class_names(cfg), config.ExportConfig(
       export_dir=work_dir, model_name="float32", explain_steps=cfg.export.explain_steps))
   return {"float32": paths.pop("float32"), **paths}
@@ -74,7 +83,7 @@ def timed_pass(serve, batches: list) -> float:
 
 
 def measure(paths: dict, texts: list, labels: np.ndarray) -> dict:
-  """mode -> size, test accuracy, largest probability change and examples/s of its export."""
+  """mode -> size, accuracy on --split, largest probability change and examples/s of its export."""
   import tensorflow as tf
   from tfagent import quantize, signatures
   serves = {mode: signatures.load_signature(path) for mode, path in paths.items()}
@@ -87,7 +96,7 @@ def measure(paths: dict, texts: list, labels: np.ndarray) -> dict:
     for mode, serve in serves.items():
       seconds[mode].append(timed_pass(serve, batches))
   out = {mode: {"path": path, **quantize.sizes(path),
-                "test_accuracy": float((probs[mode].argmax(-1) == labels).mean()),
+                f"{FLAGS.split}_accuracy": float((probs[mode].argmax(-1) == labels).mean()),
                 "max_probability_difference": float(np.abs(probs[mode]
                                                            - probs["float32"]).max()),
                 "examples_per_second": len(texts) / min(seconds[mode])}
@@ -96,16 +105,17 @@ def measure(paths: dict, texts: list, labels: np.ndarray) -> dict:
   for row in out.values():
     row["size_ratio"] = row["export"] / reference["export"]
     row["variables_ratio"] = row["variables"] / reference["variables"]
-    row["accuracy_drop_points"] = 100 * (reference["test_accuracy"] - row["test_accuracy"])
+    key = f"{FLAGS.split}_accuracy"
+    row["accuracy_drop_points"] = 100 * (reference[key] - row[key])
     row["speed_ratio"] = row["examples_per_second"] / reference["examples_per_second"]
   return out
 
 
-def test_split(model_dir: str) -> tuple:
-  """`(texts, labels)` of the run's own test split, at most --max_examples."""
+def scored_split(model_dir: str) -> tuple:
+  """`(texts, labels)` of the run's own --split, at most --max_examples."""
   from tfagent import config, data
   cfg = config.load_json(os.path.join(model_dir, "config.json"))
-  split = data.load_splits(cfg.data)[0]["test"]
+  split = data.load_splits(cfg.data)[0][FLAGS.split]
   if FLAGS.max_examples:
     split = split.take(FLAGS.max_examples)
   texts, labels = [], []
@@ -117,11 +127,12 @@ def test_split(model_dir: str) -> tuple:
 
 def table(result: dict) -> str:
   """The side-by-side rows as Markdown."""
-  lines = ["| export | export bytes | x float | variables/ bytes | x float | test accuracy | "
+  lines = ["| export | export bytes | x float | variables/ bytes | x float | "
+           f"{FLAGS.split} accuracy | "
            "drop (points) | examples/s | x float |", "|" + " --- |" * 9]
   for mode, r in result["exports"].items():
     lines.append(f"| {mode} | {r['export']} | {r['size_ratio']:.3f} | {r['variables']} | "
-                 f"{r['variables_ratio']:.3f} | {r['test_accuracy']:.4f} | "
+                 f"{r['variables_ratio']:.3f} | {r[FLAGS.split + '_accuracy']:.4f} | "
                  f"{r['accuracy_drop_points']:.2f} | {r['examples_per_second']:.1f} | "
                  f"{r['speed_ratio']:.2f} |")
   return "\n".join(lines)
@@ -130,13 +141,14 @@ def table(result: dict) -> str:
 def main(argv):
   del argv
   work_dir = FLAGS.work_dir or tempfile.mkdtemp(prefix="quantize_bench_")
-  texts, labels = test_split(FLAGS.model_dir)
+  texts, labels = scored_split(FLAGS.model_dir)
   paths = write_exports(FLAGS.model_dir, FLAGS.modes, work_dir)
   commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                           text=True, cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip()
   result = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "commit": commit, "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-            "model_dir": FLAGS.model_dir, "test_examples": len(texts),
+            "model_dir": FLAGS.model_dir, "split": FLAGS.split,
+            f"{FLAGS.split}_examples": len(texts),
             "batch_size": FLAGS.batch_size, "repeats": FLAGS.repeats,
             "exports": measure(paths, texts, labels)}
   os.makedirs(os.path.dirname(FLAGS.output) or ".", exist_ok=True)

@@ -30,7 +30,7 @@ def build(cfg):
   """The config's model over synthetic texts and n-grams, random wide weights."""
   import tensorflow as tf
   from tfagent import models
-  from tfagent.models import wide
+  from tfagent.models import wide_fit
   rng = random.Random(0)
   words = [f"w{i}" for i in range(cfg.model.vocab_size + 10_000)]
   corpus = tf.data.Dataset.from_tensor_slices(
@@ -41,7 +41,7 @@ def build(cfg):
     grams = sorted({" ".join(rng.choices(chars, k=rng.randint(1, cfg.model.wide_ngrams)))
                     for _ in range(int(FLAGS.wide_vocabulary * 1.5))})[:FLAGS.wide_vocabulary]
     kernel = np.random.RandomState(0).normal(0, 0.3, (len(grams) + 1, 2)).astype(np.float32)
-    fit = wide.WideFit(cfg.model.wide_ngrams, grams, kernel, np.zeros(2, np.float32), {})
+    fit = wide_fit.WideFit(cfg.model.wide_ngrams, grams, kernel, np.zeros(2, np.float32), {})
   return models.build_model(cfg.model, ["negative", "positive"], corpus.batch(1024), fit)
 
 

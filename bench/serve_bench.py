@@ -5,14 +5,19 @@ and off, beside the in-process latency of the same SavedModel, in one run.
   python bench/serve_bench.py --model_base_path=saved_models/lstm --model_name=lstm \
       [--baseline_tree=/tmp/main]   # e.g. git archive main | tar -x -C /tmp/main
       [--signature_name=explain --output=bench/results/serve_bench_explain.json]
+  python bench/serve_bench.py --model_base_path=saved_models/distilled --model_name=m \
+      --compare_base_path=saved_models/best_accuracy --instances_per_request=32
 
-Each client sends one text per request, back to back, for --seconds (at most
+Each client sends --instances_per_request texts per request (1 by default), back to
+back, for --seconds (at most
 --max_requests each); clients run in --client_processes processes so the
 load generator's GIL does not cap the server. Where `wrk` is installed (Debian
 package), the REST cells are run again with it (rows `rest-wrk`), and where
 `h2load` is (package nghttp2-client), the gRPC Predict cells (rows `grpc-h2load`):
-C load generators that leave the shared cores to the server. Everything targets
-127.0.0.1.
+C load generators that leave the shared cores to the server (bench/serve_c_loads.py).
+With --compare_base_path a second model is served beside the first and every cell
+loads the two in turn, so the ratio of their throughputs is measured side by side.
+Everything targets 127.0.0.1.
 """
 
 import concurrent.futures
@@ -21,19 +26,16 @@ import functools
 import json
 import multiprocessing
 import os
-import re
 import shutil
 import statistics
-import struct
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 
 from absl import app, flags, logging
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from bench import serve_c_loads  # noqa: E402
 
 FLAGS = flags.FLAGS
 TEXTS = ["这本书写得很好，推荐", "质量太差了，很失望", "物流很快，包装完好", "a great movie, loved it",
@@ -45,20 +47,30 @@ def percentile(values: list, q: float) -> float:
   return values[min(len(values) - 1, int(q * len(values)))]
 
 
-def in_process_latency(path: str, seconds: float, signature_name: str) -> dict:
-  """The measured signature called directly on one text: the floor to compare with."""
+def request_texts(k: int, n: int) -> list:
+  """The `n` texts of request `k`: TEXTS in turn, from the k-th on."""
+  return [TEXTS[(k + j) % len(TEXTS)] for j in range(n)]
+
+
+def in_process_latency(paths: list, seconds: float, signature_name: str, n: int = 1) -> list:
+  """Each export's signature called directly on `n` texts, the exports taking turns call by
+  call for `seconds` in all: the floor to compare with. A summary an export."""
   import tensorflow as tf
   from tfagent import signatures
-  serve = signatures.load_signature(path, signature_name)
-  for text in TEXTS:
-    serve(text=tf.constant([text]))
-  latencies, start, i = [], time.perf_counter(), 0
+  serves = [signatures.load_signature(path, signature_name) for path in paths]
+  for serve in serves:
+    for k in range(len(TEXTS)):
+      serve(text=tf.constant(request_texts(k, n)))
+  latencies = [[] for _ in paths]
+  start, i = time.perf_counter(), 0
   while time.perf_counter() - start < seconds and i < 5000:
-    t = time.perf_counter()
-    [v.numpy() for v in serve(text=tf.constant([TEXTS[i % len(TEXTS)]])).values()]
-    latencies.append(time.perf_counter() - t)
+    for latency, serve in zip(latencies, serves):
+      t = time.perf_counter()
+      [v.numpy() for v in serve(text=tf.constant(request_texts(i, n))).values()]
+      latency.append(time.perf_counter() - t)
     i += 1
-  return summary(latencies, time.perf_counter() - start, 0)
+  # Each export's calls/s over its own busy time: the turns of the others do not count.
+  return [summary(latency, sum(latency), 0) for latency in latencies]
 
 
 def summary(latencies: list, wall: float, errors: int) -> dict:
@@ -82,27 +94,27 @@ def warm_worker(_) -> int:
 def client_worker(target: tuple, threads: int, start_at: float, seconds: float,
                   max_requests: int) -> tuple:
   """One load-generating process: `threads` clients of `target = (server, protocol, model,
-  signature_name)` from `start_at` for `seconds`."""
+  signature_name, texts a request)` from `start_at` for `seconds`."""
   import threading
   from tfagent import client
-  server, protocol, model, signature_name = target
+  server, protocol, model, signature_name, n = target
   c = client.make_client(server, model, protocol)
-  for text in TEXTS[:2]:
-    c.predict([text], signature_name)  # Connect and warm this process's client.
+  for k in range(2):
+    c.predict(request_texts(k, n), signature_name)  # Connect and warm this process's client.
   latencies, errors, lock = [], [0], threading.Lock()
 
   def loop(k):
-    mine, n = [], 0
+    mine, sent = [], 0
     while time.time() < start_at:
       time.sleep(0.001)
-    while time.time() < start_at + seconds and n < max_requests:
+    while time.time() < start_at + seconds and sent < max_requests:
       t = time.perf_counter()
       try:
-        c.predict([TEXTS[(k + n) % len(TEXTS)]], signature_name)
+        c.predict(request_texts(k + sent, n), signature_name)
         mine.append(time.perf_counter() - t)
       except Exception:  # noqa: BLE001  Counted, reported.
         errors[0] += 1
-      n += 1
+      sent += 1
     with lock:
       latencies.extend(mine)
   pool = [threading.Thread(target=loop, args=(k,)) for k in range(threads)]
@@ -118,7 +130,8 @@ def load(pool, server: str, protocol: str, clients: int) -> dict:
   procs = min(clients, FLAGS.client_processes)
   shares = [clients // procs + (i < clients % procs) for i in range(procs)]
   start_at = time.time() + 2.0
-  target = (server, protocol, FLAGS.model_name, FLAGS.signature_name)
+  target = (server, protocol, FLAGS.model_name, FLAGS.signature_name,
+            FLAGS.instances_per_request)
   futures = [pool.submit(client_worker, target, n, start_at, FLAGS.seconds, FLAGS.max_requests)
              for n in shares]
   results = [f.result() for f in futures]
@@ -133,87 +146,6 @@ def cpu_seconds(pid: int) -> float:
   return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-WRK_SCRIPT = """wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-wrk.body = '{"signature_name": "%s", "instances": ["%s"]}'
-"""
-
-
-def wrk_load(url: str, clients: int, tmp: str) -> dict:
-  """The same REST load from wrk (C, Debian package `wrk`): almost no client CPU.
-
-  On a shared 2-core machine the Python clients' own CPU competes with the
-  server; wrk shows what the server does with the cores to itself.
-  """
-  script = os.path.join(tmp, "predict.lua")
-  with open(script, "w", encoding="utf-8") as f:
-    f.write(WRK_SCRIPT % (FLAGS.signature_name, TEXTS[0]))
-  out = subprocess.run(
-      ["wrk", f"-t{min(clients, 2)}", f"-c{clients}", f"-d{int(FLAGS.seconds)}s", "--latency",
-       "-s", script, f"{url}/v1/models/{FLAGS.model_name}:predict"],
-      capture_output=True, text=True, check=True, timeout=FLAGS.seconds + 60).stdout
-  scale = {"us": 1e-3, "ms": 1.0, "s": 1e3}
-
-  def latency(q):
-    value, unit = re.search(rf"^\s+{q}%\s+([\d.]+)(us|ms|s)$", out, re.M).groups()
-    return float(value) * scale[unit]
-  errors = sum(int(n) for n in re.findall(r"Non-2xx or 3xx responses: (\d+)", out))
-  errors += sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
-  return {"requests": int(re.search(r"(\d+) requests in", out).group(1)), "errors": errors,
-          "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
-          "p50_ms": latency(50), "p99_ms": latency(99)}
-
-
-GRPC_PREDICT = "/tensorflow.serving.PredictionService/Predict"
-
-
-def grpc_body(path: str) -> None:
-  """Writes one PredictRequest in gRPC's framing (flag byte, big-endian length) for h2load."""
-  import tensorflow as tf
-  from tensorflow_serving.apis import predict_pb2
-  request = predict_pb2.PredictRequest()
-  request.model_spec.name, request.model_spec.signature_name = (FLAGS.model_name,
-                                                                FLAGS.signature_name)
-  request.inputs["text"].CopyFrom(tf.make_tensor_proto([TEXTS[0]]))
-  message = request.SerializeToString()
-  with open(path, "wb") as f:
-    f.write(b"\x00" + struct.pack(">I", len(message)) + message)
-
-
-def grpc_failures(url: str) -> float:
-  """gRPC predicts the server answered with a status other than OK, from its metrics.
-
-  h2load sees only HTTP/2 status 200; gRPC puts its own status in the trailers.
-  """
-  with urllib.request.urlopen(url + "/monitoring/prometheus/metrics", timeout=10) as response:
-    page = response.read().decode()
-  return sum(float(value) for labels, value in re.findall(
-      r'^tfagent_serving_requests_total\{(.*)\} (\S+)$', page, re.M)
-      if 'protocol="grpc"' in labels and 'method="predict"' in labels
-      and 'status="OK"' not in labels)
-
-
-def h2load_load(url: str, address: str, clients: int, tmp: str) -> dict:
-  """The gRPC Predict load from h2load (C, Debian package `nghttp2-client`), as wrk for REST."""
-  body, log = os.path.join(tmp, "predict.grpc"), os.path.join(tmp, "h2load.log")
-  grpc_body(body)
-  failed_before, started = grpc_failures(url), time.time()
-  out = subprocess.run(
-      ["h2load", f"-c{clients}", "-m1", f"-D{int(FLAGS.seconds)}", "--warm-up-time=1",
-       "-d", body, "-H", "content-type: application/grpc", "-H", "te: trailers",
-       f"--log-file={log}", f"http://{address}{GRPC_PREDICT}"],
-      capture_output=True, text=True, check=True, timeout=FLAGS.seconds + 60).stdout
-  done = {k: int(v) for v, k in re.findall(r"(\d+) (succeeded|failed|errored|timeout)", out)}
-  with open(log) as f:  # start (us since the epoch), HTTP status, duration (us).
-    rows = [line.split() for line in f]
-  latencies = [int(d) / 1e6 for t, _, d in rows if int(t) >= (started + 1.0) * 1e6]
-  cell = summary(latencies, 1.0, 0)
-  cell["rps"] = float(re.search(r"finished in [\d.]+s, ([\d.]+) req/s", out).group(1))
-  cell["errors"] = (done["failed"] + done["errored"] + done["timeout"]
-                    + int(grpc_failures(url) - failed_before))
-  return cell
-
-
 def cell_plan(pool) -> list:
   """(cell name, load(url, grpc_address, tmp)) for every cell a server is measured on."""
   plan = []
@@ -223,37 +155,57 @@ def cell_plan(pool) -> list:
           lambda p, c, url, address, tmp: load(
               pool, url.removeprefix("http://") if p == "rest" else address, p, int(c)),
           protocol, clients)))
+  texts = request_texts(0, FLAGS.instances_per_request)
   if shutil.which("wrk"):
     for clients in FLAGS.concurrency:
       plan.append((f"rest-wrk/{clients}", functools.partial(
-          lambda c, url, address, tmp: wrk_load(url, int(c), tmp), clients)))
+          lambda c, url, address, tmp: serve_c_loads.wrk_load(url, int(c), tmp, texts),
+          clients)))
   if shutil.which("h2load"):
     for clients in FLAGS.concurrency:
       plan.append((f"grpc-h2load/{clients}", functools.partial(
-          lambda c, url, address, tmp: h2load_load(url, address, int(c), tmp), clients)))
+          lambda c, url, address, tmp: serve_c_loads.h2load_load(url, address, int(c), tmp,
+                                                                 texts, summary), clients)))
   return plan
 
 
-def run_server_cells(pool, base: str, batching: bool, tmp: str) -> dict:
-  """Starts one server per source tree and loads each at every cell, in turn, cell by cell.
+def server_plan(base: str) -> dict:
+  """{name: (model base path, source tree or None)} of every server a cell loads in turn:
+  `current`, with --baseline_tree `baseline` (earlier code), with --compare_base_path
+  `compare` (another model)."""
+  servers = {"current": (base, None)}
+  if FLAGS.baseline_tree:
+    servers["baseline"] = (base, os.path.abspath(FLAGS.baseline_tree))
+  if FLAGS.compare_base_path:
+    servers["compare"] = (os.path.abspath(FLAGS.compare_base_path), None)
+  return servers
 
-  Returns {tree: {cell: figures}}; with --baseline_tree the earlier code is
-  measured beside this one in the same run, so machine load hits both alike.
-  """
-  from bench.launch import serve_in_subprocess
+
+def server_args(base: str, batching: bool) -> list:
+  """The server's flags for the model at `base`."""
   args = [f"--model_name={FLAGS.model_name}", f"--model_base_path={base}",
           "--file_system_poll_wait_seconds=0", *thread_flags()]
   if batching:
     args += ["--enable_batching",
              f"--batching_parameters_file={os.path.join(base, 'batching_parameters.txt')}"]
-  trees = {"current": None}
-  if FLAGS.baseline_tree:
-    trees["baseline"] = os.path.abspath(FLAGS.baseline_tree)
-  runs = {tree: {} for tree in trees}
+  return args
+
+
+def run_server_cells(pool, base: str, batching: bool, tmp: str) -> dict:
+  """Starts every server of `server_plan` and loads each at every cell, in turn, cell by cell.
+
+  Returns {server: {cell: figures}}; the earlier code (--baseline_tree) or another model
+  (--compare_base_path) is measured beside this one in the same run, so machine load hits
+  both alike.
+  """
+  from bench.launch import serve_in_subprocess
+  plan = server_plan(base)
+  runs = {tree: {} for tree in plan}
   with contextlib.ExitStack() as stack:
     servers = {tree: stack.enter_context(serve_in_subprocess(
-        args, FLAGS.model_name, os.path.join(tmp, f"server-{tree}-{batching}.log"),
-        python_path=path)) for tree, path in trees.items()}
+        server_args(model_base, batching), FLAGS.model_name,
+        os.path.join(tmp, f"server-{tree}-{batching}.log"), python_path=path))
+        for tree, (model_base, path) in plan.items()}
     for round_index in range(FLAGS.rounds):
       for cell_index, (name, run_load) in enumerate(cell_plan(pool)):
         order = list(servers.items())
@@ -265,6 +217,7 @@ def run_server_cells(pool, base: str, batching: bool, tmp: str) -> dict:
           # Includes each client's warm-up requests; CPU is what a shared machine hides.
           cell["server_cpu_ms_per_request"] = (1000 * (cpu_seconds(pid) - before) /
                                                max(1, cell["requests"]))
+          cell["examples_per_second"] = cell["rps"] * FLAGS.instances_per_request
           runs[tree].setdefault(name, []).append(cell)
           logging.info("%s, batching %s, %s: %s", tree, "on" if batching else "off", name,
                        json.dumps(cell))
@@ -280,10 +233,15 @@ def median_cell(cells: list) -> dict:
   return out
 
 
+def measured(result: dict) -> list:
+  """The batching modes (off, on) of `result`'s cells."""
+  return [b for b in ("off", "on") if f"batching_{b}" in result]
+
+
 def table(result: dict) -> str:
   rows = ["| protocol | clients | batching | requests/s | p50 ms | p99 ms | server CPU ms/request "
           "| errors |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
-  for batching in ("off", "on"):
+  for batching in measured(result):
     for key, cell in result[f"batching_{batching}"].items():
       protocol, clients = key.split("/")
       rows.append(f"| {protocol} | {clients} | {batching} | {cell['rps']:.0f} | "
@@ -299,7 +257,7 @@ def side_by_side(result: dict) -> str:
   """Each cell before (--baseline_tree) and after, then the ratios of both."""
   rows = ["| cell | batching | before req/s | after req/s | before p50 ms | after p50 ms | "
           "before p99 ms | after p99 ms |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
-  for batching in ("off", "on"):
+  for batching in measured(result):
     for key, after in result[f"batching_{batching}"].items():
       before = result["baseline"][f"batching_{batching}"][key]
       rows.append(f"| {key} | {batching} | {before['rps']:.0f} | {after['rps']:.0f} | "
@@ -311,11 +269,38 @@ def side_by_side(result: dict) -> str:
   return "\n".join(rows)
 
 
+def compare_ratios(result: dict) -> dict:
+  """{cell: this model's examples/s / the compared model's}, every cell and in-process."""
+  out = {"in-process": result["in_process"]["rps"] / result["compare"]["in_process"]["rps"]}
+  for batching in measured(result):
+    for key, cell in result[f"batching_{batching}"].items():
+      other = result["compare"][f"batching_{batching}"][key]
+      out[f"{key}, batching {batching}"] = cell["rps"] / max(other["rps"], 1e-9)
+  return out
+
+
+def compare_table(result: dict) -> str:
+  """Each cell for both models (--compare_base_path) and the ratio, as Markdown."""
+  n, ratio = result["instances_per_request"], result["compare"]["throughput_ratios"]
+  rows = [f"| cell ({n} texts a request) | model examples/s (p50 ms) | compared examples/s "
+          "(p50 ms) | model / compared |", "| --- | --- | --- | --- |"]
+  cells = [("in-process", result["in_process"], result["compare"]["in_process"])]
+  for batching in measured(result):
+    for key, cell in result[f"batching_{batching}"].items():
+      cells.append((f"{key}, batching {batching}", cell,
+                    result["compare"][f"batching_{batching}"][key]))
+  for name, mine, other in cells:
+    rows.append(f"| {name} | {mine['examples_per_second']:.0f} ({mine['p50_ms']:.2f}) | "
+                f"{other['examples_per_second']:.0f} ({other['p50_ms']:.2f}) | "
+                f"{ratio[name]:.2f}x |")
+  return "\n".join(rows)
+
+
 def ratios(result: dict) -> dict:
   top = max(FLAGS.concurrency, key=int)
   out = {}
   for protocol in ("rest", "grpc", "rest-wrk", "grpc-h2load"):
-    if f"{protocol}/{top}" not in result["batching_on"]:
+    if measured(result) != ["off", "on"] or f"{protocol}/{top}" not in result["batching_on"]:
       continue
     on, off = result["batching_on"][f"{protocol}/{top}"], result["batching_off"][f"{protocol}/{top}"]
     out[f"{protocol} batching on/off throughput at {top} clients"] = on["rps"] / off["rps"]
@@ -341,12 +326,21 @@ def define_flags() -> None:
                       "in-process floor) calls, e.g. `explain` to measure what an explanation "
                       "costs beside serving_default.")
   flags.DEFINE_list("concurrency", ["1", "8", "32"], "Concurrent clients per cell.")
+  flags.DEFINE_multi_enum("batching", ["off", "on"], ["off", "on"], "Server batching modes "
+                          "measured, each with its own servers.")
   flags.DEFINE_float("seconds", 8.0, "Load time per cell.")
   flags.DEFINE_integer("max_requests", 2000, "Cap on requests per client per cell.")
   flags.DEFINE_integer("client_processes", 4, "Processes the clients are spread over.")
   flags.DEFINE_string("output", "bench/results/serve_bench.json", "Where the JSON goes.")
   flags.DEFINE_integer("rounds", 1, "Times each cell is measured (trees alternating which "
                        "goes first); figures are the medians.")
+  flags.DEFINE_integer("instances_per_request", 1, "Texts in each request (REST `instances`, "
+                       "gRPC `text` tensor) and each in-process call: with 1 the server's "
+                       "fixed cost a request hides the model's.")
+  flags.DEFINE_string("compare_base_path", "", "Another exported model (base path), served "
+                      "beside --model_base_path under the same name and flags and measured "
+                      "cell by cell, in turns, in the same run; its figures and the ratios "
+                      "go under `compare`.")
   flags.DEFINE_string("baseline_tree", "", "A source tree of earlier code (e.g. `git archive` "
                       "of main): its server is measured beside this one, cell by cell, in the "
                       "same run.")
@@ -366,21 +360,34 @@ def main(argv):
   path = resolve_saved_model(base)
   result = {"saved_model": path, "cpus": os.cpu_count(), "load_average": os.getloadavg(),
             "seconds_per_cell": FLAGS.seconds, "server_flags": thread_flags(),
-            "signature_name": FLAGS.signature_name}
-  result["in_process"] = in_process_latency(path, FLAGS.seconds, FLAGS.signature_name)
-  logging.info("in-process: %s", json.dumps(result["in_process"]))
+            "signature_name": FLAGS.signature_name,
+            "instances_per_request": FLAGS.instances_per_request}
+  paths = [path]
+  if FLAGS.compare_base_path:
+    paths.append(resolve_saved_model(os.path.abspath(FLAGS.compare_base_path)))
+    result["compare"] = {"saved_model": paths[1]}
+  in_process = in_process_latency(paths, FLAGS.seconds, FLAGS.signature_name,
+                                  FLAGS.instances_per_request)
+  for target, cell in zip([result, result.get("compare")], in_process):
+    cell["examples_per_second"] = cell["rps"] * FLAGS.instances_per_request
+    target["in_process"] = cell
+  logging.info("in-process: %s", json.dumps(in_process))
   ctx = multiprocessing.get_context("spawn")
   with tempfile.TemporaryDirectory() as tmp, concurrent.futures.ProcessPoolExecutor(
       FLAGS.client_processes, mp_context=ctx) as pool:
     logging.info("Client processes: %s", sorted(set(pool.map(warm_worker,
                                                            range(FLAGS.client_processes)))))
-    for batching in (False, True):
+    for batching in (mode == "on" for mode in FLAGS.batching):
       cells = run_server_cells(pool, base, batching, tmp)
       result[f"batching_{'on' if batching else 'off'}"] = cells["current"]
       if "baseline" in cells:
         result.setdefault("baseline", {"tree": FLAGS.baseline_tree})[
             f"batching_{'on' if batching else 'off'}"] = cells["baseline"]
+      if "compare" in cells:
+        result["compare"][f"batching_{'on' if batching else 'off'}"] = cells["compare"]
   result["ratios"] = ratios(result)
+  if "compare" in result:
+    result["compare"]["throughput_ratios"] = compare_ratios(result)
   if "baseline" in result:
     result["baseline"]["ratios"] = ratios({**result["baseline"],
                                            "in_process": result["in_process"]})
@@ -392,6 +399,8 @@ def main(argv):
     print(f"{name}: {value:.2f}")
   if "baseline" in result:
     print(side_by_side(result))
+  if "compare" in result:
+    print(compare_table(result))
 
 
 if __name__ == "__main__":

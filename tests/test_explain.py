@@ -15,7 +15,7 @@ import tensorflow as tf
 from conftest import tiny_config
 from tfagent import config, explain, models, signatures
 from tfagent.errors import ConfigError
-from tfagent.models import wide
+from tfagent.models.wide_fit import fit_wide
 from test_bert import VOCAB as BERT_VOCAB
 from test_bert import write_tiny_preset
 from test_export import tensor_infos
@@ -54,7 +54,7 @@ def untrained(cfg: config.ModelConfig) -> keras.Model:
   wide_fit = None
   if cfg.wide_ngrams:
     pairs = tf.data.Dataset.from_tensor_slices((TEXTS * 2, [1, 0, 1, 1, 0] * 2))
-    wide_fit = wide.fit_wide(cfg, pairs, pairs, 2, seed=0)
+    wide_fit = fit_wide(cfg, pairs, pairs, 2, seed=0)
   return models.build_model(cfg, CLASSES, corpus, wide_fit)
 
 

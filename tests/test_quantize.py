@@ -118,10 +118,60 @@ def test_wide_kernel_becomes_int8_with_one_scale_a_class():
   assert clone.kernel.dtype == "int8" and clone.kernel_scale.shape == (2,)
 
 
+def int8_layer_keeping_every_row(vocabulary, quantized, scale, bias) -> wide.NgramWide:
+  """An int8 layer of every n-gram, with these `<int8>[V+1, C]` rows (as before rows of zeros
+  were left out)."""
+  layer = wide.NgramWide(2, quantized.shape[1], len(vocabulary), kernel_dtype="int8")
+  layer.build((None,))
+  layer.set_vocabulary(vocabulary)
+  layer.kernel.assign(quantized)
+  layer.kernel_scale.assign(scale)
+  layer.bias.assign(bias)
+  return layer
+
+
+def wide_case(seed: int = 0) -> tuple:
+  """`(vocabulary, kernel, bias, texts)`: 3 classes, 60 % of the rows tiny, texts of known,
+  unknown and repeated n-grams."""
+  rng = np.random.default_rng(seed)
+  words = [f"w{i}" for i in range(30)]
+  vocabulary = words + [f"w{i} w{i + 1}" for i in range(29)]
+  kernel = rng.normal(size=(len(vocabulary) + 1, 3)).astype(np.float32)
+  tiny = rng.random(len(kernel)) < 0.6  # Rows of |int8| 0, or 1 or 2, as they round.
+  kernel[tiny] *= rng.choice([1e-3, 3e-2], size=(tiny.sum(), 1))
+  kernel[0] = 0
+  texts = tf.constant([" ".join(rng.choice(words + ["oov", "x"], size=n)) for n in
+                       rng.integers(0, 40, size=64)] + ["", "w1 w2 w1 w2 oov"])
+  return vocabulary, kernel, np.array([0.3, -0.2, 0.1], np.float32), texts
+
+
+@pytest.mark.parametrize("min_step", [1, 2])
+def test_int8_wide_layer_leaves_out_weak_rows_and_answers_as_if_they_were_zero(min_step):
+  """Step 1: the n-grams whose int8 row is zeros go, and the answers stay the same bit for
+  bit. Step 2: the rows of largest |int8| 1 go too, as if they were zeros."""
+  vocabulary, kernel, bias, texts = wide_case()
+  quantized, scale, _ = wide.int8_rows(kernel)
+  weak = np.abs(quantized[1:]).max(axis=1) < min_step
+  assert 10 < weak.sum() < len(vocabulary)  # The draw has rows of both kinds.
+  quantized[1:][weak] = 0
+  reference = int8_layer_keeping_every_row(vocabulary, quantized, scale, bias)
+  layer = wide.make_layer(2, vocabulary, kernel, bias)
+  if min_step == 1:
+    layer.quantize("int8")  # As Keras' Model.quantize calls it.
+  else:
+    layer.quantize("int8", min_step=min_step)
+  assert layer.vocabulary() == [g for g, w in zip(vocabulary, weak) if not w]
+  assert layer.kernel.shape == (len(vocabulary) - weak.sum() + 1, 3)
+  np.testing.assert_array_equal(layer(texts).numpy(), reference(texts).numpy())
+
+
 def test_bad_mode_is_a_config_error(tmp_path):
   from tfagent.errors import ConfigError
   with pytest.raises(ConfigError, match="--quantize=int2: expected one of none, int8, int4"):
     quantize.staged_export(None, CLASSES, config.ExportConfig(quantize="int2"), [], None)
+  with pytest.raises(ConfigError, match="--quantize_wide_min_step=0: expected 1"):
+    quantize.staged_export(None, CLASSES, config.ExportConfig(quantize="int8",
+                                                              quantize_wide_min_step=0), [], None)
 
 
 def check_quantized_export(cfg, result, tmp_path, reference=None) -> tuple:
@@ -208,9 +258,11 @@ def test_int8_transformer_with_wide_path_quantizes_attention_and_ngrams(transfor
   # Every float kernel of the attention (EinsumDense: [64, heads, head_dim]) is int8 now.
   attention = [s for s in float_shapes if len(s) == 3]
   assert attention and all(("int8", s) in stored.values() for s in attention)
-  # The wide path's [V+1, 2] n-gram kernel: int8, with a float scale a class.
+  # The wide path's [V+1, 2] n-gram kernel: int8, with a float scale a class, less the
+  # n-grams whose int8 row is zeros.
   ngrams = result["wide"]["vocabulary_size"] + 1
-  assert ("int8", (ngrams, 2)) in stored.values() and ("float32", (ngrams, 2)) not in \
+  kept = wide.int8_rows(best_model(cfg).wide.kernel.numpy())[2]
+  assert ("int8", (len(kept), 2)) in stored.values() and ("float32", (ngrams, 2)) not in \
       stored.values()
   assert not any(d == "float32" and len(s) == 2 and s[0] > 64 for d, s in stored.values())
   check_ready_for_serving(cfg, result)

@@ -82,11 +82,13 @@ def test_grpc_predict_with_the_official_stubs(served):
 def test_bench_clients_call_the_named_signature(served, protocol):
   """serve_bench's load generator, as --signature_name=explain runs it: no errors."""
   server = served["url"].removeprefix("http://") if protocol == "rest" else served["grpc"]
-  latencies, errors, _ = serve_bench.client_worker((server, protocol, "why", "explain"), 1,
-                                                   time.time(), 0.5, 5)
-  assert errors == 0 and 1 <= len(latencies) <= 5
+  # A window far longer than 3 requests (the client's warm-up eats into it under load):
+  # the count, not the clock, ends the loop.
+  latencies, errors, _ = serve_bench.client_worker((server, protocol, "why", "explain", 1), 1,
+                                                   time.time(), 120, 3)
+  assert errors == 0 and len(latencies) == 3
   with pytest.raises(client.ServerError, match="nope"):  # The name reaches the server.
-    serve_bench.client_worker((server, protocol, "why", "nope"), 1, time.time(), 0.5, 2)
+    serve_bench.client_worker((server, protocol, "why", "nope", 1), 1, time.time(), 0.5, 2)
 
 
 def explain_class_request(class_names: list) -> predict_pb2.PredictRequest:

@@ -16,7 +16,7 @@ import tensorflow as tf
 
 from tfagent import config, evaluate, export, models
 from tfagent.errors import ConfigError
-from tfagent.models import wide
+from tfagent.models import wide_fit
 
 TRAIN = ([("great fun film", 1), ("loved this great movie", 1), ("what a fun ride", 1),
           ("great acting , loved it", 1), ("boring dull film", 0), ("hated this movie", 0),
@@ -38,8 +38,8 @@ def model_config(**overrides) -> config.ModelConfig:
   return config.ModelConfig(**fields)
 
 
-def fit(cfg=None, train=TRAIN, num_classes=2) -> wide.WideFit:
-  return wide.fit_wide(cfg or model_config(), dataset(train), dataset(VALIDATION),
+def fit(cfg=None, train=TRAIN, num_classes=2) -> wide_fit.WideFit:
+  return wide_fit.fit_wide(cfg or model_config(), dataset(train), dataset(VALIDATION),
                        num_classes, seed=0)
 
 
@@ -109,7 +109,7 @@ def test_weights_are_those_of_nb_scaled_logistic_regression(num_classes):
 def test_c_is_chosen_on_validation_when_not_given():
   fitted = fit(model_config(wide_c=0.0))
   tried = fitted.report["tried"]
-  assert sorted(map(float, tried)) == sorted(wide.C_GRID)
+  assert sorted(map(float, tried)) == sorted(wide_fit.C_GRID)
   best = min(tried, key=lambda c: tried[c]["validation_loss"])
   assert fitted.report["c"] == float(best)
 
@@ -133,10 +133,10 @@ def test_deep_weight_is_the_one_of_lowest_validation_loss():
   sign = np.where(labels == 1, 1.0, -1.0)
   wide_logits = np.stack([-sign, sign], 1) * 0.5 + rng.normal(0, 1, (400, 2))
   noise = rng.normal(0, 3, (400, 2))
-  weight, losses = wide.choose_deep_weight(wide_logits, noise, labels)
+  weight, losses = wide_fit.choose_deep_weight(wide_logits, noise, labels)
   assert weight == 0.0 and losses[0.0] == min(losses.values())
   helpful = np.stack([-sign, sign], 1) * 2.0
-  weight, _ = wide.choose_deep_weight(wide_logits, helpful, labels)
+  weight, _ = wide_fit.choose_deep_weight(wide_logits, helpful, labels)
   assert weight >= 1.0
 
 

@@ -33,6 +33,9 @@ class ServerError(TfagentError):
     super().__init__(f"{code}: {message}")
     self.code, self.message = code, message
 
+  def __reduce__(self):  # Picklable as it is made: it crosses process pools (bench/).
+    return type(self), (self.code, self.message)
+
 
 class RestClient:
   """REST over keep-alive HTTP/1.1 connections, one per calling thread."""

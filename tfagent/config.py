@@ -242,6 +242,11 @@ class ExportConfig:
                                      "lose against float32 in the same run; more, and the "
                                      "float export is kept (a negative value keeps it unless "
                                      "the quantized one gains that much).")
+  quantize_wide_min_step: int = setting(1, "The quantized export keeps the wide path's n-grams "
+                                        "whose largest |int8 weight| is at least this many "
+                                        "steps: 1 leaves out only rows of zeros (same answers, "
+                                        "smaller); 2 or more prunes weak n-grams too, under "
+                                        "the accuracy gate (docs/quantization.md).")
 
 
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig,

@@ -53,9 +53,13 @@ def copy_model(model: keras.Model) -> keras.Model:
     return evaluate.load_checkpoint(path)
 
 
-def quantized_copy(model: keras.Model, mode: str) -> keras.Model:
-  """A copy of `model` whose QUANTIZABLE layers hold `mode` (int8 or int4) weights."""
+def quantized_copy(model: keras.Model, mode: str, wide_min_step: int = 1) -> keras.Model:
+  """A copy of `model` whose QUANTIZABLE layers hold `mode` (int8 or int4) weights, its wide
+  path's n-grams with no |int8 weight| >= `wide_min_step` left out."""
   copy = copy_model(model)
+  for layer in tf.train.TrackableView(copy).descendants():
+    if isinstance(layer, wide.NgramWide):  # Before Model.quantize, which would keep step 1.
+      layer.quantize("int8", min_step=wide_min_step)
   with warnings.catch_warnings():
     # Subclasses of Dense or Embedding without a quantized form say so; they stay float.
     warnings.simplefilter("ignore")
@@ -108,7 +112,8 @@ def gate(candidates: Candidates, validation, export_cfg) -> tuple:
             "export_bytes": {k: v["export"] for k, v in size.items()},
             "variables_bytes": {k: v["variables"] for k, v in size.items()},
             "size_ratio": size[mode]["export"] / max(size[FLOAT]["export"], 1),
-            "variables_ratio": size[mode]["variables"] / max(size[FLOAT]["variables"], 1)}
+            "variables_ratio": size[mode]["variables"] / max(size[FLOAT]["variables"], 1),
+            "wide_min_step": export_cfg.quantize_wide_min_step}
   if kept == FLOAT:
     report["reason"] = (f"the {mode} export's validation accuracy {accuracy[mode]:.4f} is "
                         f"{drop:.2f} points below float32's {accuracy[FLOAT]:.4f}, more than "
@@ -128,7 +133,7 @@ def write_quantized(model: keras.Model, class_names, export_cfg, warmup_texts,
   """`(Staged, report)`: the float export staged beside its quantized copy, the gate's pick."""
   # Copied first: the explain endpoint adds sub-models to the layers' graph, and a model
   # exported so no longer saves to a .keras file.
-  copy = quantized_copy(model, export_cfg.quantize)
+  copy = quantized_copy(model, export_cfg.quantize, export_cfg.quantize_wide_min_step)
   float_staged = export.write_staged(model, class_names, export_cfg, warmup_texts)
   try:
     quantized = export.write_staged(copy, class_names, export_cfg, warmup_texts)
@@ -154,6 +159,9 @@ def staged_export(model: keras.Model, class_names, export_cfg, warmup_texts,
   if export_cfg.quantize not in config.QUANTIZE_MODES:
     raise ConfigError(f"--quantize={export_cfg.quantize}: expected one of "
                       f"{', '.join(config.QUANTIZE_MODES)}.")
+  if export_cfg.quantize_wide_min_step < 1:
+    raise ConfigError(f"--quantize_wide_min_step={export_cfg.quantize_wide_min_step}: expected "
+                      "1 (leave out only n-grams whose int8 weights are all 0) or more.")
   if export_cfg.quantize == "none":
     return export.staged_export(model, class_names, export_cfg, warmup_texts, thresholds), None
   if thresholds is not None:  # The gate scores single-label accuracy.

@@ -43,7 +43,7 @@ def weigh_paths(model: keras.Model, validation, out: config.Config) -> tuple:
 def set_deep_weight(model: keras.Model, outputs: tuple, out: config.Config) -> dict:
   """Sets `wide_deep`'s deep weight to the one of lowest validation loss (`outputs`: validation's
   `path_outputs`) and saves out's best.keras with it: the checkpoint scores as the export does."""
-  weight, losses = models.wide.choose_deep_weight(*outputs)
+  weight, losses = models.wide_fit.choose_deep_weight(*outputs)
   model.set_deep_weight(weight)
   fileio.replace_atomically(model.save, os.path.join(out.train.model_dir, "checkpoints",
                                                      "best.keras"))

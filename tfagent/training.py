@@ -165,7 +165,7 @@ def fit_wide(cfg: config.Config, splits, info):
   if not cfg.model.wide_ngrams:
     return None
   with progress.stage("Fitting the wide path (n-gram logistic regression)"):
-    return models.wide.fit_wide(cfg.model, splits["train"], splits["validation"],
+    return models.wide_fit.fit_wide(cfg.model, splits["train"], splits["validation"],
                                 len(info.class_names), cfg.data.seed)
 
 

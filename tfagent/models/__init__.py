@@ -6,12 +6,13 @@ import keras
 import tensorflow as tf
 
 from tfagent.errors import ConfigError
-from tfagent.models import bert, ensemble, pair, wide
+from tfagent.models import bert, ensemble, pair
 from tfagent.models.bert import BACKBONE, build_bert
 from tfagent.models.classifier import TOKENIZER, WIDE, TextClassifier, adopt  # noqa: F401
 from tfagent.models.layers import TextTokenizer
 from tfagent.models.lstm import build_lstm
 from tfagent.models.transformer import build_transformer
+from tfagent.models.wide_fit import WideFit
 from tfagent import signatures
 
 BUILDERS = {"lstm": build_lstm, "transformer": build_transformer, "bert": build_bert}
@@ -47,7 +48,7 @@ def build_tokenizer(cfg, vocab_corpus: tf.data.Dataset) -> TextTokenizer:
 
 
 def build_model(cfg, class_names, vocab_corpus: tf.data.Dataset,
-                wide_fit: wide.WideFit = None, pairs: bool = False) -> TextClassifier:
+                wide_fit: WideFit = None, pairs: bool = False) -> TextClassifier:
   """Builds the model object, `<string>[batch] -> <float32>[batch, len(class_names)]` logits.
 
   Its parts (models/classifier.py): `tokenizer` (strings to ids, run in tf.data during
@@ -62,7 +63,7 @@ def build_model(cfg, class_names, vocab_corpus: tf.data.Dataset,
     class_names: names of the classes, in label order.
     vocab_corpus: training texts, `<string>[batch]`, for the vocabulary
       (unused by pretrained models, whose vocabulary comes with the preset).
-    wide_fit: the fitted wide path (wide.fit_wide), needed when `cfg.wide_ngrams` > 0.
+    wide_fit: the fitted wide path (wide_fit.fit_wide), needed when `cfg.wide_ngrams` > 0.
     pairs: sentence pairs (--text_pair_field): the input is the dict `{text, text_pair}`
       of `<string>[batch]` and the classifier compares the two (models/pair.py).
   """
