@@ -3,7 +3,6 @@ data_report.json, per-class metrics, and --monitor=val_macro_f1."""
 
 import json
 import os
-import random
 import subprocess
 import sys
 
@@ -17,24 +16,12 @@ from tfagent.data import sources, validate
 from tfagent.errors import ConfigError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FILLER = [f"w{i}" for i in range(40)]
+sys.path.insert(0, os.path.join(ROOT, "docs", "examples"))
+import make_imbalanced  # noqa: E402  pylint: disable=wrong-import-position
 
-
-def imbalanced_rows(n_common: int, n_rare: int, seed: int) -> list:
-  """`(text, label)` rows; "cue" is in 60 % of rare texts and 10 % of common ones.
-
-  At 95/5 a cue text is still more likely common (0.24 rare), so an unweighted model
-  predicts common everywhere; balanced, a cue text is likely rare (0.86).
-  """
-  rng = random.Random(seed)
-  rows = []
-  for label, n, p_cue in (("common", n_common, 0.1), ("rare", n_rare, 0.6)):
-    for _ in range(n):
-      words = rng.sample(FILLER, 5) + (["cue"] if rng.random() < p_cue else [])
-      rng.shuffle(words)
-      rows.append((" ".join(words) + f" #{seed}-{len(rows)}", label))  # Unique, label-free.
-  rng.shuffle(rows)
-  return rows
+# `(text, label)` rows; "cue" is in 60 % of rare texts and 10 % of common ones (the example
+# corpus of configs/imbalanced.flags).
+imbalanced_rows = make_imbalanced.records
 
 
 def weights_of(train_path, test_path) -> tuple:

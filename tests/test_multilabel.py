@@ -6,6 +6,7 @@ partner half of the time. It goes csv -> tfrecord (convert) -> training, so the 
 cross every stage.
 """
 
+import csv
 import dataclasses
 import json
 import os
@@ -315,3 +316,180 @@ def test_mirrored_on_two_cpus_trains_as_one_device(tmp_path):
   assert out["default"]["loss"][-1] < out["default"]["loss"][0]
   for name, t in out["default"]["thresholds"].items():
     assert out["mirrored"]["thresholds"][name] == pytest.approx(t, abs=1e-4), name
+
+
+def test_misclassified_page_shows_missed_and_added_labels_most_confident_first(tmp_path):
+  """Row 0 is right; row 1 misses b by 0.1 under its threshold; row 2 adds c at 0.9 (0.4 over
+  its threshold): row 2 first. Read back from the event file."""
+  from test_tensorboard import text_summary
+  from tfagent import multilabel_report
+  scored = multilabel_report.Scored(
+      rows=["all right", ("first | text", "second"), "third"],
+      labels=np.array([[1, 0, 0], [1, 1, 0], [0, 1, 0]], np.float32),
+      probabilities=np.array([[0.9, 0.1, 0.2], [0.8, 0.6, 0.1], [0.2, 0.8, 0.9]]),
+      mask=np.array([[True, False, False], [True, False, False], [False, True, True]]))
+  multilabel_report.write_misclassified(str(tmp_path), scored, ["a", "b", "c"], [0.5, 0.7, 0.5],
+                                        limit=5, step=3)
+  table = read_table(text_summary, tmp_path)
+  assert table.splitlines() == [
+      "| true | predicted | missed (score) | added (score) | text |",
+      "| --- | --- | --- | --- | --- |",
+      "| b | b, c | - | c (0.90) | third |",
+      "| a, b | a | b (0.60) | - | first \\| text \u21c4 second |"]
+  multilabel_report.write_misclassified(str(tmp_path / "one"), scored, ["a", "b", "c"],
+                                        [0.5, 0.7, 0.5], limit=1, step=3)
+  assert len(read_table(text_summary, tmp_path / "one").splitlines()) == 3
+
+
+def read_table(text_summary, folder) -> str:
+  return text_summary(str(folder), "misclassified_validation_examples")
+
+
+@pytest.mark.slow
+def test_test_predictions_hold_true_and_predicted_label_lists_and_scores(run):
+  """eval/test_predictions.csv reads back as multilabel data (its true lists are the test
+  split's); its predicted lists and scores are the export's on those texts."""
+  result, names = run["result"], sorted(make_multilabel.TOPICS)
+  path = os.path.join(run["cfg"].train.model_dir, "eval", "test_predictions.csv")
+  back, _ = data.load_all(data_cfg(path, class_names=",".join(names)))
+  test = by_text(data.load_splits(run["cfg"].data)[0]["test"])
+  assert by_text(back) == test and len(test) == result["examples"]
+  with open(path, encoding="utf-8", newline="") as f:
+    header, *rows = list(csv.reader(f))
+  assert header == ["text", "labels", "predicted", *(f"probability_{n}" for n in names)]
+  out = signatures.load_signature(result["saved_model"])(text=tf.constant([r[0] for r in rows]))
+  np.testing.assert_allclose([[float(v) for v in r[3:]] for r in rows],
+                             out["probabilities"].numpy(), atol=1e-5)
+  assert [r[2] for r in rows] == ["|".join(x.decode() for x in row if x)
+                                  for row in out["labels"].numpy()]
+  wrong = np.mean([r[1] != r[2] for r in rows])
+  assert wrong == pytest.approx(1 - result["subset_accuracy"])
+
+
+@pytest.mark.slow
+def test_the_misclassified_page_lists_the_exports_wrong_label_sets(run):
+  from test_tensorboard import text_summary
+  from tfagent import multilabel_report
+  cfg, result = run["cfg"], run["result"]
+  scored = multilabel_report.score_export(result["saved_model"],
+                                          data.load_splits(cfg.data)[0]["validation"])
+  thresholds = [result["thresholds"][n] for n in sorted(make_multilabel.TOPICS)]
+  table = text_summary(os.path.join(cfg.train.model_dir, "logs", "validation"),
+                       "misclassified_validation_examples")
+  assert table == multilabel_report.misclassified_markdown(
+      scored, sorted(make_multilabel.TOPICS), thresholds, cfg.train.misclassified_examples)
+  mistakes = int((scored.mask != scored.labels.astype(bool)).any(-1).sum())
+  assert len(table.splitlines()) == 2 + max(1, min(cfg.train.misclassified_examples, mistakes))
+
+
+@pytest.mark.slow
+def test_the_model_card_describes_sigmoid_scores_and_the_exports_thresholds(run):
+  from tfagent import multilabel_export
+  path = run["result"]["saved_model"]
+  served = multilabel_export.read_thresholds(tf.saved_model.load(path))
+  names = sorted(make_multilabel.TOPICS)
+  with open(os.path.join(path, "model_card.json")) as f:
+    card = json.load(f)
+  assert card["thresholds"] == dict(zip(names, served)) == run["result"]["thresholds"]
+  page = open(os.path.join(path, "model_card.md")).read()
+  assert "`probabilities` <float32>[-1, C], each label's independent sigmoid score" in page
+  assert "`label_mask` <bool>[-1, C]" in page and "`labels` <string>[-1, C]" in page
+  assert "class_ids" not in page
+  assert "| class | precision | recall | F1 | test texts | threshold |" in page
+  for name, t in zip(names, served):
+    assert f"| {name} | " in page and f" | {t:.4f} |" in page
+  assert f"micro F1 {run['result']['micro_f1']:.4f}" in page
+
+
+@pytest.mark.slow
+def test_tfagent_client_prints_a_multilabel_exports_labels(run, tmp_path):
+  """`tfagent client` against `tfagent serve` on loopback, REST and gRPC: each row's labels
+  are the export's predicted names, without the "" padding."""
+  path = run["result"]["saved_model"]
+  expected = signatures.load_signature(path)(text=tf.constant(TEXTS))
+  labels = [[x.decode() for x in row if x] for row in expected["labels"].numpy()]
+  assert any(labels) and any(len(row) < 5 for row in labels)  # Padding to drop.
+  args = ["--model_name=topics", f"--model_base_path={os.path.dirname(path)}"]
+  with run_server(args, "topics", str(tmp_path / "server.log")) as (url, address, _):
+    outs = [subprocess.run([sys.executable, "-m", "tfagent.cli", "client", f"--server={server}",
+                            f"--protocol={protocol}", "--model_name=topics", *TEXTS],
+                           capture_output=True, text=True, timeout=120,
+                           env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+            for server, protocol in ((url.split("//")[1], "rest"), (address, "grpc"))]
+  for out in outs:
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [r["text"] for r in rows] == TEXTS
+    assert [r["predict"]["labels"] for r in rows] == labels
+    assert [r["predict"]["label_mask"] for r in rows] == expected["label_mask"].numpy().tolist()
+
+
+@pytest.mark.slow
+def test_a_cross_validation_fold_of_a_multilabel_run_records_its_exports_figures(run):
+  """cross_validate's fold record of a multilabel result: micro F1, and subset accuracy on
+  validation and test (not Keras' per-label binary accuracy)."""
+  from tfagent import cross_validate
+  result = run["result"]
+  record = cross_validate.fold_record(0, result)
+  assert record["micro_f1"] == result["micro_f1"]
+  assert record["accuracy"] == result["subset_accuracy"]
+  assert record["validation_accuracy"] == result["validation_metrics"]["subset_accuracy"]
+  assert record["validation_accuracy"] != result["validation"]["accuracy"]
+  summary = cross_validate.summarize([record, {**record, "micro_f1": 0.5}])
+  assert summary["micro_f1"]["mean"] == pytest.approx((result["micro_f1"] + 0.5) / 2)
+
+
+@pytest.mark.slow
+def test_a_multilabel_export_explains_nothing_and_teaches_nothing(run, monkeypatch, caplog):
+  """`tfagent predict --explain` names the task as the reason; --teacher refuses it."""
+  from tfagent import distill
+  path = run["result"]["saved_model"]
+  assert run_command(monkeypatch, "predict", f"--saved_model={path}", "--explain", TEXTS[0]) == 1
+  errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+  assert len(errors) == 1 and errors[0].startswith(f"{path} has no 'explain' signature (it has:")
+  assert "): it is a multilabel export (--task=multilabel): integrated gradients here " \
+      "attribute one softmax class" in errors[0], errors
+  with pytest.raises(ConfigError, match=f"--teacher={path}: it is a multilabel export, whose "
+                     "probabilities are a sigmoid a label"):
+    distill.Teacher(path)
+  cfg, _ = config.from_args(None, dataset="csv:x.csv", task="multilabel", teacher=path)
+  with pytest.raises(ConfigError, match=f"--teacher={path} does not work with "
+                     "--task=multilabel yet"):
+    distill.check_config(cfg)
+
+
+def test_tune_refuses_multilabel_before_its_first_trial():
+  from tfagent import tune
+  cfg, _ = config.from_args(None, dataset="csv:x.csv", task="multilabel")
+  with pytest.raises(ConfigError, match="^tfagent tune does not search --task=multilabel yet"):
+    tune.check_task(cfg, {"dropout": {"values": [0.0, 0.3]}})
+
+
+@pytest.mark.slow
+def test_noread_test_scores_validation_only(tmp_path):
+  """--noread_test (tune's trials): eval/metrics.json holds the validation figures."""
+  from tfagent import train
+  cfg = config.Config(
+      data=config.DataConfig(dataset=f"csv:{make_multilabel.write_csv(str(tmp_path / 't.csv'), 200)}",
+                             label_field="labels", task="multilabel", read_test=False),
+      model=config.ModelConfig(vocab_size=100, sequence_length=16, embedding_dim=8,
+                               hidden_dim=8),
+      train=config.TrainConfig(model_dir=str(tmp_path / "run"), epochs=1, verbose=0),
+      export=config.ExportConfig(export_dir=str(tmp_path / "sm"), model_name="t"))
+  result = train.train_and_evaluate(cfg)
+  with open(tmp_path / "run" / "eval" / "metrics.json") as f:
+    metrics = json.load(f)
+  assert "micro_f1" not in metrics and metrics["validation_metrics"]["examples"] > 0
+  assert metrics["validation_metrics"]["micro_f1"] == result["validation_metrics"]["micro_f1"]
+
+
+@pytest.mark.parametrize("flag, value, off", [
+    ("ensemble_size", 2, 1), ("wide_ngrams", 2, 0), ("class_weight", "balanced", "none"),
+    ("monitor", "val_macro_f1", "val_loss"), ("quantize", "int8", "none"),
+])
+def test_what_multilabel_does_not_support_is_refused_before_training(flag, value, off):
+  cfg, _ = config.from_args(None, dataset="csv:x.csv", task="multilabel", **{flag: value})
+  with pytest.raises(ConfigError, match=f"^--{flag}={value} does not apply to "
+                     f"--task=multilabel yet .*; use --{flag}={off}\\.$"):
+    tasks.check_config(cfg)
+  tasks.check_config(config.from_args(None, dataset="csv:x.csv", task="multilabel")[0])

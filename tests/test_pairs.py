@@ -115,6 +115,7 @@ def test_bert_packs_a_pair_with_segment_ids(pair_preset):
     ("explain_steps", 64, "the explain signature attributes the tokens of one text"),
     ("teacher", "saved_models/x", "distillation's teacher labels one text a record"),
     ("truncation", "tail", "BERT packs a pair with keras-hub's MultiSegmentPacker"),
+    ("unlabeled", "csv:more.csv", "its word vectors are pretrained on texts read one a record"),
 ])
 def test_what_pairs_do_not_support_is_refused_before_training(tmp_path, flag, value, why):
   overrides = {"dataset": "csv:x.csv", "text_pair_field": "hypothesis", "explain_steps": 0}
@@ -412,3 +413,61 @@ def test_evaluate_scores_a_pair_run_from_its_checkpoint_as_training_did(lstm_run
   assert scored["accuracy"] == result["accuracy"] and scored["examples"] == result["examples"]
   with open(tmp_path / "eval" / "test_predictions.csv", encoding="utf-8") as f:
     assert f.readline().startswith("text,text_pair,label,predicted,")
+
+
+def run_client(*args) -> subprocess.CompletedProcess:
+  """`tfagent client ARGS` as a user runs it, in its own process."""
+  return subprocess.run([sys.executable, "-m", "tfagent.cli", "client", *args],
+                        capture_output=True, text=True, timeout=120,
+                        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+
+
+@pytest.mark.slow
+def test_tfagent_client_sends_text_pair_to_a_pair_export(lstm_run, tmp_path):
+  """`tfagent client --input=FILE --text_pair_field=F` against `tfagent serve` on loopback:
+  predict over REST and classify over gRPC give the export's own probabilities; one text
+  a row is the server's one clear error."""
+  path = lstm_run[1]["saved_model"]
+  expected = expected_probabilities(path)
+  pairs_csv = write_csv(tmp_path / "in.csv", [(a, b, "") for a, b in PAIRS])
+  fields = [f"--input={pairs_csv}", "--text_field=premise", "--text_pair_field=hypothesis",
+            "--model_name=pairs"]
+  args = ["--model_name=pairs", f"--model_base_path={os.path.dirname(path)}"]
+  with run_server(args, "pairs", str(tmp_path / "server.log")) as (url, address, _):
+    rest = run_client(f"--server={url.split('//')[1]}", *fields)
+    grpc_out = run_client(f"--server={address}", "--protocol=grpc", "--method=classify",
+                          *fields)
+    one = run_client(f"--server={url.split('//')[1]}", "--model_name=pairs", PAIRS[0][0])
+  assert rest.returncode == 0, rest.stderr[-2000:]
+  rows = [json.loads(line) for line in rest.stdout.splitlines()]
+  assert [(r["text"], r["text_pair"]) for r in rows] == PAIRS
+  np.testing.assert_allclose([r["predict"]["probabilities"] for r in rows], expected, atol=1e-5)
+  assert grpc_out.returncode == 0, grpc_out.stderr[-2000:]
+  rows = [json.loads(line) for line in grpc_out.stdout.splitlines()]
+  assert [(r["text"], r["text_pair"]) for r in rows] == PAIRS
+  assert [[c for c, _ in r["classify"]] for r in rows] == [list(make_pairs.LABELS)] * len(PAIRS)
+  np.testing.assert_allclose([[s for _, s in r["classify"]] for r in rows], expected, atol=1e-5)
+  assert one.returncode == 1 and "400" in one.stderr and "multiple input tensors" in one.stderr
+
+
+@pytest.mark.slow
+def test_explaining_a_pair_export_is_one_error_that_names_the_task(lstm_run, tmp_path,
+                                                                   monkeypatch, caplog):
+  path = lstm_run[1]["saved_model"]
+  pairs_csv = write_csv(tmp_path / "in.csv", [(a, b, "") for a, b in PAIRS])
+  assert run_command(monkeypatch, "predict", f"--saved_model={path}", f"--input={pairs_csv}",
+                     "--text_field=premise", "--text_pair_field=hypothesis", "--explain") == 1
+  errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+  assert len(errors) == 1 and errors[0].startswith(f"{path} has no 'explain' signature (it has:")
+  assert "): it is a sentence-pair export (--text_pair_field): integrated gradients here " \
+      "attribute the tokens of one text" in errors[0], errors
+
+
+@pytest.mark.slow
+def test_the_model_card_names_both_inputs_of_a_pair_export(lstm_run):
+  page = open(os.path.join(lstm_run[1]["saved_model"], "model_card.md")).read()
+  assert ("TF Serving's `serving_default` takes `text` and `text_pair`, <string>[-1] each, row "
+          "i one sentence pair (trained with `text` from field `premise`, `text_pair` from "
+          "field `hypothesis`)") in page
+  assert "`probabilities` <float32>[-1, C] (softmax: a row sums to 1)" in page
+  assert "threshold" not in page

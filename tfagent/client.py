@@ -2,6 +2,14 @@
 
   python -m tfagent.client --server=localhost:8501 "some text" "另一句"
   python -m tfagent.client --server=localhost:8500 --protocol=grpc --method=classify "some text"
+  python -m tfagent.client --model_name=pairs --input=pairs.csv --text_field=premise \
+      --text_pair_field=hypothesis
+
+Texts come from the arguments, else --input (csv/tsv/jsonl, the text in --text_field), else
+one a line of standard input. A sentence-pair export (trained with --text_pair_field) takes
+`text` and `text_pair`: give --input with --text_pair_field, as `tfagent predict` reads them.
+Each answer is one JSON line: the text (and text_pair) and the method's output; a
+multilabel export's `labels` are printed without the "" that pad them to C.
 """
 
 import http.client
@@ -11,7 +19,7 @@ import threading
 
 from absl import app, flags, logging
 
-from tfagent import cli
+from tfagent import cli, signatures
 from tfagent.errors import TfagentError
 
 FLAGS = flags.FLAGS
@@ -63,15 +71,16 @@ class RestClient:
 
   def predict(self, texts: list, signature_name: str = "") -> list:
     """One dict of outputs (probabilities, class_ids, classes) per text; of the named
-    signature's outputs (e.g. `explain`) with `signature_name`."""
-    body = {"instances": list(texts), **({"signature_name": signature_name}
-                                          if signature_name else {})}
+    signature's outputs (e.g. `explain`) with `signature_name`. A sentence pair's texts
+    are `(text, text_pair)` tuples."""
+    body = {"instances": [named(t) if isinstance(t, tuple) else t for t in texts],
+            **({"signature_name": signature_name} if signature_name else {})}
     return self._request("POST", self.path + ":predict", body)["predictions"]
 
   def classify(self, texts: list) -> list:
     """[(label, score), ...] per text, from the `classify` signature."""
     doc = self._request("POST", self.path + ":classify", {
-        "signature_name": CLASSIFY_SIGNATURE, "examples": [{"text": t} for t in texts]})
+        "signature_name": CLASSIFY_SIGNATURE, "examples": [named(t) for t in texts]})
     return [[(label, score) for label, score in row] for row in doc["results"]]
 
   def status(self) -> dict:
@@ -111,7 +120,8 @@ class GrpcClient:
     from tensorflow_serving.apis import predict_pb2
     request = predict_pb2.PredictRequest()
     self._spec(request.model_spec, signature_name)
-    request.inputs["text"].CopyFrom(tf.make_tensor_proto(list(texts), tf.string))
+    for name, column in signatures.text_columns(list(texts)).items():
+      request.inputs[name].CopyFrom(tf.make_tensor_proto(column, tf.string))
     outputs = {k: tf.make_ndarray(v) for k, v in
                self._call(self.prediction.Predict, request).outputs.items()}
     return [{k: _plain(v[i]) for k, v in sorted(outputs.items())} for i in range(len(texts))]
@@ -122,7 +132,8 @@ class GrpcClient:
     self._spec(request.model_spec, CLASSIFY_SIGNATURE)
     for text in texts:
       example = request.input.example_list.examples.add()
-      example.features.feature["text"].bytes_list.value.append(text.encode("utf-8"))
+      for name, value in named(text).items():
+        example.features.feature[name].bytes_list.value.append(value.encode("utf-8"))
     result = self._call(self.prediction.Classify, request).result
     return [[(c.label, c.score) for c in row.classes] for row in result.classifications]
 
@@ -137,6 +148,19 @@ class GrpcClient:
     request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
     self._spec(request.model_spec)
     return self._call(self.prediction.GetModelMetadata, request)
+
+
+def named(text) -> dict:
+  """A text, or a sentence pair's `(text, text_pair)`, as its inputs by name."""
+  return dict(zip((signatures.TEXT, signatures.TEXT_PAIR),
+                  text if isinstance(text, tuple) else (text,)))
+
+
+def shown(row):
+  """An answer row as printed: a multilabel row's `labels` without their "" padding."""
+  if isinstance(row, dict) and "label_mask" in row and "labels" in row:
+    return {**row, "labels": [label for label in row["labels"] if label]}
+  return row
 
 
 def _plain(value):
@@ -168,19 +192,40 @@ def define_flags(flag_values=FLAGS) -> None:
   flags.DEFINE_integer("model_version", 0, "A specific version; 0 is the latest.", **own)
   flags.DEFINE_enum("method", "predict", ["predict", "classify"], "API method to call.", **own)
   flags.DEFINE_float("timeout", 30.0, "Seconds to wait for an answer.", **own)
+  flags.DEFINE_string("input", "", "csv, tsv or jsonl file (.gz too) of texts, as tfagent "
+                      "predict reads it; empty: the arguments or standard input.", **own)
+  flags.DEFINE_string("text_field", "text", "Column (csv/tsv) or key (jsonl) of the text in "
+                      "--input.", **own)
+  flags.DEFINE_string("text_pair_field", "", "Sentence-pair exports: column or key of each "
+                      "row's second text in --input, sent as text_pair; empty: one text a "
+                      "row.", **own)
+
+
+def read_texts(argv: list) -> list:
+  """The texts to send: strings, or with --text_pair_field `(text, text_pair)` tuples."""
+  if not (FLAGS.input or FLAGS.text_pair_field):  # Keeps the plain client free of TensorFlow.
+    return argv[1:] or [line.rstrip("\n") for line in sys.stdin if line.strip()]
+  from tfagent import predict  # pylint: disable=import-outside-toplevel
+  return list(predict.input_texts(argv[1:], FLAGS.input, FLAGS.text_field, sys.stdin,
+                                  FLAGS.text_pair_field))
 
 
 def main(argv):
-  texts = argv[1:] or [line.rstrip("\n") for line in sys.stdin if line.strip()]
   client = make_client(FLAGS.server, FLAGS.model_name, FLAGS.protocol,
                        version=FLAGS.model_version or None, timeout=FLAGS.timeout)
+  try:
+    texts = read_texts(argv)
+  except TfagentError as e:  # Names the file, line or flag itself.
+    logging.error("%s", e)
+    sys.exit(1)
   try:
     rows = getattr(client, FLAGS.method)(texts)
   except (TfagentError, OSError) as e:
     logging.error("%s: %s", FLAGS.server, e)
     sys.exit(1)
   for text, row in zip(texts, rows):
-    sys.stdout.write(json.dumps({"text": text, FLAGS.method: row}, ensure_ascii=False) + "\n")
+    sys.stdout.write(json.dumps({**named(text), FLAGS.method: shown(row)},
+                                ensure_ascii=False) + "\n")
 
 
 if __name__ == "__main__":

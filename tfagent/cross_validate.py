@@ -25,7 +25,8 @@ from tfagent.errors import ConfigError
 
 FLAGS = flags.FLAGS
 SUMMARY_FILE = "cross_validation.json"
-METRICS = ("accuracy", "macro_f1", "validation_accuracy")  # Summarised over folds.
+# Summarised over folds; micro_f1 of multilabel runs, whose accuracy is subset accuracy.
+METRICS = ("accuracy", "macro_f1", "validation_accuracy", "micro_f1")
 
 
 def fold_config(cfg: config.Config, fold: int) -> config.Config:
@@ -45,6 +46,9 @@ def fold_record(fold: int, result: dict) -> dict:
             "train_seconds": result.get("train_seconds")}
   if "validation" in result:
     record["validation_accuracy"] = result["validation"]["accuracy"]
+  if "micro_f1" in result:  # Multilabel: Keras' validation accuracy is per label; the export's.
+    record["micro_f1"] = result["micro_f1"]
+    record["validation_accuracy"] = result["validation_metrics"]["subset_accuracy"]
   if "paths" in result:  # Each path of a wide+deep model alone.
     record["paths"] = {name: path["test"]["accuracy"] for name, path in result["paths"].items()}
   return record

@@ -25,7 +25,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfagent import progress, signatures
+from tfagent import multilabel_export, progress, signatures
 from tfagent.data import pipeline, unlabeled
 from tfagent.errors import ConfigError
 from tfagent.versions import resolve_saved_model
@@ -94,6 +94,9 @@ class Teacher:
     if text is None or text.dtype != tf.string or "probabilities" not in outputs:
       raise teacher_error(path, f"its serving_default takes {inputs} and returns "
                           f"{sorted(outputs)}")
+    if multilabel_export.LABEL_MASK in outputs:
+      raise teacher_error(path, "it is a multilabel export, whose probabilities are a sigmoid "
+                          "a label, not one distribution over the classes to distil")
     if signatures.TEXT_PAIR in inputs:
       raise teacher_error(path, "it takes text and text_pair (a sentence-pair export): it "
                           "cannot label one text a record")

@@ -40,10 +40,22 @@ def has_explain(export_dir: str, name: str = EXPLAIN_SIGNATURE) -> bool:
 
 
 def missing_explain_error(export_dir: str, name: str = EXPLAIN_SIGNATURE) -> ConfigError:
-  """The error for an export without the signature: it predates explanations."""
-  found = ", ".join(sorted(signatures.read_signature_defs(export_dir)))
+  """The error for an export without the signature: a task that has none, or it predates
+  explanations."""
+  defs = signatures.read_signature_defs(export_dir)
+  found = ", ".join(sorted(defs))
   feature, flags = (("explanations", "--explain and --explain_html") if name == EXPLAIN_SIGNATURE
                     else ("explanations toward a named class", "--explain_class"))
+  serve = defs.get(signatures.DEFAULT_SIGNATURE)
+  task = ("a multilabel export (--task=multilabel): integrated gradients here attribute one "
+          "softmax class, and its labels are independent sigmoids" if serve is not None
+          and "label_mask" in serve.outputs else
+          "a sentence-pair export (--text_pair_field): integrated gradients here attribute "
+          "the tokens of one text" if serve is not None and signatures.TEXT_PAIR in serve.inputs
+          else "")
+  if task:
+    return ConfigError(f"{export_dir} has no '{name}' signature (it has: {found}): it is "
+                       f"{task}, so {flags} do not apply to it (docs/tasks.md).")
   return ConfigError(
       f"{export_dir} has no '{name}' signature (it has: {found}): it was exported before "
       f"{feature} existed. Re-export it (tfagent train with the same flagfile) to explain "

@@ -154,9 +154,12 @@ class Staged:
 
 def write_archive(model: keras.Model, class_names, export_cfg, thresholds, path: str) -> None:
   """Writes the SavedModel of `model`'s endpoints (write_staged's) to `path`."""
-  serve, classify = (make_serving_fns(model, class_names) if thresholds is None else
-                     multilabel_export.make_serving_fns(model, class_names, thresholds))
   archive = keras.export.ExportArchive()
+  if thresholds is None:
+    serve, classify = make_serving_fns(model, class_names)
+  else:  # The thresholds' variable also as a collection: multilabel_export.read_thresholds.
+    serve, classify, cut = multilabel_export.make_serving_fns(model, class_names, thresholds)
+    archive.add_variable_collection(multilabel_export.THRESHOLDS, [cut])
   for resource in lookup_resources(model):
     archive.track(resource)
   add_endpoint(archive, signatures.DEFAULT_SIGNATURE, serve)

@@ -24,7 +24,7 @@ IMBALANCE_WARN = 5.0  # Largest class / smallest class in train.
 PACKAGES = ("tensorflow", "keras", "keras-hub", "tensorflow-text", "scikit-learn", "numpy",
             "tfagent")
 METRIC_KEYS = ("examples", "accuracy", "macro_precision", "macro_recall", "macro_f1",
-               "roc_auc", "per_class")
+               "roc_auc", "per_class", "micro_f1", "subset_accuracy", "lrap")  # Last 3: multilabel.
 
 
 def split_hash(split) -> str:
@@ -137,24 +137,20 @@ def distilled_line(report) -> list:
 def to_markdown(card: dict) -> str:
   """The card as a page a person reads."""
   test, val = card["metrics"]["test"], card["metrics"]["validation"]
-  lines = [f"# Model card: {card['model_name']}", "",
-           f"- Export: `{card['saved_model']}` (TF Serving: `serving_default` takes `text`"
-           + (" and `text_pair`" if card["config"]["data"].get("text_pair_field") else "")
-           + ", returns `probabilities`, `class_ids`, `classes`; `classify` takes tf.Examples).",
+  thresholds = card.get("thresholds")  # Multilabel: label -> threshold, read from the export.
+  lines = [f"# Model card: {card['model_name']}", "", *export_lines(card),
            f"- Model: `--model={card['model']}`"
            + (f", wide path of 1-{card['config']['model']['wide_ngrams']}-grams"
               if card["config"]["model"]["wide_ngrams"] else ""),
            f"- Classes: {', '.join(card['class_names'])}",
            f"- Data: `{card['data']['source']}`, splits {card['data']['split_sizes']}",
            *distilled_line(card["training"].get("distillation")),
-           "", "## Metrics", "",
-           f"Test: accuracy {test['accuracy']:.4f}, macro F1 {test['macro_f1']:.4f}, ROC-AUC "
-           f"{test['roc_auc']:.4f} on {test['examples']} texts. Validation: accuracy "
-           f"{val.get('accuracy', float('nan')):.4f}.", "",
-           "| class | precision | recall | F1 | test texts |", "| --- | --- | --- | --- | --- |"]
+           "", "## Metrics", "", metrics_line(test, val, thresholds is not None), "",
+           "| class | precision | recall | F1 | test texts |" + " threshold |" * bool(thresholds),
+           "| --- | --- | --- | --- | --- |" + " --- |" * bool(thresholds)]
   for name, m in test["per_class"].items():
     lines.append(f"| {name} | {m['precision']:.4f} | {m['recall']:.4f} | {m['f1']:.4f} | "
-                 f"{m['support']} |")
+                 f"{m['support']} |" + (f" {thresholds[name]:.4f} |" if thresholds else ""))
   lines += quantization_lines(card.get("quantization"))
   lines += ["", "## Warnings", ""]
   lines += [f"- {w}" for w in card["warnings"]] or ["- None measured."]
@@ -163,6 +159,40 @@ def to_markdown(card: dict) -> str:
   lines += ["", "## Versions", "", ", ".join(f"{k} {v}" for k, v in card["versions"].items()),
             "", "The resolved config is in model_card.json (`config`)."]
   return "\n".join(lines) + "\n"
+
+
+def export_lines(card: dict) -> list:
+  """The card's lines on the export's inputs and outputs: one text or a sentence pair in;
+  softmax classes, or (multilabel) independent sigmoid scores and per-label thresholds out."""
+  data_cfg = card["config"]["data"]
+  inputs = (f"`text` and `text_pair`, <string>[-1] each, row i one sentence pair (trained "
+            f"with `text` from field `{data_cfg['text_field']}`, `text_pair` from field "
+            f"`{data_cfg['text_pair_field']}`)" if data_cfg.get("text_pair_field")
+            else "`text` <string>[-1], raw text")
+  lines = [f"- Export: `{card['saved_model']}`. TF Serving's `serving_default` takes {inputs}."]
+  if card.get("thresholds") is None:
+    return lines + ["- It returns `probabilities` <float32>[-1, C] (softmax: a row sums to 1), "
+                    "`class_ids` <int64>[-1] and `classes` <string>[-1]. `classify` takes "
+                    "tf.Examples with the same features."]
+  return lines + [
+      "- Multi-label: it returns `probabilities` <float32>[-1, C], each label's independent "
+      "sigmoid score (a row need not sum to 1); `label_mask` <bool>[-1, C], on where the score "
+      "is at least its label's threshold (the table below: tuned on validation, read from the "
+      "export); `labels` <string>[-1, C], the names under the mask in class order, padded "
+      "with \"\". `classify` takes tf.Examples with the same features and returns every "
+      "label's score."]
+
+
+def metrics_line(test: dict, val: dict, multilabel: bool) -> str:
+  """The card's headline figures: accuracy and macro F1, or micro/macro F1 for multilabel."""
+  if multilabel:
+    return (f"Test: micro F1 {test['micro_f1']:.4f}, macro F1 {test['macro_f1']:.4f}, subset "
+            f"accuracy {test['subset_accuracy']:.4f}, LRAP {test['lrap']:.4f} on "
+            f"{test['examples']} texts. Validation: micro F1 "
+            f"{val.get('micro_f1', float('nan')):.4f}.")
+  return (f"Test: accuracy {test['accuracy']:.4f}, macro F1 {test['macro_f1']:.4f}, ROC-AUC "
+          f"{test['roc_auc']:.4f} on {test['examples']} texts. Validation: accuracy "
+          f"{val.get('accuracy', float('nan')):.4f}.")
 
 
 def quantization_lines(report: dict) -> list:

@@ -9,7 +9,9 @@
                    name), scores <float32>[b, C] (each label's probability), as TF Serving's
                    Classify expects.
 
-The thresholds are a constant of the graph: a SavedModel served anywhere applies them.
+The thresholds are in the SavedModel: a SavedModel served anywhere applies them. They are
+a variable that the export also lists as the collection `label_thresholds`, so that
+`read_thresholds` reads the very values the graph applies (the model card shows them).
 """
 
 import numpy as np
@@ -21,12 +23,15 @@ PROBABILITIES = "probabilities"
 LABEL_MASK = "label_mask"
 LABELS = "labels"
 OUTPUTS = (PROBABILITIES, LABEL_MASK, LABELS)
+THRESHOLDS = "label_thresholds"  # The export's variable collection of the thresholds.
 
 
 def make_serving_fns(model, class_names, thresholds) -> tuple:
-  """`(serve, classify)` of a multilabel export; `thresholds` `<float>[C]`, one a label."""
+  """`(serve, classify, cut)` of a multilabel export; `thresholds` `<float>[C]`, one a label,
+  held by the variable `cut` (to add as the collection THRESHOLDS)."""
   names = tf.constant(list(class_names), tf.string)
-  cut = tf.constant(np.asarray(thresholds, np.float32).reshape([len(class_names)]))
+  cut = tf.Variable(np.asarray(thresholds, np.float32).reshape([len(class_names)]),
+                    trainable=False, name=THRESHOLDS)
   width = len(class_names)
   spec = signatures.input_spec(model)  # `text`, and `text_pair` for a sentence-pair model.
 
@@ -44,4 +49,10 @@ def make_serving_fns(model, class_names, thresholds) -> tuple:
     scores = serve(signatures.example_texts(inputs, spec))[PROBABILITIES]
     return {signatures.CLASSIFY_CLASSES: tf.tile(names[tf.newaxis], [tf.shape(scores)[0], 1]),
             signatures.CLASSIFY_SCORES: scores}
-  return serve, classify
+  return serve, classify, cut
+
+
+def read_thresholds(loaded) -> list:
+  """The per-label thresholds a loaded multilabel export applies; None for any other export."""
+  collection = getattr(loaded, THRESHOLDS, None)
+  return [float(t) for t in collection[0].numpy()] if collection else None

@@ -16,9 +16,10 @@ import numpy as np
 from sklearn import metrics as skm
 import tensorflow as tf
 
-from tfagent import config, fileio, imbalance, model_card, models, signatures, summaries
+from tfagent import (config, fileio, imbalance, model_card, models, multilabel_report, signatures,
+                     summaries)
 from tfagent.errors import ConfigError
-from tfagent.multilabel_export import LABEL_MASK, PROBABILITIES
+from tfagent.multilabel_export import read_thresholds
 
 MULTICLASS, MULTILABEL = config.TASKS
 SCORE_BATCH = 256  # Texts a scoring call.
@@ -54,12 +55,23 @@ def check_pairs(cfg: config.Config) -> None:
       ("explain_steps", cfg.export.explain_steps, 0, "the explain signature attributes the "
        "tokens of one text"),
       ("teacher", cfg.train.teacher, "", "distillation's teacher labels one text a record"),
+      ("unlabeled", cfg.data.unlabeled, "", "its word vectors are pretrained on texts read "
+       "one a record, and it drops the validation and test texts one by one"),
       ("truncation", cfg.model.truncation, "head", "BERT packs a pair with keras-hub's "
        "MultiSegmentPacker, which trims the longer text first")):
     if value != off:
       raise ConfigError(f"--{flag}={value} does not apply to --text_pair_field="
                         f"{cfg.data.text_pair_field} ({why}); use --{flag}={off} "
                         "(docs/data.md#sentence-pairs).")
+
+
+def check_tune(cfg: config.Config) -> None:
+  """Fails before the first trial on what `tfagent tune` does not search yet."""
+  if is_multilabel(cfg):
+    raise ConfigError("tfagent tune does not search --task=multilabel yet: it scores its best "
+                      "trial on test with tfagent evaluate, which reads multiclass exports. "
+                      "Compare multilabel settings with tfagent train runs (each writes "
+                      "eval/metrics.json: micro_f1, macro_f1), or tune with --task=multiclass.")
 
 
 def compile_args(task: str, monitor: str, num_classes: int) -> dict:
@@ -142,38 +154,36 @@ def multilabel_metrics(labels, probs, mask, class_names, thresholds) -> dict:
           "thresholds": {n: float(t) for n, t in zip(class_names, thresholds)}}
 
 
-def score_export(export_dir: str, split) -> tuple:
-  """`(labels, probabilities, label_mask)` of a multilabel export's serving_default on a split."""
-  serve = signatures.load_signature(export_dir)
-  labels, probs, masks = [], [], []
-  for text, label in split.batch(SCORE_BATCH):
-    out = serve(**signatures.text_inputs(text))
-    labels.append(label.numpy())
-    probs.append(out[PROBABILITIES].numpy())
-    masks.append(out[LABEL_MASK].numpy())
-  return np.concatenate(labels), np.concatenate(probs), np.concatenate(masks)
-
-
 def evaluate_multilabel(cfg: config.Config, result: dict, splits, info, staged: str) -> dict:
-  """Chief only: the staged export scored on validation and test, eval/metrics.json, its model
-  card and the final summaries (scoring.evaluate_export's multilabel branch)."""
-  thresholds = result["thresholds"]
-  scored = {s: multilabel_metrics(*score_export(staged, splits[s]), info.class_names,
-                                  thresholds) for s in ("validation", "test")}
-  result = {**result, **scored["test"], "validation_metrics": scored["validation"],
-            "thresholds": scored["test"]["thresholds"]}
+  """Chief only: the staged export scored on validation and test, eval/metrics.json and
+  test_predictions.csv, its model card, the misclassified page and the final summaries
+  (scoring.evaluate_export's multilabel branch)."""
+  loaded = signatures.load_saved_model(staged)
+  scored = {s: multilabel_report.score_export(staged, splits[s], loaded)
+            for s in ("validation", "test")[:1 + cfg.data.read_test]}
+  metrics = {s: multilabel_metrics(x.labels, x.probabilities, x.mask, info.class_names,
+                                   result["thresholds"]) for s, x in scored.items()}
+  result = {**result, **metrics.get("test", {}), "validation_metrics": metrics["validation"],
+            "thresholds": metrics["validation"]["thresholds"]}
   eval_dir = os.path.join(cfg.train.model_dir, "eval")
   fileio.write_text_atomically(os.path.join(eval_dir, "metrics.json"),
                                json.dumps(result, indent=2))
+  if not cfg.data.read_test:  # --noread_test: validation figures only.
+    return result
+  multilabel_report.write_predictions(os.path.join(eval_dir, "test_predictions.csv"),
+                                      scored["test"], info.class_names, cfg.data.label_delimiter)
   logging.info("Test: micro F1 %.4f, macro F1 %.4f, subset accuracy %.4f, LRAP %.4f on %d "
                "examples -> %s", result["micro_f1"], result["macro_f1"],
                result["subset_accuracy"], result["lrap"], result["examples"], eval_dir)
   hashes = {name: model_card.split_hash(splits[name]) for name in ("train", "validation", "test")}
   card = model_card.build(cfg, info, {**result, "per_class": result["per_label"]}, hashes,
                           model_card.data_warnings(info, result))
-  card["thresholds"] = result["thresholds"]
+  served = read_thresholds(loaded)  # The values the export's graph applies.
+  card["thresholds"] = dict(zip(info.class_names, served))
   model_card.write(staged, card)
-  logdir = summaries.log_dirs(cfg.train.model_dir)[0]
+  logdir, _, val_dir = summaries.log_dirs(cfg.train.model_dir)
+  multilabel_report.write_misclassified(val_dir, scored["validation"], info.class_names, served,
+                                        cfg.train.misclassified_examples, cfg.train.epochs)
   summaries.write_final_metrics(logdir, {"val_loss": result["validation"]["loss"],
                                          "test_micro_f1": result["micro_f1"],
                                          "test_macro_f1": result["macro_f1"]},

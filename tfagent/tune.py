@@ -167,6 +167,7 @@ def check_task(cfg: config.Config, space: dict) -> None:
   """Fails before any trial when the space may give a value that the task refuses
   (tasks.check_config: multilabel, sentence pairs): each listed value, both ends of a range."""
   from tfagent import tasks  # pylint: disable=import-outside-toplevel
+  tasks.check_tune(cfg)
   for name, spec in space.items():
     for value in spec.get("values") or (spec["min"], spec["max"]):
       try:

@@ -15,7 +15,7 @@ from tfagent.data.records import BadRecord, canonical_label
 from tfagent.errors import ConfigError
 
 # Sources whose records carry label lists; dir: and embedded: have one class a folder/file.
-LIST_SOURCES = ("csv", "tsv", "jsonl", "tfrecord")
+LIST_SOURCES = ("csv", "tsv", "jsonl", "tfrecord", "tfds")  # tfds: a Sequence(ClassLabel).
 
 
 def is_multilabel(data_cfg) -> bool:
@@ -77,8 +77,7 @@ def check_source(kind: str, data_cfg) -> None:
   if is_multilabel(data_cfg) and kind not in LIST_SOURCES:
     raise ConfigError(f"--task=multilabel: --dataset={data_cfg.dataset} gives one label a "
                       f"record; label lists come from {', '.join(k + ':' for k in LIST_SOURCES)}"
-                      " (tfds: Sequence(ClassLabel) features are not read yet: write them "
-                      "as jsonl with a list of label names).")
+                      " (tfds: a Sequence(ClassLabel) feature).")
 
 
 def multi_hot(ids, num_classes: int) -> list:
