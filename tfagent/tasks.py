@@ -22,7 +22,6 @@ from tfagent.errors import ConfigError
 from tfagent.multilabel_export import read_thresholds
 
 MULTICLASS, MULTILABEL = config.TASKS
-SCORE_BATCH = 256  # Texts a scoring call.
 
 
 def is_multilabel(cfg: config.Config) -> bool:
@@ -117,7 +116,7 @@ def tune_thresholds(cfg: config.Config, model: keras.Model, validation) -> np.nd
     return None
   logits_fn = models.traced(model)
   labels, probs = [], []
-  for text, label in validation.batch(SCORE_BATCH):
+  for text, label in validation.batch(multilabel_report.SCORE_BATCH):
     probs.append(probabilities(MULTILABEL, logits_fn(text)).numpy())
     labels.append(label.numpy())
   thresholds = best_thresholds(np.concatenate(labels), np.concatenate(probs))
