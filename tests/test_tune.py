@@ -66,6 +66,26 @@ def test_good_space_becomes_keras_tuner_hyperparameters_and_config_values():
   assert (cfg.model.dropout, cfg.model.hidden_dim, cfg.train.epochs) == (0.35, 128, 5)
 
 
+@pytest.mark.parametrize("tuner", ["random", "bayesian"])
+def test_the_first_trial_is_the_base_config_when_the_space_holds_it(tuner, tmp_path):
+  space = {"dropout": {"min": 0.2, "max": 0.6}, "hidden_dim": {"values": [32, 64, 128]},
+           "embedding_dim": {"min": 16, "max": 256, "step": 16}}
+  cfg = search_space.apply(lstm_config(), {"dropout": 0.35, "hidden_dim": 128,
+                                           "embedding_dim": 48})
+  first = search_space.base_values(space, cfg)
+  assert first == {"dropout": 0.35, "hidden_dim": 128, "embedding_dim": 48}
+  options = tune.TuneOptions(tune_dir=str(tmp_path), tuner=tuner, max_trials=5,
+                             initial_trials=2)
+  oracle = tune.make_tuner(cfg, space, options).oracle  # Builds; trains nothing.
+  values = [oracle.create_trial(f"worker{i}").hyperparameters.values for i in range(3)]
+  assert values[0] == first
+  assert values[1] != first and values[2] != first  # Then the oracle's own choices.
+  if tuner == "bayesian":
+    assert oracle.num_initial_points == 2
+  for outside in ({"dropout": 0.7}, {"hidden_dim": 100}, {"embedding_dim": 40}):
+    assert search_space.base_values(space, search_space.apply(cfg, outside)) == {}, outside
+
+
 @pytest.mark.parametrize("space, flagfile", [("quickstart.json", "quickstart.flags"),
                                               ("imdb_lstm.json", "imdb_lstm.flags")])
 def test_shipped_search_spaces_fit_their_configs(space, flagfile, monkeypatch):

@@ -154,6 +154,57 @@ def hyperparameters(space: dict):
   return hp
 
 
+def base_values(space: dict, cfg: config.Config) -> dict:
+  """The base config's value of each searched field, or {} when one lies outside `space`."""
+  known, values = fields(), {}
+  for name, spec in space.items():
+    section, field = known[name]
+    value = getattr(getattr(cfg, section), field.name)
+    if "values" in spec:
+      inside = value in [type(field.default)(v) for v in spec["values"]]
+    else:
+      step = spec.get("step")
+      inside = spec["min"] <= value <= spec["max"] and (
+          not step or math.isclose((value - spec["min"]) / step,
+                                   round((value - spec["min"]) / step)))
+    if not inside:
+      return {}
+    values[name] = value
+  return values
+
+
+def make_oracle(tuner: str, objective, hp, seed: int, max_trials: int, max_epochs: int,
+                first: dict, initial_trials: int = 0):
+  """KerasTuner's oracle for `tuner` ("hyperband", "random" or "bayesian").
+
+  `first` (the base config's values, or {}) is the first trial, as Optuna's enqueue_trial:
+  the search starts where the hand-made config stands and can only end above it on
+  validation. `initial_trials`: random trials before the Bayesian oracle's Gaussian
+  process (0: KerasTuner's default, 3 per searched field, which eats short budgets).
+  """
+  import keras_tuner  # pylint: disable=import-outside-toplevel
+  # Rejected trials (over a size or latency budget) count as failed: never a reason to stop.
+  common = dict(objective=objective, hyperparameters=hp, seed=seed, allow_new_entries=False,
+                max_consecutive_failed_trials=max_trials + 1)
+  if tuner == "hyperband":  # Its brackets choose every trial's values and epochs.
+    return keras_tuner.oracles.HyperbandOracle(max_epochs=max_epochs, factor=3, **common)
+  if tuner == "random":
+    kind = keras_tuner.oracles.RandomSearchOracle
+  else:
+    kind = keras_tuner.oracles.BayesianOptimizationOracle
+    common["num_initial_points"] = initial_trials or None
+
+  class StartsAtTheBase(kind):
+    """`kind`, whose first trial is `first`."""
+
+    def populate_space(self, trial_id):
+      if first and not self.trials:
+        return {"status": "RUNNING", "values": dict(first)}
+      return super().populate_space(trial_id)
+
+  return StartsAtTheBase(max_trials=max_trials, **common)
+
+
 def apply(cfg: config.Config, values: dict) -> config.Config:
   """`cfg` with the fields named in `values` (flag names) set; other keys are ignored."""
   known, parts = fields(), {}

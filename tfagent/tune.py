@@ -44,6 +44,7 @@ class TuneOptions:
   objective: str = "val_accuracy"
   max_export_mb: float = 0.0  # 0: no limit.
   max_latency_ms: float = 0.0  # 0: no limit (measured only when set).
+  initial_trials: int = 0  # Bayesian: random trials before the GP; 0: KerasTuner's 3 per field.
 
 
 def parse_duration(text: str) -> float:
@@ -61,20 +62,6 @@ def parse_duration(text: str) -> float:
 
 class BudgetSpent(Exception):
   """Raised before a trial would start once the time budget or --max_trials is used up."""
-
-
-def make_oracle(options: TuneOptions, hp, cfg: config.Config):
-  """KerasTuner's oracle for --tuner, seeded by --seed, on the validation objective."""
-  import keras_tuner  # pylint: disable=import-outside-toplevel
-  objective = keras_tuner.Objective(options.objective, OBJECTIVES[options.objective])
-  # Rejected trials (over a size or latency budget) count as failed: never a reason to stop.
-  common = dict(objective=objective, hyperparameters=hp, seed=cfg.data.seed,
-                allow_new_entries=False, max_consecutive_failed_trials=options.max_trials + 1)
-  if options.tuner == "hyperband":
-    return keras_tuner.oracles.HyperbandOracle(max_epochs=cfg.train.epochs, factor=3, **common)
-  if options.tuner == "random":
-    return keras_tuner.oracles.RandomSearchOracle(max_trials=options.max_trials, **common)
-  return keras_tuner.oracles.BayesianOptimizationOracle(max_trials=options.max_trials, **common)
 
 
 def trial_config(cfg: config.Config, values: dict, run_dir: str) -> config.Config:
@@ -160,7 +147,13 @@ def make_tuner(cfg: config.Config, space: dict, options: TuneOptions):
         raise keras_tuner.errors.FailedTrialError(record["rejected"])
       return {name: record[name] for name in OBJECTIVES}
 
-  return TrialTuner(make_oracle(options, search_space.hyperparameters(space), cfg))
+  first = search_space.base_values(space, cfg)
+  logging.info("First trial: %s.", json.dumps(first) if first else
+               "random (a value of the base config lies outside the search space)")
+  return TrialTuner(search_space.make_oracle(
+      options.tuner, keras_tuner.Objective(options.objective, OBJECTIVES[options.objective]),
+      search_space.hyperparameters(space), cfg.data.seed, options.max_trials,
+      cfg.train.epochs, first, options.initial_trials))
 
 
 def check_task(cfg: config.Config, space: dict) -> None:
@@ -294,6 +287,8 @@ def define_flags(flag_values=FLAGS) -> None:
                     "(Gaussian process, after a few random trials), random, or hyperband "
                     "(short trials first; --epochs is the longest).", **own)
   flags.DEFINE_integer("max_trials", 10, "Trials to run at most, over all resumed runs.", **own)
+  flags.DEFINE_integer("initial_trials", 0, "Bayesian: random trials before the Gaussian "
+                       "process guides; 0: 3 per searched field (KerasTuner's default).", **own)
   flags.DEFINE_string("tune_time_budget", "", "No trial starts once this much time has passed "
                       "(45m, 1h30m, 90s); empty: no limit. A started trial finishes.", **own)
   flags.DEFINE_enum("objective", "val_accuracy", list(OBJECTIVES), "Validation metric the "
@@ -311,10 +306,13 @@ def options_from_flags() -> TuneOptions:
   """The search's own flags as TuneOptions; a bad one is a ConfigError."""
   if FLAGS.max_trials < 1:
     raise ConfigError(f"--max_trials={FLAGS.max_trials}: expected 1 or more.")
+  if FLAGS.initial_trials < 0:
+    raise ConfigError(f"--initial_trials={FLAGS.initial_trials}: expected 0 (the default) "
+                      "or more.")
   return TuneOptions(tune_dir=FLAGS.tune_dir, tuner=FLAGS.tuner, max_trials=FLAGS.max_trials,
                      time_budget_s=parse_duration(FLAGS.tune_time_budget),
                      objective=FLAGS.objective, max_export_mb=FLAGS.max_export_mb,
-                     max_latency_ms=FLAGS.max_latency_ms)
+                     max_latency_ms=FLAGS.max_latency_ms, initial_trials=FLAGS.initial_trials)
 
 
 def main(argv):
