@@ -116,7 +116,9 @@ def markdown(out: dict) -> str:
   """OUT.md: the yardstick, the search, the folds side by side."""
   hand, best = out["hand"], out["search"]["best"]
   lines = ["# Tuning configs/lstm.flags on the embedded corpus (issue 30)", "",
-           f"- Command: `{out['command']}`; quick: {out['quick']}", "",
+           f"- Command: `{out['command']}`; quick: {out['quick']}",
+           f"- Commit {out['commit']}; {out['started']} to {out['ended']} UTC; machine: "
+           f"{out['machine']}", "",
            f"Validation accuracy: hand-made {hand['val_accuracy']:.2%} "
            f"(export {hand['export_mb']:.1f} MB); best of {len(out['search']['trials'])} "
            f"trials {best['val_accuracy']:.2%} (trial {best['trial']}, export "
@@ -136,12 +138,33 @@ def markdown(out: dict) -> str:
   diff = out["paired_difference"]
   lines += ["", f"Tuned - hand-made, paired over folds: {diff['mean'] * 100:+.2f} points "
             f"(SE {diff['se'] * 100:.2f})."]
+  from tfagent import tune_report  # pylint: disable=import-outside-toplevel
+  for key, title in (("search", "Every trial of the search"),
+                     ("small", "Every trial under the size budget")):
+    if key in out:  # tuning.md of the search, one heading level down.
+      table = tune_report.tuning_markdown(out[key]).split("\n", 1)[1]
+      lines += ["", f"## {title} ({out[key]['tuner']}, {out[key]['objective']})", table]
   return "\n".join(lines) + "\n"
+
+
+def first_start() -> dict:
+  """Commit, start time and machine of the study's first run (kept in RUNS/study_start.json:
+  a resumed study reports when and on what code its runs began)."""
+  path = os.path.join(FLAGS.runs_dir, "study_start.json")
+  if not os.path.exists(path):
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True,
+                            capture_output=True, check=False).stdout.strip()
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    with open(path, "w", encoding="utf-8") as f:
+      json.dump({"commit": commit, "started": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
+                 "machine": f"{os.cpu_count()} CPU cores, {memory:.0f} GiB"}, f)
+  return read_json(path)
 
 
 def main(argv):
   del argv
   os.makedirs(FLAGS.runs_dir, exist_ok=True)
+  first_start()
   hand_dir = os.path.join(FLAGS.runs_dir, "hand")
   run(["tfagent.train", f"--flagfile={BASE}", "--noread_test", f"--model_dir={hand_dir}",
        f"--export_dir={hand_dir}/export"], os.path.join(FLAGS.runs_dir, "hand.log"),
@@ -151,6 +174,7 @@ def main(argv):
   hand = {"val_accuracy": metrics["validation"]["accuracy"],
           "export_mb": tune_report.export_mb(metrics["saved_model"])}
   out = {"command": shlex.join(["python", "-m", "bench.tune_study", *sys.argv[1:]]),
+         **first_start(),
          "quick": FLAGS.quick, "hand": hand, "search": search("tune", [], FLAGS.budget)}
   if FLAGS.size_study:
     out["small"] = search("tune_small", [f"--max_export_mb={hand['export_mb'] / 2:.3f}"],
@@ -159,6 +183,7 @@ def main(argv):
   out["folds"] = {"hand": cross_validate("cv_hand", BASE),
                   "tuned": cross_validate("cv_tuned", best_flags, quick=False)}
   out["paired_difference"] = paired(out["folds"]["tuned"], out["folds"]["hand"])
+  out["ended"] = time.strftime("%Y-%m-%d %H:%M", time.gmtime())
   with open(FLAGS.out + ".json", "w", encoding="utf-8") as f:
     json.dump(out, f, indent=2)
   with open(FLAGS.out + ".md", "w", encoding="utf-8") as f:
