@@ -6,6 +6,7 @@ second? Either text alone is a uniform random set of words, so a model that read
 is at chance, and the tests show that beside the pair models above 90 %.
 """
 
+import csv
 import dataclasses
 import json
 import os
@@ -471,3 +472,26 @@ def test_the_model_card_names_both_inputs_of_a_pair_export(lstm_run):
           "field `hypothesis`)") in page
   assert "`probabilities` <float32>[-1, C] (softmax: a row sums to 1)" in page
   assert "threshold" not in page
+
+
+@pytest.mark.slow
+def test_cross_validate_folds_a_pair_corpus_and_tests_every_pair_once(tmp_path):
+  """tfagent.cross_validate on pairs: each fold trains and scores a pair export, and the folds'
+  test parts together are the whole corpus, each (text, text_pair) once."""
+  from tfagent import cross_validate
+  cfg = pair_config(tmp_path, "lstm", rows=120, epochs=1, embedding_dim=8, hidden_dim=4)
+  cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, folds=2),
+                            train=dataclasses.replace(cfg.train, model_dir=str(tmp_path / "cv")))
+  out = cross_validate.cross_validate(cfg, cross_validate.train_fold)
+  assert [f["fold"] for f in out["per_fold"]] == [0, 1]
+  assert sum(f["test_examples"] for f in out["per_fold"]) == 120
+  tested = []
+  for k in range(2):
+    splits, _ = data.load_splits(dataclasses.replace(cfg.data, fold=k))
+    tested += [(x["text"], x["text_pair"]) for x, _ in splits["test"].as_numpy_iterator()]
+    export_dir = tmp_path / "cv" / f"fold_{k}" / "saved_models" / "pairs_lstm" / "1"
+    assert set(signatures.read_signature_defs(str(export_dir))["serving_default"].inputs) == {
+        "text", "text_pair"}
+  with open(cfg.data.dataset[len("csv:"):], encoding="utf-8") as f:
+    rows = [(r["premise"].encode(), r["hypothesis"].encode()) for r in csv.DictReader(f)]
+  assert sorted(tested) == sorted(rows)

@@ -230,3 +230,31 @@ def test_unlabeled_and_self_training_together(trained_run, corpus_dir, tmp_path)
   for report in (result["unlabeled"], result["distillation"]["unlabeled"]):
     assert report["count"] == len(PLANTED) * 2 and report["dropped_in_validation_or_test"] == 2
   assert result["unlabeled"]["embedding_rows_initialised"] > 0
+
+
+@pytest.mark.slow
+def test_a_multilabel_run_starts_its_embedding_from_the_unlabelled_texts(tmp_path):
+  """--unlabeled with --task=multilabel: the vectors start the embedding, copies of test
+  texts are dropped, and the export answers label masks."""
+  sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "docs",
+                                  "examples"))
+  import make_multilabel  # pylint: disable=import-outside-toplevel
+  path = make_multilabel.write_csv(str(tmp_path / "topics.csv"), 300)
+  cfg = tiny_config("unused", tmp_path / "run", tmp_path / "sm")
+  cfg = dataclasses.replace(cfg, data=config.DataConfig(
+      dataset=f"csv:{path}", label_field="labels", task="multilabel", batch_size=32))
+  splits, _ = data.load_splits(cfg.data)
+  train_texts = [t.decode() for t, _ in splits["train"].as_numpy_iterator()]
+  test_texts = [t.decode() for t, _ in splits["test"].take(2).as_numpy_iterator()]
+  rows = [[t] for t in train_texts + test_texts]
+  cfg = with_unlabeled(cfg, "csv:" + write_csv(tmp_path / "u.csv", rows, header=("text",)))
+  result = training.train_and_evaluate(cfg)
+  report = result["unlabeled"]
+  assert report["dropped_in_validation_or_test"] >= 2  # The two test texts (and any copy).
+  assert report["count"] + report["dropped_in_validation_or_test"] == len(rows)
+  assert report["embedding_rows_initialised"] > 0
+  out = tf.saved_model.load(result["saved_model"]).signatures["serving_default"](
+      text=tf.constant(test_texts))
+  probabilities, mask = out["probabilities"].numpy(), out["label_mask"].numpy()
+  assert probabilities.shape == mask.shape == (2, len(make_multilabel.TOPICS))
+  assert mask.dtype == bool
