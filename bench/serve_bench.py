@@ -22,7 +22,9 @@ Everything targets 127.0.0.1.
 
 import concurrent.futures
 import contextlib
+import csv
 import functools
+import gzip
 import json
 import multiprocessing
 import os
@@ -40,6 +42,25 @@ from bench import serve_c_loads  # noqa: E402
 FLAGS = flags.FLAGS
 TEXTS = ["这本书写得很好，推荐", "质量太差了，很失望", "物流很快，包装完好", "a great movie, loved it",
          "屏幕有划痕，客服态度差", "性价比高，下次还买", "terrible, waste of money", "还行吧，一般般"]
+
+
+def use_texts(texts: list) -> None:
+  """Makes `texts` the requests' texts (in this process; the pool's initializer in others)."""
+  TEXTS[:] = texts
+
+
+def read_texts(path: str, count: int = 64) -> list:
+  """The first `count` texts of `path`: a csv (optionally .gz) with a `text` column, or one
+  text a line."""
+  opener = gzip.open if path.endswith(".gz") else open
+  with opener(path, "rt", encoding="utf-8", newline="") as f:
+    if ".csv" in os.path.basename(path):
+      texts = [row["text"] for row, _ in zip(csv.DictReader(f), range(count))]
+    else:
+      texts = [line.rstrip("\n") for line, _ in zip(f, range(count))]
+  if not texts:
+    raise app.UsageError(f"--texts_file={path}: no texts.")
+  return texts
 
 
 def percentile(values: list, q: float) -> float:
@@ -334,6 +355,9 @@ def define_flags() -> None:
   flags.DEFINE_string("output", "bench/results/serve_bench.json", "Where the JSON goes.")
   flags.DEFINE_integer("rounds", 1, "Times each cell is measured (trees alternating which "
                        "goes first); figures are the medians.")
+  flags.DEFINE_string("texts_file", "", "Request texts: the first 64 of a csv(.gz) with a "
+                      "`text` column or of a file with one text a line (e.g. IMDB reviews, "
+                      "for a model whose cost grows with length); default: 8 short reviews.")
   flags.DEFINE_integer("instances_per_request", 1, "Texts in each request (REST `instances`, "
                        "gRPC `text` tensor) and each in-process call: with 1 the server's "
                        "fixed cost a request hides the model's.")
@@ -356,9 +380,11 @@ def main(argv):
   from tfagent.serving.options import set_tensorflow_threads
   set_tensorflow_threads(FLAGS.tensorflow_intra_op_parallelism,
                          FLAGS.tensorflow_inter_op_parallelism)
+  if FLAGS.texts_file:
+    use_texts(read_texts(FLAGS.texts_file))
   base = os.path.abspath(FLAGS.model_base_path)
   path = resolve_saved_model(base)
-  result = {"saved_model": path, "cpus": os.cpu_count(), "load_average": os.getloadavg(),
+  result = {"texts_file": FLAGS.texts_file, "texts": len(TEXTS),"saved_model": path, "cpus": os.cpu_count(), "load_average": os.getloadavg(),
             "seconds_per_cell": FLAGS.seconds, "server_flags": thread_flags(),
             "signature_name": FLAGS.signature_name,
             "instances_per_request": FLAGS.instances_per_request}
@@ -374,7 +400,8 @@ def main(argv):
   logging.info("in-process: %s", json.dumps(in_process))
   ctx = multiprocessing.get_context("spawn")
   with tempfile.TemporaryDirectory() as tmp, concurrent.futures.ProcessPoolExecutor(
-      FLAGS.client_processes, mp_context=ctx) as pool:
+      FLAGS.client_processes, mp_context=ctx, initializer=use_texts,
+      initargs=(list(TEXTS),)) as pool:
     logging.info("Client processes: %s", sorted(set(pool.map(warm_worker,
                                                            range(FLAGS.client_processes)))))
     for batching in (mode == "on" for mode in FLAGS.batching):

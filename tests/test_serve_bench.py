@@ -91,3 +91,34 @@ def test_compared_model_is_served_from_its_own_base_path(tmp_path):
   assert proc.returncode != 0
   assert "Task size 3 is larger than maximum input batch size 2" in proc.stderr
   assert "current, batching on" in proc.stderr  # The model's own cells answered first.
+
+
+def worker_texts(n: int) -> list:
+  return serve_bench.request_texts(0, n)
+
+
+def test_texts_file_gives_every_client_process_its_texts(tmp_path):
+  """--texts_file: a csv.gz's `text` column or one text a line, first 64; spawned client
+  processes send the same texts (the pool's initializer), not the built-in short ones."""
+  import concurrent.futures
+  import csv
+  import gzip
+  import multiprocessing
+  reviews = [f"review {i}, long enough, with a comma" for i in range(70)]
+  with gzip.open(tmp_path / "r.csv.gz", "wt", encoding="utf-8", newline="") as f:
+    writer = csv.writer(f)
+    writer.writerow(["label", "text"])
+    writer.writerows([[i % 2, text] for i, text in enumerate(reviews)])
+  (tmp_path / "lines.txt").write_text("first\nsecond\n", encoding="utf-8")
+  assert serve_bench.read_texts(str(tmp_path / "r.csv.gz")) == reviews[:64]
+  assert serve_bench.read_texts(str(tmp_path / "lines.txt")) == ["first", "second"]
+  built_in = list(serve_bench.TEXTS)
+  try:
+    serve_bench.use_texts(reviews[:3])
+    with concurrent.futures.ProcessPoolExecutor(
+        1, mp_context=multiprocessing.get_context("spawn"), initializer=serve_bench.use_texts,
+        initargs=(list(serve_bench.TEXTS),)) as pool:
+      assert pool.submit(worker_texts, 4).result() == [reviews[0], reviews[1], reviews[2],
+                                                       reviews[0]]
+  finally:
+    serve_bench.use_texts(built_in)
