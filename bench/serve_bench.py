@@ -384,7 +384,8 @@ def main(argv):
     use_texts(read_texts(FLAGS.texts_file))
   base = os.path.abspath(FLAGS.model_base_path)
   path = resolve_saved_model(base)
-  result = {"texts_file": FLAGS.texts_file, "texts": len(TEXTS),"saved_model": path, "cpus": os.cpu_count(), "load_average": os.getloadavg(),
+  result = {"saved_model": path, "cpus": os.cpu_count(), "load_average": os.getloadavg(),
+            "texts_file": FLAGS.texts_file, "texts": len(TEXTS),
             "seconds_per_cell": FLAGS.seconds, "server_flags": thread_flags(),
             "signature_name": FLAGS.signature_name,
             "instances_per_request": FLAGS.instances_per_request}

@@ -15,6 +15,8 @@ import dataclasses
 import json
 import math
 
+from absl import logging
+
 from tfagent import config
 from tfagent.errors import ConfigError
 
@@ -178,8 +180,8 @@ def make_oracle(tuner: str, objective, hp, seed: int, max_trials: int, max_epoch
   """KerasTuner's oracle for `tuner` ("hyperband", "random" or "bayesian").
 
   `first` (the base config's values, or {}) is the first trial, as Optuna's enqueue_trial:
-  the search starts where the hand-made config stands and can only end above it on
-  validation. `initial_trials`: random trials before the Bayesian oracle's Gaussian
+  the search starts where the hand-made config stands and cannot end below it on
+  validation (Hyperband's brackets choose every trial, so it starts at random). `initial_trials`: random trials before the Bayesian oracle's Gaussian
   process (0: KerasTuner's default, 3 per searched field, which eats short budgets).
   """
   import keras_tuner  # pylint: disable=import-outside-toplevel
@@ -193,6 +195,8 @@ def make_oracle(tuner: str, objective, hp, seed: int, max_trials: int, max_epoch
   else:
     kind = keras_tuner.oracles.BayesianOptimizationOracle
     common["num_initial_points"] = initial_trials or None
+  logging.info("First trial: %s.", json.dumps(first) if first else
+               "random (a value of the base config lies outside the search space)")
 
   class StartsAtTheBase(kind):
     """`kind`, whose first trial is `first`."""

@@ -147,13 +147,10 @@ def make_tuner(cfg: config.Config, space: dict, options: TuneOptions):
         raise keras_tuner.errors.FailedTrialError(record["rejected"])
       return {name: record[name] for name in OBJECTIVES}
 
-  first = search_space.base_values(space, cfg)
-  logging.info("First trial: %s.", json.dumps(first) if first else
-               "random (a value of the base config lies outside the search space)")
   return TrialTuner(search_space.make_oracle(
       options.tuner, keras_tuner.Objective(options.objective, OBJECTIVES[options.objective]),
       search_space.hyperparameters(space), cfg.data.seed, options.max_trials,
-      cfg.train.epochs, first, options.initial_trials))
+      cfg.train.epochs, search_space.base_values(space, cfg), options.initial_trials))
 
 
 def check_task(cfg: config.Config, space: dict) -> None:
