@@ -164,7 +164,7 @@ def first_start() -> dict:
 def main(argv):
   del argv
   os.makedirs(FLAGS.runs_dir, exist_ok=True)
-  first_start()
+  start = first_start()
   hand_dir = os.path.join(FLAGS.runs_dir, "hand")
   run(["tfagent.train", f"--flagfile={BASE}", "--noread_test", f"--model_dir={hand_dir}",
        f"--export_dir={hand_dir}/export"], os.path.join(FLAGS.runs_dir, "hand.log"),
@@ -174,7 +174,7 @@ def main(argv):
   hand = {"val_accuracy": metrics["validation"]["accuracy"],
           "export_mb": tune_report.export_mb(metrics["saved_model"])}
   out = {"command": shlex.join(["python", "-m", "bench.tune_study", *sys.argv[1:]]),
-         **first_start(),
+         **start,
          "quick": FLAGS.quick, "hand": hand, "search": search("tune", [], FLAGS.budget)}
   if FLAGS.size_study:
     out["small"] = search("tune_small", [f"--max_export_mb={hand['export_mb'] / 2:.3f}"],

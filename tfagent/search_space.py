@@ -181,8 +181,9 @@ def make_oracle(tuner: str, objective, hp, seed: int, max_trials: int, max_epoch
 
   `first` (the base config's values, or {}) is the first trial, as Optuna's enqueue_trial:
   the search starts where the hand-made config stands and cannot end below it on
-  validation (Hyperband's brackets choose every trial, so it starts at random). `initial_trials`: random trials before the Bayesian oracle's Gaussian
-  process (0: KerasTuner's default, 3 per searched field, which eats short budgets).
+  validation (Hyperband's brackets choose every trial, so it starts at random).
+  `initial_trials`: random trials before the Bayesian oracle's Gaussian process (0:
+  KerasTuner's default, 3 per searched field, which eats short budgets).
   """
   import keras_tuner  # pylint: disable=import-outside-toplevel
   # Rejected trials (over a size or latency budget) count as failed: never a reason to stop.
