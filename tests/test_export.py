@@ -146,7 +146,7 @@ def test_versions_increment_and_existing_version_is_refused(trained_run, tmp_pat
   cfg, result = trained_run
   import keras
   model = keras.saving.load_model(os.path.join(cfg.train.model_dir, "checkpoints", "best.keras"))
-  export_cfg = config.ExportConfig(export_dir=str(tmp_path), model_name="m")
+  export_cfg = config.ExportConfig(export_dir=str(tmp_path), model_name="m", explain_steps=0)
   first = export.export_model(model, ["negative", "positive"], export_cfg)
   second = export.export_model(model, ["negative", "positive"], export_cfg)
   assert [os.path.basename(first), os.path.basename(second)] == ["1", "2"]

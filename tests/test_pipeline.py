@@ -149,7 +149,8 @@ def test_training_on_a_streamed_csv_writes_data_report(tmp_path):
                                embedding_dim=8, num_layers=1, num_heads=2,
                                intermediate_dim=8),
       train=config.TrainConfig(model_dir=str(tmp_path / "run"), epochs=2, verbose=0),
-      export=config.ExportConfig(export_dir=str(tmp_path / "saved"), model_name="t"))
+      export=config.ExportConfig(export_dir=str(tmp_path / "saved"), model_name="t",
+                                 explain_steps=0))
   result = train.train_and_evaluate(cfg)
   report = json.load(open(tmp_path / "run" / "data_report.json"))
   assert report["skipped"]["empty_text"] == 1 and sum(report["split_sizes"].values()) == 200

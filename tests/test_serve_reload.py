@@ -92,7 +92,8 @@ def test_new_version_is_served_after_warm_up_without_a_failed_request(trained_ru
     model = keras.saving.load_model(os.path.join(cfg.train.model_dir, "checkpoints",
                                                  "best.keras"))
     export.export_model(model, ["negative", "positive"], config.ExportConfig(
-        export_dir=str(tmp_path), model_name="m", version=2), warmup_texts=["great"])
+        export_dir=str(tmp_path), model_name="m", version=2, explain_steps=0),
+        warmup_texts=["great"])
     exported = time.monotonic()
     wait_for(lambda: loop.first_seen(2) is not None, "version 2 to answer")
     switched = loop.first_seen(2)

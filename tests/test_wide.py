@@ -173,7 +173,8 @@ def test_export_reloads_in_a_clean_process_with_the_same_probabilities(tmp_path)
   model = build()
   model.set_deep_weight(0.5)
   path = export.export_model(model, ["neg", "pos"],
-                             config.ExportConfig(export_dir=str(tmp_path), model_name="wd"))
+                             config.ExportConfig(export_dir=str(tmp_path), model_name="wd",
+                                                explain_steps=0))
   with open(os.path.join(path, "assets", "wide.txt"), encoding="utf-8") as f:
     assert f.read().splitlines() == model.get_layer("wide").vocabulary()
   texts = ["great fun film", "hated this dull show", "zebra", "", "great\nfun, dull\r\nfilm"]
