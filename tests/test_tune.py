@@ -7,6 +7,7 @@ import glob
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -15,8 +16,8 @@ import types
 
 import pytest
 
-from conftest import NEGATIVE, POSITIVE, run_command, write_corpus
-from tfagent import config, search_space, tune
+from conftest import NEGATIVE, POSITIVE, run_command, tiny_config, write_corpus
+from tfagent import config, search_space, tune, tune_report
 from tfagent.errors import ConfigError, DataError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -116,9 +117,52 @@ def test_spent_time_budget_starts_no_trial(tmp_path):
 
 def test_export_size_budget_rejects_larger_trials():
   options = tune.TuneOptions(max_export_mb=10)
-  assert tune.budget_problem({"export_mb": 9.9}, options) == ""
-  assert "export 10.50 MB > --max_export_mb=10" in tune.budget_problem({"export_mb": 10.5},
+  assert tune_report.budget_problem({"export_mb": 9.9}, options) == ""
+  assert "export 10.50 MB > --max_export_mb=10" in tune_report.budget_problem({"export_mb": 10.5},
                                                                        options)
+
+
+@pytest.mark.slow
+def test_a_trial_whose_weights_break_the_size_budget_is_never_trained(corpus_dir, tmp_path):
+  """4096-wide embeddings of 200 words are 3.1 MB of weights alone: rejected before training."""
+  cfg = tiny_config(corpus_dir, tmp_path / "unused", tmp_path / "unused_sm")
+  options = tune.TuneOptions(tune_dir=str(tmp_path / "tune"), tuner="random", max_trials=2,
+                             max_export_mb=1.2)
+  summary = tune.tune(cfg, {"embedding_dim": {"values": [8, 4096]}}, options, set())
+  trials = {t["values"]["embedding_dim"]: t for t in summary["trials"]}
+  assert trials[4096]["status"] == "rejected" and "val_accuracy" not in trials[4096]
+  assert re.fullmatch(r"export at least 3\.\d\d MB > --max_export_mb=1\.2, known before "
+                      r"training", trials[4096]["rejected"])
+  run_dir = tmp_path / "tune" / "trials" / f"trial_{trials[4096]['trial']}"
+  assert not (run_dir / "checkpoints" / "best.keras").exists()
+  assert not (run_dir / "saved_models").exists()
+  assert trials[8]["status"] == "completed" and trials[8]["export_mb"] < 1.2
+  assert summary["best"]["values"] == {"embedding_dim": 8}
+  assert "known before training" in (tmp_path / "tune" / "tuning.md").read_text()
+
+
+@pytest.mark.slow
+def test_the_size_known_before_training_is_at_most_the_export_and_close_to_it(corpus_dir,
+                                                                               tmp_path):
+  """An ensemble with a wide path: the bound counts every member's weights and both
+  vocabularies (never the optimizer's), so it sits just under the export's size."""
+  from tfagent import training
+  cfg = tiny_config(corpus_dir, tmp_path / "run", tmp_path / "sm")
+  cfg = dataclasses.replace(cfg, model=dataclasses.replace(
+      cfg.model, embedding_dim=2048, ensemble_size=2, wide_ngrams=2, wide_min_count=1),
+      train=dataclasses.replace(cfg.train, epochs=1))
+  seen = []
+  result = training.train_and_evaluate(
+      cfg, lambda model: seen.append((model, tune_report.export_mb_at_least(model))))
+  model, at_least = seen[0]
+  exported = tune_report.export_mb(result["saved_model"])
+  assert 0.8 * exported < at_least <= exported, (at_least, exported)
+  tune_report.size_check(tune.TuneOptions(max_export_mb=at_least), cfg)(model)  # Fits.
+  below = tune.TuneOptions(max_export_mb=at_least * 0.99)
+  with pytest.raises(tune_report.TooLarge, match="known before training"):
+    tune_report.size_check(below, cfg)(model)
+  quantized = dataclasses.replace(cfg, export=dataclasses.replace(cfg.export, quantize="int8"))
+  assert tune_report.size_check(below, quantized) is None  # int8 may be 4x smaller.
 
 
 def write_csv(path, n_per_class, seed, broken=False) -> str:

@@ -169,17 +169,20 @@ def fit_wide(cfg: config.Config, splits, info):
                                 len(info.class_names), cfg.data.seed)
 
 
-def train_and_evaluate(cfg: config.Config) -> dict:
+def train_and_evaluate(cfg: config.Config, before_fit=None) -> dict:
   """Trains under the configured strategy, exports the SavedModel and evaluates it.
 
   The strategy comes first: multi-worker collectives must be set up before
   other TensorFlow work. Workers other than the chief write into a scratch
   folder that is removed at the end; all of them read the chief's backup.
+  `before_fit(model)`, if given, sees the built model (vocabularies and wide path
+  fitted) before the first step and may raise to end the run there (tfagent tune's
+  --max_export_mb).
   """
   strategy = distribute.get_strategy(cfg.train.strategy, cfg.train.tpu)
   with distribute.worker_scratch(strategy) as scratch, distribute.keras_logs_agree(strategy), \
       optim.precision_policy(cfg.train.mixed_precision):
-    return train_in(cfg, for_this_worker(cfg, scratch), strategy)
+    return train_in(cfg, for_this_worker(cfg, scratch), strategy, before_fit)
 
 
 @progress.stage("Reading and checking the data")
@@ -210,7 +213,7 @@ def log_start(cfg: config.Config, out: config.Config, model, steps_per_epoch: in
       os.path.abspath(cfg.train.model_dir)))
 
 
-def train_in(cfg: config.Config, out: config.Config, strategy) -> dict:
+def train_in(cfg: config.Config, out: config.Config, strategy, before_fit=None) -> dict:
   """Data, model, resume, fit, export, evaluate; `out` names the folders this worker writes."""
   tasks.check_config(cfg)
   semi.check_config(cfg)
@@ -228,6 +231,8 @@ def train_in(cfg: config.Config, out: config.Config, strategy) -> dict:
   val_fn = data.make_input_fn(splits["validation"], tokenizer, cfg.data, training=False,
                               model_cfg=cfg.model)
   build_from_spec(classifier, strategy, val_fn().element_spec)
+  if before_fit is not None:
+    before_fit(model)
   val_ds = strategy.distribute_datasets_from_function(val_fn)
   with strategy.scope():
     start = backup.restore(classifier, os.path.join(cfg.train.model_dir, "backup"),

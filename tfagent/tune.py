@@ -87,16 +87,6 @@ def record_of(trial_id: str, values: dict, cfg: config.Config, result: dict,
           "seconds": seconds, "export_mb": tune_report.export_mb(result["saved_model"])}
 
 
-def budget_problem(record: dict, options: TuneOptions) -> str:
-  """Why a trial breaks --max_export_mb or --max_latency_ms, or empty."""
-  if options.max_export_mb and record["export_mb"] > options.max_export_mb:
-    return f"export {record['export_mb']:.2f} MB > --max_export_mb={options.max_export_mb:g}"
-  if options.max_latency_ms and record["latency_ms"] > options.max_latency_ms:
-    return (f"latency {record['latency_ms']:.2f} ms > "
-            f"--max_latency_ms={options.max_latency_ms:g}")
-  return ""
-
-
 def make_tuner(cfg: config.Config, space: dict, options: TuneOptions):
   """A keras_tuner.Tuner whose trials are training runs (tfagent.training) of `cfg`."""
   import keras  # pylint: disable=import-outside-toplevel
@@ -129,19 +119,25 @@ def make_tuner(cfg: config.Config, space: dict, options: TuneOptions):
       logging.info("Trial %s: %s", trial.trial_id, json.dumps(values))
       start = time.perf_counter()
       try:
-        result = training.train_and_evaluate(trial_cfg)
+        result = training.train_and_evaluate(trial_cfg,
+                                             tune_report.size_check(options, trial_cfg))
+        record = record_of(trial.trial_id, values, trial_cfg, result,
+                           time.perf_counter() - start)
       except TfagentError as e:  # Bad data or flags: every trial would fail; stop.
         raise keras_tuner.errors.FatalError(str(e)) from e
+      except tune_report.TooLarge as e:  # Its weights alone break the budget: not trained.
+        result, record = None, {"trial": trial.trial_id, "values": values, "run_dir": run_dir,
+                                "seconds": time.perf_counter() - start, "rejected": str(e)}
       finally:
         keras.backend.clear_session()
-      record = record_of(trial.trial_id, values, trial_cfg, result, time.perf_counter() - start)
-      if options.max_latency_ms:
+      if result and options.max_latency_ms:
         text = (LATENCY_TEXT,) * 2 if cfg.data.text_pair_field else LATENCY_TEXT  # A pair's two.
         record["latency_ms"] = tune_report.latency_ms(result["saved_model"], text)
-      record["rejected"] = budget_problem(record, options)
+      if result:
+        record["rejected"] = tune_report.budget_problem(record, options)
       write_json(os.path.join(run_dir, RECORD_FILE), record)
-      logging.info("Trial %s: %s %.4f%s", trial.trial_id, options.objective,
-                   record[options.objective],
+      logging.info("Trial %s: %s%s", trial.trial_id,
+                   f"{options.objective} {record[options.objective]:.4f}" if result else "",
                    f"; rejected: {record['rejected']}" if record["rejected"] else "")
       if record["rejected"]:
         raise keras_tuner.errors.FailedTrialError(record["rejected"])
@@ -293,7 +289,8 @@ def define_flags(flag_values=FLAGS) -> None:
   flags.DEFINE_string("tune_dir", "runs/tune", "Folder of the search: the oracle's state, "
                       "each trial's run, best.flags, tuning.json and tuning.md.", **own)
   flags.DEFINE_float("max_export_mb", 0.0, "Trials whose export is larger are rejected, "
-                     "never chosen; 0: no limit.", **own)
+                     "never chosen (before training when their weights alone are); 0: no "
+                     "limit.", **own)
   flags.DEFINE_float("max_latency_ms", 0.0, "Trials whose export takes longer for one text "
                      "(median, in-process) are rejected; 0: no limit.", **own)
   config.define_flags(config.SECTIONS.values(), flag_values)

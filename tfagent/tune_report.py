@@ -18,6 +18,48 @@ def export_mb(path: str) -> float:
              for f in fileio.files_under(path)) / 2**20
 
 
+def budget_problem(record: dict, options) -> str:
+  """Why a trial breaks --max_export_mb or --max_latency_ms (`options`: tune.TuneOptions),
+  or empty."""
+  if options.max_export_mb and record["export_mb"] > options.max_export_mb:
+    return f"export {record['export_mb']:.2f} MB > --max_export_mb={options.max_export_mb:g}"
+  if options.max_latency_ms and record["latency_ms"] > options.max_latency_ms:
+    return (f"latency {record['latency_ms']:.2f} ms > "
+            f"--max_latency_ms={options.max_latency_ms:g}")
+  return ""
+
+
+class TooLarge(Exception):
+  """Raised before a trial's first step when its export cannot fit --max_export_mb."""
+
+
+def size_check(options, cfg: config.Config):
+  """training's `before_fit` that refuses a model whose float export breaks
+  --max_export_mb whatever it learns; None without that budget or when the export may be
+  quantized (then smaller than its float weights)."""
+  if not options.max_export_mb or cfg.export.quantize != "none":
+    return None
+
+  def check(model):
+    at_least = export_mb_at_least(model)
+    if at_least > options.max_export_mb:
+      raise TooLarge(f"export at least {at_least:.2f} MB > --max_export_mb="
+                     f"{options.max_export_mb:g}, known before training")
+  return check
+
+
+def export_mb_at_least(model) -> float:
+  """What a float export of `model` (a TextClassifier) holds at least, in MB, known before
+  training: every weight's bytes and each vocabulary's tokens (assets, one a line). The
+  graph, its signatures and the model card come on top."""
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  total = sum(int(np.prod(w.shape)) * np.dtype(w.dtype).itemsize for w in model.weights)
+  for layer in (model.tokenizer, model.wide):
+    if layer is not None and hasattr(layer, "vocabulary"):
+      total += sum(len(str(token).encode("utf-8")) + 1 for token in layer.vocabulary())
+  return total / 2**20
+
+
 def latency_ms(path: str, text, calls: int = 30) -> float:
   """Median milliseconds of one-text requests to the export, in-process, after warm-up
   (`text`: a string, or a sentence pair's `(text, text_pair)`)."""
