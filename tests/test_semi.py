@@ -97,9 +97,12 @@ def test_the_unlabelled_texts_decide_the_export_on_words_the_labels_leave_open(p
   assert (pos[zorb] > neg[zorb]).all() and (pos[blick] < neg[blick]).all(), (pos, neg)
 
 
-def test_a_validation_or_test_text_is_never_unlabelled_text(corpus_dir, tmp_path, caplog):
+@pytest.mark.parametrize("read_test", [True, False])
+def test_a_validation_or_test_text_is_never_unlabelled_text(corpus_dir, tmp_path, caplog,
+                                                             read_test):
   """Copies of validation and test texts in --unlabeled are dropped and counted (IMDB's
-  unlabelled reviews hold 270 test reviews); the others are kept, once each as given."""
+  unlabelled reviews hold 270 test reviews); the others are kept, once each as given. Also
+  with --noread_test, as tfagent tune's trials run: the best one is scored on test."""
   cfg = tiny_config(corpus_dir, tmp_path / "run", tmp_path / "sm")
   splits, _ = data.load_splits(cfg.data)
   test = [t.decode() for t, _ in splits["test"].take(3).as_numpy_iterator()]
@@ -112,7 +115,9 @@ def test_a_validation_or_test_text_is_never_unlabelled_text(corpus_dir, tmp_path
   absl_logging.set_verbosity(absl_logging.INFO)
   try:
     with caplog.at_level(logging.INFO):
-      extra = semi.learn(with_unlabeled(cfg, source), splits)
+      run = with_unlabeled(cfg, source)
+      run = dataclasses.replace(run, data=dataclasses.replace(run.data, read_test=read_test))
+      extra = semi.learn(run, data.load_splits(run.data)[0])
   finally:
     absl_logging.set_verbosity(verbosity)
   assert extra.texts == new + train  # Training texts may be unlabelled text too.

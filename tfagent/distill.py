@@ -202,7 +202,8 @@ def labelled_by(teacher: Teacher, cfg, splits, info) -> Taught:
   n_extra = 0
   if tc.distill_unlabeled:
     extra, report["unlabeled"] = unlabeled.unlabeled_texts(
-        "distill_unlabeled", tc.distill_unlabeled, cfg.data, unlabeled.held_out_texts(splits))
+        "distill_unlabeled", tc.distill_unlabeled, cfg.data,
+        unlabeled.held_out_texts(splits, cfg.data))
     extra_ds = tf.data.Dataset.from_tensor_slices(tf.constant(extra, tf.string))
     extra_soft = teach_texts(teacher, extra_ds, order, tc.distill_temperature)
     n_extra = len(extra)

@@ -69,7 +69,7 @@ def learn(cfg, splits) -> Unlabeled:
     return None
   with progress.stage(f"Reading the unlabelled texts (--unlabeled={cfg.data.unlabeled})"):
     texts, report = unlabeled.unlabeled_texts(FLAG, cfg.data.unlabeled, cfg.data,
-                                              unlabeled.held_out_texts(splits))
+                                              unlabeled.held_out_texts(splits, cfg.data))
   logging.info("--unlabeled=%s: %d texts kept, %d dropped as validation or test texts "
                "(never transductive), %d bad records skipped.", cfg.data.unlabeled,
                report["count"], report["dropped_in_validation_or_test"],

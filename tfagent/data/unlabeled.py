@@ -50,9 +50,17 @@ def unlabeled_records(source: str, data_cfg):
                       f"{', '.join(sorted(sources.SOURCES))} (as KIND:ARG)")
 
 
-def held_out_texts(splits) -> set:
-  """The validation and test texts (utf-8 bytes), which no unlabelled text may be."""
-  return {t for name in ("validation", "test") for t, _ in splits[name].as_numpy_iterator()}
+def held_out_texts(splits, data_cfg) -> set:
+  """The validation and test texts (utf-8 bytes), which no unlabelled text may be.
+
+  With --noread_test (tfagent tune's trials) the test texts are read here all the same,
+  for this alone: a trial's export is scored on test in the end, so it must not have
+  learned from them either.
+  """
+  test = splits["test"]
+  if not data_cfg.read_test:
+    test = sources.load_splits(dataclasses.replace(data_cfg, read_test=True))[0]["test"]
+  return {t for split in (splits["validation"], test) for t, _ in split.as_numpy_iterator()}
 
 
 def unlabeled_texts(flag: str, source: str, data_cfg, held_out: set) -> tuple:
