@@ -230,6 +230,40 @@ def test_export_decides_with_the_tuned_thresholds(run):
     assert [x.decode() for x in row] == list(names[m]) + [""] * (len(names) - m.sum())
 
 
+@pytest.mark.slow
+def test_a_tiny_bert_learns_the_topics_and_its_export_decides_with_its_thresholds(tmp_path):
+  """--model=bert with --task=multilabel: a random 1-layer BertBackbone over the corpus' words
+  (a keras-hub preset folder) learns the label sets; the export's mask is its thresholds'."""
+  import keras_hub
+  from tfagent import train
+  words = sorted({w for ws in make_multilabel.TOPICS.values() for w in ws}
+                 | set(make_multilabel.FILLER))
+  vocabulary = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]
+  keras.utils.set_random_seed(0)
+  keras_hub.models.BertBackbone(vocabulary_size=len(vocabulary), num_layers=1, num_heads=2,
+                                hidden_dim=32, intermediate_dim=64,
+                                max_sequence_length=32).save_to_preset(str(tmp_path / "bert"))
+  keras_hub.models.BertTokenizer(vocabulary=vocabulary, lowercase=True).save_to_preset(
+      str(tmp_path / "bert"))
+  cfg = config.Config(
+      data=data_cfg(make_multilabel.write_csv(str(tmp_path / "topics.csv"), 1000), batch_size=32),
+      model=config.ModelConfig(name="bert", preset=str(tmp_path / "bert"), sequence_length=16,
+                               dropout=0.0),
+      train=config.TrainConfig(model_dir=str(tmp_path / "run"), epochs=6, learning_rate=1e-2,
+                               backbone_learning_rate=1e-2, verbose=0),
+      export=config.ExportConfig(export_dir=str(tmp_path / "sm"), model_name="t"))
+  result = train.train_and_evaluate(cfg)
+  labels = np.array(list(by_text(data.load_splits(cfg.data)[0]["test"]).values()))
+  assert result["micro_f1"] >= 0.95 > chance_micro_f1(labels), result["micro_f1"]
+  thresholds = np.array([result["thresholds"][n] for n in sorted(make_multilabel.TOPICS)])
+  out = signatures.load_signature(result["saved_model"])(text=tf.constant(TEXTS))
+  np.testing.assert_array_equal(out["label_mask"].numpy(),
+                                out["probabilities"].numpy() >= thresholds)
+  assert out["label_mask"].numpy()[:2].tolist() == [  # Two topics' words each.
+      [name in ("health", "sports") for name in sorted(make_multilabel.TOPICS)],
+      [name in ("money", "politics") for name in sorted(make_multilabel.TOPICS)]]
+
+
 RELOAD = """
 import json, sys
 import tensorflow as tf
