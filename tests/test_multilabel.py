@@ -264,6 +264,41 @@ def test_a_tiny_bert_learns_the_topics_and_its_export_decides_with_its_threshold
       [name in ("money", "politics") for name in sorted(make_multilabel.TOPICS)]]
 
 
+@pytest.mark.slow
+def test_an_int8_export_keeps_the_thresholds_behind_a_micro_f1_gate(run, tmp_path):
+  """--quantize=int8 with --task=multilabel: both exports store the tuned thresholds and
+  the gate compares the micro-F1 of their label masks on validation."""
+  from tfagent import evaluate, multilabel_report, quantize
+  cfg, result = run["cfg"], run["result"]
+  model = evaluate.load_checkpoint(os.path.join(cfg.train.model_dir, "checkpoints",
+                                                "best.keras"))
+  validation = data.load_splits(cfg.data)[0]["validation"]
+  names = sorted(make_multilabel.TOPICS)
+  thresholds = np.array([result["thresholds"][n] for n in names])
+  picks = {}
+  for max_drop in (100.0, -100.0):  # The int8 export kept; the float one (int8 must gain 100).
+    picks[max_drop] = quantize.write_quantized(
+        model, names, config.ExportConfig(export_dir=str(tmp_path / str(max_drop)),
+                                          model_name="q", quantize="int8",
+                                          quantize_max_drop=max_drop),
+        TEXTS[:2], validation, thresholds)
+  staged, report = picks[100.0]
+  assert report["kept"] == "int8" and report["metric"] == "micro_f1"
+  scored = multilabel_report.score_export(staged.path, validation)
+  f1 = report["validation_micro_f1"]
+  assert f1["int8"] == pytest.approx(f1_score(scored.labels, scored.mask, average="micro"))
+  assert min(f1.values()) >= 0.9, f1
+  stored = tf.train.load_checkpoint(os.path.join(staged.path, "variables", "variables"))
+  assert tf.int8 in stored.get_variable_to_dtype_map().values()  # The embedding, quantized.
+  out = signatures.load_signature(staged.path)(text=tf.constant(TEXTS))
+  np.testing.assert_array_equal(out["label_mask"].numpy(),
+                                out["probabilities"].numpy() >= thresholds)
+  kept_float = picks[-100.0][1]
+  assert kept_float["kept"] == "float32" and "validation micro-F1" in kept_float["reason"]
+  card = "\n".join(model_card.quantization_lines(report))
+  assert "gate 100 micro-F1 points" in card and "| validation micro-F1 |" in card
+
+
 RELOAD = """
 import json, sys
 import tensorflow as tf
@@ -519,7 +554,7 @@ def test_noread_test_scores_validation_only(tmp_path):
 
 @pytest.mark.parametrize("flag, value, off", [
     ("ensemble_size", 2, 1), ("wide_ngrams", 2, 0), ("class_weight", "balanced", "none"),
-    ("monitor", "val_macro_f1", "val_loss"), ("quantize", "int8", "none"),
+    ("monitor", "val_macro_f1", "val_loss"),
 ])
 def test_what_multilabel_does_not_support_is_refused_before_training(flag, value, off):
   cfg, _ = config.from_args(None, dataset="csv:x.csv", task="multilabel", **{flag: value})

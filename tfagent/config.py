@@ -238,7 +238,8 @@ class ExportConfig:
                           "(--quantize_max_drop); about 4x smaller variables. int4 (opt-in) "
                           "packs the deep weights in 4 bits, less exact. LSTM cells stay "
                           "float (docs/quantization.md).", QUANTIZE_MODES)
-  quantize_max_drop: float = setting(0.5, "Validation accuracy points the quantized export may "
+  quantize_max_drop: float = setting(0.5, "Validation accuracy points (micro-F1 with "
+                                     "--task=multilabel) the quantized export may "
                                      "lose against float32 in the same run; more, and the "
                                      "float export is kept (a negative value keeps it unless "
                                      "the quantized one gains that much).")

@@ -199,16 +199,18 @@ def quantization_lines(report: dict) -> list:
   """The card's Quantization section (tfagent/quantize.py's report), or none without one."""
   if not report:
     return []
-  mode, accuracy = report["mode"], report["validation_accuracy"]
+  metric = report.get("metric", "accuracy")  # Cards written before multilabel int8 lack it.
+  mode, accuracy = report["mode"], report[f"validation_{metric}"]
+  name = "micro-F1" if metric == "micro_f1" else "accuracy"
   size, variables = report["export_bytes"], report["variables_bytes"]
   kept = (f"the {mode} export" if report["kept"] == mode else
           f"the float32 export: {report['reason']}")
   return ["", "## Quantization", "",
-          f"`--quantize={mode}`, gate {report['max_drop_points']:g} accuracy points: kept {kept}.",
+          f"`--quantize={mode}`, gate {report['max_drop_points']:g} {name} points: kept {kept}.",
           "", f"| | float32 | {mode} |", "| --- | --- | --- |",
           f"| export bytes | {size['float32']} | {size[mode]} |",
           f"| variables/ bytes | {variables['float32']} | {variables[mode]} |",
-          f"| validation accuracy | {accuracy['float32']:.4f} | {accuracy[mode]:.4f} |"]
+          f"| validation {name} | {accuracy['float32']:.4f} | {accuracy[mode]:.4f} |"]
 
 
 def write(export_dir: str, card: dict) -> None:

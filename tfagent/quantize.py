@@ -13,8 +13,9 @@ Keras' `Model.quantize`:
 
 Both exports are written staged, side by side, and scored on the validation split
 through their serving signature: the quantized one is kept unless it loses more
-than `--quantize_max_drop` accuracy points; otherwise the float export is kept and
-the run logs why. Either way the report (mode, sizes, accuracies, what was kept)
+than `--quantize_max_drop` points of accuracy (of micro-F1 for a multilabel export,
+whose label masks use the thresholds it stores); otherwise the float export is kept
+and the run logs why. Either way the report (mode, sizes, accuracies, what was kept)
 goes into the model card.
 
 The explain signature of a quantized export runs integrated gradients on the
@@ -79,8 +80,14 @@ def sizes(export_dir: str) -> dict:
           "variables": folder_bytes(os.path.join(export_dir, "variables"))}
 
 
-def validation_accuracy(export_dir: str, validation: tf.data.Dataset) -> float:
-  """Accuracy of an export's serving_default on `(text, label)` pairs."""
+def validation_score(export_dir: str, validation: tf.data.Dataset, metric: str) -> float:
+  """The gate's metric for an export's serving_default on `(text, label)` pairs: accuracy,
+  or micro-F1 of a multilabel export's label masks."""
+  if metric == "micro_f1":
+    from sklearn.metrics import f1_score  # pylint: disable=import-outside-toplevel
+    from tfagent import multilabel_report  # pylint: disable=import-outside-toplevel
+    scored = multilabel_report.score_export(export_dir, validation)
+    return float(f1_score(scored.labels, scored.mask, average="micro", zero_division=0))
   predict_fn = evaluate.saved_model_predict_fn(export_dir)
   return evaluate.accuracy_and_loss(predict_fn, validation)["accuracy"]
 
@@ -99,49 +106,53 @@ class Candidates:
   quantized: export.Staged
 
 
-def gate(candidates: Candidates, validation, export_cfg) -> tuple:
-  """`(kept Staged, report)`: scores both on validation, removes the one not kept."""
+def gate(candidates: Candidates, validation, export_cfg, metric: str = "accuracy") -> tuple:
+  """`(kept Staged, report)`: scores both on validation by `metric` (accuracy, or micro_f1),
+  removes the one not kept."""
   mode, max_drop = export_cfg.quantize, export_cfg.quantize_max_drop
   staged = {FLOAT: candidates.float32, mode: candidates.quantized}
-  accuracy = {name: validation_accuracy(s.path, validation) for name, s in staged.items()}
+  accuracy = {name: validation_score(s.path, validation, metric) for name, s in staged.items()}
+  name = "micro-F1" if metric == "micro_f1" else "accuracy"
   size = {name: sizes(s.path) for name, s in staged.items()}
   kept = mode if keeps_quantized(accuracy[FLOAT], accuracy[mode], max_drop) else FLOAT
   drop = 100.0 * (accuracy[FLOAT] - accuracy[mode])
-  report = {"mode": mode, "kept": kept, "max_drop_points": max_drop,
-            "accuracy_drop_points": drop, "validation_accuracy": accuracy,
+  report = {"mode": mode, "kept": kept, "max_drop_points": max_drop, "metric": metric,
+            "accuracy_drop_points": drop, f"validation_{metric}": accuracy,
             "export_bytes": {k: v["export"] for k, v in size.items()},
             "variables_bytes": {k: v["variables"] for k, v in size.items()},
             "size_ratio": size[mode]["export"] / max(size[FLOAT]["export"], 1),
             "variables_ratio": size[mode]["variables"] / max(size[FLOAT]["variables"], 1),
             "wide_min_step": export_cfg.quantize_wide_min_step}
   if kept == FLOAT:
-    report["reason"] = (f"the {mode} export's validation accuracy {accuracy[mode]:.4f} is "
+    report["reason"] = (f"the {mode} export's validation {name} {accuracy[mode]:.4f} is "
                         f"{drop:.2f} points below float32's {accuracy[FLOAT]:.4f}, more than "
                         f"--quantize_max_drop={max_drop:g}")
     logging.warning("Keeping the float32 export: %s.", report["reason"])
   else:
     logging.info("Keeping the %s export: %.2fx the float32 export's size (variables/ %.2fx), "
-                 "validation accuracy %.4f against %.4f.", mode, report["size_ratio"],
-                 report["variables_ratio"], accuracy[mode], accuracy[FLOAT])
+                 "validation %s %.4f against %.4f.", mode, report["size_ratio"],
+                 report["variables_ratio"], name, accuracy[mode], accuracy[FLOAT])
   fileio.remove_tree(staged[FLOAT if kept == mode else mode].path)
   return staged[kept], report
 
 
 @progress.stage("Quantizing the export and checking its validation accuracy")
 def write_quantized(model: keras.Model, class_names, export_cfg, warmup_texts,
-                    validation: tf.data.Dataset) -> tuple:
-  """`(Staged, report)`: the float export staged beside its quantized copy, the gate's pick."""
+                    validation: tf.data.Dataset, thresholds=None) -> tuple:
+  """`(Staged, report)`: the float export staged beside its quantized copy, the gate's pick
+  (`thresholds`: a multilabel export's, stored in both; the gate then scores micro-F1)."""
   # Copied first: the explain endpoint adds sub-models to the layers' graph, and a model
   # exported so no longer saves to a .keras file.
   copy = quantized_copy(model, export_cfg.quantize, export_cfg.quantize_wide_min_step)
-  float_staged = export.write_staged(model, class_names, export_cfg, warmup_texts)
+  float_staged = export.write_staged(model, class_names, export_cfg, warmup_texts, thresholds)
   try:
-    quantized = export.write_staged(copy, class_names, export_cfg, warmup_texts)
+    quantized = export.write_staged(copy, class_names, export_cfg, warmup_texts, thresholds)
   except BaseException:
     fileio.remove_tree(float_staged.path)
     raise
   try:
-    return gate(Candidates(float_staged, quantized), validation, export_cfg)
+    return gate(Candidates(float_staged, quantized), validation, export_cfg,
+                "accuracy" if thresholds is None else "micro_f1")
   except BaseException:
     for staged in (float_staged, quantized):
       if tf.io.gfile.exists(staged.path):
@@ -164,8 +175,6 @@ def staged_export(model: keras.Model, class_names, export_cfg, warmup_texts,
                       "1 (leave out only n-grams whose int8 weights are all 0) or more.")
   if export_cfg.quantize == "none":
     return export.staged_export(model, class_names, export_cfg, warmup_texts, thresholds), None
-  if thresholds is not None:  # The gate scores single-label accuracy.
-    raise ConfigError(f"--quantize={export_cfg.quantize} applies to --task=multiclass "
-                      "exports; use --quantize=none with --task=multilabel.")
-  staged, report = write_quantized(model, class_names, export_cfg, warmup_texts, validation)
+  staged, report = write_quantized(model, class_names, export_cfg, warmup_texts, validation,
+                                   thresholds)
   return export.published(staged), report

@@ -36,8 +36,7 @@ def check_config(cfg: config.Config) -> None:
   for flag, value, off in (("ensemble_size", cfg.model.ensemble_size, 1),
                            ("wide_ngrams", cfg.model.wide_ngrams, 0),
                            ("class_weight", cfg.train.class_weight, "none"),
-                           ("monitor", cfg.train.monitor, "val_loss"),
-                           ("quantize", cfg.export.quantize, "none")):
+                           ("monitor", cfg.train.monitor, "val_loss")):
     if value != off:
       raise ConfigError(f"--{flag}={value} does not apply to --task=multilabel yet (it "
                         f"assumes one softmax label a text); use --{flag}={off}.")
