@@ -111,27 +111,27 @@ def gate(candidates: Candidates, validation, export_cfg, metric: str = "accuracy
   removes the one not kept."""
   mode, max_drop = export_cfg.quantize, export_cfg.quantize_max_drop
   staged = {FLOAT: candidates.float32, mode: candidates.quantized}
-  accuracy = {name: validation_score(s.path, validation, metric) for name, s in staged.items()}
-  name = "micro-F1" if metric == "micro_f1" else "accuracy"
+  score = {name: validation_score(s.path, validation, metric) for name, s in staged.items()}
+  label = "micro-F1" if metric == "micro_f1" else "accuracy"
   size = {name: sizes(s.path) for name, s in staged.items()}
-  kept = mode if keeps_quantized(accuracy[FLOAT], accuracy[mode], max_drop) else FLOAT
-  drop = 100.0 * (accuracy[FLOAT] - accuracy[mode])
+  kept = mode if keeps_quantized(score[FLOAT], score[mode], max_drop) else FLOAT
+  drop = 100.0 * (score[FLOAT] - score[mode])
   report = {"mode": mode, "kept": kept, "max_drop_points": max_drop, "metric": metric,
-            "accuracy_drop_points": drop, f"validation_{metric}": accuracy,
+            "accuracy_drop_points": drop, f"validation_{metric}": score,
             "export_bytes": {k: v["export"] for k, v in size.items()},
             "variables_bytes": {k: v["variables"] for k, v in size.items()},
             "size_ratio": size[mode]["export"] / max(size[FLOAT]["export"], 1),
             "variables_ratio": size[mode]["variables"] / max(size[FLOAT]["variables"], 1),
             "wide_min_step": export_cfg.quantize_wide_min_step}
   if kept == FLOAT:
-    report["reason"] = (f"the {mode} export's validation {name} {accuracy[mode]:.4f} is "
-                        f"{drop:.2f} points below float32's {accuracy[FLOAT]:.4f}, more than "
+    report["reason"] = (f"the {mode} export's validation {label} {score[mode]:.4f} is "
+                        f"{drop:.2f} points below float32's {score[FLOAT]:.4f}, more than "
                         f"--quantize_max_drop={max_drop:g}")
     logging.warning("Keeping the float32 export: %s.", report["reason"])
   else:
     logging.info("Keeping the %s export: %.2fx the float32 export's size (variables/ %.2fx), "
                  "validation %s %.4f against %.4f.", mode, report["size_ratio"],
-                 report["variables_ratio"], name, accuracy[mode], accuracy[FLOAT])
+                 report["variables_ratio"], label, score[mode], score[FLOAT])
   fileio.remove_tree(staged[FLOAT if kept == mode else mode].path)
   return staged[kept], report
 
