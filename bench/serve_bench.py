@@ -22,9 +22,9 @@ Everything targets 127.0.0.1.
 
 import concurrent.futures
 import contextlib
-import csv
 import functools
 import gzip
+import itertools
 import json
 import multiprocessing
 import os
@@ -50,14 +50,15 @@ def use_texts(texts: list) -> None:
 
 
 def read_texts(path: str, count: int = 64) -> list:
-  """The first `count` texts of `path`: a csv (optionally .gz) with a `text` column, or one
-  text a line."""
-  opener = gzip.open if path.endswith(".gz") else open
-  with opener(path, "rt", encoding="utf-8", newline="") as f:
-    if ".csv" in os.path.basename(path):
-      texts = [row["text"] for row, _ in zip(csv.DictReader(f), range(count))]
-    else:
-      texts = [line.rstrip("\n") for line, _ in zip(f, range(count))]
+  """The first `count` texts of `path`: the `text` field of a csv, tsv or jsonl file, read as
+  `tfagent predict --input` reads it, or one text a line (either optionally .gz)."""
+  from tfagent import predict
+  name = path[:-3] if path.endswith(".gz") else path
+  if os.path.splitext(name)[1].lower() in (".csv", ".tsv", ".jsonl"):
+    texts = list(itertools.islice(predict.file_texts(path, "text"), count))
+  else:
+    with (gzip.open if path.endswith(".gz") else open)(path, "rt", encoding="utf-8") as f:
+      texts = [line.rstrip("\n") for line in itertools.islice(f, count)]
   if not texts:
     raise app.UsageError(f"--texts_file={path}: no texts.")
   return texts

@@ -118,8 +118,8 @@ def test_spent_time_budget_starts_no_trial(tmp_path):
 def test_export_size_budget_rejects_larger_trials():
   options = tune.TuneOptions(max_export_mb=10)
   assert tune_report.budget_problem({"export_mb": 9.9}, options) == ""
-  assert "export 10.50 MB > --max_export_mb=10" in tune_report.budget_problem({"export_mb": 10.5},
-                                                                       options)
+  assert "export 10.50 MB > --max_export_mb=10" in tune_report.budget_problem(
+      {"export_mb": 10.5}, options)
 
 
 @pytest.mark.slow
