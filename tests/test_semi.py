@@ -218,10 +218,13 @@ def test_a_tfds_source_gives_its_unlabelled_split(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_unlabeled_and_self_training_together(trained_run, corpus_dir, tmp_path):
+def test_unlabeled_and_self_training_together(trained_run, corpus_dir, tmp_path, monkeypatch):
   """configs/imdb_semi.flags' recipe: --unlabeled starts the embedding and a labels-only export
   (--teacher) labels the same unlabelled texts (--distill_unlabeled); both drop the same copies
-  of test texts."""
+  of test texts, read once for both (on IMDB each read takes seconds)."""
+  reads = []
+  real = unlabeled.held_out_texts
+  monkeypatch.setattr(unlabeled, "held_out_texts", lambda *a: reads.append(1) or real(*a))
   teacher_cfg, teacher = trained_run
   splits, _ = data.load_splits(teacher_cfg.data)
   test = [t.decode() for t, _ in splits["test"].take(2).as_numpy_iterator()]
@@ -235,6 +238,7 @@ def test_unlabeled_and_self_training_together(trained_run, corpus_dir, tmp_path)
   for report in (result["unlabeled"], result["distillation"]["unlabeled"]):
     assert report["count"] == len(PLANTED) * 2 and report["dropped_in_validation_or_test"] == 2
   assert result["unlabeled"]["embedding_rows_initialised"] > 0
+  assert len(reads) == 1
 
 
 @pytest.mark.slow

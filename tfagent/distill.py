@@ -173,19 +173,21 @@ def mixed(labelled: tf.data.Dataset, extra: tf.data.Dataset, n_labelled: int, n_
   return out
 
 
-def teach(cfg, splits, info, n_train: int, teacher: Teacher = None) -> Taught:
+def teach(cfg, splits, info, n_train: int, teacher: Teacher = None, held_out=None) -> Taught:
   """The training split with the teacher's tempered probabilities beside each label.
 
   `teacher`: --teacher already loaded (a caller that keeps it across runs), or None.
+  `held_out`: unlabeled.held_out_once's call, shared with --unlabeled (None reads them here).
   """
   check_config(cfg)  # Again: the Python API reaches here without the command's checks.
   if not cfg.train.teacher:
     return Taught(splits["train"], n_train, {})
   with progress.stage("Labelling the training texts with the teacher (--teacher)"):
-    return labelled_by(teacher or Teacher(cfg.train.teacher), cfg, splits, info)
+    return labelled_by(teacher or Teacher(cfg.train.teacher), cfg, splits, info,
+                       held_out or unlabeled.held_out_once(splits, cfg.data))
 
 
-def labelled_by(teacher: Teacher, cfg, splits, info) -> Taught:
+def labelled_by(teacher: Teacher, cfg, splits, info, held_out) -> Taught:
   """`teach` with its teacher loaded: the labelled split's targets, then the unlabelled texts'."""
   tc = cfg.train
   order = class_order(teacher, info.class_names, cfg.data.dataset)
@@ -203,7 +205,7 @@ def labelled_by(teacher: Teacher, cfg, splits, info) -> Taught:
   if tc.distill_unlabeled:
     extra, report["unlabeled"] = unlabeled.unlabeled_texts(
         "distill_unlabeled", tc.distill_unlabeled, cfg.data,
-        unlabeled.held_out_texts(splits, cfg.data))
+        held_out())
     extra_ds = tf.data.Dataset.from_tensor_slices(tf.constant(extra, tf.string))
     extra_soft = teach_texts(teacher, extra_ds, order, tc.distill_temperature)
     n_extra = len(extra)

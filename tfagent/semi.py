@@ -62,14 +62,16 @@ def check_config(cfg) -> None:
                       "which is not installed: pip install 'tfagent[semi]'.")
 
 
-def learn(cfg, splits) -> Unlabeled:
+def learn(cfg, splits, held_out=None) -> Unlabeled:
   """The --unlabeled texts (less validation and test texts) and the skip-gram vectors of
-  them and the training texts; None without the flag."""
+  them and the training texts; None without the flag. `held_out`: unlabeled.held_out_once's
+  call, shared with --distill_unlabeled (None reads them here)."""
   if not cfg.data.unlabeled:
     return None
   with progress.stage(f"Reading the unlabelled texts (--unlabeled={cfg.data.unlabeled})"):
     texts, report = unlabeled.unlabeled_texts(FLAG, cfg.data.unlabeled, cfg.data,
-                                              unlabeled.held_out_texts(splits, cfg.data))
+                                              (held_out or unlabeled.held_out_once(
+                                                  splits, cfg.data))())
   logging.info("--unlabeled=%s: %d texts kept, %d dropped as validation or test texts "
                "(never transductive), %d bad records skipped.", cfg.data.unlabeled,
                report["count"], report["dropped_in_validation_or_test"],

@@ -22,6 +22,7 @@ from tfagent import (_compat, backup, config, data, distill, distribute, evaluat
                      imbalance, model_card, models, optim, progress, quantize, scoring, semi,
                      summaries, tasks)
 from tfagent.callbacks import fit_verbosity, make_callbacks
+from tfagent.data import unlabeled
 from tfagent.errors import ConfigError
 
 
@@ -218,8 +219,9 @@ def train_in(cfg: config.Config, out: config.Config, strategy, before_fit=None) 
   tasks.check_config(cfg)
   semi.check_config(cfg)
   splits, info, n_train = load_data(cfg, out)
-  extra = semi.learn(cfg, splits)  # --unlabeled: its texts (none of validation, test), vectors.
-  taught = distill.teach(cfg, splits, info, n_train)  # --teacher's targets beside the labels.
+  held_out = unlabeled.held_out_once(splits, cfg.data)  # Read once, if either flag needs it.
+  extra = semi.learn(cfg, splits, held_out)  # --unlabeled: its texts (none of val., test), vectors.
+  taught = distill.teach(cfg, splits, info, n_train, held_out=held_out)  # --teacher's targets.
   steps_per_epoch = max(1, taught.n_train // cfg.data.batch_size)
   wide_fit = fit_wide(cfg, splits, info)
   vocab_corpus = semi.vocabulary_corpus(cfg, taught.train, extra)

@@ -9,6 +9,7 @@ test text is dropped (training on it would flatter their figures), and counted.
 """
 
 import dataclasses
+import functools
 
 import tensorflow as tf
 
@@ -61,6 +62,12 @@ def held_out_texts(splits, data_cfg) -> set:
   if not data_cfg.read_test:
     test = sources.load_splits(dataclasses.replace(data_cfg, read_test=True))[0]["test"]
   return {t for split in (splits["validation"], test) for t, _ in split.as_numpy_iterator()}
+
+
+def held_out_once(splits, data_cfg):
+  """held_out_texts as a call that reads them at its first call only: --unlabeled and
+  --distill_unlabeled share one read (under --noread_test, one read of the test file)."""
+  return functools.cache(lambda: held_out_texts(splits, data_cfg))
 
 
 def unlabeled_texts(flag: str, source: str, data_cfg, held_out: set) -> tuple:
