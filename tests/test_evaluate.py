@@ -14,7 +14,7 @@ import pytest
 
 from conftest import NEGATIVE, POSITIVE, tiny_config
 from tfagent import evaluate, train
-from tfagent.errors import ConfigError
+from tfagent.errors import ConfigError, DataError
 
 
 def write_noisy_corpus(folder, n=600, flip=0.1, seed=2) -> str:
@@ -88,3 +88,38 @@ def test_the_command_refuses_to_overwrite_in_one_line(wide_run):
   assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
   assert f"{os.path.join(run_dir, 'eval', 'metrics.json')} exists" in proc.stderr
   assert "--overwrite" in proc.stderr, proc.stderr[-2000:]
+
+
+@pytest.mark.parametrize("edit", ["swap_two_labels", "drop_a_text"])
+def test_a_test_split_other_than_the_runs_is_refused(wide_run, tmp_path, edit):
+  """--model_dir reads the run's --dataset again; if that is no longer the data it trained on
+  (a relative path read from another directory, a file edited since), its figures would be
+  of other texts: refused, naming the run's data report. Swapping the labels of a positive
+  and a negative test text keeps the sizes and the class balance: only the digest tells."""
+  run_dir, _ = wide_run
+  copy = shutil.copytree(run_dir, tmp_path / "run")
+  with open(copy / "config.json", encoding="utf-8") as f:
+    cfg = json.load(f)
+  corpus = shutil.copytree(cfg["data"]["dataset"].split(":", 1)[1], tmp_path / "corpus")
+  cfg["data"]["dataset"] = f"embedded:{corpus}"
+  with open(copy / "config.json", "w", encoding="utf-8") as f:
+    json.dump(cfg, f)
+  evaluate.run_test_split(str(copy), None, str(tmp_path / "same"))  # The same data: scored.
+  from tfagent import config, data  # pylint: disable=import-outside-toplevel
+  splits, info = data.load_splits(config.load_json(str(copy / "config.json")).data)
+  test = {}  # label -> a test text
+  for text, label in splits["test"].as_numpy_iterator():
+    test.setdefault(info.class_names[label][:3], text.decode())  # positive: pos.txt
+  files = {name: (corpus / f"{name}.txt").read_text(encoding="utf-8").splitlines()
+           for name in ("pos", "neg")}
+  files["pos"].remove(test["pos"])
+  if edit == "swap_two_labels":
+    files["neg"].remove(test["neg"])
+    files["pos"].append(test["neg"])
+    files["neg"].append(test["pos"])
+  for name, lines in files.items():
+    (corpus / f"{name}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+  with pytest.raises(DataError, match=(r"another test split than the run trained with.*"
+                                       + re.escape(str(copy / "data_report.json")))) as e:
+    evaluate.run_test_split(str(copy), None, str(tmp_path / "edited"))
+  assert ("texts or labels differ" in str(e.value)) == (edit == "swap_two_labels")

@@ -25,7 +25,7 @@ from sklearn import metrics as skm
 import tensorflow as tf
 
 from tfagent import cli, config, data, fileio, signatures
-from tfagent.errors import ConfigError
+from tfagent.errors import ConfigError, DataError
 from tfagent.versions import resolve_saved_model
 
 FLAGS = flags.FLAGS
@@ -221,6 +221,37 @@ def check_multiclass(data_cfg) -> None:
                       "label, subset accuracy, LRAP) when it trains.")
 
 
+def test_split_facts(report: dict, split_sizes: dict) -> dict:
+  """What identifies a test split: its size, class balance and digest (where recorded)."""
+  return {"examples": (split_sizes or {}).get("test"),
+          "classes": (report.get("class_balance") or {}).get("test"),
+          "digest": (report.get("split_digests") or {}).get("test")}
+
+
+def check_same_test_split(model_dir: str, info, dataset: str) -> None:
+  """Fails when the run's test split, read again, is not the one its data_report.json
+  recorded: a relative --dataset read from another directory, or a file edited since."""
+  path = os.path.join(model_dir, "data_report.json")
+  if not tf.io.gfile.exists(path):
+    return
+  with tf.io.gfile.GFile(path) as f:
+    recorded = json.load(f)
+  before = test_split_facts(recorded, recorded.get("split_sizes"))
+  if not before["examples"]:  # Trained without test (a tune trial): nothing to compare.
+    return
+  now = test_split_facts(info.report, info.split_sizes)
+  differ = [k for k in before if before[k] is not None and now[k] is not None
+            and before[k] != now[k]]
+  if differ:
+    raise DataError(
+        f"--model_dir={model_dir}: --dataset={dataset} now gives another test split than the "
+        f"run trained with ({now['examples']} examples, classes {now['classes']}; "
+        f"{path} recorded {before['examples']}, {before['classes']}"
+        f"{'; their texts or labels differ' if differ == ['digest'] else ''}). A relative "
+        "path is read from the current directory: run from the directory the run trained "
+        "in, or score a file with --saved_model and --dataset.")
+
+
 def run_test_split(model_dir: str, saved_model: str, output_dir: str,
                    overwrite: bool = False) -> dict:
   """Scores a training run's own test split with its export or its best checkpoint."""
@@ -230,6 +261,7 @@ def run_test_split(model_dir: str, saved_model: str, output_dir: str,
   check_multiclass(cfg.data)
   # A tune trial's run left test unread (read_test=False); here it is the point.
   splits, info = data.load_splits(dataclasses.replace(cfg.data, read_test=True))
+  check_same_test_split(model_dir, info, cfg.data.dataset)
   if saved_model:
     predict_fn = saved_model_predict_fn(resolve_saved_model(saved_model))
   else:

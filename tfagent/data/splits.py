@@ -72,6 +72,16 @@ class Plan:
       default_factory=collections.Counter)  # Label as written -> usable records.
   firsts: dict = dataclasses.field(default_factory=dict)  # Label as written -> where first.
   groups: GroupTally = dataclasses.field(default_factory=GroupTally)
+  digests: collections.Counter = dataclasses.field(
+      default_factory=collections.Counter)  # Split -> record_digest sum (mod 2**64).
+
+
+def record_digest(key: int, label) -> int:
+  """A record's share of its split's digest: its text key and its label as written. Summed,
+  not chained, so that a record dropped later is taken out again."""
+  label = "\x1f".join(label) if isinstance(label, tuple) else label
+  return int.from_bytes(hashlib.blake2b(f"{key}\0{label}".encode("utf-8"),
+                                        digest_size=8).digest(), "big")
 
 
 def split_examples(parts: list, plan: Plan, data_cfg, only: str = None):

@@ -18,7 +18,7 @@ from tfagent.data.fields import REASONS, BadRecord, Raw
 from tfagent.data.labels import MAX_EXAMPLES_SHOWN, READINGS, LabelMap, check_spellings, fold
 from tfagent.data.pairs import content
 from tfagent.data.sources import SPLITS, no_examples
-from tfagent.data.splits import Plan, assign, build_splits, split_key, text_key
+from tfagent.data.splits import Plan, assign, build_splits, record_digest, split_key, text_key
 from tfagent.errors import ConfigError, DataError
 
 LOG_EVERY = 100_000  # Records between progress lines on long scans.
@@ -127,7 +127,7 @@ class _Scanner:
       if cfg.dedup:  # Test stays intact: it is what every figure is measured on.
         self._drop_first("train", key, "removed_overlap")
     plan.groups.add(split, record, by[1])
-    self._count(split, record.label, len(content(record).encode("utf-8")), +1)
+    self._count(split, record.label, len(content(record).encode("utf-8")), +1, key)
 
   def _drop_first(self, part: str, key: int, stat: str) -> None:
     first = self.first[part][key]
@@ -136,10 +136,12 @@ class _Scanner:
     first.dropped = True
     self.plan.drop.add((part, first.ordinal))
     self.plan.stats[stat] += 1
-    self._count(first.split, first.label, 0, -1)
+    self._count(first.split, first.label, 0, -1, key)
 
-  def _count(self, split: str, label: str, nbytes: int, sign: int) -> None:
+  def _count(self, split: str, label: str, nbytes: int, sign: int, key: int) -> None:
     self.plan.sizes[split] += sign
+    self.plan.digests[split] = (self.plan.digests[split]
+                                + sign * record_digest(key, label)) % (1 << 64)
     for one in label if isinstance(label, tuple) else (label,):  # Multilabel: each label.
       self.plan.balance[split][one] += sign
     self.plan.text_bytes += nbytes
@@ -215,6 +217,9 @@ def make_report(plan: Plan, tally: Tally, data_cfg, source: str) -> dict:
                        "train_test_overlap": stats.get("removed_overlap", 0),
                        "conflicting_texts": stats.get("removed_conflicting", 0)}
   report["text_bytes"] = plan.text_bytes
+  # Which texts and labels each split holds, in any order: tfagent evaluate checks that a
+  # run's test split is the one it trained with.
+  report["split_digests"] = {s: f"{plan.digests[s]:016x}" for s in SPLITS}
   report.update(label_report(plan, data_cfg))
   logging.info("%s: duplicates %s, texts in both train and test %d, conflicting "
                "labels %d, dedup %s.", source, report["duplicates"],
