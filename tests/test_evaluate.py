@@ -1,6 +1,7 @@
 """`tfagent evaluate --model_dir` on a wide+deep run: it scores what training exported, and
 keeps the run's own metrics unless asked."""
 
+import csv
 import dataclasses
 import json
 import os
@@ -13,7 +14,7 @@ import sys
 import pytest
 
 from conftest import NEGATIVE, POSITIVE, tiny_config
-from tfagent import evaluate, train
+from tfagent import config, evaluate, train
 from tfagent.errors import ConfigError, DataError
 
 
@@ -105,7 +106,7 @@ def test_a_test_split_other_than_the_runs_is_refused(wide_run, tmp_path, edit):
   with open(copy / "config.json", "w", encoding="utf-8") as f:
     json.dump(cfg, f)
   evaluate.run_test_split(str(copy), None, str(tmp_path / "same"))  # The same data: scored.
-  from tfagent import config, data  # pylint: disable=import-outside-toplevel
+  from tfagent import data  # pylint: disable=import-outside-toplevel
   splits, info = data.load_splits(config.load_json(str(copy / "config.json")).data)
   test = {}  # label -> a test text
   for text, label in splits["test"].as_numpy_iterator():
@@ -123,3 +124,39 @@ def test_a_test_split_other_than_the_runs_is_refused(wide_run, tmp_path, edit):
                                        + re.escape(str(copy / "data_report.json")))) as e:
     evaluate.run_test_split(str(copy), None, str(tmp_path / "edited"))
   assert ("texts or labels differ" in str(e.value)) == (edit == "swap_two_labels")
+
+
+def test_an_export_of_the_classes_in_another_order_is_scored_by_name(wide_run, tmp_path):
+  """--model_dir with --saved_model of another run: its probabilities are read by class name,
+  so an export of the same classes in the other order scores what it scored in its own run
+  (read by position, every figure would be of the flipped classes); other classes are refused."""
+  run_dir, trained = wide_run
+  with open(os.path.join(run_dir, "config.json"), encoding="utf-8") as f:
+    corpus = json.load(f)["data"]["dataset"].split(":", 1)[1]
+  cfg = tiny_config(corpus, tmp_path / "run", tmp_path / "sm")
+  cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data,
+                                                          class_names="positive,negative"))
+  reversed_run = train.train_and_evaluate(cfg)
+  assert trained["class_names"] == ["negative", "positive"]
+  scored = evaluate.run_test_split(run_dir, reversed_run["saved_model"], str(tmp_path / "eval"))
+  assert scored["accuracy"] == reversed_run["accuracy"]
+  assert scored["class_names"] == trained["class_names"]
+  assert scored["confusion_matrix"] == [row[::-1] for row in reversed_run["confusion_matrix"][::-1]]
+
+
+def test_a_class_name_with_a_comma_stays_one_class(tmp_path):
+  """--saved_model with --dataset: the export's class names fix the labels; one holding a
+  comma ("Arts, Culture") is one class, not two."""
+  rows = [(f"{w} gallery museum {i}", "Arts, Culture") for i, w in enumerate(["art"] * 60)]
+  rows += [(f"{w} match goal {i}", "Sport") for i, w in enumerate(["ball"] * 60)]
+  path = tmp_path / "topics.csv"
+  with open(path, "w", encoding="utf-8", newline="") as f:
+    csv.writer(f).writerows([("text", "label"), *rows])
+  cfg = tiny_config("unused", tmp_path / "run", tmp_path / "sm")
+  cfg = dataclasses.replace(cfg, data=config.DataConfig(dataset=f"csv:{path}", batch_size=32))
+  result = train.train_and_evaluate(cfg)
+  assert result["class_names"] == ["Arts, Culture", "Sport"]
+  scored = evaluate.run_labelled_source(config.DataConfig(dataset=f"csv:{path}"),
+                                        result["saved_model"], str(tmp_path / "eval"))
+  assert scored["class_names"] == ["Arts, Culture", "Sport"]
+  assert sum(map(sum, scored["confusion_matrix"])) == len(rows)

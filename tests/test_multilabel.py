@@ -562,3 +562,32 @@ def test_what_multilabel_does_not_support_is_refused_before_training(flag, value
                      f"--task=multilabel yet .*; use --{flag}={off}\\.$"):
     tasks.check_config(cfg)
   tasks.check_config(config.from_args(None, dataset="csv:x.csv", task="multilabel")[0])
+
+
+@pytest.mark.slow
+def test_predict_csv_writes_the_labels_its_thresholds_select(run):
+  """`tfagent predict --format=csv` on a multilabel export: a `labels` column of the names the
+  export selects (joined by |, as --label_delimiter reads them back), not the argmax class."""
+  import io  # pylint: disable=import-outside-toplevel
+  from tfagent import predict  # pylint: disable=import-outside-toplevel
+  predictor = predict.Predictor(run["result"]["saved_model"])
+  texts = [t for t, _ in make_multilabel.records(40, seed=9)]
+  expected = ["|".join(row["labels"]) for row in predictor.predict(texts)]
+  assert any("|" in labels for labels in expected)  # Some texts get two or more labels.
+  out = io.StringIO()
+  predict.predict_stream(predictor, texts, out, "csv", 0, 16)
+  rows = list(csv.reader(io.StringIO(out.getvalue())))
+  assert rows[0][:2] == ["text", "labels"]
+  assert [r[1] for r in rows[1:]] == expected
+
+
+@pytest.mark.slow
+def test_evaluate_refuses_a_multilabel_export_in_one_error(run, tmp_path):
+  """tfagent evaluate --saved_model --dataset scores multiclass exports; a multilabel one
+  (argmax accuracy of sigmoid scores would ignore its thresholds) is refused, naming it."""
+  from tfagent import evaluate  # pylint: disable=import-outside-toplevel
+  path = run["result"]["saved_model"]
+  with pytest.raises(ConfigError, match=f"--saved_model={path} is a multilabel export"):
+    evaluate.run_labelled_source(config.DataConfig(dataset=f"csv:{tmp_path}/none.csv"), path,
+                                 str(tmp_path / "eval"))
+  assert not os.path.exists(tmp_path / "eval")

@@ -495,3 +495,22 @@ def test_cross_validate_folds_a_pair_corpus_and_tests_every_pair_once(tmp_path):
   with open(cfg.data.dataset[len("csv:"):], encoding="utf-8") as f:
     rows = [(r["premise"].encode(), r["hypothesis"].encode()) for r in csv.DictReader(f)]
   assert sorted(tested) == sorted(rows)
+
+
+@pytest.mark.slow
+def test_evaluate_scores_a_pair_export_only_on_pairs(lstm_run, trained_run, tmp_path):
+  """tfagent evaluate --saved_model --dataset: a pair export given one text a record, or a
+  one-text export given pairs, is one clear error naming the export, before any data is read;
+  the pair export on its pairs is scored."""
+  from tfagent import evaluate  # pylint: disable=import-outside-toplevel
+  cfg, result = lstm_run
+  single = dataclasses.replace(cfg.data, text_pair_field="")
+  with pytest.raises(ConfigError, match=f"--saved_model={result['saved_model']} reads "
+                                        "sentence pairs.*give --text_pair_field"):
+    evaluate.run_labelled_source(single, result["saved_model"], str(tmp_path / "a"))
+  one_text = trained_run[1]["saved_model"]
+  with pytest.raises(ConfigError, match=f"--saved_model={one_text} reads one text; leave "
+                                        "--text_pair_field empty"):
+    evaluate.run_labelled_source(cfg.data, one_text, str(tmp_path / "b"))
+  scored = evaluate.run_labelled_source(cfg.data, result["saved_model"], str(tmp_path / "c"))
+  assert scored["accuracy"] > 0.8

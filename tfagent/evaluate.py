@@ -172,6 +172,33 @@ def saved_model_predict_fn(path: str, loaded=None):
   return signatures.probabilities_fn(path, loaded)
 
 
+def checked_export(export_dir: str, data_cfg, class_names=None) -> tuple:
+  """`(predict_fn, class names)` of an export this command can score on `data_cfg`'s texts:
+  multiclass, reading one text or a pair as the data gives them. With `class_names` (a run's),
+  the export's probabilities come back in their order (an export of the same classes in
+  another order is remapped by name); other classes are an error."""
+  given = f"--saved_model={export_dir}"
+  signature = signatures.read_signature_defs(export_dir)[signatures.DEFAULT_SIGNATURE]
+  if "label_mask" in signature.outputs:
+    raise ConfigError(f"{given} is a multilabel export (it answers label_mask); tfagent "
+                      "evaluate scores multiclass models, and a multilabel run writes its "
+                      "eval/metrics.json when it trains.")
+  if (signatures.TEXT_PAIR in signature.inputs) != bool(data_cfg.text_pair_field):
+    raise ConfigError(
+        f"{given} reads " + ("sentence pairs (text, text_pair); give --text_pair_field"
+                             if signatures.TEXT_PAIR in signature.inputs else
+                             "one text; leave --text_pair_field empty") + " to score it.")
+  names = signatures.class_names(export_dir)
+  predict_fn = saved_model_predict_fn(export_dir)
+  if class_names is None or list(class_names) == names:
+    return predict_fn, names
+  if sorted(class_names) != sorted(names):
+    raise ConfigError(f"{given} answers the classes {names}; the run's are {list(class_names)}. "
+                      "Score an export of this run's classes.")
+  order = [names.index(name) for name in class_names]
+  return lambda text: tf.gather(predict_fn(text), order, axis=1), list(class_names)
+
+
 def load_checkpoint(path: str):
   """Loads a `.keras` checkpoint of any tfagent model (string input, logits out).
 
@@ -263,7 +290,7 @@ def run_test_split(model_dir: str, saved_model: str, output_dir: str,
   splits, info = data.load_splits(dataclasses.replace(cfg.data, read_test=True))
   check_same_test_split(model_dir, info, cfg.data.dataset)
   if saved_model:
-    predict_fn = saved_model_predict_fn(resolve_saved_model(saved_model))
+    predict_fn, _ = checked_export(resolve_saved_model(saved_model), cfg.data, info.class_names)
   else:
     from tfagent import models  # pylint: disable=C0415  (Keras only on this path)
     logits_fn = models.traced(load_checkpoint(os.path.join(model_dir, "checkpoints",
@@ -282,9 +309,9 @@ def run_labelled_source(data_cfg, saved_model: str, output_dir: str,
   check_multiclass(data_cfg)
   check_overwrite(output_dir, overwrite)
   export_dir = resolve_saved_model(saved_model)
-  class_names = signatures.class_names(export_dir)
-  ds, info = data.load_all(dataclasses.replace(data_cfg, class_names=",".join(class_names)))
-  return evaluate(saved_model_predict_fn(export_dir), ds, info.class_names,
+  predict_fn, class_names = checked_export(export_dir, data_cfg)
+  ds, info = data.load_all(dataclasses.replace(data_cfg, class_names=tuple(class_names)))
+  return evaluate(predict_fn, ds, info.class_names,
                   output_dir, predictions="predictions.csv",
                   extra={"dataset": data_cfg.dataset, "saved_model": export_dir})
 

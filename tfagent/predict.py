@@ -44,6 +44,7 @@ from tfagent.versions import resolve_saved_model
 
 FLAGS = flags.FLAGS
 FORMATS = ("jsonl", "csv")
+LABEL_DELIMITER = "|"  # A multilabel csv's labels, as --label_delimiter's default reads them back.
 
 
 class Predictor:
@@ -56,6 +57,7 @@ class Predictor:
     self.class_names = signatures.class_names(export_dir, self.loaded)
     # A sentence-pair export (--text_pair_field) takes text_pair beside text.
     self.pairs = signatures.TEXT_PAIR in self.serve.structured_input_signature[1]
+    self.multilabel = "label_mask" in self.serve.structured_outputs  # Its thresholds decide.
     self._explainers = {}
 
   def explainer(self, class_name: str = None):
@@ -168,33 +170,40 @@ def output_format(output: str, fmt: str) -> str:
 
 
 class RowWriter:
-  """Writes rows as JSON lines, or csv with a header of the class names."""
+  """Writes rows as JSON lines, or csv with a header of the class names. A multilabel export's
+  csv has `labels` (those its thresholds select, joined by LABEL_DELIMITER) where others have
+  `class`."""
 
-  def __init__(self, out, fmt: str, class_names: list, top_k: int, pairs: bool = False):
+  def __init__(self, out, fmt: str, class_names: list, top_k: int, pairs: bool = False,
+               multilabel: bool = False):
     self.out, self.fmt, self.class_names, self.top_k = out, fmt, class_names, top_k
     self.texts = [signatures.TEXT, signatures.TEXT_PAIR][:1 + pairs]  # Their columns.
+    self.decided = "labels" if multilabel else "class"
     self.csv = None
     if fmt == "csv":
       self.csv = csv.writer(out)
       extra = ([h for k in range(1, top_k + 1) for h in (f"class_{k}", f"probability_{k}")]
                if top_k else [f"probability_{name}" for name in class_names])
-      self.csv.writerow([*self.texts, "class", *extra])
+      self.csv.writerow([*self.texts, self.decided, *extra])
 
   def write(self, row: dict) -> None:
     if self.csv is None:
       self.out.write(json.dumps(row, ensure_ascii=False) + "\n")
       return
     texts = [row[name] for name in self.texts]
+    decided = row[self.decided]
+    decided = LABEL_DELIMITER.join(decided) if isinstance(decided, list) else decided
     if self.top_k:
-      self.csv.writerow([*texts, row["class"], *itertools.chain(*row["top_k"])])
+      self.csv.writerow([*texts, decided, *itertools.chain(*row["top_k"])])
     else:
-      self.csv.writerow([*texts, row["class"], *row["probabilities"]])
+      self.csv.writerow([*texts, decided, *row["probabilities"]])
 
 
 def predict_stream(predictor: Predictor, texts, out, fmt: str, top_k: int,
                    batch_size: int) -> int:
   """Classifies `texts` batch by batch and writes each row to `out`; returns the count."""
-  writer, n = RowWriter(out, fmt, predictor.class_names, top_k, predictor.pairs), 0
+  writer, n = RowWriter(out, fmt, predictor.class_names, top_k, predictor.pairs,
+                       predictor.multilabel), 0
   for batch in batches(texts, batch_size):
     for row in predictor.predict(batch, top_k):
       writer.write(row)

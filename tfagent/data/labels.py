@@ -87,10 +87,18 @@ class LabelMap:
                      f"in field {field!r}; expected one of {names}{ids}.{hint}")
 
 
+def given_class_names(data_cfg) -> tuple:
+  """`--class_names` as a tuple of names; empty when not given. From Python a tuple is taken
+  as it is, so that names holding commas (an export's classes) are not split."""
+  if isinstance(data_cfg.class_names, (tuple, list)):
+    return tuple(data_cfg.class_names)
+  return tuple(n.strip() for n in data_cfg.class_names.split(",") if n.strip())
+
+
 def fixed_labels(data_cfg):
   """A LabelMap from `--class_names`, or None to learn the classes from train."""
-  names = [n.strip() for n in data_cfg.class_names.split(",") if n.strip()]
-  return LabelMap(names, "fixed", data_cfg.normalize_labels) if names else None
+  names = given_class_names(data_cfg)
+  return LabelMap(list(names), "fixed", data_cfg.normalize_labels) if names else None
 
 
 def check_spellings(counts: dict, what: str, unit: str = "records", firsts: dict = None):

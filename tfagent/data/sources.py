@@ -11,6 +11,7 @@ import tensorflow as tf
 
 from tfagent import fileio
 from tfagent.data import multilabel, pairs
+from tfagent.data.labels import given_class_names
 from tfagent.errors import ConfigError, DataError
 
 SPLITS = ("train", "validation", "test")
@@ -97,11 +98,6 @@ def parse_dataset_flag(dataset: str) -> tuple:
     raise ConfigError(f"--dataset={dataset!r}: unknown source kind {kind!r}; "
                       f"valid kinds: {', '.join(sorted(SOURCES))} (as KIND:ARG).")
   return kind, arg
-
-
-def given_class_names(data_cfg) -> tuple:
-  """`--class_names` as a tuple of names; empty when not given."""
-  return tuple(n.strip() for n in data_cfg.class_names.split(",") if n.strip())
 
 
 def stored_class_names(stored, data_cfg, where: str) -> tuple:

@@ -12,6 +12,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfagent.data import multilabel, pairs, sources
+from tfagent.data.labels import given_class_names
 from tfagent.errors import ConfigError, DataError
 
 INFO_FILE = "dataset_info.json"
@@ -120,7 +121,7 @@ def load_tfrecord(arg: str, data_cfg) -> tuple:
   check_task(arg, info, data_cfg)
   stored = info.get("class_names", ())
   class_names = (sources.stored_class_names(stored, data_cfg, _info_path(files)) if stored
-                 else sources.given_class_names(data_cfg))
+                 else given_class_names(data_cfg))
   if not class_names:
     raise DataError(f"tfrecord:{arg}: no {INFO_FILE} beside the files and no "
                     "--class_names; give the class names in label order.")
