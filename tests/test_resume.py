@@ -5,11 +5,12 @@ import dataclasses
 import json
 import os
 
+import keras
 import pytest
 
 from conftest import tiny_config
 from test_storage import resumable, train_interrupted
-from tfagent import backup, config, train
+from tfagent import backup, config, train, training
 from tfagent.errors import ConfigError
 
 pytestmark = pytest.mark.slow
@@ -31,7 +32,8 @@ def test_backup_of_another_run_is_an_error_and_the_same_run_resumes(corpus_dir, 
   with caplog.at_level("INFO", logger="absl"):
     result = train.train_and_evaluate(longer)  # More epochs and another verbosity resume.
   assert "Resumed from epoch 2 step 2 (global step 26)" in caplog.text
-  assert len(result["history"]["loss"]) == 2  # The rest of epoch 2, then epoch 3.
+  # Epoch 1 (before the restart), the rest of epoch 2, then epoch 3.
+  assert len(result["history"]["loss"]) == 3
 
 
 def test_fingerprint_leaves_out_what_a_resume_may_change():
@@ -41,3 +43,33 @@ def test_fingerprint_leaves_out_what_a_resume_may_change():
           "model.sequence_length", "train.learning_rate"} <= set(fingerprint)
   assert not {"train.model_dir", "train.epochs", "export.export_dir"} & set(fingerprint)
   json.dumps(fingerprint)  # Stored in state.json.
+
+
+def test_a_run_killed_after_early_stopping_resumes_without_training_on(corpus_dir, tmp_path,
+                                                                       monkeypatch, caplog):
+  """Killed after early stopping ended the fit (while exporting: the backup is still there),
+  the same command finishes the run without another epoch, and its history and epoch count
+  are the whole run's. (It used to train on to --epochs: another model than the first run's.)
+  A learning rate of 1e-30 keeps val_loss flat, so patience 1 stops after epoch 2."""
+  cfg = resumable(tiny_config(corpus_dir, tmp_path / "run", tmp_path / "saved_models"),
+                  epochs=6, learning_rate=1e-30)
+  cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, early_stopping_patience=1))
+  histories = []
+  fit_remaining = training.fit_remaining
+  with monkeypatch.context() as patch:
+    patch.setattr(training, "fit_remaining", lambda *a: histories.append(fit_remaining(*a)) or
+                  histories[-1])
+    patch.setattr(training, "restore_best", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt))
+    with pytest.raises(KeyboardInterrupt):
+      train.train_and_evaluate(cfg)
+  assert len(histories[0]["loss"]) == 2  # Stopped early, 4 epochs before --epochs.
+  fits = []
+  fit = keras.Model.fit
+  monkeypatch.setattr(keras.Model, "fit", lambda self, *a, **k: fits.append(1) or
+                      fit(self, *a, **k))
+  with caplog.at_level("INFO", logger="absl"):
+    result = train.train_and_evaluate(cfg)
+  assert not fits
+  assert "Early stopping ended this run at epoch 2, before the restart" in caplog.text
+  assert result["history"] == histories[0]
+  assert result["epochs_run"] == 2

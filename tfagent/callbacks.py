@@ -52,7 +52,26 @@ class ResumableEarlyStopping(backup.Resumable, keras.callbacks.EarlyStopping):
   Best weights are not held here: they come back from `checkpoints/best.keras`
   after training (see restore_best), which a restart does not lose.
   """
-  STATE = ("wait", "best", "best_epoch")
+  # stopped_epoch too: a run killed after it stopped (while exporting) must not train on.
+  STATE = ("wait", "best", "best_epoch", "stopped_epoch")
+
+
+class EpochHistory(backup.Resumable, keras.callbacks.Callback):
+  """Every epoch's logs, as one dict of lists, across fits and restarts (Keras' History
+  holds one fit's)."""
+  STATE = ("history",)
+
+  def __init__(self):
+    super().__init__()
+    self.history = {}
+
+  def on_epoch_end(self, epoch, logs=None):
+    for key, value in (logs or {}).items():
+      self.history.setdefault(key, []).append(float(value))
+
+  def so_far(self) -> dict:
+    """The epochs run so far, before a restart included."""
+    return self.history or (self.carried or {}).get("history") or {}
 
 
 def profile_range(steps: str):
@@ -85,6 +104,7 @@ def make_callbacks(cfg: config.Config, model: keras.Model, start: backup.Positio
   stopping = ResumableEarlyStopping(monitor, mode=mode,
                                     patience=cfg.train.early_stopping_patience, verbose=1)
   checkpoint = AtomicModelCheckpoint(model, os.path.join(run, "checkpoints"), monitor, mode)
+  history = EpochHistory()
   return [
       summaries.Throughput(cfg.data.batch_size),  # Before TensorBoard, which logs it.
       # Between Keras' epoch lines (no progress bar) or after each epoch (under a bar).
@@ -92,10 +112,10 @@ def make_callbacks(cfg: config.Config, model: keras.Model, start: backup.Positio
                               if verbosity == 2 else None)] if verbosity else []),
       keras.callbacks.TensorBoard(summaries.log_dirs(run)[0],  # logs/train, logs/validation
                                   profile_batch=profile_range(cfg.train.profile_steps)),
-      stopping, checkpoint,
+      stopping, checkpoint, history,
       # Last: it saves the state the callbacks above reached at the epoch's end.
       backup.StepBackup(os.path.join(run, "backup"), cfg.train.backup_every_steps,
                         steps_per_epoch, start, {"early_stopping": stopping,
-                                                 "checkpoint": checkpoint},
+                                                 "checkpoint": checkpoint, "history": history},
                         backup.run_fingerprint(cfg)),
   ]

@@ -21,7 +21,7 @@ import tensorflow as tf
 from tfagent import (_compat, backup, config, data, distill, distribute, evaluate, fileio,
                      imbalance, model_card, models, optim, progress, quantize, scoring, semi,
                      summaries, tasks)
-from tfagent.callbacks import fit_verbosity, make_callbacks
+from tfagent.callbacks import EpochHistory, fit_verbosity, make_callbacks
 from tfagent.data import unlabeled
 from tfagent.errors import ConfigError
 
@@ -116,28 +116,31 @@ class FitInputs:
 @progress.stage("Training")
 def fit_remaining(classifier, inputs: FitInputs, cfg, steps_per_epoch,
                   start: backup.Position) -> dict:
-  """Runs the epochs left after `start`; a resumed partial epoch is a fit of its own.
+  """Runs the epochs left after `start`; a resumed partial epoch is a fit of its own. None
+  are left when early stopping ended the run before a restart (killed while exporting).
 
-  Returns the Keras history of all epochs run, as one dict of lists.
+  Returns the logs of every epoch run, before a restart too, as one dict of lists.
   """
-  history, first = {}, start.epoch
+  first = start.epoch
   plan = [(first, first + 1, steps_per_epoch - start.step)] if start.step else []
   first += bool(start.step)
   plan.append((first, cfg.train.epochs, steps_per_epoch))
+  stopped = start.callbacks.get("early_stopping", {}).get("stopped_epoch")
+  if stopped:
+    logging.info("Early stopping ended this run at epoch %d, before the restart: no epoch "
+                 "left to train.", stopped + 1)
+    plan = []
   for initial, end, steps in plan:
     if initial >= end:
       continue
     skip = initial * steps_per_epoch + steps_per_epoch - steps
-    run = classifier.fit(inputs.make_train(skip), validation_data=inputs.validation,
-                         initial_epoch=initial, epochs=end, steps_per_epoch=steps,
-                         callbacks=inputs.callbacks,
-                         verbose=fit_verbosity(cfg.train),
-                         shuffle=False)  # tf.data shuffles; Keras cannot shuffle a dataset.
-    for key, values in run.history.items():
-      history.setdefault(key, []).extend(float(v) for v in values)
+    classifier.fit(inputs.make_train(skip), validation_data=inputs.validation,
+                   initial_epoch=initial, epochs=end, steps_per_epoch=steps,
+                   callbacks=inputs.callbacks, verbose=fit_verbosity(cfg.train),
+                   shuffle=False)  # tf.data shuffles; Keras cannot shuffle a dataset.
     if classifier.stop_training:
       break
-  return history
+  return next(c for c in inputs.callbacks if isinstance(c, EpochHistory)).so_far()
 
 
 @progress.stage("Restoring the best epoch's weights")
