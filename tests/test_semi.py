@@ -101,7 +101,8 @@ def test_the_unlabelled_texts_decide_the_export_on_words_the_labels_leave_open(p
 def test_a_validation_or_test_text_is_never_unlabelled_text(corpus_dir, tmp_path, caplog,
                                                              read_test):
   """Copies of validation and test texts in --unlabeled are dropped and counted (IMDB's
-  unlabelled reviews hold 270 test reviews); the others are kept, once each as given. Also
+  unlabelled reviews hold 270 test reviews), spaced otherwise too; the others are kept, once
+  each as given. Also
   with --noread_test, as tfagent tune's trials run: the best one is scored on test."""
   cfg = tiny_config(corpus_dir, tmp_path / "run", tmp_path / "sm")
   splits, _ = data.load_splits(cfg.data)
@@ -109,7 +110,10 @@ def test_a_validation_or_test_text_is_never_unlabelled_text(corpus_dir, tmp_path
   validation = [t.decode() for t, _ in splits["validation"].take(2).as_numpy_iterator()]
   train = [t.decode() for t, _ in splits["train"].take(2).as_numpy_iterator()]
   new = ["an unseen review", "another one"]
-  source = "csv:" + write_csv(tmp_path / "u.csv", [[t] for t in test + new + validation + train],
+  # Copies as a `dir:` file or another tool may give them: a final newline, other spacing.
+  respaced = [test[0] + "\n", "  " + validation[0].replace(" ", "\t ", 1)]
+  source = "csv:" + write_csv(tmp_path / "u.csv",
+                              [[t] for t in test + new + validation + train + respaced],
                               header=("text",))
   verbosity = absl_logging.get_verbosity()  # An earlier run may have left it at WARNING.
   absl_logging.set_verbosity(absl_logging.INFO)
@@ -121,8 +125,8 @@ def test_a_validation_or_test_text_is_never_unlabelled_text(corpus_dir, tmp_path
   finally:
     absl_logging.set_verbosity(verbosity)
   assert extra.texts == new + train  # Training texts may be unlabelled text too.
-  assert extra.report["dropped_in_validation_or_test"] == 5 and extra.report["count"] == 4
-  assert "4 texts kept, 5 dropped as validation or test texts" in caplog.text
+  assert extra.report["dropped_in_validation_or_test"] == 7 and extra.report["count"] == 4
+  assert "4 texts kept, 7 dropped as validation or test texts" in caplog.text
 
 
 @pytest.mark.parametrize("own_words", [False, True])

@@ -52,7 +52,9 @@ def unlabeled_records(source: str, data_cfg):
 
 
 def held_out_texts(splits, data_cfg) -> set:
-  """The validation and test texts (utf-8 bytes), which no unlabelled text may be.
+  """The validation and test texts, which no unlabelled text may be: whitespace runs made one
+  space (sources.normalize_whitespace), as dedup compares texts, so that a copy ending in a
+  newline (a `dir:` file) or spaced otherwise is caught too.
 
   With --noread_test (tfagent tune's trials) the test texts are read here all the same,
   for this alone: a trial's export is scored on test in the end, so it must not have
@@ -61,7 +63,8 @@ def held_out_texts(splits, data_cfg) -> set:
   test = splits["test"]
   if not data_cfg.read_test:
     test = sources.load_splits(dataclasses.replace(data_cfg, read_test=True))[0]["test"]
-  return {t for split in (splits["validation"], test) for t, _ in split.as_numpy_iterator()}
+  return {sources.normalize_whitespace(t.decode("utf-8"))
+          for split in (splits["validation"], test) for t, _ in split.as_numpy_iterator()}
 
 
 def held_out_once(splits, data_cfg):
@@ -84,7 +87,7 @@ def unlabeled_texts(flag: str, source: str, data_cfg, held_out: set) -> tuple:
         if data_cfg.on_bad_record != "skip":
           raise DataError(f"{record} (--on_bad_record=skip skips such records)")
         bad += 1
-      elif record.encode("utf-8") in held_out:
+      elif sources.normalize_whitespace(record) in held_out:  # As dedup: spacing aside.
         dropped += 1
       else:
         texts.append(record)
