@@ -259,6 +259,44 @@ def test_quoted_newlines_doubled_quotes_and_stray_quote_on_one_line(run_train, t
   assert result.report["skipped"]["malformed"] == 1 and result.kept() == sorted(rows)
 
 
+@pytest.mark.parametrize("bom", [False, True])
+def test_a_header_repeated_mid_file_is_a_bad_record_not_a_class(run_train, tmp_path, bom):
+  """`cat a.csv b.csv` (each with its header, each maybe starting with a BOM): the second
+  header is a bad record naming its line; it never becomes a class "label"."""
+  first = write_csv(tmp_path / "a.csv", GOOD[:20])
+  second = write_csv(tmp_path / "b.csv", GOOD[20:], encoding="utf-8-sig" if bom else "utf-8")
+  path = tmp_path / "joined.csv"
+  path.write_bytes(open(first, "rb").read() + open(second, "rb").read())
+  failed(run_train(f"--dataset=csv:{path}"), f"{path}:22: the header row again", SKIP_HINT)
+  result = run_train(f"--dataset=csv:{path}", "--on_bad_record=skip")
+  passed(result)
+  assert result.class_names == ("neg", "pos") and result.kept() == sorted(GOOD)
+  assert result.report["skipped"]["malformed"] == 1
+
+
+def test_a_used_column_named_twice_in_the_header_is_an_error(run_train, tmp_path):
+  """Two `label` columns that disagree: which is meant? One error naming the column; a
+  repeated column that is not read is harmless."""
+  path = write_csv(tmp_path / "d.csv", [(t, l, "neg") for t, l in GOOD],
+                   header=("text", "label", "label"))
+  failed(run_train(f"--dataset=csv:{path}"),
+         f"{path}:1: the header names column 'label' (--label_field) 2 times")
+  path = write_csv(tmp_path / "e.csv", [(t, l, "x", "y") for t, l in GOOD],
+                   header=("text", "label", "note", "note"))
+  passed(result := run_train(f"--dataset=csv:{path}"))
+  assert result.kept() == sorted(GOOD)
+
+
+def test_a_header_that_cannot_be_parsed_names_the_file_and_blank_lines_before_it_are_skipped(
+    run_train, tmp_path):
+  bad = write_lines(tmp_path / "bad.csv", ['"text"x,label', *[f"{t},{l}" for t, l in GOOD]])
+  failed(run_train(f"--dataset=csv:{bad}"), f"{bad}:1: the header row cannot be read")
+  blank = write_lines(tmp_path / "blank.csv", ["", "", "text,label",
+                                                *[f"{t},{l}" for t, l in GOOD]])
+  passed(result := run_train(f"--dataset=csv:{blank}"))
+  assert result.kept() == sorted(GOOD)
+
+
 # --- 5. Compressed input -------------------------------------------------------------------
 
 def test_truncated_gz_is_one_line_naming_the_file(run_train, tmp_path):

@@ -76,6 +76,9 @@ def _column(path: str, header: list, name: str, flag: str):
   if name not in header:
     raise DataError(f"{path}:1: no column {name!r} ({flag}); the header has "
                     f"{', '.join(map(repr, header))}.")
+  if header.count(name) > 1:
+    raise DataError(f"{path}:1: the header names column {name!r} ({flag}) "
+                    f"{header.count(name)} times; which one holds it? Rename the others.")
   return header.index(name)
 
 
@@ -95,7 +98,13 @@ def read_delimited(path: str, delimiter: str, fields: tuple, group: str = "",
     # keeps bad bytes so that the row can be reported, not lost.
     f = io.TextIOWrapper(binary, encoding="utf-8-sig", errors="surrogateescape", newline="")
     reader = csv.reader(f, delimiter=delimiter, strict=True)
-    header = next(reader, None)
+    try:
+      header = next(reader, None)
+      while header == []:  # Blank lines before the header.
+        header = next(reader, None)
+    except csv.Error as e:
+      raise DataError(f"{path}:{reader.line_num}: the header row cannot be read ({e}); "
+                      f"expected the column names, e.g. {delimiter.join(fields)}.") from None
     if not header:
       raise DataError(f"{path}: empty file; expected a header row naming the "
                       f"columns, e.g. {delimiter.join(fields)}.")
@@ -157,6 +166,9 @@ def _row_record(where: str, row: list, header: list, index: tuple, fields: tuple
     return BadRecord("malformed", where, f"malformed line: {len(row)} fields where "
                      f"the header has {len(header)}; quote fields that contain the "
                      "delimiter.")
+  if [row[0].lstrip("\ufeff"), *row[1:]] == header:  # `cat a.csv b.csv`: a class "label".
+    return BadRecord("malformed", where, "the header row again (files joined with their "
+                     "headers?); remove it.")
   text = row[index[0]]
   bad = check_text(where, fields[0], text)
   label = read_label(where, fields, row[index[1]] if len(fields) > 1 else None, label_list)
