@@ -297,6 +297,17 @@ def test_a_header_that_cannot_be_parsed_names_the_file_and_blank_lines_before_it
   assert result.kept() == sorted(GOOD)
 
 
+@pytest.mark.parametrize("dataset", ["embedded:", "dir:{tmp}", "tfrecord:{tmp}/*.tfrecord",
+                                     "tfds:imdb_reviews"])
+def test_a_test_path_that_the_source_would_not_read_is_an_error(run_train, tmp_path, dataset):
+  """--test_path is read by csv/tsv/jsonl only; given to another source it used to be ignored,
+  and the test figures were of texts the user never chose."""
+  test = write_csv(tmp_path / "test.csv", GOOD)
+  dataset = dataset.format(tmp=tmp_path)
+  failed(run_train(f"--dataset={dataset}", f"--test_path={test}"),
+         f"--test_path={test}: --dataset={dataset} does not read it")
+
+
 # --- 5. Compressed input -------------------------------------------------------------------
 
 def test_truncated_gz_is_one_line_naming_the_file(run_train, tmp_path):

@@ -231,6 +231,7 @@ def load_all(data_cfg) -> tuple:
   """
   kind, arg = parse_dataset_flag(data_cfg.dataset)
   check_groups(data_cfg, kind)
+  check_test_path(data_cfg, kind)
   check_task_source(kind, data_cfg)
   splits, class_names, report = SOURCES[kind](arg, data_cfg)
   sizes = [split_size(splits[name]) for name in SPLITS]
@@ -264,6 +265,20 @@ def check_folds(data_cfg, kind: str) -> None:
                       "the source they came from (csv:, tsv:, jsonl:, dir:, tfds:, embedded:).")
 
 
+TEST_FROM = {"dir": "its test/ folder, or a part of train", "tfds": "the data set's test split",
+             "tfrecord": "the shards converted as test", "embedded": "a part of the corpus"}
+
+
+def check_test_path(data_cfg, kind: str) -> None:
+  """Fails when --test_path is given to a source that does not read it (its test split comes
+  from elsewhere: figures would be of other texts than the user's test file)."""
+  if data_cfg.test_path and kind not in GROUP_SOURCES:
+    raise ConfigError(f"--test_path={data_cfg.test_path}: --dataset={data_cfg.dataset} does not "
+                      f"read it ({kind}: test is {TEST_FROM.get(kind, 'its own')}); --test_path "
+                      "is the official test file of csv:, tsv: or jsonl:. Leave it empty, or "
+                      "give the training data as such a file.")
+
+
 def check_groups(data_cfg, kind: str) -> None:
   """Fails, saying where groups can come from, when --group_field is set for another source."""
   if not data_cfg.group_field or kind in GROUP_SOURCES:
@@ -286,6 +301,7 @@ def load_splits(data_cfg) -> tuple:
   kind, arg = parse_dataset_flag(data_cfg.dataset)
   check_folds(data_cfg, kind)
   check_groups(data_cfg, kind)
+  check_test_path(data_cfg, kind)
   check_task_source(kind, data_cfg)
   splits, class_names, report = SOURCES[kind](arg, data_cfg)
   if data_cfg.max_train_examples:
