@@ -216,6 +216,23 @@ def test_integer_labels_are_ids_only_when_exactly_0_to_c_minus_1(run_train, tmp_
   assert result.kept() == sorted(rows)  # Each text keeps the class it was written with.
 
 
+@pytest.mark.parametrize("one,other", [("1", "1.0"), ("1", "01"), ("1", "+1"),
+                                       ("caf\u00e9", "cafe\u0301"), ("pos", "pos\u200b")])
+def test_labels_written_two_ways_are_an_error_or_merged_when_asked(run_train, tmp_path, one,
+                                                                   other):
+  """A number written two ways, a composed and a decomposed accent, a zero-width space: two
+  spellings of one label that would train as two classes (`cat` of two exports, an
+  editor's invisible character). One error naming both; --normalize_labels merges them."""
+  rows = [(t, one if l == "pos" else "neg") for t, l in GOOD]
+  rows += [(f"more {t}", other) for t, l in GOOD if l == "pos"][:5]
+  path = write_csv(tmp_path / "d.csv", rows)
+  failed(run_train(f"--dataset=csv:{path}"), f"{other!r} (5 records, first at {path}:42)",
+         "differ only in case or spacing (or Unicode form, invisible characters, or how a "
+         "number is written)")
+  passed(result := run_train(f"--dataset=csv:{path}", "--normalize_labels"))
+  assert len(result.class_names) == 2 and len(result.kept()) == len(rows)
+
+
 def test_superscript_digit_is_an_unknown_label_not_a_crash(run_train, tmp_path):
   path = write_csv(tmp_path / "d.csv", GOOD[:20] + [("odd one", "²")] + GOOD[20:])
   failed(run_train(f"--dataset=csv:{path}", "--class_names=neg,pos"),

@@ -54,8 +54,9 @@ class DataConfig:
                            "seeded hash of the text (of the group with --group_field).")
   class_names: str = setting("", "Comma-separated class names in label order; fixes the "
                              "order and makes any other label an error.")
-  normalize_labels: bool = setting(False, "Merge labels that differ only in case or spacing "
-                                   "('POS', ' pos'); off, they are an error, not two classes.")
+  normalize_labels: bool = setting(False, "Merge labels that differ only in case, spacing, "
+                                   "Unicode form or number format ('POS', ' pos'; '1', '1.0'); "
+                                   "off, they are an error, not two classes.")
   validation_fraction: float = setting(0.1, "Share of train held out for validation when the "
                                        "source has its own test split (test stays whole).")
   on_bad_record: str = setting("error", "error stops at the first bad record naming file "

@@ -7,7 +7,9 @@ and without it such spellings are an error rather than two classes.
 
 import collections
 import dataclasses
+import decimal
 import re
+import unicodedata
 
 from tfagent.data.fields import BadRecord, Raw
 from tfagent.errors import ConfigError, DataError
@@ -25,9 +27,21 @@ READINGS = {
 }
 
 
+NUMBER = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)")
+
+
 def fold(label: str) -> str:
-  """The form `--normalize_labels` compares: spacing collapsed, case folded."""
-  return " ".join(label.split()).casefold()
+  """The form `--normalize_labels` compares: Unicode NFKC, format characters (zero-width
+  spaces) dropped, spacing collapsed, case folded, a number written one way (1, 01, +1, 1.0
+  are 1)."""
+  text = "".join(c for c in unicodedata.normalize("NFKC", label)
+                 if unicodedata.category(c) != "Cf")
+  text = " ".join(text.split()).casefold()
+  if len(text) <= 64 and NUMBER.fullmatch(text):  # Longer: no class id; int() would refuse.
+    number = decimal.Decimal(text)
+    text = (str(int(number)) if number == number.to_integral_value()
+            else format(number.normalize(), "f"))
+  return text
 
 
 class LabelMap:
@@ -102,7 +116,8 @@ def fixed_labels(data_cfg):
 
 
 def check_spellings(counts: dict, what: str, unit: str = "records", firsts: dict = None):
-  """Raises when labels differ only in case or spacing ("POS", "pos"): two classes by accident.
+  """Raises when labels differ only in case, spacing, Unicode form or number format ("POS",
+  "pos"; "1", "1.0"): two classes by accident.
 
   Args:
     counts: label as written -> how many records (or files) carry it.
@@ -122,6 +137,7 @@ def check_spellings(counts: dict, what: str, unit: str = "records", firsts: dict
     n = counts[label]
     return f"{label!r} ({n} {unit if n != 1 else unit[:-1]}{first})"
   shown = "; ".join(" and ".join(map(one, g)) for g in clashes[:MAX_EXAMPLES_SHOWN])
-  raise DataError(f"{what}: labels {shown} differ only in case or spacing, so they would "
-                  "train as separate classes. Write each class one way, or pass "
-                  "--normalize_labels to merge them (spacing collapsed, case folded).")
+  raise DataError(f"{what}: labels {shown} differ only in case or spacing (or Unicode form, "
+                  "invisible characters, or how a number is written), so they would train as "
+                  "separate classes. Write each class one way, or pass --normalize_labels to "
+                  "merge them (spacing collapsed, case folded, numbers and Unicode made one).")
