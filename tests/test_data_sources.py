@@ -394,3 +394,24 @@ def test_max_train_examples_samples_both_classes_of_a_sorted_file(tmp_path):
   labels = [l for _, l in all_examples(splits)["train"]]
   assert info.split_sizes["train"] == 20 and 0 < sum(labels) < 20
   assert info.report["class_balance"]["train"] == {"neg": 20 - sum(labels), "pos": sum(labels)}
+
+
+@pytest.mark.parametrize("bad", [-1, 2])
+def test_a_tfrecord_label_outside_the_classes_stops_with_one_line(tmp_path, bad, caplog):
+  """Shards written by other tools (no dataset_info.json, --class_names given): a label of -1
+  would read as the last class in every per-class figure, one of 2 fail far from its cause;
+  the stream stops at it, and the commands say so in one line."""
+  from tfagent import cli  # pylint: disable=import-outside-toplevel
+  from tfagent.data import tfrecord  # pylint: disable=import-outside-toplevel
+  for split in data.SPLITS:
+    with tf.io.TFRecordWriter(str(tmp_path / f"{split}-00000-of-00001.tfrecord")) as w:
+      for i in range(20):
+        w.write(tfrecord.serialize(f"text {i}".encode(), bad if i == 13 else i % 2))
+  cfg = config.DataConfig(dataset=f"tfrecord:{tmp_path}/*.tfrecord", class_names="neg,pos")
+  splits, _ = data.load_splits(cfg)
+  with caplog.at_level("ERROR"), pytest.raises(SystemExit) as e:
+    cli.run_main(lambda: list(splits["test"].as_numpy_iterator()))
+  assert e.value.code == 1
+  assert f"a tfrecord label outside 0..1 (2 classes) in --dataset (got {bad})" in caplog.text
+  good = [int(y) for _, y in splits["train"].take(13).as_numpy_iterator()]
+  assert good == [i % 2 for i in range(13)]

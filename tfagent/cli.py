@@ -10,7 +10,7 @@ import textwrap
 
 from absl import app, flags, logging
 
-from tfagent.errors import TfagentError
+from tfagent.errors import TfagentError, graph_data_error
 
 FLAGS = flags.FLAGS
 HELP_ARGS = ("--help", "-help", "-h", "--helpshort", "-?")
@@ -59,6 +59,12 @@ def run_main(body) -> None:
     body()
   except TfagentError as e:
     logging.error("%s", e)
+    sys.exit(1)
+  except Exception as e:  # A data check inside a tf.data graph (errors.DATA_ERROR_MARK).
+    message = graph_data_error(e)
+    if not message:
+      raise
+    logging.error("%s", message)
     sys.exit(1)
 
 

@@ -13,7 +13,7 @@ import tensorflow as tf
 
 from tfagent.data import multilabel, pairs, sources
 from tfagent.data.labels import given_class_names
-from tfagent.errors import ConfigError, DataError
+from tfagent.errors import DATA_ERROR_MARK, ConfigError, DataError
 
 INFO_FILE = "dataset_info.json"
 FEATURES = {"text": tf.io.FixedLenFeature([], tf.string),
@@ -55,7 +55,17 @@ def _parser(data_cfg, num_classes: int):
     ex = tf.io.parse_single_example(record, features)
     label = ex.pop("label")
     text = ex if pairs.is_pair(data_cfg) else ex["text"]
-    return text, label if label.dtype == tf.float32 else tf.cast(label, tf.int32)
+    if label.dtype == tf.float32:
+      return text, label
+    if num_classes:  # Else -1 would read as the last class, 5 as an index error later.
+      # Short: TensorFlow elides the middle of a longer string in an assertion's message.
+      message = (f"{DATA_ERROR_MARK} a tfrecord label outside 0..{num_classes - 1} "
+                 f"({num_classes} classes) in --dataset")
+      with tf.control_dependencies([
+          tf.debugging.assert_greater_equal(label, tf.constant(0, label.dtype), message),
+          tf.debugging.assert_less(label, tf.constant(num_classes, label.dtype), message)]):
+        label = tf.identity(label)
+    return text, tf.cast(label, tf.int32)
   return parse
 
 
