@@ -366,13 +366,14 @@ def test_dir_reads_nested_subfolders_and_reports_counts_per_class(run_train, tmp
 
 
 def test_dir_test_folder_that_is_no_class_holds_unknown_labels(run_train, tmp_path):
+  """Also a folder named like a class id (test/0): folder names are names, not ids."""
   write_tree(tmp_path / "d", {"train/neg": 10, "train/pos": 10, "test/neg": 3, "test/pos": 3,
-                              "test/neutral": 2})
+                              "test/neutral": 2, "test/0": 2})
   failed(run_train(f"--dataset=dir:{tmp_path / 'd'}"),
-         f"{tmp_path}/d/test/neutral/0.txt: unknown label 'neutral'", "expected one of neg, pos")
+         f"{tmp_path}/d/test/0/0.txt: unknown label '0'", "expected one of neg, pos.")
   result = run_train(f"--dataset=dir:{tmp_path / 'd'}", "--on_bad_record=skip")
   passed(result)
-  assert result.report["skipped"]["unknown_label"] == 2 and len(result.examples["test"]) == 6
+  assert result.report["skipped"]["unknown_label"] == 4 and len(result.examples["test"]) == 6
 
 
 # --- 7. Classes with no training example; fewer than two classes ---------------------------

@@ -96,7 +96,8 @@ def load_dir(arg: str, data_cfg) -> tuple:
   if ignored:
     logging.warning("dir:%s: folders %s are not in --class_names; not read.", arg,
                     sorted(ignored))
-  labels = fixed or folder_labels(trees["train"], data_cfg, f"dir:{arg}")
+  # Folder names are names: a test/0 folder is no class id.
+  labels = (fixed or folder_labels(trees["train"], data_cfg, f"dir:{arg}")).names_only()
   parts = [Part(name, functools.partial(records.read_class_files, files))
            for name, files in trees.items()]
   splits, class_names, report = load_parts(parts, labels, data_cfg, f"dir:{arg}")

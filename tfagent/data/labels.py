@@ -47,7 +47,8 @@ def fold(label: str) -> str:
 class LabelMap:
   """Maps labels as written (class names or integer ids) to ids 0..C-1."""
 
-  def __init__(self, class_names, reading: str = "fixed", normalize: bool = False):
+  def __init__(self, class_names, reading: str = "fixed", normalize: bool = False,
+               ids: bool = True):
     self.class_names = tuple(class_names)
     self.reading, self.normalize = reading, normalize
     self._index = {}
@@ -56,8 +57,14 @@ class LabelMap:
         raise ConfigError(f"class names {self.class_names[self._index[self._key(name)]]!r} "
                           f"and {name!r} are one class under --normalize_labels; give it once.")
       self._index[self._key(name)] = i
-    # Fixed names also accept ids 0..C-1, unless a name is itself an integer.
-    self.takes_ids = reading == "fixed" and not any(INTEGER.fullmatch(n) for n in class_names)
+    # Fixed names also accept ids 0..C-1, unless a name is itself an integer, or `ids` is off
+    # (labels that are always names: dir: folders).
+    self.takes_ids = ids and reading == "fixed" and not any(
+        INTEGER.fullmatch(n) for n in class_names)
+
+  def names_only(self) -> "LabelMap":
+    """This map, taking no ids."""
+    return LabelMap(self.class_names, self.reading, self.normalize, ids=False)
 
   def _key(self, label: str) -> str:
     return fold(label) if self.normalize else label
