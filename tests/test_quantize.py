@@ -234,14 +234,23 @@ def check_card(result) -> None:
 
 @pytest.mark.slow
 def test_int8_lstm_export_is_smaller_stores_int8_and_answers_alike(lstm_run, lstm_gated,
-                                                                   tmp_path):
+                                                                   tmp_path, caplog):
   cfg, result = lstm_run
   model, staged, _, _, _ = lstm_gated  # Its kept export: the best model, exported as float.
   stored, _ = check_quantized_export(cfg, result, tmp_path, (model, staged.path))
   # LSTM cells have no quantized form: their kernels stay float32.
   assert ("float32", (64, 16)) in stored.values()
+  # The run's validation figures are the kept int8 export's; Keras' float32 ones kept aside.
+  assert result["validation"]["accuracy"] == pytest.approx(
+      result["quantization"]["validation_accuracy"]["int8"], abs=1e-9)
+  assert result["validation_float32"]["accuracy"] == pytest.approx(
+      result["quantization"]["validation_accuracy"]["float32"], abs=1e-6)
   check_ready_for_serving(cfg, result)
   check_card(result)
+  with caplog.at_level(logging.WARNING):  # Its best.keras is float32: said when scored.
+    evaluate.run_test_split(cfg.train.model_dir, None, str(tmp_path / "eval"))
+  assert ("the run exported its int8 model; checkpoints/best.keras is its float32 model, whose "
+          f"figures these are. Pass --saved_model={result['saved_model']}") in caplog.text
   explain = signatures.load_signature(result["saved_model"], signatures.EXPLAIN_SIGNATURE)
   out = explain(text=tf.constant(TEXTS))
   np.testing.assert_allclose(out["probabilities"].numpy(),

@@ -5,7 +5,8 @@
 
 With --model_dir the run's own test split is scored (its config.json fixes the
 data set and split) with its checkpoints/best.keras, which holds what the export
-holds (the wide+deep weight chosen on validation included). With --dataset every
+holds (the wide+deep weight chosen on validation included) in float32: a run that kept an
+int8/int4 export says so, and --saved_model scores that export. With --dataset every
 labelled record of that source is scored (validated as training data is, with
 the data flags), against the model's own class names. Writes metrics.json,
 confusion_matrix.png and a predictions csv (text, label, predicted class, each
@@ -222,7 +223,7 @@ def define_flags(flag_values=FLAGS) -> None:
                       module_name=__name__, flag_values=flag_values)
   flags.DEFINE_string("saved_model", None, "SavedModel version dir or base path to "
                       "evaluate; default: the run's checkpoints/best.keras (what its export "
-                      "holds).",
+                      "holds, in float32 where it kept an int8/int4 export).",
                       module_name=__name__, flag_values=flag_values)
   flags.DEFINE_string("output_dir", None, "Where metrics go; default MODEL_DIR/eval, or "
                       "./eval with --dataset.", module_name=__name__, flag_values=flag_values)
@@ -279,6 +280,19 @@ def check_same_test_split(model_dir: str, info, dataset: str) -> None:
         "in, or score a file with --saved_model and --dataset.")
 
 
+def warn_if_quantized(model_dir: str) -> None:
+  """best.keras is float32; where the run kept an int8/int4 export, says whose figures these are."""
+  path = os.path.join(model_dir, "eval", "metrics.json")
+  if tf.io.gfile.exists(path):
+    with tf.io.gfile.GFile(path) as f:
+      run = json.load(f)
+    kept = (run.get("quantization") or {}).get("kept", "float32")
+    if kept != "float32":
+      logging.warning("%s: the run exported its %s model; checkpoints/best.keras is its float32 "
+                      "model, whose figures these are. Pass --saved_model=%s to score the "
+                      "export.", model_dir, kept, run.get("saved_model", "EXPORT"))
+
+
 def run_test_split(model_dir: str, saved_model: str, output_dir: str,
                    overwrite: bool = False) -> dict:
   """Scores a training run's own test split with its export or its best checkpoint."""
@@ -293,6 +307,7 @@ def run_test_split(model_dir: str, saved_model: str, output_dir: str,
     predict_fn, _ = checked_export(resolve_saved_model(saved_model), cfg.data, info.class_names)
   else:
     from tfagent import models  # pylint: disable=C0415  (Keras only on this path)
+    warn_if_quantized(model_dir)
     logits_fn = models.traced(load_checkpoint(os.path.join(model_dir, "checkpoints",
                                                            "best.keras")))
     predict_fn = lambda text: tf.nn.softmax(logits_fn(text))

@@ -13,7 +13,7 @@ import keras
 import numpy as np
 
 from tfagent import (config, data, evaluate, explain_view, fileio, model_card, models, progress,
-                     summaries, tasks)
+                     quantize, summaries, tasks)
 from tfagent.signatures import load_saved_model
 
 
@@ -74,10 +74,12 @@ def evaluate_export(cfg: config.Config, result: dict, splits, info, paths, stage
 
   labels, probs, _ = evaluate.predict_probabilities(predict_fn, splits["validation"],
                                                     evaluate.BATCH_SIZE, on_batch=keep_texts)
-  if cfg.model.ensemble_size > 1 or cfg.model.wide_ngrams:
-    # Keras' validation figures are the deep path's (its members' mean); the export's own
-    # are the model's.
-    keras_key = "validation_members_mean" if cfg.model.ensemble_size > 1 else "validation_deep"
+  quantized = (result.get("quantization") or {}).get("kept", quantize.FLOAT) != quantize.FLOAT
+  if cfg.model.ensemble_size > 1 or cfg.model.wide_ngrams or quantized:
+    # Keras' validation figures are the deep path's (its members' mean), or the float32
+    # model's where an int8/int4 export is kept; the export's own are the model's.
+    keras_key = ("validation_members_mean" if cfg.model.ensemble_size > 1 else
+                 "validation_deep" if cfg.model.wide_ngrams else "validation_float32")
     result = {**result, keras_key: result["validation"],
               "validation": evaluate.accuracy_and_loss_of(labels, probs)}
     logging.info("Validation of the export: %s (Keras, %s: %s)", result["validation"],
