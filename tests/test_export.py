@@ -1,5 +1,6 @@
 """Export stage: TF Serving layout, signature, atomic versions, reload in a clean process."""
 
+import dataclasses
 import json
 import os
 import re
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from conftest import tiny_config
 from tfagent import config, export, signatures, versions
 from tfagent.errors import ConfigError
 
@@ -168,10 +170,23 @@ def test_latest_version_is_the_latest_complete_one_and_a_new_one_skips_every_num
   (tmp_path / "1" / "saved_model.pb").write_bytes(b"")
   (tmp_path / "2").mkdir()  # A copy in progress, or a failed one: no saved_model.pb yet.
   (tmp_path / "notes").mkdir()
+  (tmp_path / "\u00b2").mkdir()  # "²": a digit to str.isdigit, not to int().
+  (tmp_path / "\u00b2" / "saved_model.pb").write_bytes(b"")
   assert versions.list_versions(str(tmp_path)) == {1: str(tmp_path / "1")}
   assert versions.resolve_saved_model(str(tmp_path)) == str(tmp_path / "1")
   assert versions.next_version(str(tmp_path)) == 3  # Never reuses 2.
   assert versions.next_version(str(tmp_path / "absent")) == 1
+
+
+def test_a_negative_version_is_refused_before_training(corpus_dir, tmp_path, monkeypatch):
+  """--version=-3 made a folder `-3` that TF Serving never serves, and `tfagent predict` on
+  the base path took an older version: one error instead, before the data is read."""
+  from tfagent import training  # pylint: disable=import-outside-toplevel
+  monkeypatch.setattr(training, "load_data", lambda *a: pytest.fail("data read"))
+  cfg = tiny_config(corpus_dir, tmp_path / "run", tmp_path / "sm")
+  cfg = dataclasses.replace(cfg, export=dataclasses.replace(cfg.export, version=-3))
+  with pytest.raises(ConfigError, match=r"--version=-3: expected 0 \(the next free version\)"):
+    training.train_and_evaluate(cfg)
 
 
 def test_export_is_ready_for_tf_serving(trained_run):

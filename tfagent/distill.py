@@ -102,7 +102,7 @@ class Teacher:
                           "cannot label one text a record")
     self.class_names = self.read_class_names()
     base = os.path.basename(os.path.normpath(self.export_dir))
-    self.version = int(base) if base.isdigit() else None
+    self.version = int(base) if base.isascii() and base.isdigit() else None
 
   @property
   def variables(self) -> list:

@@ -26,6 +26,14 @@ num_batch_threads { value: 1 }
 """
 
 
+def check_version(export_cfg) -> None:
+  """--version: 0 (the next free one) or a positive integer, as TF Serving reads folders."""
+  if export_cfg.version < 0:
+    raise ConfigError(f"--version={export_cfg.version}: expected 0 (the next free version) or "
+                      "a positive integer; TF Serving and tfagent read versions from folders "
+                      "named by integers >= 0, so this export would never be served.")
+
+
 def make_serving_fns(model: keras.Model, class_names) -> tuple:
   """The export's two endpoints, `(serve, classify)`; the model is traced once, in `serve`.
 

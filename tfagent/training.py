@@ -18,7 +18,7 @@ from absl import logging
 import keras
 import tensorflow as tf
 
-from tfagent import (_compat, backup, config, data, distill, distribute, evaluate, fileio,
+from tfagent import (_compat, backup, config, data, distill, distribute, evaluate, export, fileio,
                      imbalance, model_card, models, optim, progress, quantize, scoring, semi,
                      summaries, tasks)
 from tfagent.callbacks import EpochHistory, fit_verbosity, make_callbacks
@@ -221,6 +221,7 @@ def train_in(cfg: config.Config, out: config.Config, strategy, before_fit=None) 
   """Data, model, resume, fit, export, evaluate; `out` names the folders this worker writes."""
   tasks.check_config(cfg)
   semi.check_config(cfg)
+  export.check_version(cfg.export)
   splits, info, n_train = load_data(cfg, out)
   held_out = unlabeled.held_out_once(splits, cfg.data)  # Read once, if either flag needs it.
   extra = semi.learn(cfg, splits, held_out)  # --unlabeled: its texts (none of val., test), vectors.

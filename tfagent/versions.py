@@ -18,8 +18,13 @@ def list_versions(base_path: str) -> dict:
     names = [n.rstrip("/") for n in tf.io.gfile.listdir(base_path)]
   except tf.errors.OpError:
     return {}
-  return {int(n): os.path.join(base_path, n) for n in names
-          if n.isdigit() and tf.io.gfile.exists(saved_model_path(os.path.join(base_path, n)))}
+  return {int(n): os.path.join(base_path, n) for n in names if is_version(n)
+          and tf.io.gfile.exists(saved_model_path(os.path.join(base_path, n)))}
+
+
+def is_version(name: str) -> bool:
+  """A version folder's name: ASCII digits ("²" is a digit to str.isdigit, not to int)."""
+  return name.isascii() and name.isdigit()
 
 
 def next_version(base_path: str) -> int:
@@ -28,7 +33,7 @@ def next_version(base_path: str) -> int:
     names = [n.rstrip("/") for n in tf.io.gfile.listdir(base_path)]
   except tf.errors.OpError:
     return 1
-  return max((int(n) for n in names if n.isdigit()), default=0) + 1
+  return max((int(n) for n in names if is_version(n)), default=0) + 1
 
 
 def resolve_saved_model(path: str) -> str:
