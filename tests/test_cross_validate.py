@@ -78,3 +78,11 @@ def test_cross_validate_trains_every_fold_and_writes_the_summary(corpus_dir, tmp
 def test_cross_validate_needs_two_folds(tmp_path):
   with pytest.raises(ConfigError, match="--folds=0"):
     cross_validate.cross_validate(config.Config(), cross_validate.train_fold)
+
+
+def test_cross_validate_refuses_noread_test_before_a_fold(tmp_path):
+  """Each fold is scored on its held-out part, its test split: without it the first fold
+  trained for nothing and the summary crashed (no test accuracy to record)."""
+  cfg = config.Config(data=config.DataConfig(folds=2, read_test=False))
+  with pytest.raises(ConfigError, match="--noread_test: each fold is scored on the part it "):
+    cross_validate.cross_validate(cfg, lambda fold_cfg: pytest.fail("a fold was trained"))

@@ -76,6 +76,10 @@ def cross_validate(cfg: config.Config, run_fold) -> dict:
   if folds < 2:
     raise ConfigError(f"--folds={folds}: cross-validation needs 2 or more folds "
                           "(5 is usual).")
+  if not cfg.data.read_test:
+    raise ConfigError("--noread_test: each fold is scored on the part it holds out (its test "
+                      "split); an official test split is never read by cross-validation "
+                      "anyway. Leave --read_test on.")
   records = []
   for fold in range(folds):
     logging.info("Cross-validation: fold %d of %d.", fold + 1, folds)
