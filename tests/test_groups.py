@@ -1,7 +1,9 @@
 """--group_field: splits and folds by a seeded hash of the group, never sharing a group."""
 
+import dataclasses
 import json
 import random
+import re
 
 import pytest
 
@@ -116,6 +118,23 @@ def test_an_empty_group_is_a_bad_record_naming_file_and_line(tmp_path):
     load(path)
   _, info = load(path, on_bad_record="skip")
   assert info.report["skipped"]["missing_field"] == 1
+
+
+@pytest.mark.parametrize("value,shown", [(1.5, "float 1.5"), (True, "bool True"),
+                                         ([1], "list [1]")])
+def test_a_jsonl_group_of_another_type_is_named_as_such(tmp_path, value, shown):
+  """A float, a boolean or a list is no group: a bad record that says what it is (it was
+  reported as "empty")."""
+  rows = [{"text": t, "label": l, "movie": g} for t, l, g in planted_rows()]
+  rows[4]["movie"] = value
+  path = tmp_path / "g.jsonl"
+  path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+  cfg = config.DataConfig(dataset=f"jsonl:{path}", group_field="movie")
+  with pytest.raises(DataError, match=re.escape(f"g.jsonl:5: group field 'movie' "
+                                                f"(--group_field) is {shown}; expected")):
+    data.load_splits(cfg)
+  _, info = data.load_splits(dataclasses.replace(cfg, on_bad_record="skip"))
+  assert info.report["skipped"]["malformed"] == 1
 
 
 def test_sources_without_groups_refuse_the_flag(corpus_dir):

@@ -96,11 +96,15 @@ def with_group(record, field: str, value):
     return record
   if isinstance(value, int) and not isinstance(value, bool):
     value = str(value)
-  if not isinstance(value, str) or not value.strip():
-    shown = "missing" if value is None else f"empty ({value!r})"
+  if not isinstance(value, str):
+    shown = "missing" if value is None else f"{type(value).__name__} {value!r}"
+    return BadRecord("missing_field" if value is None else "malformed", record.where,
+                     f"group field {field!r} (--group_field) is {shown}; expected a non-blank "
+                     "group (a string or an integer id) in every record.")
+  if not value.strip():
     return BadRecord("missing_field", record.where, f"group field {field!r} (--group_field) "
-                     f"is {shown}; expected a non-blank group (a string or an integer id) "
-                     "in every record.")
+                     f"is empty ({value!r}); expected a non-blank group (a string or an "
+                     "integer id) in every record.")
   return dataclasses.replace(record, group=value.strip())
 
 
