@@ -10,6 +10,7 @@ import csv
 import dataclasses
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -63,6 +64,20 @@ def test_label_lists_read_alike_from_csv_and_jsonl(tmp_path):
   expected = {"t one": [1, 1, 0], "t two": [0, 1, 0], "t three": [1, 0, 1], "t four": [0, 0, 1]}
   assert by_text(ds) == by_text(ds_json) == expected
   assert ds.element_spec[1] == tf.TensorSpec([3], tf.float32)
+
+
+@pytest.mark.parametrize("joiner", [",", ";"])
+def test_labels_joined_by_another_delimiter_are_an_error_not_a_class(tmp_path, joiner):
+  """A file that joins label lists with ',' read with --label_delimiter='|': 'b,a' would be a
+  class of its own beside 'a' and 'b'. One error naming the label and the delimiter."""
+  rows = [("t one", f"b{joiner}a"), ("t two", "b"), ("t three", "a"), ("t four", "c")]
+  path = write_csv(tmp_path / "d.csv", rows)
+  with pytest.raises(DataError, match=re.escape(
+      f"label 'b{joiner}a' is the labels ['b', 'a'] joined by {joiner!r}, but "
+      "--label_delimiter='|'")):
+    data.load_all(data_cfg(path))
+  _, info = data.load_all(dataclasses.replace(data_cfg(path), label_delimiter=joiner))
+  assert info.class_names == ("a", "b", "c")
 
 
 @pytest.mark.parametrize("labels, reason, message", [

@@ -12,7 +12,7 @@ import dataclasses
 import numpy as np
 
 from tfagent.data.records import BadRecord, canonical_label
-from tfagent.errors import ConfigError
+from tfagent.errors import ConfigError, DataError
 
 # Sources whose records carry label lists; dir: and embedded: have one class a folder/file.
 LIST_SOURCES = ("csv", "tsv", "jsonl", "tfrecord", "tfds")  # tfds: a Sequence(ClassLabel).
@@ -60,6 +60,25 @@ class LabelList:
       return BadRecord("duplicate_label", where, f"label {twice[0]!r} appears more than once "
                        f"in the label list {value!r} of field {field!r}; give each label once.")
     return labels
+
+
+JOINERS = (",", ";", "|", "/", "\t")  # Delimiters a file may have used instead.
+
+
+def check_joined(labels, data_cfg, where: str) -> None:
+  """Fails when a learned label is other labels joined by another delimiter than
+  --label_delimiter ('sports,health' beside 'sports' and 'health'): a class of its own,
+  silently, where each of its parts was meant."""
+  names = set(labels)
+  for label in sorted(names):
+    for joiner in JOINERS:
+      parts = [p.strip() for p in label.split(joiner)]
+      if joiner != data_cfg.label_delimiter and len(parts) > 1 and all(p in names
+                                                                       for p in parts):
+        raise DataError(f"{where}: label {label!r} is the labels {parts} joined by {joiner!r}, "
+                        f"but --label_delimiter={data_cfg.label_delimiter!r}: it would train "
+                        f"as a class of its own. Pass --label_delimiter={joiner!r} if the "
+                        "file joins labels so.")
 
 
 def label_list(data_cfg):

@@ -14,6 +14,7 @@ import dataclasses
 
 from absl import logging
 
+from tfagent.data import multilabel
 from tfagent.data.fields import REASONS, BadRecord, Raw
 from tfagent.data.labels import MAX_EXAMPLES_SHOWN, READINGS, LabelMap, check_spellings, fold
 from tfagent.data.pairs import content
@@ -188,6 +189,8 @@ def learn_labels(plan: Plan, tally: Tally, data_cfg, source: str) -> LabelMap:
   if not data_cfg.normalize_labels:
     check_spellings(counts, f"{source}: field {data_cfg.label_field!r}", "records",
                     plan.firsts)
+  if multilabel.is_multilabel(data_cfg):
+    multilabel.check_joined(counts, data_cfg, f"{source}: field {data_cfg.label_field!r}")
   return LabelMap.learn(counts, data_cfg.normalize_labels)
 
 
