@@ -6,11 +6,12 @@ import json
 import os
 
 import keras
+import numpy as np
 import pytest
 
 from conftest import tiny_config
 from test_storage import resumable, train_interrupted
-from tfagent import backup, config, train, training
+from tfagent import backup, config, signatures, train, training
 from tfagent.errors import ConfigError
 
 pytestmark = pytest.mark.slow
@@ -73,3 +74,22 @@ def test_a_run_killed_after_early_stopping_resumes_without_training_on(corpus_di
   assert "Early stopping ended this run at epoch 2, before the restart" in caplog.text
   assert result["history"] == histories[0]
   assert result["epochs_run"] == 2
+
+
+def test_a_fresh_run_in_an_old_run_dir_never_exports_the_old_best(corpus_dir, tmp_path,
+                                                                  monkeypatch):
+  """A second run in the same --model_dir (no backup: a fresh start) whose --monitor never
+  improves (NaN, simulated by a checkpoint that saves no best) exported the first run's
+  best.keras: another model's weights, silently. Now it exports its own last weights."""
+  from tfagent import callbacks  # pylint: disable=import-outside-toplevel
+  cfg = tiny_config(corpus_dir, tmp_path / "run", tmp_path / "saved_models")
+  first = train.train_and_evaluate(cfg)
+  save = callbacks.AtomicModelCheckpoint._save
+  monkeypatch.setattr(callbacks.AtomicModelCheckpoint, "_save",
+                      lambda self, name: name == "best.keras" or save(self, name))
+  again = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, seed=7))
+  second = train.train_and_evaluate(again)
+  texts = ["great movie", "awful plot"]
+  probs = [signatures.probabilities_fn(r["saved_model"])(texts).numpy() for r in (first, second)]
+  assert not np.allclose(*probs, atol=1e-4)
+  assert not os.path.exists(tmp_path / "run" / "checkpoints" / "best.keras")

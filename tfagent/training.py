@@ -243,6 +243,11 @@ def train_in(cfg: config.Config, out: config.Config, strategy, before_fit=None) 
   with strategy.scope():
     start = backup.restore(classifier, os.path.join(cfg.train.model_dir, "backup"),
                            steps_per_epoch)
+  if start == backup.Position():  # A fresh run: an earlier run's best.keras is not its best.
+    for name in ("best.keras", "last.keras"):  # (A NaN --monitor never writes its own.)
+      path = os.path.join(out.train.model_dir, "checkpoints", name)
+      if tf.io.gfile.exists(path):
+        tf.io.gfile.remove(path)
   log_start(cfg, out, model, steps_per_epoch)
   contexts, weights = [], imbalance.run_weights(cfg.train, info, splits["train"])
   fit_start = time.perf_counter()
