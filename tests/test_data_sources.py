@@ -415,3 +415,20 @@ def test_a_tfrecord_label_outside_the_classes_stops_with_one_line(tmp_path, bad,
   assert f"a tfrecord label outside 0..1 (2 classes) in --dataset (got {bad})" in caplog.text
   good = [int(y) for _, y in splits["train"].take(13).as_numpy_iterator()]
   assert good == [i % 2 for i in range(13)]
+
+
+def test_a_tfrecord_record_without_its_label_feature_stops_with_one_line(tmp_path, caplog):
+  """Shards of another tool that lack the `label` feature: TensorFlow's parse error, shown by
+  the commands as one line naming the feature."""
+  from tfagent import cli  # pylint: disable=import-outside-toplevel
+  for split in data.SPLITS:
+    with tf.io.TFRecordWriter(str(tmp_path / f"{split}-00000-of-00001.tfrecord")) as w:
+      for i in range(4):
+        w.write(tf.train.Example(features=tf.train.Features(feature={"text": tf.train.Feature(
+            bytes_list=tf.train.BytesList(value=[f"text {i}".encode()]))})).SerializeToString())
+  cfg = config.DataConfig(dataset=f"tfrecord:{tmp_path}/*.tfrecord", class_names="neg,pos")
+  splits, _ = data.load_splits(cfg)
+  with caplog.at_level("ERROR"), pytest.raises(SystemExit) as e:
+    cli.run_main(lambda: list(splits["train"].as_numpy_iterator()))
+  assert e.value.code == 1
+  assert "a TFRecord record lacks the feature 'label' (int64) in --dataset" in caplog.text

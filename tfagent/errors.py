@@ -18,6 +18,8 @@ class ConfigError(TfagentError):
 # Begins the message of a check inside a tf.data graph (tf.debugging.Assert), which can only
 # raise TensorFlow's InvalidArgumentError: cli.run_main shows such an error as one line.
 DATA_ERROR_MARK = "tfagent data error:"
+MISSING_FEATURE = re.compile(r"Feature: (\w+) \(data type: (\w+)\) is required but could not "
+                             r"be found")
 
 
 def graph_data_error(error: Exception) -> str:
@@ -25,6 +27,11 @@ def graph_data_error(error: Exception) -> str:
   (`got -1`), or "" when it holds none."""
   text = str(error)
   start = text.find(DATA_ERROR_MARK)
+  missing = MISSING_FEATURE.search(text)
+  if start < 0 and missing:  # tf.io.parse_example's own check, on a TFRecord of another tool.
+    return (f"a TFRecord record lacks the feature {missing.group(1)!r} ({missing.group(2)}) "
+            "in --dataset; tfagent reads shards written by `tfagent convert` (features text, "
+            "label, and text_pair for sentence pairs).")
   if start < 0:
     return ""
   end = text.find("]", start)
