@@ -236,3 +236,35 @@ def test_load_retries_wait_their_interval_give_up_and_forget_a_vanished_version(
   (broken / "saved_model.pb").write_bytes(b"still not a SavedModel, but changed")
   now.poll_once()  # Changed files: tried again.
   assert caplog.text.count("failed to load") == 4
+
+
+def test_versions_no_longer_wanted_unload_as_tf_servings_availability_policy(synthetic_version,
+                                                                           tmp_path):
+  """A policy that names only a version not on disk leaves nothing to serve: the others
+  unload (they kept serving as AVAILABLE); a wanted version that fails to load keeps the
+  highest unwanted one serving alone, the lower ones unload."""
+  for version in (1, 2, 3):
+    shutil.copytree(synthetic_version, tmp_path / "m" / str(version))
+  os.makedirs(tmp_path / "m" / "4")
+  (tmp_path / "m" / "4" / "saved_model.pb").write_bytes(b"not a SavedModel")
+
+  def policy(*versions):
+    text = " ".join(f"versions: {v}" for v in versions)
+    return manager.parse_model_config(
+        f'model_config_list {{ config {{ name: "m" base_path: "{tmp_path / "m"}" '
+        f'model_platform: "tensorflow" model_version_policy {{ specific {{ {text} }} }} }} }}',
+        "models.config")
+  mgr = manager.ModelManager(policy(1, 2, 3), servable.LoadOptions(
+      warmup=False, settle_seconds=0, max_load_retries=0))
+  try:
+    mgr.start(poll_seconds=-1)
+    assert mgr.available() == {"m": [1, 2, 3]}
+    mgr.reload_config(policy(4))  # On disk, but it fails to load.
+    assert mgr.available() == {"m": [3]}
+    mgr.reload_config(policy(5))  # Not on disk: nothing is wanted.
+    assert mgr.available() == {"m": []}
+    with pytest.raises(servable.ServingError) as e:
+      mgr.resolve("m")
+    assert e.value.code == grpc.StatusCode.NOT_FOUND
+  finally:
+    mgr.close()

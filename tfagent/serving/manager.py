@@ -168,10 +168,12 @@ class ModelManager:
           self._set_state(name, version, _State.END)  # Gone, or no longer asked for.
         for version in sorted(wanted - set(self._servables[name])):
           self._load(name, version, on_disk[version])
+        # AvailabilityPreservingPolicy: versions no longer asked for unload once a wanted one
+        # serves, or when none is wanted on disk; until then the highest of them serves alone.
         loaded = set(self._servables[name])
-        for version in loaded - wanted:
-          if wanted & loaded or not on_disk:
-            self._unload(name, version)  # Only once a replacement is serving.
+        unwanted = sorted(loaded - wanted)
+        for version in unwanted if wanted & loaded or not wanted else unwanted[:-1]:
+          self._unload(name, version)
       if self.options.freeze_heap and self.available() != before:
         freeze_heap()
 
