@@ -140,6 +140,11 @@ BAD_REQUESTS = [
      f"larger than the limit of {MAX_BODY} bytes"),
     ("malformed path", "/v1/modelz/tiny:predict", {"instances": ["a"]}, 400,
      "Malformed request: POST /v1/modelz/tiny:predict"),
+    # The path matches in any case, the verb only in lower case (it ran as regress).
+    ("verb in upper case", "/V1/Models/tiny:PREDICT", {"instances": ["a"]}, 400,
+     "Malformed request: POST /V1/Models/tiny:PREDICT"),
+    ("verb capitalised", "/v1/models/tiny:Classify", {"examples": [{"text": "a"}]}, 400,
+     "Malformed request: POST /v1/models/tiny:Classify"),
 ]
 
 

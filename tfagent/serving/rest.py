@@ -43,6 +43,8 @@ def parse_path(method: str, path: str) -> tuple | None:
   if method not in ("POST", "GET") or not match:
     return None
   name, version, label, verb = match.groups()
+  if method == "POST" and verb not in ("classify", "regress", "predict"):
+    return None  # The path matches in any case, the verb only in lower case (TF Serving's).
   spec = model_pb2.ModelSpec(name=urllib.parse.unquote(name or "", errors="surrogateescape"))
   if version is not None and int(version) >= 2**63:
     raise invalid_argument(f"Failed to convert version: {version} to numeric.")
