@@ -132,3 +132,14 @@ def test_evaluate_scores_the_runs_test_split_with_the_checkpoint_or_the_export(
   with open(tmp_path / "export" / "metrics.json") as f:
     assert json.load(f)["accuracy"] == pytest.approx(result["accuracy"])
   assert os.path.getsize(tmp_path / "export" / "confusion_matrix.png") > 0
+
+
+def test_client_names_a_text_that_is_not_utf8_before_any_request():
+  """An argument of Latin-1 bytes reaches Python as surrogates; the client crashed with a
+  UnicodeEncodeError traceback. One line naming the text, before connecting (no server here)."""
+  proc = subprocess.run([sys.executable.encode(), b"-m", b"tfagent.client",
+                         b"--server=127.0.0.1:9", b"--model_name=m", b"fine", b"caf\xe9 good"],
+                        capture_output=True, text=True, env=ENV, timeout=300)
+  assert_clean_error(proc, "text 2 ('caf\\udce9 good') holds bytes that are not UTF-8 (at "
+                           "character 3)")
+  assert proc.returncode == 1

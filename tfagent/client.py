@@ -20,7 +20,7 @@ import threading
 from absl import app, flags, logging
 
 from tfagent import cli, signatures
-from tfagent.errors import TfagentError
+from tfagent.errors import DataError, TfagentError
 
 FLAGS = flags.FLAGS
 CLASSIFY_SIGNATURE = "classify"
@@ -204,10 +204,26 @@ def define_flags(flag_values=FLAGS) -> None:
 def read_texts(argv: list) -> list:
   """The texts to send: strings, or with --text_pair_field `(text, text_pair)` tuples."""
   if not (FLAGS.input or FLAGS.text_pair_field):  # Keeps the plain client free of TensorFlow.
-    return argv[1:] or [line.rstrip("\n") for line in sys.stdin if line.strip()]
-  from tfagent import predict  # pylint: disable=import-outside-toplevel
-  return list(predict.input_texts(argv[1:], FLAGS.input, FLAGS.text_field, sys.stdin,
-                                  FLAGS.text_pair_field))
+    texts = argv[1:] or [line.rstrip("\r\n") for line in sys.stdin if line.strip()]
+  else:
+    from tfagent import predict  # pylint: disable=import-outside-toplevel
+    texts = list(predict.input_texts(argv[1:], FLAGS.input, FLAGS.text_field, sys.stdin,
+                                     FLAGS.text_pair_field))
+  return utf8_checked(texts)
+
+
+def utf8_checked(texts: list) -> list:
+  """`texts`, each of which must be UTF-8 text (an argument or line of other bytes reaches
+  Python as surrogates): else one error naming the text."""
+  for n, text in enumerate(texts, 1):
+    for part in (text if isinstance(text, tuple) else (text,)):
+      try:
+        part.encode("utf-8")
+      except UnicodeEncodeError as e:
+        raise DataError(f"text {n} ({part[:40]!r}) holds bytes that are not UTF-8 (at "
+                        f"character {e.start}); tfagent client sends UTF-8 text: re-encode "
+                        "it (e.g. iconv -f latin1 -t utf-8).") from None
+  return texts
 
 
 def main(argv):
