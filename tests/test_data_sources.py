@@ -424,8 +424,9 @@ def test_a_tfrecord_record_without_its_label_feature_stops_with_one_line(tmp_pat
   for split in data.SPLITS:
     with tf.io.TFRecordWriter(str(tmp_path / f"{split}-00000-of-00001.tfrecord")) as w:
       for i in range(4):
-        w.write(tf.train.Example(features=tf.train.Features(feature={"text": tf.train.Feature(
-            bytes_list=tf.train.BytesList(value=[f"text {i}".encode()]))})).SerializeToString())
+        text = tf.train.Feature(bytes_list=tf.train.BytesList(value=[f"text {i}".encode()]))
+        example = tf.train.Example(features=tf.train.Features(feature={"text": text}))
+        w.write(example.SerializeToString())
   cfg = config.DataConfig(dataset=f"tfrecord:{tmp_path}/*.tfrecord", class_names="neg,pos")
   splits, _ = data.load_splits(cfg)
   with caplog.at_level("ERROR"), pytest.raises(SystemExit) as e:
