@@ -28,7 +28,7 @@ import tensorflow as tf
 from tfagent import multilabel_export, progress, signatures
 from tfagent.data import pipeline, unlabeled
 from tfagent.errors import ConfigError
-from tfagent.versions import resolve_saved_model
+from tfagent.versions import is_version, resolve_saved_model
 
 TEACH_BATCH = 256  # Texts a teacher call.
 MIN_PROBABILITY = 1e-12  # Floor before log(p): a probability of exactly 0 stays finite.
@@ -102,7 +102,7 @@ class Teacher:
                           "cannot label one text a record")
     self.class_names = self.read_class_names()
     base = os.path.basename(os.path.normpath(self.export_dir))
-    self.version = int(base) if base.isascii() and base.isdigit() else None
+    self.version = int(base) if is_version(base) else None
 
   @property
   def variables(self) -> list:
