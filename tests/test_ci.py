@@ -1,9 +1,14 @@
-"""CI: `.ci/pytest`, the test step of `.ci/run`, cannot pass by collecting nothing."""
+"""CI: `.ci/pytest`, the test step of `.ci/run`, cannot pass by collecting nothing; and
+bench/suite_cpu.py, which measures where its CPU goes."""
 
+import json
 import os
 import subprocess
+import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+from bench import suite_cpu  # noqa: E402
 
 
 def run_ci_pytest(folder, *args):
@@ -25,3 +30,26 @@ def test_a_passing_run_passes_and_a_failing_one_fails(tmp_path):
                                         "def test_bad():\n  assert False\n")
   assert run_ci_pytest(tmp_path, "test_one.py", "-k", "ok").returncode == 0
   assert run_ci_pytest(tmp_path, "test_one.py").returncode == 1
+
+
+def test_suite_cpu_records_each_tests_own_and_started_processes_cpu(tmp_path):
+  """bench/suite_cpu.py: a test that busies a child process is charged that child's CPU, one
+  that busies its own process is charged its own; the report lists both files."""
+  (tmp_path / "test_busy.py").write_text(
+      "import subprocess, sys\n\n"
+      "def test_child():\n"
+      "  subprocess.run([sys.executable, '-c', 'sum(range(30_000_000))'], check=True)\n\n"
+      "def test_own():\n"
+      "  sum(range(30_000_000))\n")
+  out = tmp_path / "cpu"
+  proc = subprocess.run([os.path.join(ROOT, ".ci", "pytest"), "-q", "-p", "no:cacheprovider",
+                         "-n", "0", "-p", "bench.suite_cpu", str(tmp_path / "test_busy.py")],
+                        cwd=ROOT, capture_output=True, text=True, timeout=120,
+                        env={**os.environ, "TFAGENT_SUITE_CPU": str(out),
+                             "PYTHONPATH": ROOT})
+  assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+  rows = {r["id"].split("::")[1]: r for r in map(json.loads, next(out.iterdir()).open())}
+  assert rows["test_child"]["children"] > 0.2 and rows["test_child"]["self"] < 0.2
+  assert rows["test_own"]["self"] > 0.2 and rows["test_own"]["children"] == 0
+  report = suite_cpu.report(str(out))
+  assert report.startswith("2 tests,") and "test_busy.py::test_child" in report
