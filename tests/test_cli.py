@@ -143,3 +143,10 @@ def test_client_names_a_text_that_is_not_utf8_before_any_request():
   assert_clean_error(proc, "text 2 ('caf\\udce9 good') holds bytes that are not UTF-8 (at "
                            "character 3)")
   assert proc.returncode == 1
+
+
+def test_client_with_no_texts_is_an_error_not_an_empty_answer():
+  proc = subprocess.run([sys.executable, "-m", "tfagent.client", "--server=127.0.0.1:1"],
+                        input="\n  \n", capture_output=True, text=True, timeout=60)
+  assert proc.returncode == 1 and proc.stdout == ""
+  assert "no texts to send: give them as arguments, in --input" in proc.stderr

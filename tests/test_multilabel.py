@@ -24,6 +24,7 @@ import tensorflow as tf
 from tensorflow_serving.apis import classification_pb2, predict_pb2, prediction_service_pb2_grpc
 
 from conftest import run_command
+import serving_util
 from serving_util import run_server
 import conftest
 from tfagent import config, data, export, model_card, signatures, tasks
@@ -488,7 +489,8 @@ def test_the_model_card_describes_sigmoid_scores_and_the_exports_thresholds(run)
 @pytest.mark.slow
 def test_tfagent_client_prints_a_multilabel_exports_labels(run, tmp_path):
   """`tfagent client` against `tfagent serve` on loopback, REST and gRPC: each row's labels
-  are the export's predicted names, without the "" padding."""
+  are the export's predicted names, without the "" padding; with --batch_size=2 the 3 texts
+  go in 2 requests a protocol (the server's request counts), answered in order."""
   path = run["result"]["saved_model"]
   expected = signatures.load_signature(path)(text=tf.constant(TEXTS))
   labels = [[x.decode() for x in row if x] for row in expected["labels"].numpy()]
@@ -496,10 +498,15 @@ def test_tfagent_client_prints_a_multilabel_exports_labels(run, tmp_path):
   args = ["--model_name=topics", f"--model_base_path={os.path.dirname(path)}"]
   with run_server(args, "topics", str(tmp_path / "server.log")) as (url, address, _):
     outs = [subprocess.run([sys.executable, "-m", "tfagent.cli", "client", f"--server={server}",
-                            f"--protocol={protocol}", "--model_name=topics", *TEXTS],
+                            f"--protocol={protocol}", "--model_name=topics", "--batch_size=2",
+                            *TEXTS],
                            capture_output=True, text=True, timeout=120,
                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
             for server, protocol in ((url.split("//")[1], "rest"), (address, "grpc"))]
+    page = requests.get(url + "/monitoring/prometheus/metrics", timeout=10).text
+  for protocol in ("rest", "grpc"):
+    assert serving_util.metric_total(page, model_name="topics", protocol=protocol,
+                                     method="predict", status="OK") == 2
   for out in outs:
     assert out.returncode == 0, out.stderr[-2000:]
     rows = [json.loads(line) for line in out.stdout.splitlines()]

@@ -8,7 +8,8 @@
 Texts come from the arguments, else --input (csv/tsv/jsonl, the text in --text_field), else
 one a line of standard input. A sentence-pair export (trained with --text_pair_field) takes
 `text` and `text_pair`: give --input with --text_pair_field, as `tfagent predict` reads them.
-Each answer is one JSON line: the text (and text_pair) and the method's output; a
+Texts go in requests of at most --batch_size, and each request's answers are written as it
+returns. Each answer is one JSON line: the text (and text_pair) and the method's output; a
 multilabel export's `labels` are printed without the "" that pad them to C.
 """
 
@@ -199,6 +200,10 @@ def define_flags(flag_values=FLAGS) -> None:
   flags.DEFINE_string("text_pair_field", "", "Sentence-pair exports: column or key of each "
                       "row's second text in --input, sent as text_pair; empty: one text a "
                       "row.", **own)
+  flags.DEFINE_integer("batch_size", 32, "Texts a request: more are sent in requests of this "
+                       "many, one after the other (32 is the max_batch_size of an export's "
+                       "batching_parameters.txt; a server with batching refuses a larger "
+                       "request).", lower_bound=1, **own)
 
 
 def read_texts(argv: list) -> list:
@@ -231,17 +236,25 @@ def main(argv):
                        version=FLAGS.model_version or None, timeout=FLAGS.timeout)
   try:
     texts = read_texts(argv)
+    if not texts:
+      raise DataError("no texts to send: give them as arguments, in --input, or one a line on "
+                      "standard input.")
   except TfagentError as e:  # Names the file, line or flag itself.
     logging.error("%s", e)
     sys.exit(1)
-  try:
-    rows = getattr(client, FLAGS.method)(texts)
-  except (TfagentError, OSError) as e:
-    logging.error("%s: %s", FLAGS.server, e)
-    sys.exit(1)
-  for text, row in zip(texts, rows):
-    sys.stdout.write(json.dumps({**named(text), FLAGS.method: shown(row)},
-                                ensure_ascii=False) + "\n")
+  for start in range(0, len(texts), FLAGS.batch_size):
+    batch = texts[start:start + FLAGS.batch_size]
+    try:
+      rows = getattr(client, FLAGS.method)(batch)
+    except (TfagentError, OSError) as e:
+      done = f" (the answers to texts 1-{start} are written above)" if start else ""
+      logging.error("%s: texts %d-%d: %s%s", FLAGS.server, start + 1, start + len(batch), e,
+                    done)
+      sys.exit(1)
+    for text, row in zip(batch, rows):
+      sys.stdout.write(json.dumps({**named(text), FLAGS.method: shown(row)},
+                                  ensure_ascii=False) + "\n")
+    sys.stdout.flush()  # Each request's answers as they come.
 
 
 if __name__ == "__main__":
