@@ -195,6 +195,27 @@ def test_without_read_test_the_test_file_is_not_read_and_other_splits_stay(tmp_p
     assert list(splits[name].as_numpy_iterator()) == list(full[name].as_numpy_iterator())
 
 
+
+def test_under_dedup_a_trial_trains_on_no_copy_of_a_test_text(tmp_path):
+  """--dedup removes the training copies of test texts; a trial (test unread) must train on
+  the same texts as the final run, not on copies of the texts its model is scored on."""
+  from tfagent import data
+  train = write_csv(tmp_path / "train.csv", 60, seed=1)
+  with open(train, encoding="utf-8") as f:
+    copies = [line for line in f.read().splitlines()[1:21]]
+  test = write_csv(tmp_path / "test.csv", 10, seed=2)
+  with open(test, "a", encoding="utf-8") as f:
+    f.write("\n".join(copies) + "\n")
+  cfg = config.DataConfig(dataset=f"csv:{train}", test_path=test, dedup=True)
+  full, _ = data.load_splits(cfg)
+  trial, info = data.load_splits(dataclasses.replace(cfg, read_test=False))
+  assert info.split_sizes["test"] == 0
+  test_texts = {t for t, _ in full["test"].as_numpy_iterator()}
+  for name in ("train", "validation"):
+    held = list(trial[name].as_numpy_iterator())
+    assert held == list(full[name].as_numpy_iterator())
+    assert not test_texts & {t for t, _ in held}
+
 @pytest.fixture(scope="module")
 def searched(tmp_path_factory):
   """A 3-trial random search on a csv whose test file raises when read, then, the file

@@ -6,8 +6,10 @@
 Each trial trains through tfagent.train's path with its values, in
 TUNE_DIR/trials/trial_N (an ordinary run directory, its export under
 saved_models/), and is scored on validation only: trials run with --noread_test,
-so the test split is never read while tuning. KerasTuner's oracle state
-(TUNE_DIR/oracle) lets a stopped search go on with the same command: finished
+so the test split is never held or scored while tuning (under --dedup its
+records are checked, to train without their copies, as the final run does).
+KerasTuner's oracle state (TUNE_DIR/oracle) lets a stopped search go on with the
+same command: finished
 trials are kept, an interrupted one runs again from its own backup. At the end the
 best trial's export alone is scored on test (TUNE_DIR/test/metrics.json); TUNE_DIR
 gets best.flags (the flags given plus the chosen values), tuning.json and

@@ -235,14 +235,17 @@ def load_parts(parts: list, labels, data_cfg, source: str) -> tuple:
 
   Under cross-validation (`folds` > 1) an official test part is not read: the
   folds cover the rest, and test stays untouched for the final figures. Without
-  `read_test` it is not read either, but the other splits stay as they were with it.
+  `read_test` (tfagent tune's trials) it is not read either, but the other splits stay as
+  they are with it: under `--dedup`, which removes the training copies of test texts, its
+  records are checked (pass 1) for that, and never held or scored.
   """
   has_test = any(p.name == "test" for p in parts)
-  if data_cfg.folds > 1 or not data_cfg.read_test:
+  if data_cfg.folds > 1 or not (data_cfg.read_test or data_cfg.dedup):
     parts = [p for p in parts if p.name != "test"]
   plan, report = scan(parts, labels, data_cfg, source, has_test and data_cfg.folds <= 1)
   if data_cfg.folds > 1:
     report["cross_validation"] = {"folds": data_cfg.folds, "fold": data_cfg.fold}
   if data_cfg.group_field:
     report["groups"] = plan.groups.report(data_cfg.group_field, plan.has_test)
-  return build_splits(parts, plan, data_cfg), plan.labels.class_names, report
+  held = [p for p in parts if p.name != "test" or data_cfg.read_test]
+  return build_splits(held, plan, data_cfg), plan.labels.class_names, report
