@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from conftest import NEGATIVE, POSITIVE, tiny_config
@@ -160,3 +161,28 @@ def test_a_class_name_with_a_comma_stays_one_class(tmp_path):
                                         result["saved_model"], str(tmp_path / "eval"))
   assert scored["class_names"] == ["Arts, Culture", "Sport"]
   assert sum(map(sum, scored["confusion_matrix"])) == len(rows)
+
+
+def test_a_class_absent_from_the_scored_data_neither_lowers_macro_f1_nor_voids_the_auc():
+  """A perfect classifier of 3 classes scored on texts of 2 (a small fold, a partial file):
+  macro F1 1.0 over the classes present (was 0.667: the absent class counted as F1 0) and
+  ROC-AUC 1.0 (was NaN); with every class present, scikit-learn's own figures."""
+  from sklearn import metrics as skm
+  labels = np.array([0, 0, 1, 1, 0])
+  probs = np.array([[0.8, 0.1, 0.1], [0.6, 0.3, 0.1], [0.2, 0.7, 0.1], [0.1, 0.5, 0.4],
+                    [0.5, 0.2, 0.3]])
+  m = evaluate.compute_metrics(labels, probs, ["a", "b", "c"])
+  assert m["macro_f1"] == m["macro_recall"] == m["macro_precision"] == 1.0
+  assert m["roc_auc"] == 1.0 and m["per_class"]["c"]["support"] == 0
+  wrong = probs[:, [0, 2, 1]]  # Class b's examples now predicted as c.
+  m = evaluate.compute_metrics(labels, wrong, ["a", "b", "c"])
+  assert m["macro_precision"] == pytest.approx(0.5)  # a: 1, c: 0 (predicted, never true).
+  assert m["macro_recall"] == pytest.approx(0.5)  # a: 1, b: 0 (c has no examples).
+  labels = np.array([0, 1, 2, 1, 0])
+  m = evaluate.compute_metrics(labels, probs, ["a", "b", "c"])
+  assert m["macro_f1"] == pytest.approx(skm.f1_score(labels, probs.argmax(-1), average="macro"))
+  assert m["roc_auc"] == pytest.approx(skm.roc_auc_score(labels, probs, multi_class="ovr"))
+  binary = np.array([[0.9, 0.1], [0.3, 0.7], [0.6, 0.4], [0.2, 0.8]])
+  m = evaluate.compute_metrics(np.array([0, 1, 1, 0]), binary, ["n", "p"])
+  assert m["roc_auc"] == pytest.approx(skm.roc_auc_score([0, 1, 1, 0], binary[:, 1]))
+  assert np.isnan(evaluate.compute_metrics(np.array([1, 1]), binary[:2], ["n", "p"])["roc_auc"])

@@ -613,3 +613,13 @@ def test_evaluate_refuses_a_multilabel_export_in_one_error(run, tmp_path):
     evaluate.run_labelled_source(config.DataConfig(dataset=f"csv:{tmp_path}/none.csv"), path,
                                  str(tmp_path / "eval"))
   assert not os.path.exists(tmp_path / "eval")
+
+
+def test_a_label_no_example_holds_neither_lowers_macro_f1_nor_voids_the_auc():
+  """Labels a and b decided perfectly, c held by no example and given to none: macro F1 1.0
+  (was 0.667) and ROC-AUC 1.0 (was NaN)."""
+  y = np.array([[1, 0, 0], [0, 1, 0], [1, 1, 0]])
+  probs = np.array([[0.9, 0.2, 0.1], [0.1, 0.8, 0.3], [0.7, 0.6, 0.2]])
+  m = tasks.multilabel_metrics(y, probs, probs >= 0.5, ["a", "b", "c"], [0.5] * 3)
+  assert m["macro_f1"] == 1.0 and m["roc_auc"] == 1.0 and m["micro_f1"] == 1.0
+  assert m["per_label"]["c"]["support"] == 0

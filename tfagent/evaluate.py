@@ -65,6 +65,14 @@ def predict_probabilities(predict_fn, test_ds: tf.data.Dataset, batch_size: int,
   return np.concatenate(labels), np.concatenate(probs), seconds
 
 
+def one_vs_rest_auc(truth, probabilities) -> float:
+  """Mean ROC-AUC of each column of `probabilities` against the same column of the 0/1
+  `truth` `<int>[n, C]`, over the columns with both values (NaN if none has)."""
+  aucs = [skm.roc_auc_score(truth[:, j], probabilities[:, j]) for j in range(truth.shape[1])
+          if 0 < truth[:, j].sum() < len(truth)]
+  return float(np.mean(aucs)) if aucs else float("nan")
+
+
 def accuracy_and_loss_of(labels, probs) -> dict:
   """Accuracy and mean cross-entropy of probabilities `<float>[n, C]` against `labels`."""
   picked = np.clip(probs[np.arange(len(labels)), labels], 1e-7, 1.0)
@@ -80,18 +88,22 @@ def accuracy_and_loss(predict_fn, ds: tf.data.Dataset, batch_size: int = BATCH_S
 
 def compute_metrics(labels, probabilities, class_names) -> dict:
   """Accuracy, macro and per-class precision/recall/F1, ROC-AUC (one-vs-rest), confusion
-  matrix (counts, and normalised by row)."""
+  matrix (counts, and normalised by row).
+
+  A class without examples in `labels` (a small fold, a partial file) has no recall and no
+  AUC: the macro figures average the classes where each is defined (a class only predicted
+  counts, with precision 0), as scikit-learn's do without `labels`, instead of counting it
+  as 0 or turning the AUC into NaN.
+  """
   pred = probabilities.argmax(-1)
   label_ids = list(range(len(class_names)))
   p, r, f1, _ = skm.precision_recall_fscore_support(
-      labels, pred, labels=label_ids, average="macro", zero_division=0)
-  if len(set(labels)) < 2:
-    auc = float("nan")  # Undefined with one class present.
-  elif len(class_names) == 2:
-    auc = skm.roc_auc_score(labels, probabilities[:, 1])
-  else:
-    auc = skm.roc_auc_score(labels, probabilities, multi_class="ovr",
-                            average="macro", labels=label_ids)
+      labels, pred, labels=label_ids, average="macro", zero_division=np.nan)
+  absent = [name for i, name in enumerate(class_names) if not (labels == i).any()]
+  if absent:
+    logging.warning("No example of %s among the %d scored: macro figures and ROC-AUC average "
+                    "the other classes.", ", ".join(absent), len(labels))
+  auc = one_vs_rest_auc(np.eye(len(class_names), dtype=int)[labels], probabilities)
   per_p, per_r, per_f1, support = skm.precision_recall_fscore_support(
       labels, pred, labels=label_ids, average=None, zero_division=0)
   per_class = {name: {"precision": float(per_p[i]), "recall": float(per_r[i]),

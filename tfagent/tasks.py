@@ -16,8 +16,8 @@ import numpy as np
 from sklearn import metrics as skm
 import tensorflow as tf
 
-from tfagent import (config, fileio, imbalance, model_card, models, multilabel_report, signatures,
-                     summaries)
+from tfagent import (config, evaluate, fileio, imbalance, model_card, models, multilabel_report,
+                     signatures, summaries)
 from tfagent.errors import ConfigError
 from tfagent.multilabel_export import read_thresholds
 
@@ -134,8 +134,9 @@ def multilabel_metrics(labels, probs, mask, class_names, thresholds) -> dict:
   y, pred = np.asarray(labels).astype(int), np.asarray(mask).astype(int)
   per_p, per_r, per_f1, support = skm.precision_recall_fscore_support(
       y, pred, average=None, zero_division=0)
-  p, r, f1, _ = skm.precision_recall_fscore_support(y, pred, average="macro", zero_division=0)
-  both = all(0 < y[:, j].sum() < len(y) for j in range(y.shape[1]))
+  # A label no example holds or gets has no F1: averaged over the others, as multiclass.
+  p, r, f1, _ = skm.precision_recall_fscore_support(y, pred, average="macro",
+                                                    zero_division=np.nan)
   per_label = {name: {"precision": float(per_p[i]), "recall": float(per_r[i]),
                       "f1": float(per_f1[i]), "support": int(support[i])}
                for i, name in enumerate(class_names)}
@@ -146,8 +147,7 @@ def multilabel_metrics(labels, probs, mask, class_names, thresholds) -> dict:
           "per_label": per_label, "subset_accuracy": subset,
           "accuracy": subset,  # Exact match, so the run's summary line reads the same key.
           "lrap": float(skm.label_ranking_average_precision_score(y, probs)),
-          "roc_auc": float(skm.roc_auc_score(y, probs, average="macro")) if both
-          else float("nan"),
+          "roc_auc": evaluate.one_vs_rest_auc(y, probs),
           "class_names": list(class_names),
           "thresholds": {n: float(t) for n, t in zip(class_names, thresholds)}}
 
