@@ -142,6 +142,28 @@ def test_teacher_labels_each_text_once_whatever_the_epochs(teacher_path, corpus_
   assert teacher.texts == info.split_sizes["train"]
 
 
+
+def test_targets_stay_with_their_texts_when_the_split_comes_in_another_order_each_pass(
+    teacher_path, corpus_dir, tmp_path):
+  """A stream read with --deterministic=false (tfrecord shards interleaved) comes in another
+  order on every pass: the teacher's probabilities and the label must follow their text,
+  not a position (the targets were zipped by position: another text's on every pass)."""
+  cfg = with_train(tiny_config(corpus_dir, tmp_path / "run", tmp_path / "sm"),
+                   teacher=teacher_path, distill_temperature=1.0)
+  splits, info = data.load_splits(cfg.data)
+  n = info.split_sizes["train"]
+  reordered = splits["train"].shuffle(n, seed=3, reshuffle_each_iteration=True)
+  assert tf.get_static_value(reordered.cardinality()) == n  # Still held in memory.
+  teacher = distill.Teacher(teacher_path)
+  taught = distill.teach(cfg, {**splits, "train": reordered}, info, n, teacher)
+  truth = {t: y for t, y in splits["train"].as_numpy_iterator()}
+  order = distill.class_order(teacher, info.class_names, cfg.data.dataset)
+  for _ in range(2):
+    for text, target in taught.train.batch(64):
+      expected = teacher.probabilities(text)[:, order]
+      np.testing.assert_allclose(target[:, 1:].numpy(), expected, atol=1e-5)
+      assert [truth[t] for t in text.numpy()] == target[:, 0].numpy().astype(int).tolist()
+
 def test_an_ensemble_student_gets_each_members_targets_last(teacher_path, corpus_dir, tmp_path):
   """Members read their own streams: targets stack to [batch, members, 1 + C]."""
   cfg = with_train(tiny_config(corpus_dir, tmp_path / "run", tmp_path / "sm"),

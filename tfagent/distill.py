@@ -154,6 +154,40 @@ def teach_texts(teacher: Teacher, texts: tf.data.Dataset, order: list, temperatu
   return tempered(np.concatenate(probs)[:, order], temperature)
 
 
+def teach_split(teacher: Teacher, split: tf.data.Dataset, order: list, temperature: float):
+  """One pass over `(text, label)` elements: `(keys <int64>[n], labels <int32>[n], soft
+  <float32>[n, C])`, each row of the same element (`text_keys` finds a text's row)."""
+  keys, labels, probs = [], [], []
+  for text, label in split.batch(TEACH_BATCH):
+    keys.append(text_keys(text).numpy())
+    labels.append(label.numpy())
+    probs.append(teacher.probabilities(text))
+  if not probs:
+    return np.zeros(0, np.int64), np.zeros(0, np.int32), np.zeros((0, len(order)), np.float32)
+  return (np.concatenate(keys), np.concatenate(labels).astype(np.int32),
+          tempered(np.concatenate(probs)[:, order], temperature))
+
+
+def text_keys(text: tf.Tensor) -> tf.Tensor:
+  """`<int64>[...]` 64-bit hashes of `<string>[...]` texts (one text, one row of targets)."""
+  return tf.strings.to_hash_bucket_fast(text, 2**63 - 1)
+
+
+def attached(split: tf.data.Dataset, keys: np.ndarray, soft: np.ndarray) -> tf.data.Dataset:
+  """`(text, [label, soft...])`: each element's teacher probabilities found by its text, not
+  by its position, since a stream read with --deterministic=false comes in another order on
+  every pass (copies of a text have the same probabilities: any of them serves)."""
+  unique, first = np.unique(keys, return_index=True)
+  table = tf.lookup.StaticHashTable(
+      tf.lookup.KeyValueTensorInitializer(unique, first.astype(np.int64)), -1)
+  rows = tf.constant(soft)
+
+  def attach(text, label):
+    soft_row = tf.gather(rows, table.lookup(text_keys(text)))  # -1 (not taught) raises.
+    return text, tf.concat([tf.cast(label, tf.float32)[None], soft_row], 0)
+  return split.map(attach, num_parallel_calls=tf.data.AUTOTUNE)
+
+
 def packed(texts, labels, soft) -> tf.data.Dataset:
   """`(text, [label, soft...])` elements: one target carries the label and the teacher's."""
   targets = np.concatenate([np.asarray(labels, np.float32)[:, None], soft], axis=1)
@@ -191,10 +225,8 @@ def labelled_by(teacher: Teacher, cfg, splits, info, held_out) -> Taught:
   """`teach` with its teacher loaded: the labelled split's targets, then the unlabelled texts'."""
   tc = cfg.train
   order = class_order(teacher, info.class_names, cfg.data.dataset)
-  texts = splits["train"].map(lambda text, _: text)
-  soft = teach_texts(teacher, texts, order, tc.distill_temperature)
-  labels = np.fromiter((y for _, y in splits["train"].as_numpy_iterator()), np.int32)
-  train = packed(texts, labels, soft)
+  keys, labels, soft = teach_split(teacher, splits["train"], order, tc.distill_temperature)
+  train = attached(splits["train"], keys, soft)
   agreement = float((soft.argmax(-1) == labels).mean())
   report = {"teacher": tc.teacher, "teacher_export": teacher.export_dir,
             "teacher_version": teacher.version, "temperature": tc.distill_temperature,
