@@ -333,3 +333,24 @@ def test_killed_tune_resumes_without_rerunning_finished_trials(tmp_path, monkeyp
   assert trials[8]["status"] == "completed" and trials[8]["export_mb"] < 1.2, trials
   assert trials[256]["status"] == "rejected" and trials[256]["export_mb"] > 1.2, trials
   assert summary["best"]["values"] == {"embedding_dim": 8}
+
+
+def test_a_tune_dir_resumes_only_its_own_search_budgets_included(tmp_path):
+  """A trial that finished under one --max_export_mb was judged by it: resuming under
+  another budget (which could make the best trial one over it) is refused, as another
+  space is; the same settings resume."""
+  cfg = tiny_config("unused", tmp_path / "run", tmp_path / "sm")
+  space = {"dropout": {"min": 0.0, "max": 0.5}}
+
+  def settings(**budgets):
+    options = tune.TuneOptions(tune_dir=str(tmp_path / "tune"), **budgets)
+    return options, tune.search_settings(cfg, space, options)
+  os.makedirs(tmp_path / "tune")
+  tune.check_same_search(*settings())
+  tune.check_same_search(*settings())  # The same search resumes.
+  with pytest.raises(ConfigError, match="its budgets differ"):
+    tune.check_same_search(*settings(max_export_mb=0.25))
+  options = tune.TuneOptions(tune_dir=str(tmp_path / "tune"))
+  with pytest.raises(ConfigError, match="its search_space differ"):
+    tune.check_same_search(options, tune.search_settings(
+        cfg, {"dropout": {"min": 0.0, "max": 0.3}}, options))

@@ -164,8 +164,18 @@ def check_task(cfg: config.Config, space: dict) -> None:
         raise ConfigError(f"--search_space: field {name!r} may take {value!r}: {e}") from None
 
 
+def search_settings(cfg: config.Config, space: dict, options: TuneOptions) -> dict:
+  """What makes a search the same one: the budgets too, since a finished trial was judged
+  against the budgets it ran under."""
+  return {"config": cfg.to_dict(), "search_space": space, "tuner": options.tuner,
+          "objective": options.objective,
+          "budgets": {"max_export_mb": options.max_export_mb,
+                      "max_latency_ms": options.max_latency_ms}}
+
+
 def check_same_search(options: TuneOptions, settings: dict) -> None:
-  """A tune dir resumes only the search it holds: same base config, space and tuner."""
+  """A tune dir resumes only the search it holds: same base config, space, tuner, objective
+  and budgets."""
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
   path = os.path.join(options.tune_dir, SETTINGS_FILE)
   if tf.io.gfile.exists(path):
@@ -182,9 +192,7 @@ def check_same_search(options: TuneOptions, settings: dict) -> None:
 def run_search(cfg: config.Config, space: dict, options: TuneOptions):
   """Runs (or resumes) the search; returns KerasTuner's oracle with every trial."""
   import keras_tuner  # pylint: disable=import-outside-toplevel
-  settings = {"config": cfg.to_dict(), "search_space": space, "tuner": options.tuner,
-              "objective": options.objective}
-  check_same_search(options, settings)
+  check_same_search(options, search_settings(cfg, space, options))
   tuner = make_tuner(cfg, space, options)
   try:
     tuner.search(verbose=0)
