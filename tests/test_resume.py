@@ -35,6 +35,10 @@ def test_backup_of_another_run_is_an_error_and_the_same_run_resumes(corpus_dir, 
   assert "Resumed from epoch 2 step 2 (global step 26)" in caplog.text
   # Epoch 1 (before the restart), the rest of epoch 2, then epoch 3.
   assert len(result["history"]["loss"]) == 3
+  # Throughput is this process's: 22 of 24 steps of epoch 2, then epoch 3 (it counted 3
+  # epochs of examples against this process's seconds).
+  assert result["train_examples_per_second"] == pytest.approx(
+      result["train_examples"] * (3 - 26 / 24) / result["train_seconds"])
 
 
 def test_fingerprint_leaves_out_what_a_resume_may_change():
@@ -74,6 +78,7 @@ def test_a_run_killed_after_early_stopping_resumes_without_training_on(corpus_di
   assert "Early stopping ended this run at epoch 2, before the restart" in caplog.text
   assert result["history"] == histories[0]
   assert result["epochs_run"] == 2
+  assert np.isnan(result["train_examples_per_second"])  # This process trained nothing.
 
 
 def test_a_fresh_run_in_an_old_run_dir_never_exports_the_old_best(corpus_dir, tmp_path,

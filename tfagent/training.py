@@ -114,6 +114,14 @@ class FitInputs:
 
 
 @progress.stage("Training")
+def trained_here(n_train: int, epochs_run: int, start, steps_per_epoch: int,
+                 seconds: float) -> float:
+  """Training examples a second of this process: the epochs it ran since `start` (a
+  backup.Position), fractions included; NaN if it trained none (a resumed, finished run)."""
+  epochs = epochs_run - start.global_step(steps_per_epoch) / steps_per_epoch
+  return n_train * epochs / max(seconds, 1e-9) if epochs > 0 else float("nan")
+
+
 def fit_remaining(classifier, inputs: FitInputs, cfg, steps_per_epoch,
                   start: backup.Position) -> dict:
   """Runs the epochs left after `start`; a resumed partial epoch is a fit of its own. None
@@ -281,8 +289,10 @@ def train_in(cfg: config.Config, out: config.Config, strategy, before_fit=None) 
               **({"quantization": quantized} if quantized else {}),
               "unknown_token_share": unknown,
               **({"thresholds": thresholds.tolist()} if thresholds is not None else {}),
-              # Includes each epoch's validation pass, as a user's wall clock does.
-              "train_examples_per_second": n_train * epochs_run / max(train_seconds, 1e-9)}
+              # This process's epochs over its seconds (a resumed run's earlier epochs ran in
+              # time not counted here); each validation pass included, as a wall clock does.
+              "train_examples_per_second": trained_here(n_train, epochs_run, start,
+                                                        steps_per_epoch, train_seconds)}
     if distribute.is_chief(strategy):
       result = scoring.evaluate_export(cfg, result, splits, info, paths, staged.path)
   backup.clear(os.path.join(out.train.model_dir, "backup"))
