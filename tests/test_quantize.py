@@ -275,6 +275,9 @@ def test_int8_transformer_with_wide_path_quantizes_attention_and_ngrams(transfor
       stored.values()
   assert not any(d == "float32" and len(s) == 2 and s[0] > 64 for d, s in stored.values())
   check_ready_for_serving(cfg, result)
+  # Each path alone was traced on the float32 model: filed as such, not as the export's.
+  assert "paths" not in result and set(result["paths_float32"]) == {"wide", "deep"}
+  assert "validation_deep" not in result and "validation_deep_float32" in result
 
 
 @pytest.mark.slow

@@ -80,6 +80,7 @@ def evaluate_export(cfg: config.Config, result: dict, splits, info, paths, stage
     # model's where an int8/int4 export is kept; the export's own are the model's.
     keras_key = ("validation_members_mean" if cfg.model.ensemble_size > 1 else
                  "validation_deep" if cfg.model.wide_ngrams else "validation_float32")
+    keras_key += "_float32" if quantized and not keras_key.endswith("_float32") else ""
     result = {**result, keras_key: result["validation"],
               "validation": evaluate.accuracy_and_loss_of(labels, probs)}
     logging.info("Validation of the export: %s (Keras, %s: %s)", result["validation"],
@@ -88,9 +89,9 @@ def evaluate_export(cfg: config.Config, result: dict, splits, info, paths, stage
       labels, probs, info.class_names).items() if k in model_card.METRIC_KEYS}
   if not cfg.data.read_test:  # tfagent tune's trials: validation figures only.
     return validation_only(cfg, result)
-  if paths is not None:
-    result["paths"] = path_metrics({**paths, "test": path_outputs(paths["fn"], splits["test"])},
-                                   info.class_names)
+  if paths is not None:  # Traced on the float32 model: not the paths of a quantized export.
+    result["paths_float32" if quantized else "paths"] = path_metrics(
+        {**paths, "test": path_outputs(paths["fn"], splits["test"])}, info.class_names)
   result = evaluate.evaluate(predict_fn, splits["test"], info.class_names, eval_dir, extra=result)
   write_model_card(cfg, result, splits, info, staged)
   logdir, _, val_dir = summaries.log_dirs(cfg.train.model_dir)
