@@ -268,9 +268,10 @@ def folds_markdown(dataset: str, folds: int, rows: list, diffs: list, quick: boo
     lines.append(f"| {row['model']} | " + " | ".join(pct(v) for v in row["per_fold"])
                  + f" | **{pct(row['mean'])}** | {pct(row['std'])} |")
   lines += ["", "Paired per-fold differences (model minus peer, accuracy points); SE is "
-            "their standard deviation / sqrt(folds):", "",
+            "their standard deviation / sqrt(folds), optimistic as folds share training "
+            "texts; the last column asks only whether the model is ahead:", "",
             "| model | peer | " + " | ".join(f"fold {k}" for k in range(folds))
-            + " | mean | SE | mean / SE | > 2 SE |", "|" + " --- |" * (folds + 6)]
+            + " | mean | SE | mean / SE | ahead by > 2 SE |", "|" + " --- |" * (folds + 6)]
   for d in diffs:
     lines.append(f"| {d['model']} | {d['peer']} | "
                  + " | ".join(f"{100 * v:+.2f}" for v in d["per_fold"])
