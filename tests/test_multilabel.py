@@ -288,7 +288,8 @@ def test_an_int8_export_keeps_the_thresholds_behind_a_micro_f1_gate(run, tmp_pat
   cfg, result = run["cfg"], run["result"]
   model = evaluate.load_checkpoint(os.path.join(cfg.train.model_dir, "checkpoints",
                                                 "best.keras"))
-  validation = data.load_splits(cfg.data)[0]["validation"]
+  splits, info = data.load_splits(cfg.data)
+  validation = splits["validation"]
   names = sorted(make_multilabel.TOPICS)
   thresholds = np.array([result["thresholds"][n] for n in names])
   picks = {}
@@ -313,6 +314,21 @@ def test_an_int8_export_keeps_the_thresholds_behind_a_micro_f1_gate(run, tmp_pat
   assert kept_float["kept"] == "float32" and "validation micro-F1" in kept_float["reason"]
   card = "\n".join(model_card.quantization_lines(report))
   assert "gate 100 micro-F1 points" in card and "| validation micro-F1 |" in card
+  # With the int8 export kept, `validation` (TensorBoard's val_loss, tune's objective) is the
+  # export's binary cross-entropy, and Keras' float32 figures are kept beside it.
+  elsewhere = dataclasses.replace(
+      cfg, train=dataclasses.replace(cfg.train, model_dir=str(tmp_path / "run")),
+      data=dataclasses.replace(cfg.data, read_test=False))
+  keras_figures = {"loss": 9.0, "accuracy": 0.1}
+  scored_run = tasks.evaluate_multilabel(
+      elsewhere, {**result, "validation": keras_figures, "quantization": report,
+                  "thresholds": thresholds}, splits, info, staged.path)
+  p = np.clip(scored.probabilities, 1e-7, 1 - 1e-7)
+  bce = -(scored.labels * np.log(p) + (1 - scored.labels) * np.log(1 - p)).mean()
+  assert scored_run["validation"]["loss"] == pytest.approx(bce, rel=1e-5)
+  assert scored_run["validation"]["accuracy"] == pytest.approx(
+      ((scored.probabilities >= 0.5) == (scored.labels > 0.5)).mean())
+  assert scored_run["validation_float32"] == keras_figures
 
 
 RELOAD = """

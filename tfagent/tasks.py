@@ -17,7 +17,7 @@ from sklearn import metrics as skm
 import tensorflow as tf
 
 from tfagent import (config, evaluate, fileio, imbalance, model_card, models, multilabel_report,
-                     signatures, summaries)
+                     quantize, signatures, summaries)
 from tfagent.errors import ConfigError
 from tfagent.multilabel_export import read_thresholds
 
@@ -152,6 +152,14 @@ def multilabel_metrics(labels, probs, mask, class_names, thresholds) -> dict:
           "thresholds": {n: float(t) for n, t in zip(class_names, thresholds)}}
 
 
+def keras_figures(scored) -> dict:
+  """Keras' multilabel loss and accuracy (binary cross-entropy; per-label binary accuracy
+  at probability 0.5) of an export's `multilabel_report.Scored` probabilities."""
+  p, y = np.clip(scored.probabilities, 1e-7, 1 - 1e-7), np.asarray(scored.labels)
+  return {"loss": float(-(y * np.log(p) + (1 - y) * np.log(1 - p)).mean()),
+          "accuracy": float(((p >= 0.5) == (y > 0.5)).mean())}
+
+
 def evaluate_multilabel(cfg: config.Config, result: dict, splits, info, staged: str) -> dict:
   """Chief only: the staged export scored on validation and test, eval/metrics.json and
   test_predictions.csv, its model card, the misclassified page and the final summaries
@@ -161,6 +169,10 @@ def evaluate_multilabel(cfg: config.Config, result: dict, splits, info, staged: 
             for s in ("validation", "test")[:1 + cfg.data.read_test]}
   metrics = {s: multilabel_metrics(x.labels, x.probabilities, x.mask, info.class_names,
                                    result["thresholds"]) for s, x in scored.items()}
+  if (result.get("quantization") or {}).get("kept", quantize.FLOAT) != quantize.FLOAT:
+    # Keras' figures are the float32 model's; a tune's objective reads the export's.
+    result = {**result, "validation_float32": result["validation"],
+              "validation": keras_figures(scored["validation"])}
   result = {**result, **metrics.get("test", {}), "validation_metrics": metrics["validation"],
             "thresholds": metrics["validation"]["thresholds"]}
   eval_dir = os.path.join(cfg.train.model_dir, "eval")
