@@ -354,3 +354,16 @@ def test_a_tune_dir_resumes_only_its_own_search_budgets_included(tmp_path):
   with pytest.raises(ConfigError, match="its search_space differ"):
     tune.check_same_search(options, tune.search_settings(
         cfg, {"dropout": {"min": 0.0, "max": 0.3}}, options))
+
+
+def test_a_resumed_search_gets_what_is_left_of_its_time_budget(tmp_path):
+  """--tune_time_budget=10m resumed after trials of 100 s and 50.5 s leaves 449.5 s (the
+  whole budget started again on every resume); a trial without a record (killed) counts 0."""
+  options = tune.TuneOptions(tune_dir=str(tmp_path), time_budget_s=600.0)
+  assert tune.time_left(options) == 600.0
+  for trial, seconds in (("0", 100.0), ("1", 50.5), ("2", None)):
+    os.makedirs(tmp_path / "trials" / f"trial_{trial}")
+    if seconds is not None:
+      (tmp_path / "trials" / f"trial_{trial}" / tune.RECORD_FILE).write_text(
+          json.dumps({"trial": trial, "seconds": seconds}))
+  assert tune.time_left(options) == pytest.approx(449.5)

@@ -62,6 +62,20 @@ def parse_duration(text: str) -> float:
   return hours * 3600.0 + minutes * 60.0 + seconds
 
 
+def time_left(options: TuneOptions) -> float:
+  """--tune_time_budget less the seconds of the trials already recorded in the tune dir: a
+  resumed search gets what is left of the budget, not all of it again."""
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  spent = 0.0
+  for path in tf.io.gfile.glob(os.path.join(options.tune_dir, "trials", "*", RECORD_FILE)):
+    with tf.io.gfile.GFile(path) as f:
+      spent += float(json.load(f).get("seconds") or 0.0)
+  if spent:
+    logging.info("--tune_time_budget: %.0f s spent by the trials already run, %.0f s left.",
+                 spent, max(0.0, options.time_budget_s - spent))
+  return options.time_budget_s - spent
+
+
 class BudgetSpent(Exception):
   """Raised before a trial would start once the time budget or --max_trials is used up."""
 
@@ -100,7 +114,7 @@ def make_tuner(cfg: config.Config, space: dict, options: TuneOptions):
 
     def __init__(self, oracle):
       super().__init__(oracle, directory=options.tune_dir, project_name="oracle")
-      self.deadline = (time.monotonic() + options.time_budget_s if options.time_budget_s
+      self.deadline = (time.monotonic() + time_left(options) if options.time_budget_s
                        else None)
 
     def on_search_begin(self):
@@ -293,7 +307,8 @@ def define_flags(flag_values=FLAGS) -> None:
   flags.DEFINE_integer("initial_trials", 0, "Bayesian: random trials before the Gaussian "
                        "process guides; 0: 3 per searched field (KerasTuner's default).", **own)
   flags.DEFINE_string("tune_time_budget", "", "No trial starts once this much time has passed "
-                      "(45m, 1h30m, 90s); empty: no limit. A started trial finishes.", **own)
+                      "(45m, 1h30m, 90s; a resumed search counts its trials' time already "
+                      "spent); empty: no limit. A started trial finishes.", **own)
   flags.DEFINE_enum("objective", "val_accuracy", list(OBJECTIVES), "Validation metric the "
                     "search optimises (the test split is never read while tuning).", **own)
   flags.DEFINE_string("tune_dir", "runs/tune", "Folder of the search: the oracle's state, "
