@@ -83,3 +83,24 @@ def test_durations_read_as_minutes_and_seconds():
   assert progress.duration(8.44) == "8.4 s"
   assert progress.duration(75.2) == "1 min 15 s"
   assert progress.duration(3600) == "60 min 00 s"
+
+
+def test_a_run_announces_its_stages_in_order_each_once(corpus_dir, tmp_path, caplog):
+  """What a user reads while a run works: each stage starts and ends once, in the order the
+  run does them (a decorator slipped onto the wrong function moved "Training" after the fit)."""
+  from conftest import tiny_config
+  from tfagent import train
+  cfg = tiny_config(corpus_dir, tmp_path / "run", tmp_path / "sm")
+  with caplog.at_level("INFO", logger="absl"):
+    train.train_and_evaluate(cfg)
+  # The stages up to the export's: caplog sees no absl line after the export starts (the
+  # command's own log, which test_docs reads, goes on).
+  stages = ["Reading and checking the data", "Building the model", "Training",
+            "Restoring the best epoch's weights"]
+  lines = [r.getMessage() for r in caplog.records]
+  for stage in stages:  # Each starts once and ends once.
+    assert sum(l.startswith(stage) and l.endswith("...") for l in lines) == 1, stage
+    assert sum(l.startswith(stage) and ": done in " in l for l in lines) == 1, stage
+  begun = [next(i for i, l in enumerate(lines) if l.startswith(s) and l.endswith("..."))
+           for s in stages]
+  assert begun == sorted(begun), [lines[i] for i in begun]  # In the run's order.

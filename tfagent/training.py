@@ -113,7 +113,6 @@ class FitInputs:
   callbacks: list
 
 
-@progress.stage("Training")
 def trained_here(n_train: int, epochs_run: int, start, steps_per_epoch: int,
                  seconds: float) -> float:
   """Training examples a second of this process: the epochs it ran since `start` (a
@@ -122,6 +121,7 @@ def trained_here(n_train: int, epochs_run: int, start, steps_per_epoch: int,
   return n_train * epochs / max(seconds, 1e-9) if epochs > 0 else float("nan")
 
 
+@progress.stage("Training")
 def fit_remaining(classifier, inputs: FitInputs, cfg, steps_per_epoch,
                   start: backup.Position) -> dict:
   """Runs the epochs left after `start`; a resumed partial epoch is a fit of its own. None
