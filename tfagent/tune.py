@@ -9,8 +9,8 @@ saved_models/), and is scored on validation only: trials run with --noread_test,
 so the test split is never held or scored while tuning (under --dedup its
 records are checked, to train without their copies, as the final run does).
 KerasTuner's oracle state (TUNE_DIR/oracle) lets a stopped search go on with the
-same command: finished
-trials are kept, an interrupted one runs again from its own backup. At the end the
+same command: finished trials are kept, an interrupted one runs again from its own
+backup. At the end the
 best trial's export alone is scored on test (TUNE_DIR/test/metrics.json); TUNE_DIR
 gets best.flags (the flags given plus the chosen values), tuning.json and
 tuning.md (every trial, rejected and failed ones included). TensorBoard's HParams
@@ -310,7 +310,7 @@ def define_flags(flag_values=FLAGS) -> None:
                       "(45m, 1h30m, 90s; a resumed search counts its trials' time already "
                       "spent); empty: no limit. A started trial finishes.", **own)
   flags.DEFINE_enum("objective", "val_accuracy", list(OBJECTIVES), "Validation metric the "
-                    "search optimises (the test split is never read while tuning).", **own)
+                    "search optimises (the test split is never scored while tuning).", **own)
   flags.DEFINE_string("tune_dir", "runs/tune", "Folder of the search: the oracle's state, "
                       "each trial's run, best.flags, tuning.json and tuning.md.", **own)
   flags.DEFINE_float("max_export_mb", 0.0, "Trials whose export is larger are rejected, "
