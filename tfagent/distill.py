@@ -148,7 +148,13 @@ def tempered(probs: np.ndarray, temperature: float) -> np.ndarray:
 
 def teach_texts(teacher: Teacher, texts: tf.data.Dataset, order: list, temperature: float):
   """`<float32>[n, C]`: the teacher's tempered probabilities of `<string>[]` texts, in order."""
-  probs = [teacher.probabilities(t) for t in texts.batch(TEACH_BATCH)]
+  return teacher_rows([teacher.probabilities(t) for t in texts.batch(TEACH_BATCH)], order,
+                      temperature)
+
+
+def teacher_rows(probs: list, order: list, temperature: float) -> np.ndarray:
+  """`<float32>[n, C]`: batches of the teacher's probabilities, in the data's class order and
+  tempered."""
   if not probs:
     return np.zeros((0, len(order)), np.float32)
   return tempered(np.concatenate(probs)[:, order], temperature)
@@ -162,10 +168,10 @@ def teach_split(teacher: Teacher, split: tf.data.Dataset, order: list, temperatu
     keys.append(text_keys(text).numpy())
     labels.append(label.numpy())
     probs.append(teacher.probabilities(text))
+  soft = teacher_rows(probs, order, temperature)
   if not probs:
-    return np.zeros(0, np.int64), np.zeros(0, np.int32), np.zeros((0, len(order)), np.float32)
-  return (np.concatenate(keys), np.concatenate(labels).astype(np.int32),
-          tempered(np.concatenate(probs)[:, order], temperature))
+    return np.zeros(0, np.int64), np.zeros(0, np.int32), soft
+  return np.concatenate(keys), np.concatenate(labels).astype(np.int32), soft
 
 
 def text_keys(text: tf.Tensor) -> tf.Tensor:
