@@ -242,7 +242,7 @@ def test_the_planted_word_gets_the_largest_attribution(overrides, tmp_path):
 def explain_planted(tmp_path, epochs: int, model_cfg=None, **overrides) -> tuple:
   """`(texts, positions, explanation)`: a tiny model (`model_cfg`, else the tiny config's
   with `overrides`) trained on the planted corpus, explaining planted_texts toward its class."""
-  cfg = tiny_config("", tmp_path / "run", tmp_path / "saved_models", explain_steps=64)
+  cfg = tiny_config("", tmp_path / "run", tmp_path / "saved_models")  # Explained in-process.
   corpus = write_planted_corpus(tmp_path / "planted.jsonl")
   data = dataclasses.replace(cfg.data, dataset=f"jsonl:{corpus}", class_names="neg,pos,none")
   cfg = dataclasses.replace(
