@@ -1,10 +1,13 @@
-"""CI: `.ci/pytest`, the test step of `.ci/run`, cannot pass by collecting nothing; and
-bench/suite_cpu.py, which measures where its CPU goes."""
+"""CI: `.ci/pytest`, the test step of `.ci/run`, cannot pass by collecting nothing;
+bench/suite_cpu.py, which measures where its CPU goes; and tests/pooled_python.py, the
+long-lived Pythons the clean-process and Mirrored checks run in."""
 
 import json
 import os
 import subprocess
 import sys
+
+import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -53,3 +56,22 @@ def test_suite_cpu_records_each_tests_own_and_started_processes_cpu(tmp_path):
   assert rows["test_own"]["self"] > 0.2 and rows["test_own"]["children"] == 0
   report = suite_cpu.report(str(out))
   assert report.startswith("2 tests,") and "test_busy.py::test_child" in report
+
+
+@pytest.mark.slow
+def test_a_pooled_clean_python_runs_scripts_and_is_replaced_once_it_imports_the_project():
+  """Each script gets its arguments and a fresh namespace; a failing script is reported with
+  its traceback and leaves that Python in place; a script that imports tfagent fails and the
+  next script gets a new Python, so no later "clean" check runs where tfagent was loaded."""
+  import pooled_python
+  script = "import os, sys\nassert 'seen' not in globals()\nseen = 1\nprint(os.getpid(), *sys.argv[1:])"
+  pid, *args = pooled_python.run("clean", script, "a b", 2, modules=("json",)).stdout.split()
+  assert args == ["a", "b", "2"]
+  failed = pooled_python.run("clean", "raise ValueError('boom')", modules=("json",))
+  assert failed.returncode == 1 and "ValueError: boom" in failed.stderr
+  again = pooled_python.run("clean", script, modules=("json",))
+  assert again.returncode == 0 and again.stdout.split() == [pid]
+  leaked = pooled_python.run("clean", "import tfagent.config", modules=("json",))
+  assert leaked.returncode == 1 and "imported ['tfagent'] into a clean Python" in leaked.stderr
+  fresh = pooled_python.run("clean", script, modules=("json",))
+  assert fresh.returncode == 0 and fresh.stdout.split() != [pid]

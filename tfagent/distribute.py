@@ -130,13 +130,34 @@ def multi_worker_strategy() -> tf.distribute.Strategy:
   return tf.distribute.MultiWorkerMirroredStrategy()
 
 
+_made = {}  # (name, tpu, TF_CONFIG) -> the strategy this process made for it.
+
+
 def get_strategy(name: str, tpu: str = "") -> tf.distribute.Strategy:
-  """Returns the strategy called `name` (see STRATEGIES); create it before other TF work."""
+  """Returns the strategy called `name` (see STRATEGIES); create it before other TF work.
+
+  One strategy of each kind a process, reused by every later call: a second MirroredStrategy
+  numbers its collective ops from where the first began, and a model of other shapes (the
+  next trial of a tune, the next fold) then stops on "Shape mismatch in the collective".
+  """
   if name == "auto":
     name = resolve_auto(tpu)
-  if name == "default":
+  if name == "default":  # Whatever strategy is in scope; nothing to make.
     strategy = tf.distribute.get_strategy()
-  elif name == "one_device":
+  else:
+    key = (name, tpu, os.environ.get("TF_CONFIG", ""))
+    if key not in _made:
+      _made[key] = _make_strategy(name, tpu)
+    strategy = _made[key]
+  task_type, task_id = task_of(strategy)
+  logging.info("Strategy %s with %d replica(s); task %s:%d%s.", type(strategy).__name__,
+               strategy.num_replicas_in_sync, task_type or "local", task_id,
+               " (chief)" if is_chief(strategy) else "")
+  return strategy
+
+
+def _make_strategy(name: str, tpu: str) -> tf.distribute.Strategy:
+  if name == "one_device":
     gpus = tf.config.list_logical_devices("GPU")
     strategy = tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
   elif name == "mirrored":
@@ -152,10 +173,6 @@ def get_strategy(name: str, tpu: str = "") -> tf.distribute.Strategy:
                       "the same TF_CONFIG minus its 'ps' job.")
   else:
     raise ConfigError(f"--strategy={name!r} is unknown; valid: {', '.join(STRATEGIES)}.")
-  task_type, task_id = task_of(strategy)
-  logging.info("Strategy %s with %d replica(s); task %s:%d%s.", type(strategy).__name__,
-               strategy.num_replicas_in_sync, task_type or "local", task_id,
-               " (chief)" if is_chief(strategy) else "")
   return strategy
 
 
