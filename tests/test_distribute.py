@@ -11,6 +11,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import tiny_config
+import pooled_python
 from tfagent import callbacks, distribute, optim, training
 from tfagent.errors import ConfigError
 
@@ -105,8 +106,6 @@ def test_mixed_bfloat16_keeps_float32_logits(corpus_dir, tmp_path):
 MIRRORED_SCRIPT = r"""
 import dataclasses, json, sys
 import tensorflow as tf
-cpu = tf.config.list_physical_devices("CPU")[0]
-tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 sys.path.insert(0, "tests")
 from conftest import tiny_config, write_corpus
 from tfagent import distribute, train
@@ -134,13 +133,8 @@ print("RESULT " + json.dumps(out))
 def run_mirrored_script(tmp_path, name: str, ensemble_size: int, wide_ngrams: int,
                         bucket_width: int, batch_size: int) -> dict:
   """Runs MIRRORED_SCRIPT in a fresh process; returns its results by strategy."""
-  proc = subprocess.run([sys.executable, "-c", MIRRORED_SCRIPT, str(tmp_path), name,
-                         str(ensemble_size), str(wide_ngrams), str(bucket_width),
-                         str(batch_size)], cwd=ROOT,
-                        env=subprocess_env(), capture_output=True, text=True, timeout=600)
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")][-1]
-  out = json.loads(line[len("RESULT "):])
+  out = pooled_python.mirrored_result(MIRRORED_SCRIPT, tmp_path, name, ensemble_size,
+                                      wide_ngrams, bucket_width, batch_size)
   assert out["mirrored"]["replicas"] == 2
   return out
 
@@ -193,6 +187,33 @@ def test_mirrored_lstm_with_an_idle_replica_matches_one_device(tmp_path):
   assert_same_training(out)
   # The export (scored on the test split) answers as the one-device export does.
   assert out["mirrored"]["test"] == pytest.approx(out["default"]["test"], rel=1e-4, abs=1e-5)
+
+
+TWO_SHAPES_SCRIPT = r"""
+import dataclasses, json, sys
+sys.path.insert(0, "tests")
+from conftest import tiny_config, write_corpus
+from tfagent import distribute, train
+corpus = write_corpus(sys.argv[1] + "/corpus", n_per_class=40)
+out = {"same": distribute.get_strategy("mirrored") is distribute.get_strategy("mirrored")}
+for hidden in (4, 6):
+  cfg = tiny_config(corpus, f"{sys.argv[1]}/run{hidden}", f"{sys.argv[1]}/sm")
+  cfg = dataclasses.replace(
+      cfg, model=dataclasses.replace(cfg.model, hidden_dim=hidden, dropout=0.0),
+      train=dataclasses.replace(cfg.train, strategy="mirrored", epochs=1))
+  out[hidden] = train.train_and_evaluate(cfg)["history"]["loss"]
+print("RESULT " + json.dumps(out))
+"""
+
+
+@pytest.mark.slow
+def test_mirrored_trains_models_of_other_shapes_one_after_the_other_in_one_process(tmp_path):
+  """As a tune's trials or cross-validation's folds do: a second MirroredStrategy made its
+  collective ops under the first's numbers and the second model stopped on "Shape mismatch in
+  the collective instance"; one strategy a process is reused now."""
+  out = pooled_python.mirrored_result(TWO_SHAPES_SCRIPT, tmp_path)
+  assert out["same"] is True
+  assert len(out["4"]) == len(out["6"]) == 1 and out["4"] != out["6"]
 
 
 # --- MultiWorkerMirrored on two real worker processes ------------------------------------
