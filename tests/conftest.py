@@ -112,8 +112,6 @@ def run_command(monkeypatch, command: str, *args, stdin: str = "") -> int:
 MIRRORED = r"""
 import json, sys
 import tensorflow as tf
-cpu = tf.config.list_physical_devices("CPU")[0]
-tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 from tfagent import config, distribute, train
 root, data_fields = sys.argv[1], json.loads(sys.argv[2])
 out = {}
@@ -143,14 +141,8 @@ def train_default_and_mirrored(root, **data_fields) -> dict:
   replica's empty last batch ("stack elements of an empty list").
   """
   import json
-  import subprocess
-  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": repo}
-  proc = subprocess.run([sys.executable, "-c", MIRRORED, str(root), json.dumps(data_fields)],
-                        cwd=repo, env=env, capture_output=True, text=True, timeout=600)
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")][-1]
-  return json.loads(line[len("RESULT "):])
+  import pooled_python
+  return pooled_python.mirrored_result(MIRRORED, root, json.dumps(data_fields))
 
 # The slowest files first (rough seconds a file, rounded from the durations `.ci/run` prints
 # on 2 cores): pytest-xdist gives a worker a whole file (`--dist=loadfile`), and a long file

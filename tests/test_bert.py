@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import pooled_python
 from tfagent import config, models, optim, signatures, train
 from tfagent.errors import ConfigError
 from tfagent.models import bert
@@ -212,10 +213,8 @@ def test_train_export_and_evaluate_end_to_end(trained_bert):
 def clean_process_probabilities(path: str, texts) -> np.ndarray:
   """Serves `texts` from the SavedModel in a process importing only TF and TF Text."""
   from test_export import RELOAD as script
-  proc = subprocess.run([sys.executable, "-c", script, path, json.dumps(texts)],
-                        capture_output=True, text=True, check=True,
-                        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
-  return np.array(json.loads(proc.stdout.strip().splitlines()[-1])["probabilities"])
+  got = pooled_python.clean_json(script, path, json.dumps(texts), modules=("tensorflow_text",))
+  return np.array(got["probabilities"])
 
 
 LONG_TEXTS = TEXTS + ["a great movie loved it a truly great film ! " * 4]  # Long: truncated.

@@ -15,6 +15,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import tiny_config, write_corpus
+import pooled_python
 from tfagent import data, distill, models, train, training
 from tfagent.errors import ConfigError
 
@@ -386,8 +387,6 @@ def test_distilled_run_exports_and_its_model_card_names_the_teacher(teacher_path
 MIRRORED_SCRIPT = r"""
 import dataclasses, json, sys
 import tensorflow as tf
-cpu = tf.config.list_physical_devices("CPU")[0]
-tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 sys.path.insert(0, "tests")
 from conftest import tiny_config, write_corpus
 from tfagent import distribute, train
@@ -417,16 +416,7 @@ def test_mirrored_distillation_matches_one_device(teacher_path, tmp_path):
   """A Transformer ensemble of two with the wide path, taught with unlabelled texts: under
   Mirrored on two CPUs the per-epoch losses match one device's (the targets are split with
   the texts across replicas and members)."""
-  import subprocess  # pylint: disable=import-outside-toplevel
-  import sys  # pylint: disable=import-outside-toplevel
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  env = dict(os.environ, PYTHONPATH=root, TF_CPP_MIN_LOG_LEVEL="2")
-  env.pop("TF_CONFIG", None)
-  proc = subprocess.run([sys.executable, "-c", MIRRORED_SCRIPT, str(tmp_path), teacher_path],
-                        cwd=root, env=env, capture_output=True, text=True, timeout=900)
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")][-1]
-  out = json.loads(line[len("RESULT "):])
+  out = pooled_python.mirrored_result(MIRRORED_SCRIPT, tmp_path, teacher_path)
   assert out["mirrored"]["replicas"] == 2
   single, mirrored = out["default"]["history"], out["mirrored"]["history"]
   assert single["loss"][-1] < single["loss"][0]  # It trained.

@@ -5,7 +5,6 @@ import json
 import os
 import random
 import subprocess
-import sys
 
 import keras
 import numpy as np
@@ -13,6 +12,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import tiny_config
+import pooled_python
 from tfagent import config, explain, models, signatures
 from tfagent.errors import ConfigError
 from tfagent.models.wide_fit import fit_wide
@@ -274,10 +274,7 @@ def test_explain_reloads_in_a_clean_process_and_gives_the_in_process_attribution
 def reload_in_a_clean_process(texts_by_path: dict, *modules) -> dict:
   """Path -> the explain signature's outputs on its texts, all in one process that imports
   only TensorFlow and `modules`."""
-  proc = subprocess.run([sys.executable, "-c", RELOAD, json.dumps(texts_by_path), *modules],
-                        capture_output=True, text=True, check=True,
-                        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
-  return json.loads(proc.stdout.strip().splitlines()[-1])
+  return pooled_python.clean_json(RELOAD, json.dumps(texts_by_path), *modules, modules=modules)
 
 
 @pytest.fixture(scope="module")

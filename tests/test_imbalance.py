@@ -11,6 +11,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import write_csv
+import pooled_python
 from tfagent import config, data, imbalance
 from tfagent.data import sources, validate
 from tfagent.errors import ConfigError
@@ -177,8 +178,6 @@ def test_balanced_weights_lift_the_rare_class_recall(tmp_path):
 MIRRORED_SCRIPT = r"""
 import dataclasses, json, sys
 import tensorflow as tf
-cpu = tf.config.list_physical_devices("CPU")[0]
-tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 sys.path.insert(0, "tests")
 from test_imbalance import imbalanced_config
 from tfagent import train
@@ -201,12 +200,7 @@ print("RESULT " + json.dumps(out))
 @pytest.mark.slow
 def test_class_weights_apply_the_same_under_mirrored(tmp_path):
   """Two virtual CPUs, global batch 32: the weighted loss and val macro F1 of one device."""
-  proc = subprocess.run([sys.executable, "-c", MIRRORED_SCRIPT, str(tmp_path)], cwd=ROOT,
-                        env=dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2"),
-                        capture_output=True, text=True, timeout=600)
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")][-1]
-  out = json.loads(line[len("RESULT "):])
+  out = pooled_python.mirrored_result(MIRRORED_SCRIPT, tmp_path)
   assert out["mirrored"]["loss"] == pytest.approx(out["default"]["loss"], rel=1e-4)
   assert out["mirrored"]["val_macro_f1"] == pytest.approx(out["default"]["val_macro_f1"],
                                                           rel=1e-4)

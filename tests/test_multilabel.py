@@ -24,6 +24,7 @@ import tensorflow as tf
 from tensorflow_serving.apis import classification_pb2, predict_pb2, prediction_service_pb2_grpc
 
 from conftest import run_command
+import pooled_python
 import serving_util
 from serving_util import run_server
 import conftest
@@ -345,10 +346,7 @@ print(json.dumps({k: v.numpy().tolist() for k, v in out.items() if k != "labels"
 @pytest.mark.slow
 def test_export_loads_in_a_clean_process_and_saved_model_cli_shows_it(run):
   path = run["result"]["saved_model"]
-  proc = subprocess.run([sys.executable, "-c", RELOAD, path, json.dumps(TEXTS)],
-                        capture_output=True, text=True, check=True,
-                        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
-  got = json.loads(proc.stdout.strip().splitlines()[-1])
+  got = pooled_python.clean_json(RELOAD, path, json.dumps(TEXTS), modules=("tensorflow_text",))
   expected = signatures.load_signature(path)(text=tf.constant(TEXTS))
   np.testing.assert_allclose(got["probabilities"], expected["probabilities"].numpy(), atol=1e-5)
   assert got["label_mask"] == expected["label_mask"].numpy().tolist()

@@ -5,14 +5,13 @@ import dataclasses
 import json
 import logging
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from conftest import tiny_config
+import pooled_python
 import test_export
 from tfagent import config, data, evaluate, export, quantize, signatures
 from tfagent.models import wide
@@ -195,10 +194,8 @@ def check_quantized_export(cfg, result, tmp_path, reference=None) -> tuple:
   assert report["variables_bytes"]["float32"] == pytest.approx(float_size, rel=0.02)
   expected = tf.nn.softmax(model(tf.constant(TEXTS), training=False)).numpy()
   np.testing.assert_allclose(export_probabilities(path), expected, atol=0.02)
-  proc = subprocess.run([sys.executable, "-c", test_export.RELOAD, path, json.dumps(TEXTS)],
-                        capture_output=True, text=True, check=True,
-                        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
-  got = json.loads(proc.stdout.strip().splitlines()[-1])
+  got = pooled_python.clean_json(test_export.RELOAD, path, json.dumps(TEXTS),
+                                 modules=("tensorflow_text",))
   np.testing.assert_allclose(np.array(got["probabilities"]), expected, atol=0.02)
   return stored, float_stored
 

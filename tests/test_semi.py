@@ -4,7 +4,6 @@ import dataclasses
 import json
 import logging
 import os
-import subprocess
 import sys
 
 from absl import logging as absl_logging
@@ -14,6 +13,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import tiny_config, write_corpus, write_csv
+import pooled_python
 from tfagent import config, data, models, semi, training
 from tfagent.data import unlabeled
 from tfagent.errors import ConfigError
@@ -49,10 +49,7 @@ def planted_csv(path, positive: str, negative: str, copies: int = 12) -> str:
 def reloaded_probabilities(saved_model: str, texts) -> np.ndarray:
   """The export's probabilities, from a fresh Python process that imports neither tfagent
   nor gensim."""
-  proc = subprocess.run([sys.executable, "-c", RELOAD, saved_model, json.dumps(texts)],
-                        capture_output=True, text=True, check=True,
-                        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
-  return np.array(json.loads(proc.stdout.strip().splitlines()[-1]))
+  return np.array(pooled_python.clean_json(RELOAD, saved_model, json.dumps(texts)))
 
 
 def neutral_corpus(folder) -> str:
