@@ -96,6 +96,18 @@ def test_batches_read_the_input_lazily():
   assert first == ["t0", "t1", "t2"] and len(taken) == 3  # Not the whole input.
 
 
+def test_one_string_is_one_text_and_a_mix_of_texts_and_pairs_is_refused(predictor):
+  """A string given alone was classified a character a row ("awful" gave 5 rows)."""
+  alone, listed = predictor.predict("a mess, truly awful"), predictor.predict([TEXTS[2]])
+  assert [r["text"] for r in alone] == [TEXTS[2]]
+  assert alone[0]["probabilities"] == listed[0]["probabilities"]
+  assert [r["text"] for r in predictor.explain("a mess")] == ["a mess"]
+  with pytest.raises(TypeError, match=r"texts\[1\] is \('b', 'c'\): give texts as strings"):
+    predictor.predict(["a", ("b", "c")])
+  with pytest.raises(TypeError, match=r"texts\[1\] is 'c'"):
+    predictor.predict([("a", "b"), "c"])
+
+
 def test_csv_output_has_a_column_per_class_or_the_top_k(predictor):
   import io
   out = io.StringIO()
@@ -107,6 +119,11 @@ def test_csv_output_has_a_column_per_class_or_the_top_k(predictor):
   predict.predict_stream(predictor, iter(TEXTS), out, "csv", 1, 2)
   rows = list(csv.reader(io.StringIO(out.getvalue())))
   assert rows[0] == ["text", "class", "class_1", "probability_1"] and rows[1][2] == "positive"
+  out = io.StringIO()  # More than the 2 classes: the header lists the 2 each row has.
+  predict.predict_stream(predictor, iter(TEXTS), out, "csv", 4, 2)
+  rows = list(csv.reader(io.StringIO(out.getvalue())))
+  assert rows[0] == ["text", "class", "class_1", "probability_1", "class_2", "probability_2"]
+  assert {len(r) for r in rows} == {6}
 
 
 def test_command_from_a_csv_file_to_a_csv_file_and_from_stdin(trained_run, tmp_path,
@@ -127,3 +144,20 @@ def test_command_from_a_csv_file_to_a_csv_file_and_from_stdin(trained_run, tmp_p
                      stdin="great movie loved it\n\n很差 讨厌\n") == 0
   assert [json.loads(l)["class"] for l in capfd.readouterr().out.splitlines()] == [
       "positive", "negative"]
+
+
+def test_output_files_are_what_their_names_say(trained_run, tmp_path, monkeypatch):
+  """An output ending in .gz is gzip (it was plain text under that name); --explain with an
+  output ending in .jsonl writes JSON lines (it wrote the terminal view)."""
+  base = os.path.dirname(trained_run[1]["saved_model"])
+  for name in ("out.csv.gz", "out.jsonl.gz"):
+    assert run_command(monkeypatch, "predict", f"--saved_model={base}",
+                       f"--output={tmp_path / name}", *TEXTS) == 0
+    with gzip.open(tmp_path / name, "rt", encoding="utf-8", newline="") as f:
+      rows = (list(csv.DictReader(f)) if name.endswith(".csv.gz")
+              else [json.loads(line) for line in f])
+    assert [r["text"] for r in rows] == TEXTS, name
+  assert run_command(monkeypatch, "predict", f"--saved_model={base}", "--explain",
+                     f"--output={tmp_path / 'why.jsonl'}", *TEXTS[:2]) == 0
+  rows = [json.loads(line) for line in open(tmp_path / "why.jsonl", encoding="utf-8")]
+  assert [r["text"] for r in rows] == TEXTS[:2] and all(r["tokens"] for r in rows)

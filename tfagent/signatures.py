@@ -126,12 +126,27 @@ def example_texts(serialized, spec):
   return parsed if isinstance(spec, dict) else parsed[TEXT]
 
 
+def text_rows(texts) -> list:
+  """`texts` as a list of rows, all strings or all `(text, text_pair)` pairs: one string
+  given alone is one text (not a text a character); a mix is a TypeError naming the row."""
+  rows = [texts] if isinstance(texts, (str, bytes)) else list(texts)
+  pairs = bool(rows) and isinstance(rows[0], (tuple, list))
+  for n, row in enumerate(rows):
+    if (isinstance(row, (tuple, list)) and len(row) == 2) if pairs else isinstance(
+        row, (str, bytes)):
+      continue
+    raise TypeError(f"texts[{n}] is {row!r}: give texts as strings, or sentence pairs as "
+                    f"(text, text_pair) tuples, not a mix (texts[0] is {rows[0]!r}).")
+  return rows
+
+
 def text_columns(texts) -> dict:
   """Input name -> list of texts, of texts given one a row: strings, or sentence pairs'
-  `(text, text_pair)` tuples."""
-  if texts and isinstance(texts[0], (tuple, list)):
-    return {TEXT: [t[0] for t in texts], TEXT_PAIR: [t[1] for t in texts]}
-  return {TEXT: list(texts)}
+  `(text, text_pair)` tuples (text_rows)."""
+  rows = text_rows(texts)
+  if rows and isinstance(rows[0], (tuple, list)):
+    return {TEXT: [t[0] for t in rows], TEXT_PAIR: [t[1] for t in rows]}
+  return {TEXT: rows}
 
 
 def probabilities_fn(export_dir: str, loaded=None):
