@@ -171,8 +171,20 @@ def test_the_views_show_the_probability_of_the_rows_class():
   row = {"text": "meh", "class": "negative", "probabilities": [0.3, 0.7], "tokens": ["meh"],
          "attributions": [-0.2], "completeness_error": 0.001}
   names = ["negative", "positive"]
-  assert explain_view.terminal(row, False, names).startswith("negative 0.300 (completeness")
-  assert "negative 0.300 · completeness" in explain_view.html_section(row, names)
+  assert explain_view.terminal(row, False, names).startswith(
+      "toward negative 0.300 (predicted positive 0.700) (completeness")
+  assert ("toward negative 0.300 (predicted positive 0.700) · completeness"
+          in explain_view.html_section(row, names))
+  predicted = dict(row, **{"class": "positive"})
+  assert explain_view.terminal(predicted, False, names).startswith("positive 0.700 (completeness")
+
+
+def test_the_pages_head_says_toward_which_class():
+  """A page of --explain_class=negative does not say "toward the predicted class"."""
+  assert "toward the predicted class" in explain_view.html_head()
+  head = explain_view.html_head("neg<b>")
+  assert "toward the predicted class" not in head
+  assert "toward the class neg&lt;b&gt; (--explain_class)" in head
 
 
 def test_predict_and_explain_load_the_export_once(export_dir, monkeypatch):

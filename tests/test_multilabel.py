@@ -602,14 +602,17 @@ def test_what_multilabel_does_not_support_is_refused_before_training(flag, value
 
 @pytest.mark.slow
 def test_predict_csv_writes_the_labels_its_thresholds_select(run):
-  """`tfagent predict --format=csv` on a multilabel export: a `labels` column of the names the
-  export selects (joined by |, as --label_delimiter reads them back), not the argmax class."""
+  """`tfagent predict` on a multilabel export: rows of the names the export selects, no
+  argmax class; csv: a `labels` column (joined by |, as --label_delimiter reads them back)."""
   import io  # pylint: disable=import-outside-toplevel
   from tfagent import predict  # pylint: disable=import-outside-toplevel
   predictor = predict.Predictor(run["result"]["saved_model"])
   texts = [t for t, _ in make_multilabel.records(40, seed=9)]
-  expected = ["|".join(row["labels"]) for row in predictor.predict(texts)]
+  answers = predictor.predict(texts)
+  expected = ["|".join(row["labels"]) for row in answers]
   assert any("|" in labels for labels in expected)  # Some texts get two or more labels.
+  # No argmax `class` beside them: it named labels the thresholds had refused.
+  assert not [row for row in answers if {"class", "class_id"} & set(row)]
   out = io.StringIO()
   predict.predict_stream(predictor, texts, out, "csv", 0, 16)
   rows = list(csv.reader(io.StringIO(out.getvalue())))

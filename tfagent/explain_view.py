@@ -115,6 +115,18 @@ def class_probability(row: dict, class_names=None) -> float:
   return max(row["probabilities"])
 
 
+def heading(row: dict, class_names=None) -> str:
+  """`class probability`; for a row toward a class that was not predicted (explain_class),
+  `toward class probability (predicted other probability)`, so it is not read as the answer."""
+  p = class_probability(row, class_names)
+  probabilities = list(row["probabilities"])
+  best = probabilities.index(max(probabilities))
+  if class_names and class_names[best] != row["class"]:
+    return (f"toward {row['class']} {p:.3f} (predicted {class_names[best]} "
+            f"{probabilities[best]:.3f})")
+  return f"{row['class']} {p:.3f}"
+
+
 def use_colour(stream) -> bool:
   """Colour for a terminal, unless NO_COLOR is set (no-color.org)."""
   return hasattr(stream, "isatty") and stream.isatty() and not os.environ.get("NO_COLOR")
@@ -136,7 +148,7 @@ def _coloured(token: str, score: float, scale: float) -> str:
 def terminal(row: dict, colour: bool, class_names=None) -> str:
   """Two lines: class, probability and the text; then each token with its score
   (`token(+0.42)`), or coloured by sign and strength on a terminal."""
-  head = (f"{row['class']} {class_probability(row, class_names):.3f} (completeness error "
+  head = (f"{heading(row, class_names)} (completeness error "
           f"{row['completeness_error']:.2g}): {row['text']}")
   scale = max((abs(a) for a in row["attributions"]), default=0.0)
   if colour:
@@ -146,7 +158,7 @@ def terminal(row: dict, colour: bool, class_names=None) -> str:
   return f"{head}\n  {body}\n"
 
 
-HTML_HEAD = """<!DOCTYPE html>
+_HTML_HEAD = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>tfagent explanations</title>
 <style>
 body { font: 15px/1.6 system-ui, sans-serif; margin: 2em; max-width: 60em; }
@@ -155,12 +167,19 @@ section { border-top: 1px solid #ccc; padding: .6em 0; }
 .tok { padding: 0 .15em; border-radius: .2em; }
 </style></head><body>
 <h1>Why the model said this</h1>
-<p class="meta">Integrated gradients toward the predicted class: <span class="tok"
+<p class="meta">Integrated gradients toward {toward}: <span class="tok"
 style="background: rgba(0,150,0,.5)">green</span> pushes toward it, <span class="tok"
 style="background: rgba(210,0,0,.5)">red</span> away; the strength is beside the text's
 largest score. Hover a token for its score.</p>
 """
 HTML_TAIL = "</body></html>\n"
+
+
+def html_head(class_name: str = None) -> str:
+  """The page's head: what the colours mean, toward `class_name` (--explain_class) if given."""
+  toward = (f"the class {html.escape(class_name)} (--explain_class), whatever each text's "
+            "prediction" if class_name else "the predicted class")
+  return _HTML_HEAD.replace("{toward}", toward)
 
 
 def html_token(token: str, score: float, scale: float) -> str:
@@ -175,7 +194,6 @@ def html_section(row: dict, class_names=None) -> str:
   """One text's block of the page, every user string escaped."""
   scale = max((abs(a) for a in row["attributions"]), default=0.0)
   tokens = " ".join(html_token(t, a, scale) for t, a in zip(row["tokens"], row["attributions"]))
-  return (f'<section><p class="meta">{html.escape(row["class"])} '
-          f'{class_probability(row, class_names):.3f} · completeness error '
+  return (f'<section><p class="meta">{html.escape(heading(row, class_names))} · completeness error '
           f'{row["completeness_error"]:.2g}</p>\n<p class="text">{html.escape(row["text"])}</p>\n'
           f'<p class="tokens">{tokens}</p></section>\n')

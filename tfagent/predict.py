@@ -27,6 +27,8 @@ signature) instead: coloured on a terminal, `token(+0.42)` otherwise, JSON lines
 import contextlib
 import csv
 import functools
+import gzip
+import io
 import itertools
 import json
 import os
@@ -76,22 +78,24 @@ class Predictor:
     """One dict a text: text, class, probabilities, tokens (padding dropped), their
     attributions toward the predicted class (or toward `class_name`, then "class"),
     completeness_error (tfagent/explain_view.py)."""
-    return self.explainer(class_name)(list(texts), class_name)
+    return self.explainer(class_name)(signatures.text_rows(texts), class_name)
 
   def predict(self, texts: list, top_k: int = 0) -> list:
-    """One dict a text: text, class, class_id, probabilities in class order (top_k when > 0);
-    a multilabel export's rows also hold `labels`, the names its thresholds select. A
-    sentence-pair export takes `(text, text_pair)` tuples; its rows hold text_pair too."""
+    """One dict a text: text, class, class_id, probabilities in class order (top_k when > 0).
+    A multilabel export's rows hold `labels`, the names its thresholds select, instead of
+    class and class_id (its argmax is not its answer). A sentence-pair export takes
+    `(text, text_pair)` tuples; its rows hold text_pair too. One string alone is one text."""
     columns = self.columns(texts)
     out = self.serve(**{name: tf.constant(c, tf.string) for name, c in columns.items()})
     probs = out["probabilities"].numpy()
-    masks = out["label_mask"].numpy() if "label_mask" in out else [None] * len(texts)
+    masks = out["label_mask"].numpy() if "label_mask" in out else [None] * len(probs)
     rows = []
     for *text, p, mask in zip(*columns.values(), probs, masks):
       best = int(p.argmax())
       row = {**dict(zip(columns, text)), "class": self.class_names[best], "class_id": best,
              "probabilities": [round(float(v), 6) for v in p]}
       if mask is not None:
+        del row["class"], row["class_id"]
         row["labels"] = [n for n, on in zip(self.class_names, mask) if on]
       if top_k:
         order = np.argsort(-p, kind="stable")[:top_k]
@@ -101,7 +105,7 @@ class Predictor:
 
   def columns(self, texts: list) -> dict:
     """Input name -> texts (signatures.text_columns), checked against the export."""
-    columns = signatures.text_columns(list(texts))
+    columns = signatures.text_columns(texts)
     self.check_pairs(signatures.TEXT_PAIR in columns)
     return columns
 
@@ -176,6 +180,7 @@ class RowWriter:
 
   def __init__(self, out, fmt: str, class_names: list, top_k: int, pairs: bool = False,
                multilabel: bool = False):
+    top_k = min(top_k, len(class_names))  # Every row lists that many: a header to match.
     self.out, self.fmt, self.class_names, self.top_k = out, fmt, class_names, top_k
     self.texts = [signatures.TEXT, signatures.TEXT_PAIR][:1 + pairs]  # Their columns.
     self.decided = "labels" if multilabel else "class"
@@ -221,7 +226,8 @@ def define_flags(flag_values=FLAGS) -> None:
   flags.DEFINE_string("text_field", "text", "Column (csv/tsv) or key (jsonl) of the text.", **own)
   flags.DEFINE_string("text_pair_field", "", "Sentence-pair exports: column or key of each "
                       "row's second text in --input; empty: one text a row.", **own)
-  flags.DEFINE_string("output", "", "File to write; empty: standard output.", **own)
+  flags.DEFINE_string("output", "", "File to write (gzip-compressed when it ends in .gz); "
+                      "empty: standard output.", **own)
   flags.DEFINE_enum("format", "", ["", *FORMATS], "jsonl or csv; empty: csv for an "
                     "--output ending in .csv, else jsonl.", **own)
   flags.DEFINE_integer("top_k", 0, "Also list the K most probable classes of each text "
@@ -230,7 +236,8 @@ def define_flags(flag_values=FLAGS) -> None:
   flags.DEFINE_bool("explain", False, "Show why: each text's tokens with their attribution "
                     "toward the predicted class (the export's `explain` signature, integrated "
                     "gradients), coloured on a terminal, `token(+0.42)` otherwise, JSON lines "
-                    "with --format=jsonl. Costs several model calls a text.", **own)
+                    "with --format=jsonl or an --output ending in .jsonl. Costs several model "
+                    "calls a text.", **own)
   flags.DEFINE_string("explain_html", "", "Also write the explanations as one self-contained "
                       "HTML page to this file (implies --explain), to share or to read long "
                       "texts; empty: none.", **own)
@@ -247,7 +254,9 @@ def explain_format(fmt: str, output: str, top_k: int) -> str:
     raise ConfigError("--explain writes each text's tokens and scores as text, or as JSON "
                       "lines with --format=jsonl; not with --top_k or csv (--format=csv, an "
                       "--output ending in .csv).")
-  return fmt or "text"
+  if fmt:
+    return fmt
+  return "jsonl" if output.lower().endswith((".jsonl", ".jsonl.gz", ".json")) else "text"
 
 
 def explain_stream(predictor: Predictor, texts, out, fmt: str, page, batch_size: int,
@@ -269,14 +278,21 @@ def explain_stream(predictor: Predictor, texts, out, fmt: str, page, batch_size:
 @contextlib.contextmanager
 def atomic_output(path: str, default=None):
   """A text file written beside `path` and moved there on success (no half-written output
-  on an error); `default` (e.g. standard output) when `path` is empty."""
+  on an error), gzip-compressed when `path` ends in .gz; `default` (e.g. standard output)
+  when `path` is empty."""
   if not path:
     yield default
     return
   tmp = f"{path}.tmp-{os.getpid()}"
   try:
-    with tf.io.gfile.GFile(tmp, "w") as out:
-      yield out
+    gz = path.endswith(".gz")
+    with tf.io.gfile.GFile(tmp, "wb" if gz else "w") as out:
+      if not gz:
+        yield out
+      else:
+        with gzip.GzipFile(fileobj=out, mode="wb") as packed, io.TextIOWrapper(
+            packed, encoding="utf-8", newline="") as text:
+          yield text
     tf.io.gfile.rename(tmp, path, overwrite=True)
   finally:
     if tf.io.gfile.exists(tmp):
@@ -305,7 +321,7 @@ def run(argv: list) -> None:
       if fmt == "text" and not FLAGS.output and explain_view.use_colour(sys.stdout):
         fmt = "colour"
       if page is not None:
-        page.write(explain_view.HTML_HEAD)
+        page.write(explain_view.html_head(class_name))
       n = explain_stream(predictor, texts, out, fmt, page, FLAGS.batch_size, class_name)
       if page is not None:
         page.write(explain_view.HTML_TAIL)
