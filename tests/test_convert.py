@@ -41,6 +41,12 @@ def test_convert_round_trips_splits_class_names_and_report(tmp_path):
   assert back_info.class_names == ("neg", "pos") == info.class_names
   assert back_info.split_sizes == info.split_sizes
   assert back_info.report["class_balance"] == info.report["class_balance"]
+  # The conversion's findings stand in the run's report, as on the source itself: the model
+  # card's warnings read them, tfagent evaluate compares the test split's digest.
+  for key in ("skipped", "skipped_total", "duplicates", "conflicting_labels", "split_digests",
+              "label_reading"):
+    assert back_info.report[key] == info.report[key], key
+  assert back_info.report["skipped_total"] == 1
 
 
 def test_tfrecord_without_info_needs_class_names_and_counts_by_streaming(tmp_path):
