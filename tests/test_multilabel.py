@@ -466,6 +466,14 @@ def test_test_predictions_hold_true_and_predicted_label_lists_and_scores(run):
 
 
 @pytest.mark.slow
+def test_the_hparams_columns_hold_the_runs_test_f1s(run):
+  """final/test_micro_f1 and final/test_macro_f1 were passed to the writer and dropped."""
+  from test_tensorboard import tags_in
+  tags = tags_in(os.path.join(run["cfg"].train.model_dir, "logs"))
+  assert {"final/val_loss", "final/test_micro_f1", "final/test_macro_f1"} <= set(tags), tags
+
+
+@pytest.mark.slow
 def test_the_misclassified_page_lists_the_exports_wrong_label_sets(run):
   from test_tensorboard import text_summary
   from tfagent import multilabel_report

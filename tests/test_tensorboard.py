@@ -52,7 +52,15 @@ def test_event_files_hold_scalars_hparams_and_text(tb_run):
   root_tags = tags_in(tb_run.logs)
   assert root_tags["_hparams_/experiment"] == "hparams"
   assert root_tags["_hparams_/session_start_info"] == "hparams"
-  assert {"final/val_loss", "final/val_accuracy", "final/test_accuracy"} <= set(root_tags)
+  assert {"final/val_loss", "final/val_accuracy", "final/val_macro_f1",
+          "final/test_accuracy"} <= set(root_tags)
+
+
+def test_a_final_metric_without_its_hparams_column_is_an_error(tmp_path):
+  """The multilabel run's test F1s were passed and silently not written."""
+  from tfagent import summaries
+  with pytest.raises(ValueError, match=r"\['test_f2'\] are not in summaries.FINAL_METRICS"):
+    summaries.write_final_metrics(str(tmp_path), {"val_loss": 1.0, "test_f2": 0.5}, step=1)
 
 
 def text_summary(folder: str, tag: str) -> str:

@@ -98,6 +98,7 @@ def evaluate_export(cfg: config.Config, result: dict, splits, info, paths, stage
   validation = result["validation"]
   summaries.write_final_metrics(logdir, {"val_loss": validation["loss"],
                                          "val_accuracy": validation["accuracy"],
+                                         "val_macro_f1": result["validation_metrics"]["macro_f1"],
                                          "test_accuracy": result["accuracy"]},
                                 step=cfg.train.epochs)
   n = len(scan)

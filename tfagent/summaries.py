@@ -17,8 +17,10 @@ import tensorflow as tf
 
 from tfagent import explain_view
 
+# A run writes those it has: multiclass the val_ and test_accuracy ones, multilabel val_loss
+# and its test F1s (the HParams dashboard shows a column a tag).
 FINAL_METRICS = ("final/val_loss", "final/val_accuracy", "final/val_macro_f1",
-                 "final/test_accuracy")
+                 "final/test_accuracy", "final/test_micro_f1", "final/test_macro_f1")
 MISCLASSIFIED_SCAN = 512  # Validation texts scanned for the misclassified-examples summary.
 
 
@@ -70,7 +72,11 @@ def write_hparams(logdir: str, cfg_dict: dict, trial_id: str) -> None:
 
 
 def write_final_metrics(logdir: str, metrics: dict, step: int) -> None:
-  """Writes `final/NAME` scalars beside the hparams, which the dashboard shows per run."""
+  """Writes `final/NAME` scalars beside the hparams, which the dashboard shows per run; a name
+  not in FINAL_METRICS is an error (it would be dropped unseen)."""
+  unknown = sorted(set(metrics) - {tag.split("/")[1] for tag in FINAL_METRICS})
+  if unknown:
+    raise ValueError(f"final metrics {unknown} are not in summaries.FINAL_METRICS")
   with tf.summary.create_file_writer(logdir).as_default():
     for tag in FINAL_METRICS:
       name = tag.split("/")[1]
