@@ -237,8 +237,11 @@ def paired_differences(rows: list) -> list:
       diff = np.array(row["per_fold"]) - np.array(peer["per_fold"])
       se = float(np.std(diff, ddof=1) / math.sqrt(len(diff))) if len(diff) > 1 else math.nan
       mean = float(diff.mean())
+      # Float noise of equal differences (a tie, or the same lead in every fold) is no spread.
+      se, mean = (0.0 if se < 1e-12 else se), (0.0 if abs(mean) < 1e-12 else mean)
+      ratio = mean / se if se else math.copysign(math.inf, mean) if mean else math.nan
       out.append({"model": row["model"], "peer": peer["model"], "per_fold": diff.tolist(),
-                  "mean": mean, "se": se, "mean_over_se": mean / se if se else math.inf,
+                  "mean": mean, "se": se, "mean_over_se": ratio,
                   "above_2_se": bool(mean > 2 * se)})
   return out
 

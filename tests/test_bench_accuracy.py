@@ -125,6 +125,21 @@ def test_paired_differences_and_their_standard_error():
   assert not accuracy.paired_differences(rows)[0]["above_2_se"]
 
 
+def test_a_tie_has_no_ratio_and_the_same_lead_in_every_fold_an_infinite_one():
+  """A tie in every fold read "mean/SE inf"; the same lead or deficit every fold (float noise
+  gave SE 4e-17 and a ratio of -5e14) is +/- inf."""
+  peer = {"model": "nblr", "per_fold": [0.80, 0.82, 0.81]}
+  tie = accuracy.paired_differences([peer, {"model": "lstm", "per_fold": peer["per_fold"]}])[0]
+  assert math.isnan(tie["mean_over_se"]) and not tie["above_2_se"]
+  behind = accuracy.paired_differences([peer, {"model": "lstm",
+                                               "per_fold": [0.78, 0.80, 0.79]}])[0]
+  assert behind["se"] == 0.0 and behind["mean_over_se"] == -math.inf
+  assert not behind["above_2_se"]
+  ahead = accuracy.paired_differences([peer, {"model": "lstm",
+                                              "per_fold": [0.82, 0.84, 0.83]}])[0]
+  assert ahead["mean_over_se"] == math.inf and ahead["above_2_se"]
+
+
 def test_rows_read_the_users_configs_and_imdb_comes_from_the_local_copy():
   assert accuracy.flagfile_for("imdb", "lstm") == "configs/imdb_lstm.flags"
   assert accuracy.flagfile_for("embedded", "nblr") == "configs/lstm.flags"
