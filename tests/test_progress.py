@@ -104,3 +104,16 @@ def test_a_run_announces_its_stages_in_order_each_once(corpus_dir, tmp_path, cap
   begun = [next(i for i, l in enumerate(lines) if l.startswith(s) and l.endswith("..."))
            for s in stages]
   assert begun == sorted(begun), [lines[i] for i in begun]  # In the run's order.
+
+
+def test_the_closing_line_names_the_file_the_test_figures_come_from(tmp_path):
+  """With --test_path the test split is that file: the line named the training file."""
+  from tfagent import config
+  cfg = config.Config(data=config.DataConfig(dataset="csv:train.csv", test_path="test.csv"))
+  result = {"accuracy": 0.5, "macro_f1": 0.5, "examples": 8,
+            "saved_model": str(tmp_path / "sm" / "m" / "1")}
+  first = progress.final_summary(cfg, result, "a text").splitlines()[0]
+  assert first == "Test: accuracy 50.00%, macro F1 0.5000 on 8 texts of test.csv."
+  cfg = config.Config(data=config.DataConfig(dataset="csv:all.csv"))
+  assert progress.final_summary(cfg, result, "a text").splitlines()[0].endswith(
+      "on 8 texts of csv:all.csv.")

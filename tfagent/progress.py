@@ -130,8 +130,9 @@ def final_summary(cfg, result: dict, example: str) -> str:
   body = json.dumps({"instances": [instance]}, ensure_ascii=False)
   texts = (f"--input=FILE --text_field={shlex.quote(cfg.data.text_field)} --text_pair_field="
            f"{shlex.quote(cfg.data.text_pair_field)}" if pair else shlex.quote(example))
+  scored = cfg.data.test_path or cfg.data.dataset  # The official test file, where given.
   lines = [f"Test: accuracy {result['accuracy']:.2%}, macro F1 {result['macro_f1']:.4f} on "
-           f"{result['examples']} texts of {cfg.data.dataset}.",
+           f"{result['examples']} texts of {scored}.",
            *peer_lines(_read_card(saved_model)),
            f"SavedModel: {saved_model}",
            f"Model card: {os.path.join(saved_model, 'model_card.md')}",
