@@ -207,6 +207,17 @@ def test_every_token_embedding_starts_from_the_vectors(tmp_path, model_fields):
   assert extra.report == {"embedding_rows_initialised": 2, "vocabulary": len(vocabulary)}
 
 
+def test_an_embedded_source_gives_every_record_of_its_splits(tmp_path):
+  """A labelled corpus as unlabelled text gave its training split only (78 of 100 texts),
+  the other 22 neither used nor counted."""
+  corpus = write_corpus(tmp_path / "other", n_per_class=50)
+  texts, report = unlabeled.unlabeled_texts("unlabeled", f"embedded:{corpus}",
+                                            config.DataConfig(), set())
+  lines = [line.rstrip("\n") for name in ("pos.txt", "neg.txt")
+           for line in open(os.path.join(corpus, name), encoding="utf-8")]
+  assert sorted(texts) == sorted(lines) and report["count"] == 100
+
+
 def test_a_tfds_source_gives_its_unlabelled_split(tmp_path, monkeypatch):
   """tfds:imdb_reviews (prepared offline from a tiny archive) gives its `unsupervised` split,
   whose label -1 is no class, not its labelled train split."""

@@ -2,9 +2,9 @@
 
 A source is `KIND:ARG` of any --dataset kind (csv, tsv, jsonl, dir, tfds, tfrecord,
 embedded); labels, if the source has them, are not used. csv/tsv/jsonl need only
---text_field; dir:PATH reads every file under PATH, one text a file; the other kinds
-give their training split, but TFDS its unlabelled split where it has one
-(imdb_reviews: `unsupervised`). Never transductive: a text that is also a validation or
+--text_field; dir:PATH reads every file under PATH, one text a file; embedded and tfrecord
+give all their records (every split); TFDS its unlabelled split where it has one
+(imdb_reviews: `unsupervised`), else its train split. Never transductive: a text that is also a validation or
 test text is dropped (training on it would flatter their figures), and counted.
 """
 
@@ -40,12 +40,13 @@ def unlabeled_records(source: str, data_cfg):
   elif kind == "tfds":  # Its unlabelled split (imdb_reviews: unsupervised), else train.
     yield from (r if isinstance(r, records.BadRecord) else r.text
                 for r in tfds_source.unlabeled_records(arg, data_cfg))
-  elif kind in sources.SOURCES:  # Its training split; labels are read but ignored.
+  elif kind in sources.SOURCES:  # Every split (its own, not this run's); labels ignored.
     own = dataclasses.replace(data_cfg, dataset=source, class_names="", test_path="", folds=0,
                               max_train_examples=0, group_field="")
     splits, _, _ = sources.SOURCES[kind](arg, own)
-    for text, _ in sources.as_dataset(splits["train"]).as_numpy_iterator():
-      yield text.decode("utf-8")
+    for split in sources.SPLITS:
+      for text, _ in sources.as_dataset(splits[split]).as_numpy_iterator():
+        yield text.decode("utf-8")
   else:
     raise ConfigError(f"unknown source kind {kind!r}; valid kinds: "
                       f"{', '.join(sorted(sources.SOURCES))} (as KIND:ARG)")
