@@ -103,12 +103,15 @@ def test_a_validation_or_test_text_is_never_unlabelled_text(corpus_dir, tmp_path
   with --noread_test, as tfagent tune's trials run: the best one is scored on test."""
   cfg = tiny_config(corpus_dir, tmp_path / "run", tmp_path / "sm")
   splits, _ = data.load_splits(cfg.data)
-  test = [t.decode() for t, _ in splits["test"].take(3).as_numpy_iterator()]
+  all_test = [t.decode() for t, _ in splits["test"].as_numpy_iterator()]
+  test = all_test[:3]
+  cased = next(t for t in all_test[3:] if t.upper() != t)
   validation = [t.decode() for t, _ in splits["validation"].take(2).as_numpy_iterator()]
   train = [t.decode() for t, _ in splits["train"].take(2).as_numpy_iterator()]
   new = ["an unseen review", "another one"]
-  # Copies as a `dir:` file or another tool may give them: a final newline, other spacing.
-  respaced = [test[0] + "\n", "  " + validation[0].replace(" ", "\t ", 1)]
+  # Copies as a `dir:` file or another tool may give them: a final newline, other spacing,
+  # upper case (the models lowercase: to them it is the same text).
+  respaced = [test[0] + "\n", "  " + validation[0].replace(" ", "\t ", 1), cased.upper()]
   source = "csv:" + write_csv(tmp_path / "u.csv",
                               [[t] for t in test + new + validation + train + respaced],
                               header=("text",))
@@ -122,8 +125,8 @@ def test_a_validation_or_test_text_is_never_unlabelled_text(corpus_dir, tmp_path
   finally:
     absl_logging.set_verbosity(verbosity)
   assert extra.texts == new + train  # Training texts may be unlabelled text too.
-  assert extra.report["dropped_in_validation_or_test"] == 7 and extra.report["count"] == 4
-  assert "4 texts kept, 7 dropped as validation or test texts" in caplog.text
+  assert extra.report["dropped_in_validation_or_test"] == 8 and extra.report["count"] == 4
+  assert "4 texts kept, 8 dropped as validation or test texts" in caplog.text
 
 
 @pytest.mark.parametrize("own_words", [False, True])

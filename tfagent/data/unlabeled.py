@@ -52,10 +52,16 @@ def unlabeled_records(source: str, data_cfg):
                       f"{', '.join(sorted(sources.SOURCES))} (as KIND:ARG)")
 
 
+def comparable(text: str) -> str:
+  """A text as held-out texts are compared: whitespace runs made one space
+  (sources.normalize_whitespace, as dedup compares texts) and case folded (the models
+  lowercase what they read, so an upper-cased copy is the same text to them)."""
+  return sources.normalize_whitespace(text).casefold()
+
+
 def held_out_texts(splits, data_cfg) -> set:
-  """The validation and test texts, which no unlabelled text may be: whitespace runs made one
-  space (sources.normalize_whitespace), as dedup compares texts, so that a copy ending in a
-  newline (a `dir:` file) or spaced otherwise is caught too.
+  """The validation and test texts, which no unlabelled text may be, as `comparable` gives
+  them: a copy ending in a newline (a `dir:` file), spaced or cased otherwise is caught too.
 
   With --noread_test (tfagent tune's trials) the test texts are read here all the same,
   for this alone: a trial's export is scored on test in the end, so it must not have
@@ -64,7 +70,7 @@ def held_out_texts(splits, data_cfg) -> set:
   test = splits["test"]
   if not data_cfg.read_test:
     test = sources.load_splits(dataclasses.replace(data_cfg, read_test=True))[0]["test"]
-  return {sources.normalize_whitespace(t.decode("utf-8"))
+  return {comparable(t.decode("utf-8"))
           for split in (splits["validation"], test) for t, _ in split.as_numpy_iterator()}
 
 
@@ -88,7 +94,7 @@ def unlabeled_texts(flag: str, source: str, data_cfg, held_out: set) -> tuple:
         if data_cfg.on_bad_record != "skip":
           raise DataError(f"{record} (--on_bad_record=skip skips such records)")
         bad += 1
-      elif sources.normalize_whitespace(record) in held_out:  # As dedup: spacing aside.
+      elif comparable(record) in held_out:
         dropped += 1
       else:
         texts.append(record)
