@@ -5,7 +5,9 @@ worker's, and the processes it started and waited for), and a report of them.
   python bench/suite_cpu.py /tmp/cpu                                 # per file, then per test
 
 On 2 cores the suite's wall time is about its CPU seconds over 1.8 (bench/results/ci_time.md),
-so the CPU a test costs, not its wall time under three busy workers, is what to cut.
+so the CPU a test costs, not its wall time under three busy workers, is what to cut. The
+long-lived Pythons of tests/pooled_python.py are waited for only when their worker ends: the
+scripts they run are charged to no test (compare the suite's total CPU with `time`).
 """
 
 import collections
