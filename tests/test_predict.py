@@ -161,3 +161,11 @@ def test_output_files_are_what_their_names_say(trained_run, tmp_path, monkeypatc
                      f"--output={tmp_path / 'why.jsonl'}", *TEXTS[:2]) == 0
   rows = [json.loads(line) for line in open(tmp_path / "why.jsonl", encoding="utf-8")]
   assert [r["text"] for r in rows] == TEXTS[:2] and all(r["tokens"] for r in rows)
+
+
+def test_a_multilabel_csv_refuses_class_names_holding_its_label_delimiter():
+  """`a|b` joined with `c` reads back as three labels: such names get JSON lines instead."""
+  with pytest.raises(ConfigError, match=r"\['a\|b'\] hold '\|'.*--format=jsonl"):
+    predict.RowWriter(io.StringIO(), "csv", ["a|b", "c"], 0, multilabel=True)
+  predict.RowWriter(io.StringIO(), "jsonl", ["a|b", "c"], 0, multilabel=True)  # Lists: fine.
+  predict.RowWriter(io.StringIO(), "csv", ["a|b", "c"], 0)  # One class a row: fine.

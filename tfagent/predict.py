@@ -185,6 +185,10 @@ class RowWriter:
     self.texts = [signatures.TEXT, signatures.TEXT_PAIR][:1 + pairs]  # Their columns.
     self.decided = "labels" if multilabel else "class"
     self.csv = None
+    joined = [n for n in class_names if LABEL_DELIMITER in n] if multilabel else []
+    if fmt == "csv" and joined:  # "a|b" could not be told from the labels a and b.
+      raise ConfigError(f"class names {joined} hold {LABEL_DELIMITER!r}, which joins a "
+                        "multilabel csv's labels: write JSON lines (--format=jsonl).")
     if fmt == "csv":
       self.csv = csv.writer(out)
       extra = ([h for k in range(1, top_k + 1) for h in (f"class_{k}", f"probability_{k}")]
