@@ -64,7 +64,8 @@ def test_a_pooled_clean_python_runs_scripts_and_is_replaced_once_it_imports_the_
   its traceback and leaves that Python in place; a script that imports tfagent fails and the
   next script gets a new Python, so no later "clean" check runs where tfagent was loaded."""
   import pooled_python
-  script = "import os, sys\nassert 'seen' not in globals()\nseen = 1\nprint(os.getpid(), *sys.argv[1:])"
+  script = ("import os, sys\nassert 'seen' not in globals()\nseen = 1\n"
+            "print(os.getpid(), *sys.argv[1:])")
   pid, *args = pooled_python.run("clean", script, "a b", 2, modules=("json",)).stdout.split()
   assert args == ["a", "b", "2"]
   failed = pooled_python.run("clean", "raise ValueError('boom')", modules=("json",))

@@ -79,8 +79,8 @@ class DataConfig:
   unlabeled: str = setting("", "Unlabelled texts from the same place as the labelled ones "
                            "(KIND:ARG of any --dataset kind, labels ignored; --text_field "
                            "names their text; embedded and tfrecord give every record, tfds its "
-                           "unlabelled split, else train): skip-gram word vectors learned from them and the "
-                           "training texts start the deep path's embedding "
+                           "unlabelled split, else train): skip-gram word vectors learned from "
+                           "them and the training texts start the deep path's embedding "
                            "(tfagent/semi.py). A text also in validation or test is dropped "
                            "and counted. Empty: none.")
   tfds_data_dir: str = setting("", "TFDS data dir; empty uses TFDS's default "

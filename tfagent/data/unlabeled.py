@@ -4,8 +4,9 @@ A source is `KIND:ARG` of any --dataset kind (csv, tsv, jsonl, dir, tfds, tfreco
 embedded); labels, if the source has them, are not used. csv/tsv/jsonl need only
 --text_field; dir:PATH reads every file under PATH, one text a file; embedded and tfrecord
 give all their records (every split); TFDS its unlabelled split where it has one
-(imdb_reviews: `unsupervised`), else its train split. Never transductive: a text that is also a validation or
-test text is dropped (training on it would flatter their figures), and counted.
+(imdb_reviews: `unsupervised`), else its train split. Never transductive: a text that is
+also a validation or test text is dropped (training on it would flatter their figures), and
+counted.
 """
 
 import dataclasses
