@@ -78,6 +78,25 @@ def test_truncation_keeps_head_tail_or_both(tiny_preset, truncation, expected):
   assert [VOCAB[i] for i in ids[1] if i] == ["[CLS]", "great", "film", "[SEP]"]  # Short: kept whole.
 
 
+def test_a_hugging_face_tokenizer_config_that_lowercases_strips_accents(tiny_preset, tmp_path):
+  """Its strip_accents null means "as do_lower_case"; keras-hub's converter does not read it,
+  and an accented word became [UNK]. Kept through a saved model's config."""
+  import shutil
+  hf = tmp_path / "hf"
+  shutil.copytree(tiny_preset, hf)
+  assert not build(str(hf)).tokenizer.tokenizer.strip_accents  # keras-hub's own: as saved.
+  for setting, strips in ((None, True), (False, False), (True, True)):
+    (hf / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": True,
+                                                          "strip_accents": setting}))
+    model = build(str(hf))
+    ids = model.tokenizer(tf.constant(["Gréat móvie"])).numpy()[0]
+    pieces = [VOCAB[i] for i in ids[1:-1]]
+    assert pieces == (["great", "movie"] if strips else ["[UNK]", "[UNK]"]), setting
+  model.save(tmp_path / "m.keras")
+  reloaded = keras.saving.load_model(tmp_path / "m.keras")
+  assert reloaded.tokenizer.tokenizer.strip_accents is True
+
+
 def test_html_line_breaks_are_not_tokens(tiny_preset):
   encoder = build(tiny_preset, sequence_length=16).tokenizer
   ids = encoder(tf.constant(["great<br />film", "great film"])).numpy()
@@ -277,6 +296,12 @@ def test_minilm_default_preset_loads_offline_and_tokenizes():
   assert backbone.count_params() == 22_713_216
   ids = model.tokenizer(tf.constant(["Great movie!"])).numpy()[0]
   assert list(ids) == [101, 2307, 3185, 999, 102]  # bert-base-uncased ids.
+  # Its tokenizer_config.json lowercases and so strips accents (Hugging Face's BertNormalizer):
+  # café, résumé, naïve and Zürich are pieces of its vocabulary, not [UNK] (id 100).
+  vocabulary = model.tokenizer.vocabulary()
+  ids = model.tokenizer(tf.constant(["Café résumé naïve à Zürich"])).numpy()[0]
+  assert [vocabulary[i] for i in ids] == ["[CLS]", "cafe", "resume", "naive", "a", "zurich",
+                                          "[SEP]"]
 
 
 @pytest.mark.large

