@@ -41,6 +41,52 @@ def test_backup_of_another_run_is_an_error_and_the_same_run_resumes(corpus_dir, 
       result["train_examples"] * (3 - 26 / 24) / result["train_seconds"])
 
 
+def test_a_resume_on_another_file_under_the_same_path_is_an_error(tmp_path, monkeypatch):
+  """The file under --dataset changed between the kill and the rerun: the old weights were
+  resumed on a vocabulary and splits of the new file, and the card described the new data
+  only. Now one error naming what changed; the same data again resumes."""
+  from conftest import write_corpus
+  corpus = write_corpus(tmp_path / "corpus")
+  cfg = resumable(tiny_config(corpus, tmp_path / "run", tmp_path / "saved_models"))
+  train_interrupted(cfg, 27, monkeypatch)
+  with open(tmp_path / "corpus" / "pos.txt", encoding="utf-8") as f:
+    kept = f.read()
+  write_corpus(tmp_path / "corpus", n_per_class=100, seed=3)
+  with pytest.raises(ConfigError, match=r"backup of a run on other data \(split_sizes .*"
+                     r"split_digests .*same --dataset now reads other records"):
+    train.train_and_evaluate(cfg)
+  write_corpus(tmp_path / "corpus")  # The run's own data again: it resumes.
+  assert open(tmp_path / "corpus" / "pos.txt", encoding="utf-8").read() == kept
+  assert len(train.train_and_evaluate(cfg)["history"]["loss"]) == 2
+
+
+def test_a_kill_while_clearing_leaves_no_state_naming_removed_weights(tmp_path, monkeypatch):
+  """clear() removed ckpt-*.h5 before state.json: killed between, the rerun of a finished
+  run died on a missing h5 file; a state naming a missing file is now a clear error."""
+  import tensorflow as tf
+  folder = tmp_path / "backup"
+  folder.mkdir()
+  (folder / "ckpt-6.weights.h5").write_bytes(b"weights")
+  (folder / backup.STATE_FILE).write_text(json.dumps({"weights": "ckpt-6.weights.h5"}))
+  remove = tf.io.gfile.remove
+  removed = []
+
+  def remove_once(path):
+    if removed:
+      raise KeyboardInterrupt
+    removed.append(os.path.basename(path))
+    remove(path)
+  monkeypatch.setattr(tf.io.gfile, "remove", remove_once)
+  with pytest.raises(KeyboardInterrupt):
+    backup.clear(str(folder))
+  assert removed == [backup.STATE_FILE] and backup.read_state(str(folder)) is None
+  monkeypatch.setattr(tf.io.gfile, "remove", remove)
+  (folder / backup.STATE_FILE).write_text(json.dumps({"weights": "ckpt-9.weights.h5"}))
+  model = keras.Sequential([keras.layers.Dense(1)])
+  with pytest.raises(ConfigError, match=r"names ckpt-9.weights.h5, which is not there"):
+    backup.restore(model, str(folder), 10)
+
+
 def test_fingerprint_leaves_out_what_a_resume_may_change():
   cfg = config.Config()
   fingerprint = backup.run_fingerprint(cfg)

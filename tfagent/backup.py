@@ -30,6 +30,7 @@ from tfagent import config, fileio
 from tfagent.errors import ConfigError
 
 STATE_FILE = "state.json"
+DATA_FILE = "data.json"  # What the run reads: a resume must read the same.
 # Settings a resume may change: where the run writes, what it logs, hardware and
 # speed, how often it backs up, and --epochs (more stretches the learning-rate
 # schedule over the new total, as a fresh run of that length would).
@@ -80,6 +81,32 @@ def check_same_run(backup_dir: str, fingerprint: dict) -> None:
                       "give a new --model_dir.")
 
 
+def data_fingerprint(info) -> dict:
+  """What identifies the data a run trains on (data.DatasetInfo): its classes, its splits'
+  sizes and digests (their texts and labels, data/validate.py), as JSON reads them back."""
+  return json.loads(json.dumps({"class_names": list(info.class_names),
+                                "split_sizes": info.split_sizes,
+                                "split_digests": info.report.get("split_digests")}))
+
+
+def check_same_data(backup_dir: str, write_dir: str, fingerprint: dict) -> None:
+  """A resume (a backup in `backup_dir`) must read the data its backup trained on: another
+  file under the same --dataset path, or a relative path read from elsewhere, fails here,
+  naming what changed. A fresh start records `fingerprint` in `write_dir` for its resumes."""
+  path = os.path.join(backup_dir, DATA_FILE)
+  if read_state(backup_dir) is not None and tf.io.gfile.exists(path):
+    saved = json.loads(fileio.read_text(path))
+    differ = [k for k in fingerprint if saved.get(k) != fingerprint[k]]
+    if differ:
+      changes = "; ".join(f"{k} {saved.get(k)} there, {fingerprint[k]} now" for k in differ)
+      raise ConfigError(f"{backup_dir} holds the backup of a run on other data ({changes}): "
+                        "the same --dataset now reads other records. Resume it with its "
+                        f"data, or start fresh: delete {backup_dir} or give a new --model_dir.")
+    return
+  tf.io.gfile.makedirs(write_dir)
+  fileio.write_text_atomically(os.path.join(write_dir, DATA_FILE), json.dumps(fingerprint))
+
+
 def rng_variables(model: keras.Model) -> list:
   """The dropout layers' seed-generator states: not weights, yet needed to replay a run."""
   return [v for v in model.variables if v.path.endswith("seed_generator_state")]
@@ -93,9 +120,13 @@ def restore(model: keras.Model, backup_dir: str, steps_per_epoch: int) -> Positi
   state = read_state(backup_dir)
   if state is None:
     return Position()
+  weights = os.path.join(backup_dir, state["weights"])
+  if not tf.io.gfile.exists(weights):
+    raise ConfigError(f"{os.path.join(backup_dir, STATE_FILE)} names {state['weights']}, which "
+                      f"is not there: delete {backup_dir} to start fresh.")
   if not model.optimizer.built:
     model.optimizer.build(model.trainable_variables)
-  model.load_weights(os.path.join(backup_dir, state["weights"]))
+  model.load_weights(weights)
   for variable, value in zip(rng_variables(model), state["rng"]):
     variable.assign(value)
   position = Position(state["epoch"], state["step"], state["callbacks"])
@@ -105,7 +136,11 @@ def restore(model: keras.Model, backup_dir: str, steps_per_epoch: int) -> Positi
 
 
 def clear(backup_dir: str) -> None:
-  """Removes the backup once training has finished, as Keras' BackupAndRestore does."""
+  """Removes the backup once training has finished, as Keras' BackupAndRestore does:
+  state.json first, so a kill midway leaves no state naming weights already removed."""
+  state = os.path.join(backup_dir, STATE_FILE)
+  if tf.io.gfile.exists(state):
+    tf.io.gfile.remove(state)
   for path in tf.io.gfile.glob(os.path.join(backup_dir, "*")):  # .tmp-* too, unlike glob.glob
     tf.io.gfile.remove(path)
 

@@ -208,6 +208,8 @@ def load_data(cfg: config.Config, out: config.Config) -> tuple:
   prepare_run_dir(out.train.model_dir, cfg)
   keras.utils.set_random_seed(cfg.data.seed)
   splits, info = data.load_splits(cfg.data)
+  backup.check_same_data(os.path.join(cfg.train.model_dir, "backup"),
+                         os.path.join(out.train.model_dir, "backup"), backup.data_fingerprint(info))
   data.write_report(info, os.path.join(out.train.model_dir, "data_report.json"))
   # Streamed sources may not know their size: count train in one streaming pass.
   n_train = info.split_sizes["train"] if info.split_sizes else data.count_examples(splits["train"])
