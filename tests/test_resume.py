@@ -28,6 +28,12 @@ def test_backup_of_another_run_is_an_error_and_the_same_run_resumes(corpus_dir, 
                      r"model\.hidden_dim is 4 there, 6 now.*delete .*backup"):
     train.train_and_evaluate(other)
   assert config.load_json(os.path.join(cfg.train.model_dir, "config.json")) == cfg
+  # Fewer epochs than it has begun: it finished epoch 2 past its new schedule's end, and its
+  # card said --epochs=1 beside epochs_run 2.
+  fewer = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=1))
+  with pytest.raises(ConfigError, match=r"--epochs=1: the backup of this run has begun epoch "
+                     r"2; give --epochs=2 or more"):
+    train.train_and_evaluate(fewer)
 
   longer = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=3, verbose=1))
   with caplog.at_level("INFO", logger="absl"):

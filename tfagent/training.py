@@ -129,6 +129,11 @@ def fit_remaining(classifier, inputs: FitInputs, cfg, steps_per_epoch,
 
   Returns the logs of every epoch run, before a restart too, as one dict of lists.
   """
+  reached = start.epoch + bool(start.step)  # Epochs begun before a restart.
+  if cfg.train.epochs < reached:  # It would train past its own schedule's end, and say less.
+    raise ConfigError(f"--epochs={cfg.train.epochs}: the backup of this run has begun epoch "
+                      f"{reached}; give --epochs={reached} or more to resume it, or start "
+                      "fresh (delete its backup/ or give a new --model_dir).")
   first = start.epoch
   plan = [(first, first + 1, steps_per_epoch - start.step)] if start.step else []
   first += bool(start.step)
