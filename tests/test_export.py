@@ -156,6 +156,16 @@ def test_versions_increment_and_existing_version_is_refused(trained_run, tmp_pat
   with pytest.raises(ConfigError, match="--version=1: .* already exists"):
     export.export_model(model, ["negative", "positive"],
                         config.ExportConfig(export_dir=str(tmp_path), model_name="m", version=1))
+  # Another run publishes version 3 while this one, staged as 3, scores its export: an
+  # error (it was TensorFlow's AlreadyExistsError, the staged folder left behind; on an
+  # object store the copy would have merged into the other run's version).
+  with pytest.raises(ConfigError, match=r"m/3 appeared while this run scored its export"):
+    with export.staged_export(model, ["negative", "positive"], export_cfg) as staged:
+      assert staged.final == str(tmp_path / "m" / "3")
+      os.makedirs(staged.final)
+      (tmp_path / "m" / "3" / "theirs").write_text("another run's")
+  assert os.listdir(tmp_path / "m" / "3") == ["theirs"]
+  assert not [n for n in os.listdir(tmp_path / "m") if n.startswith(".tmp")]
 
 
 def test_resolve_saved_model_explains_a_bad_path(tmp_path):

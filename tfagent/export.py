@@ -222,9 +222,15 @@ def publish(staged: Staged) -> str:
 @contextlib.contextmanager
 def published(staged: Staged):
   """Yields `staged` to add files to (a model card); publishes it when the block ends,
-  removes it when the block fails."""
+  removes it when the block fails, or when its version appeared meanwhile (another run
+  exporting under the same name): an error, never a merge into that version."""
   try:
     yield staged
+    if tf.io.gfile.exists(staged.final):
+      raise ConfigError(
+          f"{staged.final} appeared while this run scored its export (another run exporting "
+          f"--model_name={staged.model_name} there?); it is left as it is. This run's backup "
+          "is kept: run the same command again to export as the next free version.")
   except BaseException:
     fileio.remove_tree(staged.path)
     raise
