@@ -63,6 +63,9 @@ def test_model_dir_scores_trainings_test_accuracy_to_the_last_digit(wide_run, tm
   scored = evaluate.run_test_split(run_dir, None, str(tmp_path))
   assert (scored["accuracy"], scored["confusion_matrix"]) == \
       (trained["accuracy"], trained["confusion_matrix"])
+  # metrics.json says what it scored (it held the figures alone).
+  assert scored["checkpoint"] == os.path.join(run_dir, "checkpoints", "best.keras")
+  assert "saved_model" not in scored
 
 
 def test_an_existing_metrics_file_is_kept_unless_asked(wide_run, tmp_path):
@@ -139,7 +142,9 @@ def test_an_export_of_the_classes_in_another_order_is_scored_by_name(wide_run, t
                                                           class_names="positive,negative"))
   reversed_run = train.train_and_evaluate(cfg)
   assert trained["class_names"] == ["negative", "positive"]
-  scored = evaluate.run_test_split(run_dir, reversed_run["saved_model"], str(tmp_path / "eval"))
+  base = os.path.dirname(reversed_run["saved_model"])  # Its latest version: the one named.
+  scored = evaluate.run_test_split(run_dir, base, str(tmp_path / "eval"))
+  assert scored["saved_model"] == reversed_run["saved_model"]
   assert scored["accuracy"] == reversed_run["accuracy"]
   assert scored["class_names"] == trained["class_names"]
   assert scored["confusion_matrix"] == [row[::-1] for row in reversed_run["confusion_matrix"][::-1]]

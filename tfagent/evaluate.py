@@ -228,16 +228,18 @@ def run_test_split(model_dir: str, saved_model: str, output_dir: str,
   # A tune trial's run left test unread (read_test=False); here it is the point.
   splits, info = data.load_splits(dataclasses.replace(cfg.data, read_test=True))
   evaluate_checks.check_same_test_split(model_dir, info, cfg.data.dataset)
-  if saved_model:
-    predict_fn, _ = evaluate_checks.checked_export(resolve_saved_model(saved_model), cfg.data,
+  if saved_model:  # What was scored goes into metrics.json (a base path: its latest).
+    scored = {"saved_model": resolve_saved_model(saved_model)}
+    predict_fn, _ = evaluate_checks.checked_export(scored["saved_model"], cfg.data,
                                                    info.class_names)
   else:
     from tfagent import models  # pylint: disable=C0415  (Keras only on this path)
     evaluate_checks.warn_if_quantized(model_dir)
-    logits_fn = models.traced(load_checkpoint(os.path.join(model_dir, "checkpoints",
-                                                           "best.keras")))
+    scored = {"checkpoint": os.path.join(model_dir, "checkpoints", "best.keras")}
+    logits_fn = models.traced(load_checkpoint(scored["checkpoint"]))
     predict_fn = lambda text: tf.nn.softmax(logits_fn(text))
-  return evaluate(predict_fn, splits["test"], info.class_names, output_dir)
+  return evaluate(predict_fn, splits["test"], info.class_names, output_dir,
+                  extra={"dataset": cfg.data.dataset, **scored})
 
 
 def run_labelled_source(data_cfg, saved_model: str, output_dir: str,
