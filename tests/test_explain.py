@@ -542,8 +542,11 @@ def test_python_api_and_predict_explain_class(trained_run, monkeypatch, capfd):
   assert run_command(monkeypatch, "predict", f"--saved_model={path}", "--explain_class=negative",
                      "great movie loved it") == 0
   head = capfd.readouterr().out.splitlines()[0]
-  p_negative = model.predict(["great movie loved it"])[0]["probabilities"][0]
-  assert head.startswith(f"negative {p_negative:.3f} (completeness error")
+  predicted = model.predict(["great movie loved it"])[0]
+  p_negative, p_positive = predicted["probabilities"]
+  assert predicted["class"] == "positive"  # So the view says toward which class, and why not.
+  assert head.startswith(f"toward negative {p_negative:.3f} (predicted positive "
+                         f"{p_positive:.3f}) (completeness error")
   assert run_command(monkeypatch, "predict", f"--saved_model={path}", "--explain_class=neutral",
                      "x") == 1
   assert capfd.readouterr().out == ""
