@@ -47,23 +47,26 @@ def test_backup_of_another_run_is_an_error_and_the_same_run_resumes(corpus_dir, 
       result["train_examples"] * (3 - 26 / 24) / result["train_seconds"])
 
 
-def test_a_resume_on_another_file_under_the_same_path_is_an_error(tmp_path, monkeypatch):
+def test_a_resume_on_another_file_under_the_same_path_is_an_error(tmp_path, monkeypatch,
+                                                                    caplog):
   """The file under --dataset changed between the kill and the rerun: the old weights were
   resumed on a vocabulary and splits of the new file, and the card described the new data
   only. Now one error naming what changed; the same data again resumes."""
   from conftest import write_corpus
-  corpus = write_corpus(tmp_path / "corpus")
+  corpus = write_corpus(tmp_path / "corpus", n_per_class=40)  # 8 steps an epoch.
   cfg = resumable(tiny_config(corpus, tmp_path / "run", tmp_path / "saved_models"))
-  train_interrupted(cfg, 27, monkeypatch)
+  train_interrupted(cfg, 11, monkeypatch)
   with open(tmp_path / "corpus" / "pos.txt", encoding="utf-8") as f:
     kept = f.read()
-  write_corpus(tmp_path / "corpus", n_per_class=100, seed=3)
+  write_corpus(tmp_path / "corpus", n_per_class=50, seed=3)
   with pytest.raises(ConfigError, match=r"backup of a run on other data \(split_sizes .*"
                      r"split_digests .*same --dataset now reads other records"):
     train.train_and_evaluate(cfg)
-  write_corpus(tmp_path / "corpus")  # The run's own data again: it resumes.
+  write_corpus(tmp_path / "corpus", n_per_class=40)  # The run's own data again: it resumes.
   assert open(tmp_path / "corpus" / "pos.txt", encoding="utf-8").read() == kept
-  assert len(train.train_and_evaluate(cfg)["history"]["loss"]) == 2
+  with caplog.at_level("INFO", logger="absl"):
+    assert len(train.train_and_evaluate(cfg)["history"]["loss"]) == 2
+  assert "(global step 10)" in caplog.text  # Resumed from the backup at step 10 of 11.
 
 
 def test_a_kill_while_clearing_leaves_no_state_naming_removed_weights(tmp_path, monkeypatch):
