@@ -59,8 +59,8 @@ def test_a_resume_on_another_file_under_the_same_path_is_an_error(tmp_path, monk
   with open(tmp_path / "corpus" / "pos.txt", encoding="utf-8") as f:
     kept = f.read()
   write_corpus(tmp_path / "corpus", n_per_class=50, seed=3)
-  with pytest.raises(ConfigError, match=r"backup of a run on other data \(split_sizes .*"
-                     r"split_digests .*same --dataset now reads other records"):
+  with pytest.raises(ConfigError, match=r"backup of a run on other data \(split_digests is .*"
+                     r"split_sizes is .*same --dataset now reads other records"):
     train.train_and_evaluate(cfg)
   write_corpus(tmp_path / "corpus", n_per_class=40)  # The run's own data again: it resumes.
   assert open(tmp_path / "corpus" / "pos.txt", encoding="utf-8").read() == kept

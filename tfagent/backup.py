@@ -72,13 +72,17 @@ def check_same_run(backup_dir: str, fingerprint: dict) -> None:
   saved = (state or {}).get("run")
   if saved is None:  # No backup, or one written before fingerprints.
     return
-  differ = sorted(k for k in set(saved) | set(fingerprint) if saved.get(k) != fingerprint.get(k))
-  if differ:
-    changes = "; ".join(f"{k} is {saved.get(k)!r} there, {fingerprint.get(k)!r} now"
-                        for k in differ)
+  changes = differences(saved, fingerprint)
+  if changes:
     raise ConfigError(f"{backup_dir} holds the backup of another run ({changes}). Re-run with "
                       f"its settings to resume it, or start fresh: delete {backup_dir} or "
                       "give a new --model_dir.")
+
+
+def differences(saved: dict, now: dict) -> str:
+  """`key is X there, Y now; ...` for each key whose value differs ("" when none does)."""
+  return "; ".join(f"{k} is {saved.get(k)!r} there, {now.get(k)!r} now"
+                   for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k))
 
 
 def data_fingerprint(info) -> dict:
@@ -95,10 +99,8 @@ def check_same_data(backup_dir: str, write_dir: str, fingerprint: dict) -> None:
   naming what changed. A fresh start records `fingerprint` in `write_dir` for its resumes."""
   path = os.path.join(backup_dir, DATA_FILE)
   if read_state(backup_dir) is not None and tf.io.gfile.exists(path):
-    saved = json.loads(fileio.read_text(path))
-    differ = [k for k in fingerprint if saved.get(k) != fingerprint[k]]
-    if differ:
-      changes = "; ".join(f"{k} {saved.get(k)} there, {fingerprint[k]} now" for k in differ)
+    changes = differences(json.loads(fileio.read_text(path)), fingerprint)
+    if changes:
       raise ConfigError(f"{backup_dir} holds the backup of a run on other data ({changes}): "
                         "the same --dataset now reads other records. Resume it with its "
                         f"data, or start fresh: delete {backup_dir} or give a new --model_dir.")

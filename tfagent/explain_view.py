@@ -195,5 +195,6 @@ def html_section(row: dict, class_names=None) -> str:
   scale = max((abs(a) for a in row["attributions"]), default=0.0)
   tokens = " ".join(html_token(t, a, scale) for t, a in zip(row["tokens"], row["attributions"]))
   return (f'<section><p class="meta">{html.escape(heading(row, class_names))} · '
-          f'completeness error {row["completeness_error"]:.2g}</p>\n<p class="text">{html.escape(row["text"])}</p>\n'
+          f'completeness error {row["completeness_error"]:.2g}</p>\n'
+          f'<p class="text">{html.escape(row["text"])}</p>\n'
           f'<p class="tokens">{tokens}</p></section>\n')
