@@ -10,11 +10,10 @@ so the test split is never held or scored while tuning (under --dedup its
 records are checked, to train without their copies, as the final run does).
 KerasTuner's oracle state (TUNE_DIR/oracle) lets a stopped search go on with the
 same command: finished trials are kept, an interrupted one runs again from its own
-backup. At the end the
-best trial's export alone is scored on test (TUNE_DIR/test/metrics.json); TUNE_DIR
-gets best.flags (the flags given plus the chosen values), tuning.json and
-tuning.md (every trial, rejected and failed ones included). TensorBoard's HParams
-tab: tensorboard --logdir=TUNE_DIR/trials.
+backup. At the end the best trial's export alone is scored on test
+(TUNE_DIR/test/metrics.json); TUNE_DIR gets best.flags (the flags given plus the
+chosen values), tuning.json and tuning.md (every trial, rejected and failed ones
+included). TensorBoard's HParams tab: tensorboard --logdir=TUNE_DIR/trials.
 """
 
 import dataclasses
