@@ -28,6 +28,7 @@ from tfagent import cli
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README = os.path.join(ROOT, "README.md")
 README_MAX_CHARS = 8000
+MODULE_MAX_LINES = 350
 GENERATED = {"cli.md"}  # Checked against its generator instead.
 SHELL_LANGS = {"", "bash", "sh", "shell", "console"}
 MODULES = {module: command for command, module in cli.COMMANDS.items()}
@@ -157,6 +158,15 @@ def test_no_config_or_package_file_reads_shared():
   for path in filter(os.path.isfile, paths):  # configs/search/ holds the search spaces.
     with open(path, encoding="utf-8") as f:
       assert "../shared" not in f.read(), path
+
+
+def test_every_module_reads_as_one_stage():
+  """No module of the package over MODULE_MAX_LINES lines (issue 33's bound)."""
+  for path in glob.glob(os.path.join(ROOT, "tfagent", "**", "*.py"), recursive=True):
+    with open(path, encoding="utf-8") as f:
+      lines = f.read().count("\n")
+    name = os.path.relpath(path, ROOT)
+    assert lines <= MODULE_MAX_LINES, f"{name} has {lines} lines; split it by responsibility"
 
 
 def test_wrong_flag_in_a_doc_is_caught():

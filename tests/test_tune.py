@@ -238,7 +238,7 @@ def searched(tmp_path_factory):
   with pytest.raises(DataError) as error:  # Only at the end: scoring the best on test.
     tune.tune(cfg, search_space.load(str(space_file), cfg), options, present)
   first = json.loads((root / "tune" / "tuning.json").read_text())
-  records = sorted(glob.glob(str(root / "tune" / "trials" / "*" / tune.RECORD_FILE)))
+  records = sorted(glob.glob(str(root / "tune" / "trials" / "*" / tune_report.RECORD_FILE)))
   stamps = {path: os.stat(path).st_mtime_ns for path in records}
   write_csv(root / "test.csv", 15, seed=2)
   with pytest.MonkeyPatch.context() as monkeypatch:
@@ -316,7 +316,7 @@ def test_killed_tune_resumes_without_rerunning_finished_trials(tmp_path, monkeyp
   env = dict(os.environ, PYTHONPATH=ROOT)
   proc = subprocess.Popen([sys.executable, "-m", "tfagent.tune", *args], env=env,
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-  first = tune_dir / "trials" / "trial_0" / tune.RECORD_FILE
+  first = tune_dir / "trials" / "trial_0" / tune_report.RECORD_FILE
   second = tune_dir / "trials" / "trial_1" / "config.json"
   deadline = time.time() + 300
   while not second.exists() and proc.poll() is None and time.time() < deadline:
@@ -364,6 +364,6 @@ def test_a_resumed_search_gets_what_is_left_of_its_time_budget(tmp_path):
   for trial, seconds in (("0", 100.0), ("1", 50.5), ("2", None)):
     os.makedirs(tmp_path / "trials" / f"trial_{trial}")
     if seconds is not None:
-      (tmp_path / "trials" / f"trial_{trial}" / tune.RECORD_FILE).write_text(
+      (tmp_path / "trials" / f"trial_{trial}" / tune_report.RECORD_FILE).write_text(
           json.dumps({"trial": trial, "seconds": seconds}))
   assert tune.time_left(options) == pytest.approx(449.5)

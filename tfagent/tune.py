@@ -31,7 +31,6 @@ FLAGS = flags.FLAGS
 TUNERS = ("hyperband", "random", "bayesian")
 OBJECTIVES = {"val_accuracy": "max", "val_macro_f1": "max", "val_loss": "min"}
 SETTINGS_FILE = "tune_settings.json"  # What a resumed search must share with the first run.
-RECORD_FILE = "trial_record.json"  # In each trial's run directory.
 LATENCY_TEXT = "一部不错的电影, a film worth seeing"  # One short request, as a served one.
 
 
@@ -64,11 +63,7 @@ def parse_duration(text: str) -> float:
 def time_left(options: TuneOptions) -> float:
   """--tune_time_budget less the seconds of the trials already recorded in the tune dir: a
   resumed search gets what is left of the budget, not all of it again."""
-  import tensorflow as tf  # pylint: disable=import-outside-toplevel
-  spent = 0.0
-  for path in tf.io.gfile.glob(os.path.join(options.tune_dir, "trials", "*", RECORD_FILE)):
-    with tf.io.gfile.GFile(path) as f:
-      spent += float(json.load(f).get("seconds") or 0.0)
+  spent = tune_report.seconds_recorded(options.tune_dir)
   if spent:
     logging.info("--tune_time_budget: %.0f s spent by the trials already run, %.0f s left.",
                  spent, max(0.0, options.time_budget_s - spent))
@@ -89,17 +84,6 @@ def trial_config(cfg: config.Config, values: dict, run_dir: str) -> config.Confi
                                 epochs=int(epochs or trial.train.epochs)),
       export=dataclasses.replace(trial.export, export_dir=os.path.join(run_dir, "saved_models"),
                                  version=0))
-
-
-def record_of(trial_id: str, values: dict, cfg: config.Config, result: dict,
-              seconds: float) -> dict:
-  """What tuning.json keeps of a finished trial."""
-  validation = result["validation"]
-  return {"trial": trial_id, "values": values, "run_dir": cfg.train.model_dir,
-          "saved_model": result["saved_model"], "epochs": cfg.train.epochs,
-          "val_accuracy": validation["accuracy"], "val_loss": validation["loss"],
-          "val_macro_f1": result["validation_metrics"]["macro_f1"],
-          "seconds": seconds, "export_mb": tune_report.export_mb(result["saved_model"])}
 
 
 def make_tuner(cfg: config.Config, space: dict, options: TuneOptions):
@@ -136,7 +120,7 @@ def make_tuner(cfg: config.Config, space: dict, options: TuneOptions):
       try:
         result = training.train_and_evaluate(trial_cfg,
                                              tune_report.size_check(options, trial_cfg))
-        record = record_of(trial.trial_id, values, trial_cfg, result,
+        record = tune_report.record_of(trial.trial_id, values, trial_cfg, result,
                            time.perf_counter() - start)
       except TfagentError as e:  # Bad data or flags: every trial would fail; stop.
         raise keras_tuner.errors.FatalError(str(e)) from e
@@ -150,7 +134,7 @@ def make_tuner(cfg: config.Config, space: dict, options: TuneOptions):
         record["latency_ms"] = tune_report.latency_ms(result["saved_model"], text)
       if result:
         record["rejected"] = tune_report.budget_problem(record, options)
-      write_json(os.path.join(run_dir, RECORD_FILE), record)
+      tune_report.write_json(os.path.join(run_dir, tune_report.RECORD_FILE), record)
       logging.info("Trial %s: %s%s", trial.trial_id,
                    f"{options.objective} {record[options.objective]:.4f}" if result else "",
                    f"; rejected: {record['rejected']}" if record["rejected"] else "")
@@ -199,7 +183,7 @@ def check_same_search(options: TuneOptions, settings: dict) -> None:
       raise ConfigError(f"--tune_dir={options.tune_dir} holds another search (its "
                         f"{', '.join(changed)} differ: {path}); resume it with the same "
                         "flags, or give a new --tune_dir.")
-  write_json(path, settings)
+  tune_report.write_json(path, settings)
 
 
 def run_search(cfg: config.Config, space: dict, options: TuneOptions):
@@ -218,32 +202,6 @@ def run_search(cfg: config.Config, space: dict, options: TuneOptions):
   return tuner.oracle
 
 
-def trial_records(oracle, tune_dir: str) -> list:
-  """Every trial of the oracle, in order: status, values and, when it ran, its record."""
-  import tensorflow as tf  # pylint: disable=import-outside-toplevel
-  records = []
-  for trial_id in sorted(oracle.trials):
-    trial = oracle.trials[trial_id]
-    path = os.path.join(tune_dir, "trials", f"trial_{trial_id}", RECORD_FILE)
-    record = {"trial": trial_id, "values": dict(trial.hyperparameters.values)}
-    if tf.io.gfile.exists(path):
-      with tf.io.gfile.GFile(path) as f:
-        record = json.load(f)
-    status = {"COMPLETED": "completed", "RUNNING": "interrupted"}.get(trial.status, "failed")
-    record["status"] = "rejected" if record.get("rejected") else status
-    if status == "failed" and not record.get("rejected"):
-      lines = (trial.message or "").strip().splitlines()
-      record["error"] = lines[-1] if lines else ""  # The exception, below its traceback.
-    records.append(record)
-  return records
-
-
-def best_record(oracle, records: list):
-  """The record of the oracle's best completed trial (rejected ones never are), or None."""
-  best = [t.trial_id for t in oracle.get_best_trials(1) if t.status == "COMPLETED"]
-  return next((r for r in records if best and r["trial"] == best[0]), None)
-
-
 def tune(cfg: config.Config, space: dict, options: TuneOptions, present: set) -> dict:
   """Searches, scores the best trial's export on test once, writes best.flags and tuning.*.
 
@@ -258,39 +216,23 @@ def tune(cfg: config.Config, space: dict, options: TuneOptions, present: set) ->
   """
   from tfagent import evaluate  # pylint: disable=import-outside-toplevel
   oracle = run_search(cfg, space, options)
-  records = trial_records(oracle, options.tune_dir)
-  best = best_record(oracle, records)
+  records = tune_report.trial_records(oracle, options.tune_dir)
+  best = tune_report.best_record(oracle, records)
   summary = {"tuner": options.tuner, "objective": options.objective,
              "search_space": space, "options": dataclasses.asdict(options),
              "best": best, "trials": records}
-  write_summary(options.tune_dir, summary, None)  # The trials are kept should test fail.
+  tune_report.write_summary(options.tune_dir, summary, None)  # The trials are kept should test fail.
   if not best:
     raise ConfigError(f"tfagent tune: none of the {len(records)} trials completed within the "
                       f"budgets (see {os.path.join(options.tune_dir, 'tuning.md')}).")
   summary["test"] = {k: v for k, v in evaluate.run_test_split(
       best["run_dir"], best["saved_model"], os.path.join(options.tune_dir, "test"),
       overwrite=True).items() if k in ("accuracy", "macro_f1", "examples", "roc_auc")}
-  write_summary(options.tune_dir, summary, tune_report.best_flags(cfg, present, summary))
+  tune_report.write_summary(options.tune_dir, summary, tune_report.best_flags(cfg, present, summary))
   logging.info("Best: trial %s, %s %.4f, %s; test accuracy %.4f. Wrote %s.", best["trial"],
                options.objective, best[options.objective], json.dumps(best["values"]),
                summary["test"]["accuracy"], os.path.join(options.tune_dir, "best.flags"))
   return summary
-
-
-def write_summary(tune_dir: str, summary: dict, flags_text: str = None) -> None:
-  """tuning.json, tuning.md and, once the best trial is scored, best.flags."""
-  from tfagent import fileio  # pylint: disable=import-outside-toplevel
-  write_json(os.path.join(tune_dir, "tuning.json"), summary)
-  fileio.write_text_atomically(os.path.join(tune_dir, "tuning.md"),
-                               tune_report.tuning_markdown(summary))
-  if flags_text:
-    fileio.write_text_atomically(os.path.join(tune_dir, "best.flags"), flags_text)
-
-
-def write_json(path: str, content) -> None:
-  """Writes `content` as indented JSON, atomically."""
-  from tfagent import fileio  # pylint: disable=import-outside-toplevel
-  fileio.write_text_atomically(path, json.dumps(content, indent=2, sort_keys=True))
 
 
 def define_flags(flag_values=FLAGS) -> None:

@@ -1,4 +1,5 @@
-"""What `tfagent tune` measures of a trial's export and writes at the end: best.flags, tuning.md.
+"""What `tfagent tune` keeps of its trials: what it measures of a trial's export, each trial's
+record, and what it writes at the end (tuning.json, tuning.md, best.flags).
 
 Kept apart from tfagent/tune.py (the search) so each reads top to bottom.
 """
@@ -9,6 +10,9 @@ import os
 import time
 
 from tfagent import config, fileio, search_space
+
+RECORD_FILE = "trial_record.json"  # In each trial's run directory.
+
 
 def export_mb(path: str) -> float:
   """Size of a SavedModel version directory in MB (2**20 bytes)."""
@@ -124,3 +128,64 @@ def tuning_markdown(summary: dict) -> str:
     cells.append(r.get("rejected") or r.get("error") or "")
     lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |")
   return "\n".join(lines) + "\n"
+
+
+def record_of(trial_id: str, values: dict, cfg: config.Config, result: dict,
+              seconds: float) -> dict:
+  """What tuning.json keeps of a finished trial."""
+  validation = result["validation"]
+  return {"trial": trial_id, "values": values, "run_dir": cfg.train.model_dir,
+          "saved_model": result["saved_model"], "epochs": cfg.train.epochs,
+          "val_accuracy": validation["accuracy"], "val_loss": validation["loss"],
+          "val_macro_f1": result["validation_metrics"]["macro_f1"],
+          "seconds": seconds, "export_mb": export_mb(result["saved_model"])}
+
+
+def seconds_recorded(tune_dir: str) -> float:
+  """The seconds of every trial recorded in `tune_dir` (what a resumed search has spent)."""
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  spent = 0.0
+  for path in tf.io.gfile.glob(os.path.join(tune_dir, "trials", "*", RECORD_FILE)):
+    with tf.io.gfile.GFile(path) as f:
+      spent += float(json.load(f).get("seconds") or 0.0)
+  return spent
+
+
+def trial_records(oracle, tune_dir: str) -> list:
+  """Every trial of the oracle, in order: status, values and, when it ran, its record."""
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  records = []
+  for trial_id in sorted(oracle.trials):
+    trial = oracle.trials[trial_id]
+    path = os.path.join(tune_dir, "trials", f"trial_{trial_id}", RECORD_FILE)
+    record = {"trial": trial_id, "values": dict(trial.hyperparameters.values)}
+    if tf.io.gfile.exists(path):
+      with tf.io.gfile.GFile(path) as f:
+        record = json.load(f)
+    status = {"COMPLETED": "completed", "RUNNING": "interrupted"}.get(trial.status, "failed")
+    record["status"] = "rejected" if record.get("rejected") else status
+    if status == "failed" and not record.get("rejected"):
+      lines = (trial.message or "").strip().splitlines()
+      record["error"] = lines[-1] if lines else ""  # The exception, below its traceback.
+    records.append(record)
+  return records
+
+
+def best_record(oracle, records: list):
+  """The record of the oracle's best completed trial (rejected ones never are), or None."""
+  best = [t.trial_id for t in oracle.get_best_trials(1) if t.status == "COMPLETED"]
+  return next((r for r in records if best and r["trial"] == best[0]), None)
+
+
+def write_summary(tune_dir: str, summary: dict, flags_text: str = None) -> None:
+  """tuning.json, tuning.md and, once the best trial is scored, best.flags."""
+  write_json(os.path.join(tune_dir, "tuning.json"), summary)
+  fileio.write_text_atomically(os.path.join(tune_dir, "tuning.md"),
+                               tuning_markdown(summary))
+  if flags_text:
+    fileio.write_text_atomically(os.path.join(tune_dir, "best.flags"), flags_text)
+
+
+def write_json(path: str, content) -> None:
+  """Writes `content` as indented JSON, atomically."""
+  fileio.write_text_atomically(path, json.dumps(content, indent=2, sort_keys=True))
