@@ -69,6 +69,41 @@ def test_a_resume_on_another_file_under_the_same_path_is_an_error(tmp_path, monk
   assert "(global step 10)" in caplog.text  # Resumed from the backup at step 10 of 11.
 
 
+def test_a_resume_with_other_unlabelled_texts_or_another_teacher_is_an_error(
+    trained_run, corpus_dir, tmp_path, monkeypatch, caplog):
+  """Same --dataset, same settings, but another --unlabeled file or a new version under the
+  --teacher base path: the backup's weights resumed on the new texts' vocabulary, or on
+  another teacher's targets, without a word. Now one error naming it; the same again resumes."""
+  import shutil
+  teacher_run, _ = trained_run
+  teachers = tmp_path / "teachers"
+  first = os.path.join(teacher_run.export.export_dir, teacher_run.export.model_name, "1")
+  shutil.copytree(first, teachers / "1")
+  texts = tmp_path / "unlabeled.csv"
+  own = "text\n" + "".join(f"zebra{i} quokka{i} film\n" for i in range(40))
+  texts.write_text(own, encoding="utf-8")
+  cfg = resumable(tiny_config(corpus_dir, tmp_path / "run", tmp_path / "saved_models"),
+                  teacher=str(teachers))
+  cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, unlabeled=f"csv:{texts}"),
+                            model=dataclasses.replace(cfg.model, unlabeled_vocabulary=True))
+  train_interrupted(cfg, 11, monkeypatch)
+  learned = json.loads((tmp_path / "run" / "backup" / backup.LEARNED_FILE).read_text())
+  assert learned["unlabeled"]["texts"] == 40 and learned["teacher"]["export"] == str(
+      teachers / "1")
+  texts.write_text("text\n" + "".join(f"yak{i} film\n" for i in range(40)), encoding="utf-8")
+  with pytest.raises(ConfigError, match=r"backup of a run on other vocabulary, unlabelled "
+                     r"texts or teacher \(unlabeled is .*; vocabulary is .*\)"):
+    train.train_and_evaluate(cfg)
+  texts.write_text(own, encoding="utf-8")
+  shutil.copytree(first, teachers / "2")  # A new teacher version: the base path's latest.
+  with pytest.raises(ConfigError, match=r"teacher is \{'export': '.*/1'.* now"):
+    train.train_and_evaluate(cfg)
+  shutil.rmtree(teachers / "2")
+  with caplog.at_level("INFO", logger="absl"):
+    assert len(train.train_and_evaluate(cfg)["history"]["loss"]) == 2
+  assert "(global step 10)" in caplog.text
+
+
 def test_a_kill_while_clearing_leaves_no_state_naming_removed_weights(tmp_path, monkeypatch):
   """clear() removed ckpt-*.h5 before state.json: killed between, the rerun of a finished
   run died on a missing h5 file; a state naming a missing file is now a clear error."""

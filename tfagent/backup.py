@@ -31,6 +31,7 @@ from tfagent.errors import ConfigError
 
 STATE_FILE = "state.json"
 DATA_FILE = "data.json"  # What the run reads: a resume must read the same.
+LEARNED_FILE = "learned.json"  # Vocabulary, unlabelled texts, teacher: a resume's the same.
 # Settings a resume may change: where the run writes, what it logs, hardware and
 # speed, how often it backs up, and --epochs (more stretches the learning-rate
 # schedule over the new total, as a fresh run of that length would).
@@ -93,20 +94,41 @@ def data_fingerprint(info) -> dict:
                                 "split_digests": info.report.get("split_digests")}))
 
 
-def check_same_data(backup_dir: str, write_dir: str, fingerprint: dict) -> None:
-  """A resume (a backup in `backup_dir`) must read the data its backup trained on: another
-  file under the same --dataset path, or a relative path read from elsewhere, fails here,
-  naming what changed. A fresh start records `fingerprint` in `write_dir` for its resumes."""
-  path = os.path.join(backup_dir, DATA_FILE)
+def check_same_data(backup_dir: str, write_dir: str, fingerprint: dict, name: str = DATA_FILE,
+                    what: str = "data", why: str = "the same --dataset now reads other records"
+                    ) -> None:
+  """A resume (a backup in `backup_dir`) must read what its backup trained on: another file
+  under the same --dataset path, or a relative path read from elsewhere, fails here, naming
+  what changed. A fresh start records `fingerprint` in `write_dir`/`name` for its resumes.
+  `name`, `what`, `why`: LEARNED_FILE, and what the run takes in before training besides its
+  data (learned_fingerprint)."""
+  path = os.path.join(backup_dir, name)
   if read_state(backup_dir) is not None and tf.io.gfile.exists(path):
     changes = differences(json.loads(fileio.read_text(path)), fingerprint)
     if changes:
-      raise ConfigError(f"{backup_dir} holds the backup of a run on other data ({changes}): "
-                        "the same --dataset now reads other records. Resume it with its "
-                        f"data, or start fresh: delete {backup_dir} or give a new --model_dir.")
+      raise ConfigError(f"{backup_dir} holds the backup of a run on other {what} ({changes}): "
+                        f"{why}. Resume it with the {what} it trained on, or start fresh: "
+                        f"delete {backup_dir} or give a new --model_dir.")
     return
   tf.io.gfile.makedirs(write_dir)
-  fileio.write_text_atomically(os.path.join(write_dir, DATA_FILE), json.dumps(fingerprint))
+  fileio.write_text_atomically(os.path.join(write_dir, name), json.dumps(fingerprint))
+
+
+def learned_fingerprint(vocabulary, unlabeled: dict, teacher_dir: str = None) -> dict:
+  """What a run takes in before training besides its data, which a backup's weights depend
+  on: the token vocabulary (it follows --unlabeled_vocabulary, a BERT --preset folder), the
+  unlabelled texts (`unlabeled`: flag -> unlabeled.unlabeled_texts' report, or None), and
+  the --teacher export's graph and variable index (which holds its variables' checksums)."""
+  learned = {"vocabulary": fileio.digest(vocabulary)}
+  for flag, report in sorted(unlabeled.items()):
+    if report:
+      learned[flag] = {"texts": report["count"], "sha256": report["sha256"]}
+  if teacher_dir:
+    files = [os.path.join(teacher_dir, "saved_model.pb"),
+             os.path.join(teacher_dir, "variables", "variables.index")]
+    learned["teacher"] = {"export": teacher_dir, "sha256": fileio.digest(
+        tf.io.gfile.GFile(f, "rb").read() for f in files if tf.io.gfile.exists(f))}
+  return json.loads(json.dumps(learned))
 
 
 def rng_variables(model: keras.Model) -> list:

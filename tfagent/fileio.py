@@ -5,6 +5,7 @@ gfile lacks: the plugin check, atomic small writes and a version's publish order
 Keras-free: the server and `predict` use it.
 """
 
+import hashlib
 import os
 
 import tensorflow as tf
@@ -138,3 +139,12 @@ def remove_tree(folder: str) -> None:
     tf.io.gfile.rmtree(folder)
   except tf.errors.NotFoundError:  # ram://: only empty folder entries are left.
     pass
+
+
+def digest(items) -> str:
+  """sha256 of a sequence of strings or bytes, each ended by a NUL: its content and order."""
+  sha = hashlib.sha256()
+  for item in items:
+    sha.update(item if isinstance(item, bytes) else item.encode("utf-8", "surrogatepass"))
+    sha.update(b"\0")
+  return sha.hexdigest()

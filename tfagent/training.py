@@ -255,6 +255,13 @@ def train_in(cfg: config.Config, out: config.Config, strategy, before_fit=None) 
   if before_fit is not None:
     before_fit(model)
   val_ds = strategy.distribute_datasets_from_function(val_fn)
+  backup.check_same_data(  # The weights of a backup fit its vocabulary and teacher only.
+      os.path.join(cfg.train.model_dir, "backup"), os.path.join(out.train.model_dir, "backup"),
+      backup.learned_fingerprint(tokenizer.vocabulary(), {
+          "unlabeled": extra and extra.report, "distill_unlabeled": taught.report.get(
+              "unlabeled")}, taught.report.get("teacher_export")),
+      backup.LEARNED_FILE, "vocabulary, unlabelled texts or teacher",
+      "the same flags now read other unlabelled texts, preset or teacher export")
   with strategy.scope():
     start = backup.restore(classifier, os.path.join(cfg.train.model_dir, "backup"),
                            steps_per_epoch)

@@ -14,6 +14,7 @@ import functools
 
 import tensorflow as tf
 
+from tfagent import fileio
 from tfagent.data import records, sources, tfds_source
 from tfagent.errors import ConfigError, DataError, TfagentError
 
@@ -105,4 +106,4 @@ def unlabeled_texts(flag: str, source: str, data_cfg, held_out: set) -> tuple:
     raise ConfigError(f"{given}: no texts to learn from ({bad} bad records, {dropped} also "
                       "in validation or test); give a source of unlabelled texts as KIND:ARG.")
   return texts, {"source": source, "count": len(texts), "bad_records_skipped": bad,
-                 "dropped_in_validation_or_test": dropped}
+                 "dropped_in_validation_or_test": dropped, "sha256": fileio.digest(texts)}
