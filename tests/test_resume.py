@@ -36,15 +36,17 @@ def test_backup_of_another_run_is_an_error_and_the_same_run_resumes(corpus_dir, 
     train.train_and_evaluate(fewer)
 
   longer = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=3, verbose=1))
+  before = backup.read_state(os.path.join(cfg.train.model_dir, "backup"))["train_seconds"]
+  assert before > 0  # The first process's seconds, to its last backup.
   with caplog.at_level("INFO", logger="absl"):
     result = train.train_and_evaluate(longer)  # More epochs and another verbosity resume.
   assert "Resumed from epoch 2 step 2 (global step 26)" in caplog.text
   # Epoch 1 (before the restart), the rest of epoch 2, then epoch 3.
   assert len(result["history"]["loss"]) == 3
-  # Throughput is this process's: 22 of 24 steps of epoch 2, then epoch 3 (it counted 3
-  # epochs of examples against this process's seconds).
+  # train_seconds counts both processes (it was the last one's alone); throughput is this
+  # process's: 22 of 24 steps of epoch 2, then epoch 3, over its own seconds.
   assert result["train_examples_per_second"] == pytest.approx(
-      result["train_examples"] * (3 - 26 / 24) / result["train_seconds"])
+      result["train_examples"] * (3 - 26 / 24) / (result["train_seconds"] - before))
 
 
 def test_a_resume_on_another_file_under_the_same_path_is_an_error(tmp_path, monkeypatch,

@@ -20,6 +20,7 @@ holds no JSON state (position, callbacks, RNG); it gives no stronger guarantee
 import dataclasses
 import json
 import os
+import time
 
 from absl import logging
 import keras
@@ -43,10 +44,12 @@ RESUME_FREE = frozenset({"train.model_dir", "train.epochs", "train.verbose",
 
 @dataclasses.dataclass(frozen=True)
 class Position:
-  """Where training stands: `epoch` (0-based) and `step` steps into it."""
+  """Where training stands: `epoch` (0-based) and `step` steps into it, and the seconds
+  trained up to there (by earlier processes too, to their last backup)."""
   epoch: int = 0
   step: int = 0
   callbacks: dict = dataclasses.field(default_factory=dict)  # name -> state
+  seconds: float = 0.0
 
   def global_step(self, steps_per_epoch: int) -> int:
     return self.epoch * steps_per_epoch + self.step
@@ -153,7 +156,8 @@ def restore(model: keras.Model, backup_dir: str, steps_per_epoch: int) -> Positi
   model.load_weights(weights)
   for variable, value in zip(rng_variables(model), state["rng"]):
     variable.assign(value)
-  position = Position(state["epoch"], state["step"], state["callbacks"])
+  position = Position(state["epoch"], state["step"], state["callbacks"],
+                      state.get("train_seconds", 0.0))
   logging.info("Resumed from epoch %d step %d (global step %d) of %s.", position.epoch + 1,
                position.step, position.global_step(steps_per_epoch), backup_dir)
   return position
@@ -208,6 +212,7 @@ class StepBackup(keras.callbacks.Callback):
     self.backup_dir, self.every_steps = backup_dir, max(1, every_steps)
     self.steps_per_epoch, self.resumables = steps_per_epoch, resumables
     self.global_step = start.global_step(steps_per_epoch)
+    self.seconds_before, self.started = start.seconds, time.perf_counter()
     for name, callback in resumables.items():
       callback.carried = start.callbacks.get(name)
 
@@ -228,7 +233,8 @@ class StepBackup(keras.callbacks.Callback):
     state = {"epoch": epoch, "step": step, "global_step": self.global_step, "weights": name,
              "rng": [np.asarray(v.numpy()).tolist() for v in rng_variables(self.model)],
              "callbacks": {k: c.get_state() for k, c in self.resumables.items()},
-             "run": self.fingerprint}
+             "run": self.fingerprint,
+             "train_seconds": self.seconds_before + time.perf_counter() - self.started}
     fileio.write_text_atomically(os.path.join(self.backup_dir, STATE_FILE), json.dumps(state))
     for old in tf.io.gfile.glob(os.path.join(self.backup_dir, "ckpt-*.weights.h5")):
       if os.path.basename(old) != name:

@@ -295,7 +295,7 @@ def train_in(cfg: config.Config, out: config.Config, strategy, before_fit=None) 
                                                  splits["validation"], thresholds)
   with publishing as staged:
     result = {"history": history, "validation": {k: float(v) for k, v in final.items()},
-              "saved_model": staged.final, "train_seconds": train_seconds,
+              "saved_model": staged.final, "train_seconds": start.seconds + train_seconds,
               "epochs_run": epochs_run, "train_examples": n_train,
               **({"wide": wide_fit.report} if wide_fit is not None else {}),
               **({"distillation": taught.report} if taught.report else {}),
