@@ -87,6 +87,31 @@ def test_the_first_trial_is_the_base_config_when_the_space_holds_it(tuner, tmp_p
     assert search_space.base_values(space, search_space.apply(cfg, outside)) == {}, outside
 
 
+@pytest.mark.parametrize("objective, scores", [("val_accuracy", (0.5, 0.4, 0.5)),
+                                               ("val_loss", (0.7, 0.9, 0.7))])
+def test_of_trials_that_tie_the_first_is_best_in_whatever_order_the_oracle_holds_them(
+    objective, scores, tmp_path, capsys):
+  """A resumed search reloads its trials in another order, and KerasTuner's best of a tie
+  followed it: best.flags and the test figures changed with no new trial."""
+  options = tune.TuneOptions(tune_dir=str(tmp_path), tuner="random", max_trials=3,
+                             objective=objective)
+  oracle = tune.make_tuner(lstm_config(), {"dropout": {"min": 0.2, "max": 0.6}},
+                           options).oracle
+  for score in scores:
+    trial = oracle.create_trial("worker0")
+    oracle.update_trial(trial.trial_id, {objective: score})
+    trial.status = "COMPLETED"
+    oracle.end_trial(trial)
+  first, _, third = sorted(oracle.trials)
+  for order in (sorted, lambda ids: sorted(ids, reverse=True)):
+    oracle.trials = {t: oracle.trials[t] for t in order(oracle.trials)}
+    records = tune_report.trial_records(oracle, str(tmp_path))
+    assert tune_report.best_record(oracle, records)["trial"] == first
+  oracle.trials[first].status = "FAILED"  # Never the best, whatever its score.
+  assert tune_report.best_record(oracle, records)["trial"] == third
+  capsys.readouterr()
+
+
 @pytest.mark.parametrize("space, flagfile", [("quickstart.json", "quickstart.flags"),
                                               ("imdb_lstm.json", "imdb_lstm.flags")])
 def test_shipped_search_spaces_fit_their_configs(space, flagfile, monkeypatch):

@@ -172,9 +172,12 @@ def trial_records(oracle, tune_dir: str) -> list:
 
 
 def best_record(oracle, records: list):
-  """The record of the oracle's best completed trial (rejected ones never are), or None."""
-  best = [t.trial_id for t in oracle.get_best_trials(1) if t.status == "COMPLETED"]
-  return next((r for r in records if best and r["trial"] == best[0]), None)
+  """The record of the best completed trial (rejected ones never are), or None; of trials
+  that tie, the first run (KerasTuner's order of ties changes when a search resumes)."""
+  done = [t for t in oracle.trials.values() if t.status == "COMPLETED" and t.score is not None]
+  sign = -1 if oracle.objective.direction == "max" else 1
+  best = min(done, key=lambda t: (sign * t.score, t.trial_id), default=None)
+  return next((r for r in records if best and r["trial"] == best.trial_id), None)
 
 
 def write_summary(tune_dir: str, summary: dict, flags_text: str = None) -> None:
