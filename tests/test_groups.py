@@ -50,6 +50,28 @@ def test_no_group_is_in_two_splits_and_the_report_counts_them(tmp_path):
   assert by_text["train"] & by_text["validation"]
 
 
+def test_a_text_copied_into_every_group_is_overlap_and_dedup_keeps_its_test_copy(tmp_path):
+  """Split by group, copies of one text land in every split: it was reported as test
+  duplicates with no train/test overlap, and --dedup removed its test copies (the first,
+  in train, was kept), changing the split every figure is measured on."""
+  copy = "great film, would watch again"
+  rows = planted_rows() + [(copy, "pos", f"movie{g}") for g in range(GROUPS)]
+  path = write_csv(tmp_path / "g.csv", rows)
+  splits, info = load(path)
+  texts = {s: [t.decode() for t, _ in ds.as_numpy_iterator()] for s, ds in splits.items()}
+  n = {s: t.count(copy) for s, t in texts.items()}
+  assert min(n.values()) >= 2  # Copies in every split, several in each.
+  assert info.report["train_test_overlap"] == 1
+  assert info.report["duplicates"] == {s: n[s] - 1 for s in n}
+  deduped, info = load(path, dedup=True)
+  kept = {s: [t.decode() for t, _ in ds.as_numpy_iterator()] for s, ds in deduped.items()}
+  assert {s: t.count(copy) for s, t in kept.items()} == {"train": 0, "validation": 0, "test": 1}
+  assert len(kept["test"]) == len(texts["test"]) - (n["test"] - 1)  # Only its later copies.
+  assert info.report["removed"] == {"duplicates": sum(n.values()) - 3,
+                                    "train_test_overlap": 2, "conflicting_texts": 0}
+  assert info.report["duplicates"] == {s: n[s] - 1 for s in n}  # Counted as without --dedup.
+
+
 def test_folds_keep_groups_whole_and_cover_every_group_once(tmp_path):
   rows = planted_rows()
   path = write_csv(tmp_path / "g.csv", rows)

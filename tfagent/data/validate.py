@@ -88,7 +88,7 @@ class _Scanner:
 
   def __init__(self, plan: Plan, data_cfg):
     self.plan, self.cfg = plan, data_cfg
-    self.first = {"train": {}, "test": {}}  # key -> First
+    self.first = {"train": {}, "test": {}}  # key -> {split: First}
     self.overlapping = set()
 
   def same_class(self, a: str, b: str) -> bool:
@@ -110,28 +110,42 @@ class _Scanner:
     for label in record.label if isinstance(record.label, tuple) else (record.label,):
       plan.spellings[label] += 1
       plan.firsts.setdefault(label, record.where)
-    seen = self.first[part].get(key)
-    if seen is not None:
+    # Split by group, copies of a text may land in several splits: a copy in test and one in
+    # train or validation is overlap (--dedup keeps the test copy), not a duplicate.
+    copies = self.first[part].setdefault(key, {})  # split -> the first copy there
+    earlier = next(iter(copies.values()), None)
+    held = copies.get("test") if split != "test" else None  # A test copy of this text.
+    if split in copies:
       plan.stats[f"duplicates_{split}"] += 1
-      conflict = not self.same_class(seen.label, record.label)
-      plan.stats["conflicting_labels"] += conflict
-      if cfg.dedup:
-        plan.drop.add((part, ordinal))
-        if conflict:  # No copy of a text under two labels is kept: which would be right?
-          self._drop_first(part, key, "removed_conflicting")
-        return
-    else:
-      self.first[part][key] = First(ordinal, split, record.label)
-    if part == "test" and key in self.first["train"] and key not in self.overlapping:
-      self.overlapping.add(key)
+    elif (held or split == "test" and copies) and self._overlaps(key):
       plan.stats["train_test_overlap"] += 1
-      if cfg.dedup:  # Test stays intact: it is what every figure is measured on.
-        self._drop_first("train", key, "removed_overlap")
+    conflict = earlier is not None and not self.same_class(earlier.label, record.label)
+    plan.stats["conflicting_labels"] += conflict
+    if cfg.dedup and (conflict or split in copies or held):
+      plan.drop.add((part, ordinal))
+      plan.stats["removed_overlap"] += bool(held and not conflict and split not in copies)
+      for first in copies.values() if conflict else ():  # Which label would be right?
+        self._drop(part, key, first, "removed_conflicting")
+      copies.setdefault(split, First(ordinal, split, record.label, dropped=True))
+      return
+    for first in list(copies.values()) if cfg.dedup and split == "test" else ():
+      self._drop(part, key, first, "removed_overlap")  # Test stays intact: figures are its.
+    copies.setdefault(split, First(ordinal, split, record.label))
+    if part == "test" and self.first["train"].get(key) and self._overlaps(key):
+      plan.stats["train_test_overlap"] += 1
+      for first in list(self.first["train"][key].values()) if cfg.dedup else ():
+        self._drop("train", key, first, "removed_overlap")
     plan.groups.add(split, record, by[1])
     self._count(split, record.label, len(content(record).encode("utf-8")), +1, key)
 
-  def _drop_first(self, part: str, key: int, stat: str) -> None:
-    first = self.first[part][key]
+  def _overlaps(self, key: int) -> bool:
+    """True the first time a text is found in test and in train or validation."""
+    first = key not in self.overlapping
+    self.overlapping.add(key)
+    return first
+
+  def _drop(self, part: str, key: int, first: First, stat: str) -> None:
+    """Removes the kept copy `first` of a text in `part` (once), counting it under `stat`."""
     if first.dropped:
       return
     first.dropped = True
