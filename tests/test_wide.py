@@ -139,6 +139,38 @@ def test_deep_weight_is_the_one_of_lowest_validation_loss():
   assert weight >= 1.0
 
 
+def test_class_weights_reach_the_wide_fit_and_the_deep_weight():
+  """--class_weight weighed the deep path's loss only: the wide path was fitted, its C and the
+  deep weight chosen, on unweighted loss, and the sum served no rare class (review 5: rare
+  recall 0.50 from the deep path alone, 0.00 from the export)."""
+  rng = np.random.default_rng(0)
+  labels = (rng.random(1000) < 0.05).astype(int)  # 5 % rare.
+  rare = np.where(labels == 1, 1.0, -1.0)
+  wide = np.stack([-rare, rare], 1) * 0.3 + rng.normal(0, 1, (1000, 2)) + [1.5, -1.5]
+  # The deep path finds the rare class, at the price of a lean toward it on common texts.
+  deep = np.stack([np.zeros(1000), np.where(labels == 1, 3.0, 1.0)], 1) + rng.normal(
+      0, 1, (1000, 2))
+  balanced = np.array([1000 / (2 * (labels == 0).sum()), 1000 / (2 * labels.sum())])
+  plain, _ = wide_fit.choose_deep_weight(wide, deep, labels)
+  weighted, losses = wide_fit.choose_deep_weight(wide, deep, labels, balanced)
+  assert weighted > plain and losses[weighted] == min(losses.values())
+  assert wide_fit.log_loss(wide, labels, np.ones(2)) == pytest.approx(
+      wide_fit.log_loss(wide, labels))
+  # The linear fit: a class weighed up is predicted more often on its own training texts.
+  train = [("great fun film", 1)] * 3 + [("great dull film", 0)] * 30 + [("fun ride", 0)] * 3
+  texts = ["great fun film", "great dull film", "fun ride"]
+  probes = dataset([(t, 0) for t in texts]).batch(8)
+  unweighted = wide_fit.fit_wide(model_config(), dataset(train), dataset(train), 2, seed=0)
+  up = wide_fit.fit_wide(model_config(), dataset(train), dataset(train), 2, seed=0,
+                         class_weight=np.array([1.0, 10.0]))
+  margins = []
+  for fitted in (unweighted, up):
+    layer = fitted.layer()
+    logits = np.concatenate([layer(t).numpy() for t, _ in probes])
+    margins.append(logits[:, 1] - logits[:, 0])
+  assert (margins[1] > margins[0]).all(), margins
+
+
 def test_empty_vocabulary_is_a_config_error_naming_the_flag():
   with pytest.raises(ConfigError, match="--wide_min_count=1000"):
     fit(model_config(wide_min_count=1000))

@@ -32,18 +32,21 @@ def path_outputs(paths, split, batch_size: int = evaluate.BATCH_SIZE) -> tuple:
 
 
 @progress.stage("Choosing the deep path's weight on validation")
-def weigh_paths(model: keras.Model, validation, out: config.Config) -> tuple:
+def weigh_paths(model: keras.Model, validation, out: config.Config,
+                class_weight=None) -> tuple:
   """`(paths, choice)`: the traced path function with validation's path logits, and the deep
-  weight `set_deep_weight` chose on them."""
+  weight `set_deep_weight` chose on them (`class_weight`: the run's, or None)."""
   paths = {"fn": models.traced(model.path_logits())}
   paths["validation"] = path_outputs(paths["fn"], validation)
-  return paths, set_deep_weight(model, paths["validation"], out)
+  return paths, set_deep_weight(model, paths["validation"], out, class_weight)
 
 
-def set_deep_weight(model: keras.Model, outputs: tuple, out: config.Config) -> dict:
+def set_deep_weight(model: keras.Model, outputs: tuple, out: config.Config,
+                    class_weight=None) -> dict:
   """Sets `wide_deep`'s deep weight to the one of lowest validation loss (`outputs`: validation's
-  `path_outputs`) and saves out's best.keras with it: the checkpoint scores as the export does."""
-  weight, losses = models.wide_fit.choose_deep_weight(*outputs)
+  `path_outputs`; classes weighed by `class_weight`, as in training) and saves out's best.keras
+  with it: the checkpoint scores as the export does."""
+  weight, losses = models.wide_fit.choose_deep_weight(*outputs, class_weight)
   model.set_deep_weight(weight)
   fileio.replace_atomically(model.save, os.path.join(out.train.model_dir, "checkpoints",
                                                      "best.keras"))

@@ -177,13 +177,14 @@ def check_vocabulary(cfg: config.Config, model: keras.Model, splits, sample: int
   return share
 
 
-def fit_wide(cfg: config.Config, splits, info):
-  """Fits the wide path on the training split (C on validation); None when it is off."""
+def fit_wide(cfg: config.Config, splits, info, class_weight=None):
+  """Fits the wide path on the training split (C on validation), classes weighed by
+  `class_weight` as the deep path's loss weighs them; None when it is off."""
   if not cfg.model.wide_ngrams:
     return None
   with progress.stage("Fitting the wide path (n-gram logistic regression)"):
     return models.wide_fit.fit_wide(cfg.model, splits["train"], splits["validation"],
-                                len(info.class_names), cfg.data.seed)
+                                    len(info.class_names), cfg.data.seed, class_weight)
 
 
 def train_and_evaluate(cfg: config.Config, before_fit=None) -> dict:
@@ -242,7 +243,8 @@ def train_in(cfg: config.Config, out: config.Config, strategy, before_fit=None) 
   extra = semi.learn(cfg, splits, held_out)  # --unlabeled: its texts (none of val., test), vectors.
   taught = distill.teach(cfg, splits, info, n_train, held_out=held_out)  # --teacher's targets.
   steps_per_epoch = max(1, taught.n_train // cfg.data.batch_size)
-  wide_fit = fit_wide(cfg, splits, info)
+  weights = imbalance.run_weights(cfg.train, info, splits["train"])
+  wide_fit = fit_wide(cfg, splits, info, weights)
   vocab_corpus = semi.vocabulary_corpus(cfg, taught.train, extra)
   model, classifier = build_and_compile(cfg, strategy, vocab_corpus, info.class_names,
                                         steps_per_epoch * cfg.train.epochs, wide_fit)
@@ -271,7 +273,7 @@ def train_in(cfg: config.Config, out: config.Config, strategy, before_fit=None) 
       if tf.io.gfile.exists(path):
         tf.io.gfile.remove(path)
   log_start(cfg, out, model, steps_per_epoch)
-  contexts, weights = [], imbalance.run_weights(cfg.train, info, splits["train"])
+  contexts = []
   fit_start = time.perf_counter()
   inputs = FitInputs(
       lambda skip: train_input(strategy, taught.train, tokenizer, cfg, skip, contexts,
@@ -285,7 +287,8 @@ def train_in(cfg: config.Config, out: config.Config, strategy, before_fit=None) 
   restore_best(classifier, os.path.join(out.train.model_dir, "checkpoints"))
   paths = None  # Each path's logits on each split, for the deep weight and the ablation.
   if wide_fit is not None:
-    paths, wide_fit.report["deep_weight"] = scoring.weigh_paths(model, splits["validation"], out)
+    paths, wide_fit.report["deep_weight"] = scoring.weigh_paths(model, splits["validation"], out,
+                                                                weights)
   final = classifier.evaluate(val_ds, verbose=0, return_dict=True)
   # A few real texts become TF Serving's warm-up requests (assets.extra).
   warmup = data.split_rows(splits["validation"].take(4))

@@ -91,18 +91,20 @@ def nb_ratios(x: sparse.csr_matrix, positive: np.ndarray) -> np.ndarray:
   return r
 
 
-def fit_linear(x, labels, num_classes: int, c: float, seed: int) -> tuple:
+def fit_linear(x, labels, num_classes: int, c: float, seed: int, class_weight=None) -> tuple:
   """`(kernel <float32>[V+1, C], bias <float32>[C])` of NB-scaled logistic regression.
 
   Two classes: one model, its decision split evenly between the two logits (so
   the softmax is its sigmoid). More: one-vs-rest, a ratio vector and a model per class.
+  `class_weight`: `<float>[C]` (--class_weight), each example weighted by its class's.
   """
+  sample_weight = None if class_weight is None else np.asarray(class_weight)[labels]
   kernel = np.zeros((x.shape[1], num_classes), np.float32)
   bias = np.zeros(num_classes, np.float32)
   for k in ([1] if num_classes == 2 else range(num_classes)):
     r = nb_ratios(x, labels == k)
     model = LogisticRegression(C=c, solver="liblinear", max_iter=1000, random_state=seed)
-    model.fit(x @ sparse.diags(r), labels == k)
+    model.fit(x @ sparse.diags(r), labels == k, sample_weight=sample_weight)
     kernel[:, k], bias[k] = r * model.coef_[0], model.intercept_[0]
   if num_classes == 2:
     kernel[:, 1], bias[1] = kernel[:, 1] / 2, bias[1] / 2
@@ -110,15 +112,17 @@ def fit_linear(x, labels, num_classes: int, c: float, seed: int) -> tuple:
   return kernel, bias
 
 
-def log_loss(logits: np.ndarray, labels: np.ndarray) -> float:
-  """Mean cross-entropy of `<float>[n, C]` logits against `<int>[n]` labels."""
+def log_loss(logits: np.ndarray, labels: np.ndarray, class_weight=None) -> float:
+  """Mean cross-entropy of `<float>[n, C]` logits against `<int>[n]` labels; with
+  `class_weight` (`<float>[C]`), each example weighted by its class's, as training weighs it."""
   logits = logits - logits.max(axis=1, keepdims=True)
   log_probs = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
-  return float(-log_probs[np.arange(len(labels)), labels].mean())
+  weights = None if class_weight is None else np.asarray(class_weight)[labels]
+  return float(np.average(-log_probs[np.arange(len(labels)), labels], weights=weights))
 
 
 def fit_wide(model_cfg, train: tf.data.Dataset, validation: tf.data.Dataset,
-             num_classes: int, seed: int) -> WideFit:
+             num_classes: int, seed: int, class_weight=None) -> WideFit:
   """Fits the wide path on `train` (`(text, label)` elements); picks C on `validation`.
 
   Args:
@@ -148,9 +152,10 @@ def fit_wide(model_cfg, train: tf.data.Dataset, validation: tf.data.Dataset,
   tried = {}
   for i, c in enumerate(grid):  # Each fit takes seconds: say which one runs.
     logging.info("Wide path: fitting C %g (%d of %d).", c, i + 1, len(grid))
-    kernel, bias = fit_linear(x, labels, num_classes, c, seed)
+    kernel, bias = fit_linear(x, labels, num_classes, c, seed, class_weight)
     logits = x_val @ kernel + bias
-    tried[c] = {"validation_loss": log_loss(logits, labels_val) if len(labels_val) else 0.0,
+    tried[c] = {"validation_loss": log_loss(logits, labels_val, class_weight)
+                if len(labels_val) else 0.0,
                 "validation_accuracy": float((logits.argmax(1) == labels_val).mean())
                 if len(labels_val) else 0.0, "weights": (kernel, bias)}
   best = min(tried, key=lambda c: tried[c]["validation_loss"])
@@ -166,12 +171,14 @@ def fit_wide(model_cfg, train: tf.data.Dataset, validation: tf.data.Dataset,
   return WideFit(model_cfg.wide_ngrams, vocabulary, *tried[best]["weights"], report)
 
 
-def choose_deep_weight(wide: np.ndarray, deep: np.ndarray, labels: np.ndarray) -> tuple:
+def choose_deep_weight(wide: np.ndarray, deep: np.ndarray, labels: np.ndarray,
+                       class_weight=None) -> tuple:
   """`(weight, {weight: validation loss})`: the DEEP_WEIGHTS entry of lowest loss.
 
   Args:
     wide, deep: `<float>[n, C]` logits of the two paths on validation examples.
     labels: `<int>[n]` their labels.
+    class_weight: `<float>[C]` (--class_weight) or None: the loss weighs classes so.
   """
-  losses = {float(w): log_loss(wide + w * deep, labels) for w in DEEP_WEIGHTS}
+  losses = {float(w): log_loss(wide + w * deep, labels, class_weight) for w in DEEP_WEIGHTS}
   return min(losses, key=losses.get), losses
