@@ -173,6 +173,16 @@ def test_balanced_weights_lift_the_rare_class_recall(tmp_path):
                                                              abs=1e-6)
   with open(tmp_path / "balanced" / "eval" / "metrics.json") as f:
     assert json.load(f)["per_class"]["rare"]["recall"] == rare["balanced"]
+  # The card says how it was trained (it named neither weights nor monitor but in its config).
+  weights = balanced["class_weights"]
+  with open(os.path.join(balanced["saved_model"], "model_card.md"), encoding="utf-8") as f:
+    card = f.read()
+  assert (f"- Class weights `--class_weight=balanced`: common {weights['common']:.4g}, rare "
+          f"{weights['rare']:.4g}; the epoch kept by `--monitor=val_macro_f1`") in card
+  assert weights["rare"] > 5 * weights["common"]  # 95/5 on train.
+  assert "class_weights" not in plain
+  with open(os.path.join(plain["saved_model"], "model_card.md"), encoding="utf-8") as f:
+    assert "Class weights" not in f.read()
 
 
 MIRRORED_SCRIPT = r"""

@@ -117,11 +117,21 @@ def build(cfg, info, result: dict, hashes: dict, warnings: list) -> dict:
                   "validation": validation, "paths": result.get("paths")},
       "training": {"epochs_run": result.get("epochs_run"),
                    "train_seconds": result.get("train_seconds"),
+                   "class_weights": result.get("class_weights"),
                    "wide": result.get("wide"), "distillation": result.get("distillation"),
                    "unlabeled": result.get("unlabeled")},
       "quantization": result.get("quantization"),
       "config": cfg.to_dict(), "versions": package_versions(), "warnings": warnings,
   }
+
+
+def weights_line(weights: dict, train_cfg: dict) -> list:
+  """The markdown line of a run with --class_weight (each class's weight), or none."""
+  if not weights:
+    return []
+  return [f"- Class weights `--class_weight={train_cfg['class_weight']}`: "
+          + ", ".join(f"{name} {w:.4g}" for name, w in weights.items())
+          + f"; the epoch kept by `--monitor={train_cfg['monitor']}`"]
 
 
 def distilled_line(report) -> list:
@@ -145,6 +155,7 @@ def to_markdown(card: dict) -> str:
            f"- Classes: {', '.join(card['class_names'])}",
            f"- Data: `{card['data']['source']}`, splits {card['data']['split_sizes']}",
            *distilled_line(card["training"].get("distillation")),
+           *weights_line(card["training"].get("class_weights"), card["config"]["train"]),
            "", "## Metrics", "", metrics_line(test, val, thresholds is not None), "",
            "| class | precision | recall | F1 | test texts |" + " threshold |" * bool(thresholds),
            "| --- | --- | --- | --- | --- |" + " --- |" * bool(thresholds)]

@@ -304,6 +304,8 @@ def train_in(cfg: config.Config, out: config.Config, strategy, before_fit=None) 
               **({"distillation": taught.report} if taught.report else {}),
               **({"unlabeled": extra.report} if extra else {}),
               **({"quantization": quantized} if quantized else {}),
+              **({"class_weights": dict(zip(info.class_names, weights.tolist()))}
+                 if weights is not None else {}),
               "unknown_token_share": unknown,
               **({"thresholds": thresholds.tolist()} if thresholds is not None else {}),
               # This process's epochs over its seconds (a resumed run's earlier epochs ran in
