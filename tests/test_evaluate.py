@@ -181,11 +181,16 @@ def test_a_class_absent_from_the_scored_data_neither_lowers_macro_f1_nor_voids_t
   assert m["roc_auc"] == 1.0 and m["per_class"]["c"]["support"] == 0
   wrong = probs[:, [0, 2, 1]]  # Class b's examples now predicted as c.
   m = evaluate.compute_metrics(labels, wrong, ["a", "b", "c"])
-  assert m["macro_precision"] == pytest.approx(0.5)  # a: 1, c: 0 (predicted, never true).
+  # b has examples and is never predicted: precision 0, not left out (it read 0.5, a's 1 and
+  # c's 0, as if b could not fail); c is predicted without examples: precision 0.
+  assert m["macro_precision"] == pytest.approx(1 / 3)
   assert m["macro_recall"] == pytest.approx(0.5)  # a: 1, b: 0 (c has no examples).
   labels = np.array([0, 1, 2, 1, 0])
   m = evaluate.compute_metrics(labels, probs, ["a", "b", "c"])
   assert m["macro_f1"] == pytest.approx(skm.f1_score(labels, probs.argmax(-1), average="macro"))
+  pred = probs.argmax(-1)  # c (one example) is never predicted: as scikit-learn's, 0 for it.
+  assert 2 not in pred and m["macro_precision"] == pytest.approx(
+      skm.precision_score(labels, pred, average="macro", zero_division=0))
   assert m["roc_auc"] == pytest.approx(skm.roc_auc_score(labels, probs, multi_class="ovr"))
   binary = np.array([[0.9, 0.1], [0.3, 0.7], [0.6, 0.4], [0.2, 0.8]])
   m = evaluate.compute_metrics(np.array([0, 1, 1, 0]), binary, ["n", "p"])

@@ -648,3 +648,10 @@ def test_a_label_no_example_holds_neither_lowers_macro_f1_nor_voids_the_auc():
   m = tasks.multilabel_metrics(y, probs, probs >= 0.5, ["a", "b", "c"], [0.5] * 3)
   assert m["macro_f1"] == 1.0 and m["roc_auc"] == 1.0 and m["micro_f1"] == 1.0
   assert m["per_label"]["c"]["support"] == 0
+  # b held by two examples and given to none: its precision counts as 0 (it was left out,
+  # macro precision 1.0), as scikit-learn's; c, held and given by none, stays out.
+  from sklearn import metrics as skm  # pylint: disable=import-outside-toplevel
+  never_b = probs >= [0.5, 0.9, 0.5]
+  m = tasks.multilabel_metrics(y, probs, never_b, ["a", "b", "c"], [0.5, 0.9, 0.5])
+  assert m["macro_precision"] == pytest.approx(skm.precision_score(
+      y[:, :2], never_b[:, :2], average="macro", zero_division=0)) == pytest.approx(0.5)

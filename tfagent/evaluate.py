@@ -86,23 +86,34 @@ def accuracy_and_loss(predict_fn, ds: tf.data.Dataset, batch_size: int = BATCH_S
   return accuracy_and_loss_of(labels, probs)
 
 
+def macro_averages(y_true, y_pred, labels=None) -> tuple:
+  """Macro precision, recall and F1 over the classes where each is defined: a class without
+  examples has no recall (nor F1 if never predicted either); one with examples but never
+  predicted has precision 0 (scikit-learn's NaN there would leave a failing class out)."""
+  p, r, f1, support = skm.precision_recall_fscore_support(
+      y_true, y_pred, labels=labels, average=None, zero_division=np.nan)
+  p = np.where(np.isnan(p) & (support > 0), 0.0, p)
+  return tuple(float(np.nanmean(v)) if (~np.isnan(v)).any() else float("nan")
+               for v in (p, r, f1))
+
+
 def compute_metrics(labels, probabilities, class_names) -> dict:
   """Accuracy, macro and per-class precision/recall/F1, ROC-AUC (one-vs-rest), confusion
   matrix (counts, and normalised by row).
 
   A class without examples in `labels` (a small fold, a partial file) has no recall and no
-  AUC: the macro figures average the classes where each is defined (a class only predicted
-  counts, with precision 0), as scikit-learn's do without `labels`, instead of counting it
-  as 0 or turning the AUC into NaN.
+  AUC: the macro figures average the classes where each is defined (`macro_averages`; a class
+  only predicted counts, with precision 0), instead of counting it as 0 or turning the AUC
+  into NaN.
   """
   pred = probabilities.argmax(-1)
   label_ids = list(range(len(class_names)))
-  p, r, f1, _ = skm.precision_recall_fscore_support(
-      labels, pred, labels=label_ids, average="macro", zero_division=np.nan)
+  p, r, f1 = macro_averages(labels, pred, label_ids)
   absent = [name for i, name in enumerate(class_names) if not (labels == i).any()]
   if absent:
-    logging.warning("No example of %s among the %d scored: macro figures and ROC-AUC average "
-                    "the other classes.", ", ".join(absent), len(labels))
+    logging.warning("No example of %s among the %d scored: its recall and ROC-AUC are undefined "
+                    "and left out of the macro figures (predicted, it still counts in macro "
+                    "precision and F1, as 0).", ", ".join(absent), len(labels))
   auc = one_vs_rest_auc(np.eye(len(class_names), dtype=int)[labels], probabilities)
   per_p, per_r, per_f1, support = skm.precision_recall_fscore_support(
       labels, pred, labels=label_ids, average=None, zero_division=0)

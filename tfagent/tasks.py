@@ -135,8 +135,7 @@ def multilabel_metrics(labels, probs, mask, class_names, thresholds) -> dict:
   per_p, per_r, per_f1, support = skm.precision_recall_fscore_support(
       y, pred, average=None, zero_division=0)
   # A label no example holds or gets has no F1: averaged over the others, as multiclass.
-  p, r, f1, _ = skm.precision_recall_fscore_support(y, pred, average="macro",
-                                                    zero_division=np.nan)
+  p, r, f1 = evaluate.macro_averages(y, pred)
   per_label = {name: {"precision": float(per_p[i]), "recall": float(per_r[i]),
                       "f1": float(per_f1[i]), "support": int(support[i])}
                for i, name in enumerate(class_names)}
