@@ -150,6 +150,33 @@ def test_an_export_of_the_classes_in_another_order_is_scored_by_name(wide_run, t
   assert scored["confusion_matrix"] == [row[::-1] for row in reversed_run["confusion_matrix"][::-1]]
 
 
+@pytest.mark.parametrize("kind", ["in_memory", "streamed"])
+def test_scoring_a_file_scores_every_record_of_it_in_its_order(wide_run, tmp_path, kind):
+  """`--dataset` with `--saved_model` scored the file split as for training and joined: a
+  --test_path left in the flags added another file's records, --noread_test left a tenth
+  out, and predictions.csv came in split order, not the file's; a skipped record was counted
+  nowhere but the log."""
+  run_dir, _ = wide_run
+  rng = random.Random(5)
+  rows = [(f"{rng.choice(POSITIVE)} {rng.choice(POSITIVE)} #{i}", "positive") if i % 2 else
+          (f"{rng.choice(NEGATIVE)} {rng.choice(NEGATIVE)} #{i}", "negative") for i in range(90)]
+  path, other = tmp_path / "score.csv", tmp_path / "other.csv"
+  for file, content in ((path, rows[:40] + [("", "positive")] + rows[40:]), (other, rows[:30])):
+    with open(file, "w", encoding="utf-8", newline="") as f:
+      csv.writer(f).writerows([("text", "label"), *content])
+  data_cfg = config.DataConfig(dataset=f"csv:{path}", test_path=str(other), read_test=False,
+                               on_bad_record="skip", max_train_examples=10,
+                               cache_max_mb=0 if kind == "streamed" else 256)
+  scored = evaluate.run_labelled_source(
+      data_cfg, os.path.join(os.path.dirname(run_dir), "saved_models", "tiny"),
+      str(tmp_path / "eval"))
+  assert scored["examples"] == 90 and scored["skipped_total"] == 1
+  with open(tmp_path / "eval" / "predictions.csv", encoding="utf-8") as f:
+    assert [r["text"] for r in csv.DictReader(f)] == [text for text, _ in rows]
+  with open(tmp_path / "eval" / "data_report.json", encoding="utf-8") as f:
+    assert json.load(f)["skipped"]["empty_text"] == 1
+
+
 def test_a_class_name_with_a_comma_stays_one_class(tmp_path):
   """--saved_model with --dataset: the export's class names fix the labels; one holding a
   comma ("Arts, Culture") is one class, not two."""

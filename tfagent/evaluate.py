@@ -255,7 +255,8 @@ def run_test_split(model_dir: str, saved_model: str, output_dir: str,
 
 def run_labelled_source(data_cfg, saved_model: str, output_dir: str,
                         overwrite: bool = False) -> dict:
-  """Scores every labelled record of `data_cfg.dataset` with a SavedModel."""
+  """Scores every labelled record of `data_cfg.dataset` with a SavedModel, in the file's
+  order (predictions.csv row i is record i); data_report.json counts what was skipped."""
   if not saved_model:
     raise ConfigError("--dataset needs --saved_model: the export whose classes the labels "
                       "are checked against.")
@@ -265,9 +266,11 @@ def run_labelled_source(data_cfg, saved_model: str, output_dir: str,
   export_dir = resolve_saved_model(saved_model)
   predict_fn, class_names = evaluate_checks.checked_export(export_dir, data_cfg)
   ds, info = data.load_all(dataclasses.replace(data_cfg, class_names=tuple(class_names)))
-  return evaluate(predict_fn, ds, info.class_names,
-                  output_dir, predictions="predictions.csv",
-                  extra={"dataset": data_cfg.dataset, "saved_model": export_dir})
+  result = evaluate(predict_fn, ds, info.class_names, output_dir, predictions="predictions.csv",
+                    extra={"dataset": data_cfg.dataset, "saved_model": export_dir,
+                           "skipped_total": info.report.get("skipped_total", 0)})
+  data.write_report(info, os.path.join(output_dir, "data_report.json"))  # What was skipped.
+  return result
 
 
 def main(argv):

@@ -1,6 +1,8 @@
 """Data sources: each returns unbatched `(text, label)` splits plus a DatasetInfo."""
 
 import collections
+import contextlib
+import contextvars
 import dataclasses
 import hashlib
 import json
@@ -223,17 +225,39 @@ def write_report(info: "DatasetInfo", path: str) -> None:
   fileio.write_text_atomically(path, json.dumps(report, indent=2, sort_keys=True))
 
 
+_WHOLE_FILE = contextvars.ContextVar("whole_file", default=False)
+
+
+@contextlib.contextmanager
+def whole_file():
+  """Within: the splits planned put every kept record in "train", in the file's order (a
+  streamed split keeps that after the block: its Plan holds the choice)."""
+  token = _WHOLE_FILE.set(True)
+  try:
+    yield
+  finally:
+    _WHOLE_FILE.reset(token)
+
+
+def in_whole_file() -> bool:
+  """Whether a `whole_file()` block is open."""
+  return _WHOLE_FILE.get()
+
+
 def load_all(data_cfg) -> tuple:
   """Every kept record of a source as one dataset, for scoring a labelled file.
 
-  The records are validated and split as for training (the split is ignored):
+  The records are validated as for training, in the file's order: nothing is split off,
+  capped or left unread, and a --test_path is not joined to them. A source stored in
+  splits (tfrecord:, tfds:) gives its train, validation and test splits in turn.
   `(dataset of (text, label), info)`, info.split_sizes holding {"all": n}.
   """
+  data_cfg = dataclasses.replace(data_cfg, test_path="", read_test=True, folds=0,
+                                 max_train_examples=0, group_field="")
   kind, arg = parse_dataset_flag(data_cfg.dataset)
-  check_groups(data_cfg, kind)
-  check_test_path(data_cfg, kind)
   check_task_source(kind, data_cfg)
-  splits, class_names, report = SOURCES[kind](arg, data_cfg)
+  with whole_file():
+    splits, class_names, report = SOURCES[kind](arg, data_cfg)
   sizes = [split_size(splits[name]) for name in SPLITS]
   if sizes == [0, 0, 0]:
     raise DataError(no_examples(data_cfg.dataset, None, report.get("skipped")))

@@ -18,7 +18,8 @@ from tfagent.data.groups import GroupTally
 from tfagent.data.labels import LabelMap
 from tfagent.data.multilabel import is_multilabel, multi_hot
 from tfagent.data.pairs import content, features, is_pair, text_of, text_spec
-from tfagent.data.sources import SPLITS, Examples, Streamed, normalize_whitespace, split_of
+from tfagent.data.sources import (SPLITS, Examples, Streamed, in_whole_file,
+                                  normalize_whitespace, split_of)
 
 
 def text_key(text: str, seed: int) -> tuple:
@@ -62,6 +63,7 @@ class Plan:
   """What pass 1 learned: class ids, records to drop, sizes and the report."""
   labels: LabelMap
   has_test: bool
+  whole: bool = dataclasses.field(default_factory=in_whole_file)  # sources.whole_file
   drop: set = dataclasses.field(default_factory=set)  # (part, ordinal)
   sizes: collections.Counter = dataclasses.field(default_factory=collections.Counter)
   balance: dict = dataclasses.field(
@@ -74,6 +76,12 @@ class Plan:
   groups: GroupTally = dataclasses.field(default_factory=GroupTally)
   digests: collections.Counter = dataclasses.field(
       default_factory=collections.Counter)  # Split -> record_digest sum (mod 2**64).
+
+  def split(self, part: str, record, norm: str, key: int, data_cfg) -> tuple:
+    """`(split, split key)` of a record: `assign`'s split, or "train" in
+    sources.whole_file(); the key is its group's or its text's (`split_key`)."""
+    by = split_key(record, norm, key, data_cfg.seed)
+    return ("train" if self.whole else assign(part, *by, self.has_test, data_cfg)), by
 
 
 def record_digest(key: int, label) -> int:
@@ -97,8 +105,7 @@ def split_examples(parts: list, plan: Plan, data_cfg, only: str = None):
       if isinstance(label_id, tuple):  # Multilabel: <float32>[C], 1 at each label.
         label_id = multi_hot(label_id, len(plan.labels.class_names))
       norm, key = text_key(content(item), data_cfg.seed)
-      split = assign(part.name, *split_key(item, norm, key, data_cfg.seed), plan.has_test,
-                     data_cfg)
+      split, _ = plan.split(part.name, item, norm, key, data_cfg)
       if split == "test" and not data_cfg.read_test:
         continue  # Carved from the training file, but never held or scored.
       if only is None or split == only:

@@ -19,7 +19,7 @@ from tfagent.data.fields import REASONS, BadRecord, Raw
 from tfagent.data.labels import MAX_EXAMPLES_SHOWN, READINGS, LabelMap, check_spellings, fold
 from tfagent.data.pairs import content
 from tfagent.data.sources import SPLITS, no_examples
-from tfagent.data.splits import Plan, assign, build_splits, record_digest, split_key, text_key
+from tfagent.data.splits import Plan, build_splits, record_digest, text_key
 from tfagent.errors import ConfigError, DataError
 
 LOG_EVERY = 100_000  # Records between progress lines on long scans.
@@ -105,8 +105,7 @@ class _Scanner:
     """Counts one usable record; marks it for removal if it repeats a text."""
     plan, cfg = self.plan, self.cfg
     norm, key = text_key(content(record), cfg.seed)
-    by = split_key(record, norm, key, cfg.seed)
-    split = assign(part, *by, plan.has_test, cfg)
+    split, by = plan.split(part, record, norm, key, cfg)
     for label in record.label if isinstance(record.label, tuple) else (record.label,):
       plan.spellings[label] += 1
       plan.firsts.setdefault(label, record.where)
