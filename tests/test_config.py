@@ -47,3 +47,16 @@ def test_flag_args_of_a_config_parse_back_to_it_under_renamed_flags():
   assert config.from_args(cfg, epochs=3) == (
       dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=3)), {"epochs"})
   assert config_flags.sections(config.Config) == config.SECTIONS
+
+
+def test_python_overrides_of_lists_and_none_are_read_as_meant():
+  """tfagent.train(class_names=["a", "b"]) gave the classes "['a'" and " 'b']", and
+  test_path=None the file "None"."""
+  cfg, _ = config.from_args(None, class_names=["alpha", "mid", "zeta"], epochs=2)
+  assert cfg.data.class_names == "alpha,mid,zeta" and cfg.train.epochs == 2
+  assert config.from_args(None, class_names=("a", "b"))[0].data.class_names == "a,b"
+  with pytest.raises(ConfigError, match=r"test_path=None: give a value"):
+    config.from_args(None, test_path=None)
+  with pytest.raises(ConfigError, match=r"class_names=\['Arts, Culture', 'Sport'\]: an item "
+                     "holds a comma"):
+    config.from_args(None, class_names=["Arts, Culture", "Sport"])

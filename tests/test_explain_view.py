@@ -142,6 +142,12 @@ def test_an_export_without_explain_is_one_clear_error(tmp_path, monkeypatch, cap
                      f"--explain_html={page}", "some text") == 1
   assert capfd.readouterr().out == "" and not page.exists()
   assert tfagent.load(old).predict(["x"])[0]["class"] == "negative"  # Predictions still work.
+  # Its card says --explain_steps=0: re-running the same flagfile would not help (it said to).
+  (tmp_path / "old" / "1" / "model_card.json").write_text(
+      json.dumps({"config": {"export": {"explain_steps": 0}}}), encoding="utf-8")
+  with pytest.raises(ConfigError, match=r"exported with --explain_steps=0.*Re-export it with "
+                     r"--explain_steps above 0"):
+    tfagent.load(old).explain(["x"])
 
 
 def test_explain_refuses_csv_and_top_k(export_dir, monkeypatch):

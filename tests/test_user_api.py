@@ -132,3 +132,28 @@ def test_conflicting_labels_warning_says_what_dedup_did():
                 "such a text was removed (47 texts)."]
   assert len(off) == 1 and "trained on under both; --dedup removes" in off[0]
   assert model_card.data_warnings(_info({"conflicting_labels": 0, "dedup": True}), {}) == []
+
+
+def test_load_predicts_and_explains_a_large_input_a_batch_at_a_time(trained_run, monkeypatch):
+  """tfagent.load(p).predict/explain sent the whole input in one model call: memory grew
+  with it (0.7 MB a text to predict, 5 MB to explain) until the process was killed."""
+  from tfagent import predict  # pylint: disable=import-outside-toplevel
+  model = tfagent.load(trained_run[1]["saved_model"])
+  texts = [f"{POSITIVE[i % len(POSITIVE)]} {NEGATIVE[i % len(NEGATIVE)]} {i}" for i in range(7)]
+  whole = model.predict(texts)
+  sizes, explained_sizes = [], []
+  serve, explain = model.serve, model.explainer()  # The real calls, their batches recorded.
+  model.serve = lambda text: sizes.append(len(text)) or serve(text=text)
+  model._explainers[False] = (  # pylint: disable=protected-access
+      lambda batch, name: explained_sizes.append(len(batch)) or explain(batch, name))
+  monkeypatch.setattr(predict, "PREDICT_BATCH", 3)
+  monkeypatch.setattr(predict, "EXPLAIN_BATCH", 2)
+  assert model.predict(texts) == whole and sizes == [3, 3, 1]
+  explained = model.explain(texts)
+  assert [row["text"] for row in explained] == texts and explained_sizes == [2, 2, 2, 1]
+  assert explained[6] == model.explain(texts[6:])[0]
+  with pytest.raises(TypeError, match="texts is a dict"):
+    model.predict({"text": "a good film"})  # It classified the key, "text".
+  for top_k in (-1, 1.5, True):
+    with pytest.raises(ValueError, match=f"top_k={top_k!r}: give a whole number"):
+      model.predict(texts, top_k=top_k)

@@ -90,7 +90,7 @@ def from_args(config_cls, flagfile_or_config=None, overrides: dict = None) -> tu
     argv += to_flag_args(flagfile_or_config)
   elif flagfile_or_config:
     argv.append(f"--flagfile={flagfile_or_config}")
-  argv += [f"--{name}={value}" for name, value in overrides.items()]
+  argv += [f"--{name}={flag_text(name, value)}" for name, value in overrides.items()]
   try:
     values(argv)
   except flags.Error as e:
@@ -98,6 +98,21 @@ def from_args(config_cls, flagfile_or_config=None, overrides: dict = None) -> tu
   present = set(overrides) if isinstance(flagfile_or_config, config_cls) else \
       {name for name in values if values[name].present}
   return from_flag_values(config_cls, values), present
+
+
+def flag_text(name: str, value) -> str:
+  """An override's value as its flag's text: a list or tuple joined by commas (the flags'
+  list separator); None, or a list item holding a comma, a ConfigError naming the flag (str()
+  would give "None" or "['a', 'b']", taken as a value)."""
+  if value is None:
+    raise ConfigError(f"{name}=None: give a value ('' for an empty string), or leave it out "
+                      "for its default.")
+  if isinstance(value, (list, tuple)):
+    if any("," in str(item) for item in value):
+      raise ConfigError(f"{name}={value!r}: an item holds a comma, which separates them on "
+                        "the command line; give a Config for such values.")
+    return ",".join(map(str, value))
+  return str(value)
 
 
 def check_applicable(cfg, present=None) -> None:

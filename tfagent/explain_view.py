@@ -13,6 +13,7 @@ positive pushes toward it, negative away (docs/python_api.md#explain).
 """
 
 import html
+import json
 import os
 
 from tfagent import signatures
@@ -56,10 +57,26 @@ def missing_explain_error(export_dir: str, name: str = EXPLAIN_SIGNATURE) -> Con
   if task:
     return ConfigError(f"{export_dir} has no '{name}' signature (it has: {found}): it is "
                        f"{task}, so {flags} do not apply to it (docs/tasks.md).")
+  if exported_without_explain(export_dir):
+    return ConfigError(f"{export_dir} has no '{name}' signature (it has: {found}): it was "
+                       "exported with --explain_steps=0, which leaves explanations out. "
+                       f"Re-export it with --explain_steps above 0 (64 by default); {flags} "
+                       "need that.")
   return ConfigError(
       f"{export_dir} has no '{name}' signature (it has: {found}): it was exported before "
       f"{feature} existed. Re-export it (tfagent train with the same flagfile) to explain "
       f"its predictions; {flags} need that.")
+
+
+def exported_without_explain(export_dir: str) -> bool:
+  """Whether the export's model card says it was made with --explain_steps=0."""
+  import tensorflow as tf
+  path = os.path.join(export_dir, "model_card.json")
+  if not tf.io.gfile.exists(path):
+    return False
+  with tf.io.gfile.GFile(path) as f:
+    card = json.load(f)
+  return card.get("config", {}).get("export", {}).get("explain_steps") == 0
 
 
 def load_explainer(export_dir: str, by_class: bool = False, loaded=None):

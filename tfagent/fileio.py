@@ -5,7 +5,10 @@ gfile lacks: the plugin check, atomic small writes and a version's publish order
 Keras-free: the server and `predict` use it.
 """
 
+import contextlib
+import gzip
 import hashlib
+import io
 import os
 
 import tensorflow as tf
@@ -148,3 +151,27 @@ def digest(items) -> str:
     sha.update(item if isinstance(item, bytes) else item.encode("utf-8", "surrogatepass"))
     sha.update(b"\0")
   return sha.hexdigest()
+
+
+@contextlib.contextmanager
+def atomic_output(path: str, default=None):
+  """A text file written beside `path` and moved there on success (no half-written output
+  on an error), gzip-compressed when `path` ends in .gz; `default` (e.g. standard output)
+  when `path` is empty."""
+  if not path:
+    yield default
+    return
+  tmp = f"{path}.tmp-{os.getpid()}"
+  try:
+    gz = path.endswith(".gz")
+    with tf.io.gfile.GFile(tmp, "wb" if gz else "w") as out:
+      if not gz:
+        yield out
+      else:
+        with gzip.GzipFile(fileobj=out, mode="wb") as packed, io.TextIOWrapper(
+            packed, encoding="utf-8", newline="") as text:
+          yield text
+    tf.io.gfile.rename(tmp, path, overwrite=True)
+  finally:
+    if tf.io.gfile.exists(tmp):
+      tf.io.gfile.remove(tmp)

@@ -24,11 +24,8 @@ signature) instead: coloured on a terminal, `token(+0.42)` otherwise, JSON lines
 --explain_class=NAME explains toward that class instead of the predicted one.
 """
 
-import contextlib
 import csv
 import functools
-import gzip
-import io
 import itertools
 import json
 import os
@@ -47,6 +44,8 @@ from tfagent.versions import resolve_saved_model
 FLAGS = flags.FLAGS
 FORMATS = ("jsonl", "csv")
 LABEL_DELIMITER = "|"  # A multilabel csv's labels, as --label_delimiter's default reads them back.
+# Texts a model call from the Python API; an explain call holds steps x texts inputs.
+PREDICT_BATCH, EXPLAIN_BATCH = 256, 32
 
 
 class Predictor:
@@ -77,14 +76,24 @@ class Predictor:
   def explain(self, texts: list, class_name: str = None) -> list:
     """One dict a text: text, class, probabilities, tokens (padding dropped), their
     attributions toward the predicted class (or toward `class_name`, then "class"),
-    completeness_error (tfagent/explain_view.py)."""
-    return self.explainer(class_name)(signatures.text_rows(texts), class_name)
+    completeness_error (tfagent/explain_view.py). EXPLAIN_BATCH texts a model call."""
+    explain = self.explainer(class_name)
+    return [row for batch in batches(signatures.text_rows(texts), EXPLAIN_BATCH)
+            for row in explain(batch, class_name)]
 
   def predict(self, texts: list, top_k: int = 0) -> list:
     """One dict a text: text, class, class_id, probabilities in class order (top_k when > 0).
     A multilabel export's rows hold `labels`, the names its thresholds select, instead of
     class and class_id (its argmax is not its answer). A sentence-pair export takes
-    `(text, text_pair)` tuples; its rows hold text_pair too. One string alone is one text."""
+    `(text, text_pair)` tuples; its rows hold text_pair too. One string alone is one text.
+    PREDICT_BATCH texts a model call, so memory does not grow with the input."""
+    if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 0:
+      raise ValueError(f"top_k={top_k!r}: give a whole number of classes, 0 for all.")
+    return [row for batch in batches(signatures.text_rows(texts), PREDICT_BATCH)
+            for row in self._predict(batch, top_k)]
+
+  def _predict(self, texts: list, top_k: int) -> list:
+    """`predict` of one batch."""
     columns = self.columns(texts)
     out = self.serve(**{name: tf.constant(c, tf.string) for name, c in columns.items()})
     probs = out["probabilities"].numpy()
@@ -279,30 +288,6 @@ def explain_stream(predictor: Predictor, texts, out, fmt: str, page, batch_size:
   return n
 
 
-@contextlib.contextmanager
-def atomic_output(path: str, default=None):
-  """A text file written beside `path` and moved there on success (no half-written output
-  on an error), gzip-compressed when `path` ends in .gz; `default` (e.g. standard output)
-  when `path` is empty."""
-  if not path:
-    yield default
-    return
-  tmp = f"{path}.tmp-{os.getpid()}"
-  try:
-    gz = path.endswith(".gz")
-    with tf.io.gfile.GFile(tmp, "wb" if gz else "w") as out:
-      if not gz:
-        yield out
-      else:
-        with gzip.GzipFile(fileobj=out, mode="wb") as packed, io.TextIOWrapper(
-            packed, encoding="utf-8", newline="") as text:
-          yield text
-    tf.io.gfile.rename(tmp, path, overwrite=True)
-  finally:
-    if tf.io.gfile.exists(tmp):
-      tf.io.gfile.remove(tmp)
-
-
 def run(argv: list) -> None:
   """`tfagent predict` from parsed flags: predictions, or explanations with --explain."""
   if FLAGS.top_k < 0 or FLAGS.batch_size < 1:
@@ -318,7 +303,8 @@ def run(argv: list) -> None:
   if explain:
     predictor.explainer(class_name)  # A missing signature or class: an error before input.
   texts = input_texts(argv[1:], FLAGS.input, FLAGS.text_field, sys.stdin, FLAGS.text_pair_field)
-  with atomic_output(FLAGS.output, sys.stdout) as out, atomic_output(FLAGS.explain_html) as page:
+  with (fileio.atomic_output(FLAGS.output, sys.stdout) as out,
+        fileio.atomic_output(FLAGS.explain_html) as page):
     if not explain:
       n = predict_stream(predictor, texts, out, fmt, FLAGS.top_k, FLAGS.batch_size)
     else:

@@ -129,6 +129,8 @@ def example_texts(serialized, spec):
 def text_rows(texts) -> list:
   """`texts` as a list of rows, all strings or all `(text, text_pair)` pairs: one string
   given alone is one text (not a text a character); a mix is a TypeError naming the row."""
+  if isinstance(texts, dict):  # list() would give its keys: "text" classified as a text.
+    raise TypeError("texts is a dict: give a list of texts, or of (text, text_pair) tuples.")
   rows = [texts] if isinstance(texts, (str, bytes)) else list(texts)
   pairs = bool(rows) and isinstance(rows[0], (tuple, list))
   for n, row in enumerate(rows):
