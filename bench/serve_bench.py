@@ -318,19 +318,37 @@ def compare_table(result: dict) -> str:
   return "\n".join(rows)
 
 
-def ratios(result: dict) -> dict:
-  top = max(FLAGS.concurrency, key=int)
+def ratios(result: dict, skipped: list = None) -> dict:
+  """Batching on/off at the most clients measured and, where a 1-client cell was measured,
+  its p50 over the in-process p50; each ratio left out for want of its cells is named in
+  `skipped` (when given)."""
   out = {}
   for protocol in ("rest", "grpc", "rest-wrk", "grpc-h2load"):
-    if measured(result) != ["off", "on"] or f"{protocol}/{top}" not in result["batching_on"]:
+    if measured(result) != ["off", "on"]:
       continue
-    on, off = result["batching_on"][f"{protocol}/{top}"], result["batching_off"][f"{protocol}/{top}"]
+    clients = [int(key.split("/")[1]) for key in result["batching_on"]
+               if key.split("/")[0] == protocol and key in result["batching_off"]]
+    if not clients:
+      continue
+    top = max(clients)
+    on, off = (result[f"batching_{b}"][f"{protocol}/{top}"] for b in ("on", "off"))
     out[f"{protocol} batching on/off throughput at {top} clients"] = on["rps"] / off["rps"]
     out[f"{protocol} server CPU a request, batching off/on at {top} clients"] = (
         off["server_cpu_ms_per_request"] / on["server_cpu_ms_per_request"])
-    out[f"{protocol} p50 at 1 client (batching off) / in-process p50"] = (
-        result["batching_off"][f"{protocol}/1"]["p50_ms"] / result["in_process"]["p50_ms"])
+    name = f"{protocol} p50 at 1 client (batching off) / in-process p50"
+    if f"{protocol}/1" in result["batching_off"]:
+      out[name] = result["batching_off"][f"{protocol}/1"]["p50_ms"] / result["in_process"]["p50_ms"]
+    elif skipped is not None:
+      skipped.append(f"{name}: no 1-client cell (clients measured: "
+                     f"{', '.join(map(str, sorted(clients)))})")
   return out
+
+
+def write_result(result: dict) -> None:
+  """`result` as JSON to --output."""
+  os.makedirs(os.path.dirname(FLAGS.output) or ".", exist_ok=True)
+  with open(FLAGS.output, "w") as f:
+    json.dump(result, f, indent=2)
 
 
 def thread_flags() -> list:
@@ -347,7 +365,8 @@ def define_flags() -> None:
   flags.DEFINE_string("signature_name", "serving_default", "Signature every request (and the "
                       "in-process floor) calls, e.g. `explain` to measure what an explanation "
                       "costs beside serving_default.")
-  flags.DEFINE_list("concurrency", ["1", "8", "32"], "Concurrent clients per cell.")
+  flags.DEFINE_list("concurrency", ["1", "8", "32"], "Concurrent clients per cell (without "
+                    "1 the 1-client p50 / in-process p50 ratios are skipped, and say so).")
   flags.DEFINE_multi_enum("batching", ["off", "on"], ["off", "on"], "Server batching modes "
                           "measured, each with its own servers.")
   flags.DEFINE_float("seconds", 8.0, "Load time per cell.")
@@ -414,18 +433,22 @@ def main(argv):
             f"batching_{'on' if batching else 'off'}"] = cells["baseline"]
       if "compare" in cells:
         result["compare"][f"batching_{'on' if batching else 'off'}"] = cells["compare"]
-  result["ratios"] = ratios(result)
+  write_result(result)  # The measurements first: no summary below can lose them.
+  skipped = []
+  result["ratios"] = ratios(result, skipped)
+  if skipped:
+    result["ratios_skipped"] = skipped
   if "compare" in result:
     result["compare"]["throughput_ratios"] = compare_ratios(result)
   if "baseline" in result:
     result["baseline"]["ratios"] = ratios({**result["baseline"],
                                            "in_process": result["in_process"]})
-  os.makedirs(os.path.dirname(FLAGS.output) or ".", exist_ok=True)
-  with open(FLAGS.output, "w") as f:
-    json.dump(result, f, indent=2)
+  write_result(result)
   print(table(result))
   for name, value in result["ratios"].items():
     print(f"{name}: {value:.2f}")
+  for line in skipped:
+    print(f"skipped: {line}")
   if "baseline" in result:
     print(side_by_side(result))
   if "compare" in result:

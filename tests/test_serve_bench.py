@@ -122,3 +122,24 @@ def test_texts_file_gives_every_client_process_its_texts(tmp_path):
                                                        reviews[0]]
   finally:
     serve_bench.use_texts(built_in)
+
+
+def cell(rps: float, p50_ms: float) -> dict:
+  return {"rps": rps, "p50_ms": p50_ms, "server_cpu_ms_per_request": 1000 / rps, "errors": 0}
+
+
+def test_ratios_without_a_one_client_cell_skip_the_in_process_ratio_and_say_so():
+  """--concurrency=2,4: the batching ratios at 4 clients; the 1-client p50 ratio is named as
+  skipped, not a KeyError."""
+  result = {"in_process": cell(100, 2.0), "signature_name": "serving_default",
+            "batching_off": {"rest/2": cell(50, 4.0), "rest/4": cell(60, 8.0)},
+            "batching_on": {"rest/2": cell(40, 5.0), "rest/4": cell(90, 6.0)}}
+  skipped = []
+  out = serve_bench.ratios(result, skipped)
+  assert out == {"rest batching on/off throughput at 4 clients": pytest.approx(1.5),
+                 "rest server CPU a request, batching off/on at 4 clients": pytest.approx(1.5)}
+  assert skipped == ["rest p50 at 1 client (batching off) / in-process p50: no 1-client cell "
+                     "(clients measured: 2, 4)"]
+  result["batching_off"]["rest/1"] = result["batching_on"]["rest/1"] = cell(30, 3.0)
+  assert serve_bench.ratios(result)[
+      "rest p50 at 1 client (batching off) / in-process p50"] == pytest.approx(1.5)
