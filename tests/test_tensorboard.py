@@ -54,6 +54,15 @@ def test_event_files_hold_scalars_hparams_and_text(tb_run):
   assert root_tags["_hparams_/session_start_info"] == "hparams"
   assert {"final/val_loss", "final/val_accuracy", "final/val_macro_f1",
           "final/test_accuracy"} <= set(root_tags)
+  # The HParams row is the run directory's whole path: by its folder name alone, runs of two
+  # cross-validations (each with a fold_0) were one row, their metrics averaged.
+  from tensorboard.plugins.hparams import plugin_data_pb2  # pylint: disable=C0415
+  starts = [plugin_data_pb2.HParamsPluginData.FromString(
+      value.metadata.plugin_data.content).session_start_info
+            for path in glob.glob(os.path.join(tb_run.logs, "events.out.tfevents.*"))
+            for event in tf.compat.v1.train.summary_iterator(path)
+            for value in event.summary.value if value.tag == "_hparams_/session_start_info"]
+  assert [s.group_name for s in starts] == [os.path.abspath(tb_run.cfg.train.model_dir)]
 
 
 def test_a_final_metric_without_its_hparams_column_is_an_error(tmp_path):

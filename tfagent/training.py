@@ -229,8 +229,9 @@ def log_start(cfg: config.Config, out: config.Config, model, steps_per_epoch: in
                len(model.tokenizer.vocabulary()), steps_per_epoch,
                cfg.data.batch_size)
   logdir = summaries.log_dirs(out.train.model_dir)[0]
-  summaries.write_hparams(logdir, cfg.to_dict(), trial_id=os.path.basename(
-      os.path.abspath(cfg.train.model_dir)))
+  # The run dir's whole path: HParams averages the runs of one trial id as repeats (two
+  # cross-validations' fold_0 became one row of their mean).
+  summaries.write_hparams(logdir, cfg.to_dict(), trial_id=fileio.absolute(cfg.train.model_dir))
 
 
 def train_in(cfg: config.Config, out: config.Config, strategy, before_fit=None) -> dict:
