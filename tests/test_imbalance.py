@@ -14,6 +14,7 @@ from conftest import write_csv
 import pooled_python
 from tfagent import config, data, imbalance
 from tfagent.data import sources, validate
+from tfagent.data.splits import assign
 from tfagent.errors import ConfigError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -38,7 +39,7 @@ def landing_in_validation(rows, cfg) -> list:
   keep = []
   for text, label in rows:
     norm, key = validate.text_key(text, cfg.seed)
-    if validate.assign("train", norm, key, True, cfg) == "validation":
+    if assign("train", norm, key, True, cfg) == "validation":
       keep.append((text, label))
   return keep
 
