@@ -50,6 +50,7 @@ class Position:
   step: int = 0
   callbacks: dict = dataclasses.field(default_factory=dict)  # name -> state
   seconds: float = 0.0
+  metrics: list = None  # The epoch's running metric state (model.metrics_variables) then.
 
   def global_step(self, steps_per_epoch: int) -> int:
     return self.epoch * steps_per_epoch + self.step
@@ -157,10 +158,30 @@ def restore(model: keras.Model, backup_dir: str, steps_per_epoch: int) -> Positi
   for variable, value in zip(rng_variables(model), state["rng"]):
     variable.assign(value)
   position = Position(state["epoch"], state["step"], state["callbacks"],
-                      state.get("train_seconds", 0.0))
+                      state.get("train_seconds", 0.0), state.get("metrics"))
   logging.info("Resumed from epoch %d step %d (global step %d) of %s.", position.epoch + 1,
                position.step, position.global_step(steps_per_epoch), backup_dir)
   return position
+
+
+def set_metric_state(model: keras.Model, values: list) -> None:
+  """Assigns `model.metrics_variables` the values read from them at a backup (each a sum
+  over replicas: under a strategy of N replicas, each replica holds a 1/N share)."""
+  variables = model.metrics_variables
+  if len(values) != len(variables):  # Other metrics (the checked settings make this rare).
+    logging.warning("The backup holds %d metric variables, the model %d: the resumed epoch's "
+                    "metrics average its remaining steps only.", len(values), len(variables))
+    return
+  strategy = model.distribute_strategy
+  share = 1.0 / strategy.num_replicas_in_sync
+
+  def assign():
+    for variable, value in zip(variables, values):
+      variable.assign(tf.cast(np.asarray(value) * share, variable.dtype))
+  if strategy.num_replicas_in_sync == 1:
+    assign()
+  else:
+    strategy.run(assign)
 
 
 def clear(backup_dir: str) -> None:
@@ -213,8 +234,16 @@ class StepBackup(keras.callbacks.Callback):
     self.steps_per_epoch, self.resumables = steps_per_epoch, resumables
     self.global_step = start.global_step(steps_per_epoch)
     self.seconds_before, self.started = start.seconds, time.perf_counter()
+    self.resumed_metrics = start.metrics if start.step else None  # For the resumed epoch.
     for name, callback in resumables.items():
       callback.carried = start.callbacks.get(name)
+
+  def on_epoch_begin(self, epoch, logs=None):
+    """The resumed epoch's metrics go on from their state at the backup (Keras has just reset
+    them): its logs average the whole epoch, not the steps after the restart."""
+    if self.resumed_metrics is not None:
+      set_metric_state(self.model, self.resumed_metrics)
+      self.resumed_metrics = None
 
   def on_train_batch_end(self, batch, logs=None):
     self.global_step += 1
@@ -234,7 +263,8 @@ class StepBackup(keras.callbacks.Callback):
              "rng": [np.asarray(v.numpy()).tolist() for v in rng_variables(self.model)],
              "callbacks": {k: c.get_state() for k, c in self.resumables.items()},
              "run": self.fingerprint,
-             "train_seconds": self.seconds_before + time.perf_counter() - self.started}
+             "train_seconds": self.seconds_before + time.perf_counter() - self.started,
+             "metrics": [np.asarray(v.numpy()).tolist() for v in self.model.metrics_variables]}
     fileio.write_text_atomically(os.path.join(self.backup_dir, STATE_FILE), json.dumps(state))
     for old in tf.io.gfile.glob(os.path.join(self.backup_dir, "ckpt-*.weights.h5")):
       if os.path.basename(old) != name:
