@@ -509,6 +509,26 @@ def test_the_model_card_describes_sigmoid_scores_and_the_exports_thresholds(run)
 
 
 @pytest.mark.slow
+def test_the_multilabel_card_warns_of_a_vocabulary_that_misses_the_text(run, tmp_path,
+                                                                        monkeypatch):
+  """Training measured 55 % of the validation tokens out of the vocabulary, yet the card's
+  warnings read "None measured.": its warnings were only data_warnings. The export is scored
+  again into tmp_path, the card caught instead of written over the fixture's."""
+  cfg = run["cfg"]
+  cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train,
+                                                           model_dir=str(tmp_path / "run")))
+  written = []
+  monkeypatch.setattr(model_card, "write", lambda path, card: written.append(card))
+  splits, info = data.load_splits(cfg.data)
+  result = {**run["result"], "unknown_token_share": 0.55,  # As training passes them: a list.
+            "thresholds": [run["result"]["thresholds"][n] for n in info.class_names]}
+  tasks.evaluate_multilabel(cfg, result, splits, info, result["saved_model"])
+  assert written[0]["warnings"][0] == ("55% of the validation tokens are out of the vocabulary: "
+                                       "raise --vocab_size.")  # --wide_ngrams is refused here.
+  assert "- 55% of the validation tokens" in model_card.to_markdown(written[0])
+
+
+@pytest.mark.slow
 def test_tfagent_client_prints_a_multilabel_exports_labels(run, tmp_path):
   """`tfagent client` against `tfagent serve` on loopback, REST and gRPC: each row's labels
   are the export's predicted names, without the "" padding; with --batch_size=2 the 3 texts

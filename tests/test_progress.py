@@ -117,3 +117,28 @@ def test_the_closing_line_names_the_file_the_test_figures_come_from(tmp_path):
   cfg = config.Config(data=config.DataConfig(dataset="csv:all.csv"))
   assert progress.final_summary(cfg, result, "a text").splitlines()[0].endswith(
       "on 8 texts of csv:all.csv.")
+
+
+def test_under_folds_the_closing_line_names_the_held_out_fold_not_the_test_path(tmp_path):
+  """--folds leaves --test_path unread: the figures are the held-out fold's of --dataset (the
+  line named test.csv for the 181 texts of fold 0 of train.csv)."""
+  from tfagent import config
+  cfg = config.Config(data=config.DataConfig(dataset="csv:train.csv", test_path="test.csv",
+                                             folds=3, fold=0))
+  result = {"accuracy": 0.5, "macro_f1": 0.5, "examples": 181,
+            "saved_model": str(tmp_path / "sm" / "m" / "1")}
+  first = progress.final_summary(cfg, result, "a text").splitlines()[0]
+  assert first == ("Test: accuracy 50.00%, macro F1 0.5000 on 181 texts of csv:train.csv "
+                   "(held-out fold 0 of 3).")
+
+
+def test_a_multilabel_closing_line_says_subset_accuracy_and_gives_micro_f1(tmp_path):
+  """A multilabel run's `accuracy` is subset (exact-match) accuracy: the line called it
+  "accuracy" and left out micro F1, the task's headline figure."""
+  from tfagent import config
+  cfg = config.Config(data=config.DataConfig(dataset="csv:ml.csv", task="multilabel"))
+  result = {"accuracy": 0.8884, "subset_accuracy": 0.8884, "micro_f1": 0.9444,
+            "macro_f1": 0.9394, "examples": 215, "saved_model": str(tmp_path / "sm" / "m" / "1")}
+  first = progress.final_summary(cfg, result, "a text").splitlines()[0]
+  assert first == ("Test: micro F1 0.9444, macro F1 0.9394, subset accuracy 88.84% on 215 "
+                   "texts of csv:ml.csv.")

@@ -17,6 +17,7 @@ import platform
 
 from tfagent import fileio
 from tfagent.data import pairs
+from tfagent.data.multilabel import is_multilabel
 
 UNKNOWN_WARN = 0.20  # Share of [UNK] pieces above which the vocabulary does not fit the text.
 FEW_EXAMPLES = 1000  # Training texts below which test figures are loose.
@@ -53,17 +54,26 @@ def unknown_share(model, texts: list) -> float:
   return float((pieces == vocabulary.index("[UNK]")).mean()) if len(pieces) else 0.0
 
 
-def vocabulary_warning(model_name: str, share: float) -> str:
-  """A warning when the vocabulary misses more than UNKNOWN_WARN of the pieces, else ''."""
+def vocabulary_warning(model_name: str, share: float, wide: bool = True) -> str:
+  """A warning when the vocabulary misses more than UNKNOWN_WARN of the pieces, else ''.
+  `wide`: whether the run may add --wide_ngrams (multilabel and pair runs refuse it)."""
   if share <= UNKNOWN_WARN:
     return ""
   if model_name == "bert":
     return (f"{share:.0%} of the word pieces of the training texts are [UNK]: the "
             "pretrained encoder's vocabulary does not cover this language or script, and "
-            "what it cannot see it cannot learn. Use --model=lstm --wide_ngrams=4 (trained "
-            "from scratch, any language), or a --preset for this language.")
+            "what it cannot see it cannot learn. Use --model=lstm" + " --wide_ngrams=4" * wide
+            + " (trained from scratch, any language), or a --preset for this language.")
   return (f"{share:.0%} of the validation tokens are out of the vocabulary: raise "
-          "--vocab_size, or add --wide_ngrams.")
+          "--vocab_size" + (", or add --wide_ngrams." if wide else "."))
+
+
+def card_warnings(cfg, info, result: dict) -> list:
+  """The card's warnings, of every task: the vocabulary's (the [UNK] share training measured,
+  `result["unknown_token_share"]`), then `data_warnings`'."""
+  wide = not (is_multilabel(cfg.data) or cfg.data.text_pair_field)  # Else refused.
+  vocabulary = vocabulary_warning(cfg.model.name, result.get("unknown_token_share", 0.0), wide)
+  return [vocabulary] * bool(vocabulary) + data_warnings(info, result)
 
 
 def data_warnings(info, result: dict) -> list:
@@ -109,7 +119,8 @@ def build(cfg, info, result: dict, hashes: dict, warnings: list) -> dict:
   return {
       "model_name": cfg.export.model_name, "saved_model": result["saved_model"],
       "model": cfg.model.name, "class_names": list(info.class_names),
-      "data": {"source": cfg.data.dataset, "split_sizes": info.split_sizes,
+      "data": {"source": cfg.data.dataset, "test_source": tested_on(cfg.to_dict()["data"]),
+               "split_sizes": info.split_sizes,
                "content_sha256": hashes, "report": {
                    k: info.report.get(k) for k in ("duplicates", "conflicting_labels",
                                                    "skipped_total", "class_balance")}},
@@ -123,6 +134,36 @@ def build(cfg, info, result: dict, hashes: dict, warnings: list) -> dict:
       "quantization": result.get("quantization"),
       "config": cfg.to_dict(), "versions": package_versions(), "warnings": warnings,
   }
+
+
+def tested_on(data_cfg: dict, code: bool = False) -> str:
+  """Where the test figures' texts come from (`data_cfg`: the config's `data` as a dict): the
+  held-out fold of --dataset under --folds (which leaves --test_path unread), else
+  --test_path's file, else --dataset's own test part. `code`: the names in backticks."""
+  quote = (lambda name: f"`{name}`") if code else str
+  if data_cfg.get("folds", 0) > 1:
+    return (f"{quote(data_cfg['dataset'])} (held-out fold {data_cfg['fold']} of "
+            f"{data_cfg['folds']})")
+  return quote(data_cfg.get("test_path") or data_cfg["dataset"])
+
+
+def model_line(card: dict) -> str:
+  """The markdown line of the model: its kind, an ensemble's members, the wide path."""
+  model_cfg = card["config"]["model"]
+  members, ngrams = model_cfg.get("ensemble_size", 1), model_cfg["wide_ngrams"]
+  return (f"- Model: `--model={card['model']}`"
+          + (f", an ensemble of {members} members (`--ensemble_size={members}`: each trained "
+             "from its own initial weights and batch order; the export averages their "
+             "probabilities)" if members > 1 else "")
+          + (f", wide path of 1-{ngrams}-grams" if ngrams else ""))
+
+
+def data_line(card: dict) -> str:
+  """The markdown line of the data: the source, where the test texts come from when that is
+  not its own test part (--test_path, a cross-validation fold), the split sizes."""
+  source, tested = f"`{card['data']['source']}`", tested_on(card["config"]["data"], code=True)
+  return (f"- Data: {source}" + (f", test texts from {tested}" if tested != source else "")
+          + f", splits {card['data']['split_sizes']}")
 
 
 def weights_line(weights: dict, train_cfg: dict) -> list:
@@ -149,11 +190,7 @@ def to_markdown(card: dict) -> str:
   test, val = card["metrics"]["test"], card["metrics"]["validation"]
   thresholds = card.get("thresholds")  # Multilabel: label -> threshold, read from the export.
   lines = [f"# Model card: {card['model_name']}", "", *export_lines(card),
-           f"- Model: `--model={card['model']}`"
-           + (f", wide path of 1-{card['config']['model']['wide_ngrams']}-grams"
-              if card["config"]["model"]["wide_ngrams"] else ""),
-           f"- Classes: {', '.join(card['class_names'])}",
-           f"- Data: `{card['data']['source']}`, splits {card['data']['split_sizes']}",
+           model_line(card), f"- Classes: {', '.join(card['class_names'])}", data_line(card),
            *distilled_line(card["training"].get("distillation")),
            *weights_line(card["training"].get("class_weights"), card["config"]["train"]),
            "", "## Metrics", "", metrics_line(test, val, thresholds is not None), "",

@@ -6,6 +6,7 @@ start and end, and `FitProgress` logs inside an epoch when Keras prints one line
 """
 
 import contextlib
+import dataclasses
 import json
 import os
 import shlex
@@ -15,7 +16,8 @@ from absl import logging
 import keras
 import tensorflow as tf
 
-from tfagent import signatures
+from tfagent import model_card, signatures
+from tfagent.data.multilabel import is_multilabel
 
 EVERY_SECONDS = 10.0  # Longest silence inside an epoch when there is no progress bar.
 # Peers' test accuracy on the embedded corpus's default split (train and test content
@@ -130,9 +132,13 @@ def final_summary(cfg, result: dict, example: str) -> str:
   body = json.dumps({"instances": [instance]}, ensure_ascii=False)
   texts = (f"--input=FILE --text_field={shlex.quote(cfg.data.text_field)} --text_pair_field="
            f"{shlex.quote(cfg.data.text_pair_field)}" if pair else shlex.quote(example))
-  scored = cfg.data.test_path or cfg.data.dataset  # The official test file, where given.
-  lines = [f"Test: accuracy {result['accuracy']:.2%}, macro F1 {result['macro_f1']:.4f} on "
-           f"{result['examples']} texts of {scored}.",
+  scored = model_card.tested_on(dataclasses.asdict(cfg.data))  # --test_path's file, a fold...
+  if is_multilabel(cfg.data):  # Its `accuracy` is subset (exact-match) accuracy.
+    figures = (f"micro F1 {result['micro_f1']:.4f}, macro F1 {result['macro_f1']:.4f}, subset "
+               f"accuracy {result['subset_accuracy']:.2%}")
+  else:
+    figures = f"accuracy {result['accuracy']:.2%}, macro F1 {result['macro_f1']:.4f}"
+  lines = [f"Test: {figures} on {result['examples']} texts of {scored}.",
            *peer_lines(_read_card(saved_model)),
            f"SavedModel: {saved_model}",
            f"Model card: {os.path.join(saved_model, 'model_card.md')}",

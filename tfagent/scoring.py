@@ -125,9 +125,7 @@ def validation_only(cfg: config.Config, result: dict) -> dict:
 def write_model_card(cfg: config.Config, result: dict, splits, info, export_dir: str) -> None:
   """model_card.{json,md} in the export's (staged) version directory (tfagent/model_card.py)."""
   hashes = {name: model_card.split_hash(splits[name]) for name in data.SPLITS}
-  warnings = model_card.data_warnings(info, result)
-  vocabulary = model_card.vocabulary_warning(cfg.model.name, result["unknown_token_share"])
-  card = model_card.build(cfg, info, result, hashes, [vocabulary] * bool(vocabulary) + warnings)
+  card = model_card.build(cfg, info, result, hashes, model_card.card_warnings(cfg, info, result))
   model_card.write(export_dir, card)
 
 

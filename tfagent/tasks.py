@@ -186,7 +186,7 @@ def evaluate_multilabel(cfg: config.Config, result: dict, splits, info, staged: 
                result["subset_accuracy"], result["lrap"], result["examples"], eval_dir)
   hashes = {name: model_card.split_hash(splits[name]) for name in ("train", "validation", "test")}
   card = model_card.build(cfg, info, {**result, "per_class": result["per_label"]}, hashes,
-                          model_card.data_warnings(info, result))
+                          model_card.card_warnings(cfg, info, result))
   served = read_thresholds(loaded)  # The values the export's graph applies.
   card["thresholds"] = dict(zip(info.class_names, served))
   model_card.write(staged, card)
