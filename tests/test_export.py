@@ -180,6 +180,9 @@ def test_latest_version_is_the_latest_complete_one_and_a_new_one_skips_every_num
   (tmp_path / "notes").mkdir()
   (tmp_path / "\u00b2").mkdir()  # "²": a digit to str.isdigit, not to int().
   (tmp_path / "\u00b2" / "saved_model.pb").write_bytes(b"")
+  # No int64 (TF Serving skips it): it was served as the latest, and status answered 500.
+  (tmp_path / "99999999999999999999").mkdir()
+  (tmp_path / "99999999999999999999" / "saved_model.pb").write_bytes(b"")
   assert versions.list_versions(str(tmp_path)) == {1: str(tmp_path / "1")}
   assert versions.resolve_saved_model(str(tmp_path)) == str(tmp_path / "1")
   assert versions.next_version(str(tmp_path)) == 3  # Never reuses 2.

@@ -198,6 +198,13 @@ def test_grpc_with_the_official_stubs(served, expected):
     with pytest.raises(grpc.RpcError) as e:
       stub.Predict(bad, timeout=30)
     assert e.value.code() == code
+  labelled = predict_pb2.PredictRequest()
+  labelled.CopyFrom(request)
+  labelled.model_spec.version_label = ""  # A label no version has (it was served the latest).
+  with pytest.raises(grpc.RpcError) as e:
+    stub.Predict(labelled, timeout=30)
+  assert (e.value.code(), e.value.details()) == (
+      grpc.StatusCode.INVALID_ARGUMENT, "Unrecognized servable version label: ")
   assert stub.Predict(request, timeout=30).outputs["classes"].string_val  # Still serving.
 
 

@@ -199,6 +199,31 @@ def test_batches_are_padded_to_the_allowed_sizes():
   b.close()
 
 
+def test_with_batching_inputs_of_other_sizes_are_refused_as_tf_serving_refuses_them(tmp_path):
+  """TF Serving's batching session checks every signature's inputs (batching_util.h): they
+  ran unbatched here, b broadcast against a's two rows, and answered 200."""
+  from serving_util import write_synthetic_model  # pylint: disable=import-outside-toplevel
+  from tfagent.serving import servable  # pylint: disable=import-outside-toplevel
+  path = write_synthetic_model(str(tmp_path / "1"))
+  batched = servable.Servable("synth", 1, path, servable.LoadOptions(
+      batching=batching.BatchingOptions(max_batch_size=8, num_batch_threads=1)))
+  plain = servable.Servable("synth", 1, path)
+  mixed = {"a": np.array([1, 2]), "b": np.array([b"xyz"], dtype=object)}
+  scalars = {"a": np.array(1), "b": np.array(b"xyz", dtype=object)}
+  try:
+    for inputs, message in ((mixed, "must have equal 0th-dimension size"),
+                            (scalars, "must have at least one dimension")):
+      with pytest.raises(tensors.ServingError, match=f"Batching Run\\(\\) input tensors "
+                         f"{message}") as e:
+        batched.run("pair", inputs)
+      assert e.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    np.testing.assert_array_equal(plain.run("pair", mixed)["n"], [5, 7])  # Unbatched: runs.
+    same = {"a": np.array([1, 2]), "b": np.array([b"x", b"yz"], dtype=object)}
+    np.testing.assert_array_equal(batched.run("pair", same)["n"], [3, 6])
+  finally:
+    batched.close()
+
+
 def test_batching_parameters_text_proto_and_tf_serving_defaults():
   opts = parse_batching_parameters(
       "max_batch_size { value: 32 }\nbatch_timeout_micros { value: 2000 }\n"

@@ -23,8 +23,9 @@ def list_versions(base_path: str) -> dict:
 
 
 def is_version(name: str) -> bool:
-  """A version folder's name: ASCII digits ("²" is a digit to str.isdigit, not to int)."""
-  return name.isascii() and name.isdigit()
+  """A version folder's name: ASCII digits ("²" is a digit to str.isdigit, not to int) of an
+  int64, as TF Serving parses them (a larger number is no version: it skips the folder)."""
+  return name.isascii() and name.isdigit() and int(name) < 2**63
 
 
 def next_version(base_path: str) -> int:

@@ -274,7 +274,7 @@ class ModelManager:
   def resolve(self, name: str, version: int | None = None, label: str | None = None) -> Servable:
     """The servable a ModelSpec asks for: a version, a label, or the latest."""
     servables = self._servables.get(name, {})
-    if label:
+    if label is not None:  # An empty label too ("" is a label no version has).
       version = self._labels.get(name, {}).get(label)
       if version is None:
         raise invalid_argument(f"Unrecognized servable version label: {label}")

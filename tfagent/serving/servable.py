@@ -93,16 +93,22 @@ class Servable:
 
   def submit(self, signature_name: str, inputs: dict, deadline: float | None = None):
     """(batcher, task) once `inputs` are queued on the signature's batcher; (None, call) when
-    the call is not batched (no batching, inputs of mixed sizes, the batcher closing):
+    the call is not batched (no batching, the batcher closing; with batching, inputs of mixed
+    sizes are refused as TF Serving's batching session refuses them):
     `call()` then runs it, blocking, so off the event loop."""
     name = signature_name or signatures.DEFAULT_SIGNATURE
     signature = self.signature_def(name)
     if signature is None:
       raise invalid_argument(f'Serving signature name: "{name}" not found in signature def')
+    sizes = {v.shape[0] if v.ndim else None for v in inputs.values()}
+    unbatchable = ("must have at least one input tensor" if not sizes else
+                   "input tensors must have at least one dimension" if None in sizes else
+                   "input tensors must have equal 0th-dimension size" if len(sizes) > 1 else "")
+    if self.options.batching is not None and unbatchable:  # BatchingSession's checks.
+      raise invalid_argument(f"Batching Run() {unbatchable}")
     check_shapes(inputs, signature)
     fn = functools.partial(call_function, self._functions[name], specs=signature.inputs)
-    sizes = {v.shape[0] if v.ndim else None for v in inputs.values()}
-    if self.options.batching is not None and len(sizes) == 1 and None not in sizes:
+    if self.options.batching is not None:
       with self._lock:  # Made once; racing requests share it.
         if name not in self._batchers:
           on_batch = self.options.on_batch
