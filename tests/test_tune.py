@@ -307,7 +307,9 @@ def test_hparams_of_every_trial_are_in_its_event_files(searched):
     acc.Reload()
     content = acc.PluginTagToContent("hparams")["_hparams_/session_start_info"]
     info = plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info
-    assert info.group_name == f"trial_{trial['trial']}"
+    # The trial's run directory, whole: trial_N alone merged the trials of two tune dirs.
+    assert info.group_name == os.path.abspath(trial["run_dir"])
+    assert info.group_name.endswith(f"trial_{trial['trial']}")
     for name, value in trial["values"].items():
       section = search_space.fields()[name][0]
       assert info.hparams[f"{section}.{name}"].number_value == pytest.approx(value), name
