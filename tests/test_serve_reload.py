@@ -20,7 +20,7 @@ from tensorflow_serving.apis.get_model_status_pb2 import ModelVersionStatus
 import serving_util
 from serving_util import run_server
 from tfagent import config, export, signatures
-from tfagent.serving import manager, servable
+from tfagent.serving import manager, servable, tensors
 
 POLL_SECONDS = 1
 WAIT = 60  # Seconds a condition may take on a busy machine before the test fails.
@@ -203,6 +203,32 @@ def test_a_load_waiting_to_retry_holds_no_lock(synthetic_version, tmp_path):
     mgr.close()
     if reload.is_alive():
       reload.join(WAIT)
+
+
+def test_a_label_in_use_moves_only_to_an_available_version_whatever_the_flag(synthetic_version,
+                                                                            tmp_path):
+  """--allow_version_labels_for_unavailable_models lets a new label name a version not loaded
+  (ServerCore::UpdateModelVersionLabelMap); moving `stable` from 1 to 9 was let through too,
+  and `stable` then answered 404. TF Serving refuses it, and `stable` stays on 1."""
+  shutil.copytree(synthetic_version, tmp_path / "m" / "1")
+
+  def config(labels):
+    text = " ".join(f'version_labels {{ key: "{k}" value: {v} }}' for k, v in labels.items())
+    return manager.parse_model_config(
+        f'model_config_list {{ config {{ name: "m" base_path: "{tmp_path / "m"}" '
+        f'model_platform: "tensorflow" {text} }} }}', "models.config")
+  mgr = manager.ModelManager(config({"stable": 1}), servable.LoadOptions(
+      warmup=False, settle_seconds=0), allow_unavailable_labels=True)
+  try:
+    mgr.start(poll_seconds=-1)
+    mgr.reload_config(config({"stable": 1, "canary": 9}))  # New: allowed by the flag.
+    with pytest.raises(tensors.ServingError, match="Request to assign label to version 9 of "
+                       "model m, which is not currently available for inference") as e:
+      mgr.reload_config(config({"stable": 9}))
+    assert e.value.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert mgr.resolve("m", label="stable").version == 1
+  finally:
+    mgr.close()
 
 
 def test_load_retries_wait_their_interval_give_up_and_forget_a_vanished_version(tmp_path,

@@ -207,7 +207,10 @@ class ModelManager:
     for model in self.models.values():
       for label, version in sorted(model.version_labels.items()):
         state = self._states.get(model.name, {}).get(version, (None, ""))[0]
-        if state != _State.AVAILABLE and not self._allow_unavailable_labels:
+        # The flag lets a new label, or one kept on its version, name an unavailable version;
+        # a label in use moves only to an available one (it would stop answering).
+        moved = self._labels.get(model.name, {}).get(label, version) != version
+        if state != _State.AVAILABLE and (moved or not self._allow_unavailable_labels):
           raise ServingError(grpc.StatusCode.FAILED_PRECONDITION,
                              f"Request to assign label to version {version} of model "
                              f"{model.name}, which is not currently available for inference")
