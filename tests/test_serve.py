@@ -48,6 +48,7 @@ def served(trained_run, tmp_path_factory):
   (root / "batching.txt").write_text("max_batch_size { value: 8 }\n"
                                      "batch_timeout_micros { value: 20000 }\n")
   args = [f"--model_config_file={root / 'models.config'}", "--enable_batching",
+          "--allow_version_labels_for_unavailable_models",  # Labels of versions loading now.
           f"--batching_parameters_file={root / 'batching.txt'}",
           f"--rest_api_max_body_bytes={MAX_BODY}", "--tensorflow_inter_op_parallelism=3"]
   with run_server(args, "tiny", str(root / "server.log")) as (url, address, pid):

@@ -72,6 +72,7 @@ def official(models, tmp_path_factory):
   rest, grpc_port = launch.free_port(), launch.free_port()
   args = entrypoint_args("model", "/models", rest, grpc_port, f"--model_config_file={config}",
                          "--model_config_file_poll_wait_seconds=1",
+                         "--allow_version_labels_for_unavailable_models",  # Labels at start.
                          "--monitoring_config_file=", "--max_num_load_retries=0",
                          "--num_request_iterations_for_warmup=2")
   log = tmp / "server.log"

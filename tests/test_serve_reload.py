@@ -20,6 +20,7 @@ from tensorflow_serving.apis.get_model_status_pb2 import ModelVersionStatus
 import serving_util
 from serving_util import run_server
 from tfagent import config, export, signatures
+from tfagent.errors import TfagentError
 from tfagent.serving import manager, servable, tensors
 
 POLL_SECONDS = 1
@@ -205,11 +206,12 @@ def test_a_load_waiting_to_retry_holds_no_lock(synthetic_version, tmp_path):
       reload.join(WAIT)
 
 
-def test_a_label_in_use_moves_only_to_an_available_version_whatever_the_flag(synthetic_version,
-                                                                            tmp_path):
-  """--allow_version_labels_for_unavailable_models lets a new label name a version not loaded
-  (ServerCore::UpdateModelVersionLabelMap); moving `stable` from 1 to 9 was let through too,
-  and `stable` then answered 404. TF Serving refuses it, and `stable` stays on 1."""
+def test_labels_are_checked_before_versions_load_and_one_in_use_moves_only_to_a_loaded_one(
+    synthetic_version, tmp_path):
+  """As ServerCore::ReloadConfig: labels are checked before models load, so a label at
+  start-up, or on a version the same reload adds, needs
+  --allow_version_labels_for_unavailable_models (both were let through); with the flag, moving
+  `stable` from 1 to 9 was let through too, and `stable` then answered 404."""
   shutil.copytree(synthetic_version, tmp_path / "m" / "1")
 
   def config(labels):
@@ -217,8 +219,12 @@ def test_a_label_in_use_moves_only_to_an_available_version_whatever_the_flag(syn
     return manager.parse_model_config(
         f'model_config_list {{ config {{ name: "m" base_path: "{tmp_path / "m"}" '
         f'model_platform: "tensorflow" {text} }} }}', "models.config")
-  mgr = manager.ModelManager(config({"stable": 1}), servable.LoadOptions(
-      warmup=False, settle_seconds=0), allow_unavailable_labels=True)
+  options = servable.LoadOptions(warmup=False, settle_seconds=0)
+  # At start-up no version is loaded yet: a label needs the flag (it started without it).
+  with pytest.raises(TfagentError, match="Request to assign label to version 1 of model m, "
+                     "which is not currently available.*--allow_version_labels_for_unavail"):
+    manager.ModelManager(config({"stable": 1}), options).start(poll_seconds=-1)
+  mgr = manager.ModelManager(config({"stable": 1}), options, allow_unavailable_labels=True)
   try:
     mgr.start(poll_seconds=-1)
     mgr.reload_config(config({"stable": 1, "canary": 9}))  # New: allowed by the flag.
@@ -227,6 +233,14 @@ def test_a_label_in_use_moves_only_to_an_available_version_whatever_the_flag(syn
       mgr.reload_config(config({"stable": 9}))
     assert e.value.code == grpc.StatusCode.FAILED_PRECONDITION
     assert mgr.resolve("m", label="stable").version == 1
+    plain = manager.ModelManager(config({}), options)  # Without the flag.
+    plain.start(poll_seconds=-1)
+    plain.reload_config(config({"stable": 1}))  # Version 1 is loaded: a label may name it.
+    shutil.copytree(synthetic_version, tmp_path / "m" / "2")
+    with pytest.raises(tensors.ServingError, match="label to version 2 of model m"):
+      plain.reload_config(config({"stable": 1, "canary": 2}))  # Checked before it loads 2.
+    assert [s.version for s in plain.model_status("m").model_version_status] == [1]
+    plain.close()
   finally:
     mgr.close()
 

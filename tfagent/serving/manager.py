@@ -111,7 +111,7 @@ class ModelManager:
     self._config_lock = threading.RLock()  # One poll or reload at a time.
     self._servables = {m: {} for m in self.models}  # name -> {version: Servable}
     self._states = {m: {} for m in self.models}  # name -> {version: (state, error)}
-    self._labels = {}  # name -> {label: version}, checked by _update_labels.
+    self._labels = {}  # name -> {label: version}, checked by _checked_labels.
     self._retries = {}  # (name, version) -> (tries so far, time.monotonic() of the next).
     self._failed = {}  # (name, version) -> fingerprint of its last try, once all tries failed.
     self._stop = threading.Event()
@@ -120,7 +120,14 @@ class ModelManager:
   def start(self, poll_seconds: int) -> None:
     """Loads every model's first versions (waiting for them), then polls in a thread: every
     `poll_seconds` if > 0; 0 polls once, < 0 never (--file_system_poll_wait_seconds). Raises
-    TfagentError if a version fails to load (the server then does not start, as TF Serving)."""
+    TfagentError if a version fails to load, or a version label names one not loaded yet
+    without --allow_version_labels_for_unavailable_models (the server then does not start, as
+    TF Serving: ServerCore checks labels before it adds models)."""
+    try:
+      labels = self._checked_labels(self.models)
+    except ServingError as e:
+      raise TfagentError(f"{e.message}: give --allow_version_labels_for_unavailable_models to "
+                         "label versions that load at start-up.") from None
     while not self._stop.is_set():
       self.poll_once()
       with self._lock:
@@ -134,7 +141,8 @@ class ModelManager:
         break
       logging.info("Waiting for a first version of %s", ", ".join(sorted(waiting)))
       self._stop.wait(self.pause(poll_seconds))
-    self._update_labels()
+    with self._lock:
+      self._labels = labels
     if poll_seconds > 0:
       self._thread = threading.Thread(target=self._poll_loop, args=(poll_seconds,),
                                       daemon=True, name="version-poller")
@@ -186,9 +194,12 @@ class ModelManager:
 
   def reload_config(self, models: list) -> None:
     """Serves exactly `models` from now on (ServerCore::ReloadConfig): new models load, removed
-    ones unload, policies and labels apply at once (a label must name an available version)."""
+    ones unload, policies and labels apply at once. Labels are checked first, as
+    ServerCore::ReloadConfig does: a label must name a version available before the reload
+    (else an error, and the old config stays)."""
     with self._config_lock:
       new = {m.name: m for m in models}
+      labels = self._checked_labels(new)
       for name in set(self.models) - set(new):
         self._forget(name)
         for version in list(self._servables[name]):
@@ -198,13 +209,14 @@ class ModelManager:
           self._servables.setdefault(name, {})
           self._states.setdefault(name, {})
         self.models = new
+        self._labels = labels
       self.poll_once()
-      self._update_labels()
 
-  def _update_labels(self) -> None:
-    """Checks and swaps in the label map (ServerCore::UpdateModelVersionLabelMap)."""
+  def _checked_labels(self, models: dict) -> dict:
+    """The label map of `models`, checked against the versions available now
+    (ServerCore::UpdateModelVersionLabelMap)."""
     labels = {}
-    for model in self.models.values():
+    for model in models.values():
       for label, version in sorted(model.version_labels.items()):
         state = self._states.get(model.name, {}).get(version, (None, ""))[0]
         # The flag lets a new label, or one kept on its version, name an unavailable version;
@@ -215,8 +227,7 @@ class ModelManager:
                              f"Request to assign label to version {version} of model "
                              f"{model.name}, which is not currently available for inference")
         labels.setdefault(model.name, {})[label] = version
-    with self._lock:
-      self._labels = labels
+    return labels
 
   def _set_state(self, name, version, state, error=None) -> None:
     with self._lock:
