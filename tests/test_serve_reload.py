@@ -10,7 +10,6 @@ import time
 import weakref
 
 import grpc
-import keras
 import pytest
 import requests
 import tensorflow as tf
@@ -19,7 +18,7 @@ from tensorflow_serving.apis.get_model_status_pb2 import ModelVersionStatus
 
 import serving_util
 from serving_util import run_server
-from tfagent import config, export, signatures
+from tfagent import config, evaluate, export, signatures
 from tfagent.errors import TfagentError
 from tfagent.serving import manager, servable, tensors
 
@@ -90,8 +89,8 @@ def test_new_version_is_served_after_warm_up_without_a_failed_request(trained_ru
     assert loop.first_seen(3) is None and loop.versions[-1][1] == 1
     shutil.rmtree(base / "3")
     # A real export of version 2, written while the server polls.
-    model = keras.saving.load_model(os.path.join(cfg.train.model_dir, "checkpoints",
-                                                 "best.keras"))
+    model = evaluate.load_checkpoint(os.path.join(cfg.train.model_dir, "checkpoints",
+                                                  "best.keras"))  # Its classes registered.
     export.export_model(model, ["negative", "positive"], config.ExportConfig(
         export_dir=str(tmp_path), model_name="m", version=2, explain_steps=0),
         warmup_texts=["great"])
@@ -241,6 +240,30 @@ def test_labels_are_checked_before_versions_load_and_one_in_use_moves_only_to_a_
       plain.reload_config(config({"stable": 1, "canary": 2}))  # Checked before it loads 2.
     assert [s.version for s in plain.model_status("m").model_version_status] == [1]
     plain.close()
+  finally:
+    mgr.close()
+
+
+def test_a_reload_waits_for_the_models_it_adds_and_one_that_fails_is_its_error(
+    synthetic_version, tmp_path, caplog):
+  """As HandleReloadConfigRequest (WaitUntilModelsAvailable): a reload adding a model whose
+  version cannot load answered OK at once; now it waits out the retries and answers UNKNOWN
+  naming it, while the good model it adds serves."""
+  shutil.copytree(synthetic_version, tmp_path / "good" / "1")
+  (tmp_path / "broken" / "1").mkdir(parents=True)
+  (tmp_path / "broken" / "1" / "saved_model.pb").write_bytes(b"not a SavedModel")
+  good, broken = (manager.single_model(n, str(tmp_path / n))[0] for n in ("good", "broken"))
+  mgr = manager.ModelManager([], servable.LoadOptions(
+      warmup=False, settle_seconds=0, max_load_retries=1, load_retry_interval_seconds=0.2))
+  try:
+    mgr.start(poll_seconds=-1)  # No poller: the reload itself tries again.
+    with pytest.raises(tensors.ServingError, match=r"^1 model\(s\) did not become available: "
+                       r"\{\{\{name: broken version: 1\} due to error: [A-Z_]+: .*\}, \}$") as e:
+      mgr.reload_config([good, broken])
+    assert e.value.code == grpc.StatusCode.UNKNOWN
+    assert caplog.text.count("Servable broken version 1 failed to load") == 2  # The retry too.
+    assert mgr.resolve("good").version == 1
+    mgr.reload_config([good, broken])  # Nothing added: no wait, no error.
   finally:
     mgr.close()
 

@@ -193,13 +193,12 @@ class ModelManager:
     return [version for _, version in dropped]
 
   def reload_config(self, models: list) -> None:
-    """Serves exactly `models` from now on (ServerCore::ReloadConfig): new models load, removed
-    ones unload, policies and labels apply at once. Labels are checked first, as
-    ServerCore::ReloadConfig does: a label must name a version available before the reload
-    (else an error, and the old config stays)."""
+    """Serves exactly `models` from now on (ServerCore::ReloadConfig): labels are checked first
+    (one must name a version available before the reload, else an error and the old config
+    stays), removed models unload, new ones load (and are awaited), policies apply at once."""
     with self._config_lock:
       new = {m.name: m for m in models}
-      labels = self._checked_labels(new)
+      labels, added = self._checked_labels(new), set(new) - set(self.models)
       for name in set(self.models) - set(new):
         self._forget(name)
         for version in list(self._servables[name]):
@@ -211,6 +210,25 @@ class ModelManager:
         self.models = new
         self._labels = labels
       self.poll_once()
+    self._await(added)
+
+  def _await(self, names: set) -> None:
+    """WaitUntilModelsAvailable for the models a reload adds, lock-free: until each serves a
+    version or its retries are spent; one whose versions all failed is an error (UNKNOWN).
+    One with no version on disk yet is not waited for (TF Serving waits)."""
+    while not self._stop.is_set() and any(n in names and not self._servables[n]
+                                          for n, _ in tuple(self._retries)):
+      self._stop.wait(self.pause(-1))
+      if self._thread is None:
+        self.poll_once()
+    with self._lock:
+      failed = [(n, v, e) for n in sorted(names) if not self._servables.get(n)
+                for v, (_, e) in sorted(self._states.get(n, {}).items()) if e]
+    items = "".join(f"{{{{name: {n} version: {v}}} due to error: {error_code(e).name}: {e}}}, "
+                    for n, v, e in failed)  # ServableId::DebugString, Status::ToString.
+    if failed:
+      raise ServingError(grpc.StatusCode.UNKNOWN,
+                         f"{len(failed)} model(s) did not become available: {{{items}}}")
 
   def _checked_labels(self, models: dict) -> dict:
     """The label map of `models`, checked against the versions available now
