@@ -54,12 +54,13 @@ def unknown_share(model, texts: list) -> float:
   return float((pieces == vocabulary.index("[UNK]")).mean()) if len(pieces) else 0.0
 
 
-def vocabulary_warning(model_name: str, share: float, wide: bool = True) -> str:
-  """A warning when the vocabulary misses more than UNKNOWN_WARN of the pieces, else ''.
-  `wide`: whether the run may add --wide_ngrams (multilabel and pair runs refuse it)."""
+def vocabulary_warning(cfg, share: float) -> str:
+  """A warning when the vocabulary misses more than UNKNOWN_WARN of the pieces, else ''; it
+  advises --wide_ngrams only where the run may add it (multilabel and pair runs refuse it)."""
   if share <= UNKNOWN_WARN:
     return ""
-  if model_name == "bert":
+  wide = not (is_multilabel(cfg.data) or cfg.data.text_pair_field)
+  if cfg.model.name == "bert":
     return (f"{share:.0%} of the word pieces of the training texts are [UNK]: the "
             "pretrained encoder's vocabulary does not cover this language or script, and "
             "what it cannot see it cannot learn. Use --model=lstm" + " --wide_ngrams=4" * wide
@@ -71,8 +72,7 @@ def vocabulary_warning(model_name: str, share: float, wide: bool = True) -> str:
 def card_warnings(cfg, info, result: dict) -> list:
   """The card's warnings, of every task: the vocabulary's (the [UNK] share training measured,
   `result["unknown_token_share"]`), then `data_warnings`'."""
-  wide = not (is_multilabel(cfg.data) or cfg.data.text_pair_field)  # Else refused.
-  vocabulary = vocabulary_warning(cfg.model.name, result.get("unknown_token_share", 0.0), wide)
+  vocabulary = vocabulary_warning(cfg, result.get("unknown_token_share", 0.0))
   return [vocabulary] * bool(vocabulary) + data_warnings(info, result)
 
 

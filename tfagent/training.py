@@ -171,8 +171,7 @@ def check_vocabulary(cfg: config.Config, model: keras.Model, splits, sample: int
   split = splits["train"] if cfg.model.name in models.PRETRAINED else splits["validation"]
   texts = [t.decode("utf-8") for t in data.single_texts(split).take(sample).as_numpy_iterator()]
   share = model_card.unknown_share(model, texts)
-  warning = model_card.vocabulary_warning(cfg.model.name, share, wide=not (
-      tasks.is_multilabel(cfg) or cfg.data.text_pair_field))  # Both refuse the wide path.
+  warning = model_card.vocabulary_warning(cfg, share)
   if warning:
     logging.warning("%s", warning)
   return share
