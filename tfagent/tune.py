@@ -221,14 +221,16 @@ def tune(cfg: config.Config, space: dict, options: TuneOptions, present: set) ->
   summary = {"tuner": options.tuner, "objective": options.objective,
              "search_space": space, "options": dataclasses.asdict(options),
              "best": best, "trials": records}
-  tune_report.write_summary(options.tune_dir, summary, None)  # The trials are kept should test fail.
+  # The trials are kept should test fail.
+  tune_report.write_summary(options.tune_dir, summary, None)
   if not best:
     raise ConfigError(f"tfagent tune: none of the {len(records)} trials completed within the "
                       f"budgets (see {os.path.join(options.tune_dir, 'tuning.md')}).")
   summary["test"] = {k: v for k, v in evaluate.run_test_split(
       best["run_dir"], best["saved_model"], os.path.join(options.tune_dir, "test"),
       overwrite=True).items() if k in ("accuracy", "macro_f1", "examples", "roc_auc")}
-  tune_report.write_summary(options.tune_dir, summary, tune_report.best_flags(cfg, present, summary))
+  tune_report.write_summary(options.tune_dir, summary,
+                            tune_report.best_flags(cfg, present, summary))
   logging.info("Best: trial %s, %s %.4f, %s; test accuracy %.4f. Wrote %s.", best["trial"],
                options.objective, best[options.objective], json.dumps(best["values"]),
                summary["test"]["accuracy"], os.path.join(options.tune_dir, "best.flags"))
