@@ -17,7 +17,6 @@ fitted on the labels as before; distillation trains the deep path (the classifie
 """
 
 import dataclasses
-import json
 import os
 
 from absl import logging
@@ -25,7 +24,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfagent import multilabel_export, progress, signatures
+from tfagent import model_card, multilabel_export, progress, signatures
 from tfagent.data import pipeline, unlabeled
 from tfagent.errors import ConfigError
 from tfagent.versions import is_version, resolve_saved_model
@@ -116,10 +115,9 @@ class Teacher:
           "text": tf.train.Feature(bytes_list=tf.train.BytesList(value=[b"x"]))}))
       out = classify(inputs=tf.constant([example.SerializeToString()]))
       return [c.decode("utf-8") for c in out[signatures.CLASSIFY_CLASSES].numpy()[0]]
-    card = os.path.join(self.export_dir, "model_card.json")
-    if tf.io.gfile.exists(card):
-      with tf.io.gfile.GFile(card) as f:
-        return list(json.load(f)["class_names"])
+    card = model_card.read(self.export_dir)
+    if card:
+      return list(card["class_names"])
     raise teacher_error(self.path, "its class names cannot be read (no classify signature, "
                         "no model_card.json)")
 

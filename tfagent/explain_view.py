@@ -13,10 +13,9 @@ positive pushes toward it, negative away (docs/python_api.md#explain).
 """
 
 import html
-import json
 import os
 
-from tfagent import signatures
+from tfagent import model_card, signatures
 from tfagent.errors import ConfigError
 
 # The export's `explain` signature (tfagent/signatures.py holds the contract).
@@ -70,12 +69,7 @@ def missing_explain_error(export_dir: str, name: str = EXPLAIN_SIGNATURE) -> Con
 
 def exported_without_explain(export_dir: str) -> bool:
   """Whether the export's model card says it was made with --explain_steps=0."""
-  import tensorflow as tf
-  path = os.path.join(export_dir, "model_card.json")
-  if not tf.io.gfile.exists(path):
-    return False
-  with tf.io.gfile.GFile(path) as f:
-    card = json.load(f)
+  card = model_card.read(export_dir)
   return card.get("config", {}).get("export", {}).get("explain_steps") == 0
 
 

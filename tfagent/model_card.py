@@ -261,6 +261,15 @@ def quantization_lines(report: dict) -> list:
           f"| validation {name} | {accuracy['float32']:.4f} | {accuracy[mode]:.4f} |"]
 
 
+def read(export_dir: str) -> dict:
+  """The model_card.json of an export's version directory; {} when it has none."""
+  import tensorflow as tf
+  path = os.path.join(export_dir, "model_card.json")
+  if not tf.io.gfile.exists(path):
+    return {}
+  return json.loads(fileio.read_text(path))
+
+
 def write(export_dir: str, card: dict) -> None:
   """Writes model_card.json and model_card.md into the export's version directory."""
   fileio.write_text_atomically(os.path.join(export_dir, "model_card.json"),

@@ -14,7 +14,6 @@ import time
 
 from absl import logging
 import keras
-import tensorflow as tf
 
 from tfagent import model_card, signatures
 from tfagent.data.multilabel import is_multilabel
@@ -105,14 +104,6 @@ class FitProgress(keras.callbacks.Callback):
     return f"at most {duration(left)} left in the fit."
 
 
-def _read_card(saved_model: str) -> dict:
-  path = os.path.join(saved_model, "model_card.json")
-  if not tf.io.gfile.exists(path):
-    return {}
-  with tf.io.gfile.GFile(path) as f:
-    return json.load(f)
-
-
 def peer_lines(card: dict) -> list:
   """The peers' accuracy where this run's train and test splits are ones measured before."""
   hashes = card.get("data", {}).get("content_sha256", {})
@@ -139,7 +130,7 @@ def final_summary(cfg, result: dict, example: str) -> str:
   else:
     figures = f"accuracy {result['accuracy']:.2%}, macro F1 {result['macro_f1']:.4f}"
   lines = [f"Test: {figures} on {result['examples']} texts of {scored}.",
-           *peer_lines(_read_card(saved_model)),
+           *peer_lines(model_card.read(saved_model)),
            f"SavedModel: {saved_model}",
            f"Model card: {os.path.join(saved_model, 'model_card.md')}",
            f"Metrics: {os.path.join(cfg.train.model_dir, 'eval', 'metrics.json')}; "
