@@ -175,13 +175,10 @@ def set_metric_state(model: keras.Model, values: list) -> None:
   strategy = model.distribute_strategy
   share = 1.0 / strategy.num_replicas_in_sync
 
-  def assign():
+  def assign():  # In each replica (the default strategy's one too).
     for variable, value in zip(variables, values):
       variable.assign(tf.cast(np.asarray(value) * share, variable.dtype))
-  if strategy.num_replicas_in_sync == 1:
-    assign()
-  else:
-    strategy.run(assign)
+  strategy.run(assign)
 
 
 def clear(backup_dir: str) -> None:
